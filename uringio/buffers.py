@@ -1,0 +1,59 @@
+"""Buffers handed to the kernel: pinning helpers and the provided-buffer ring.
+
+The ownership rule: from submit until its final CQE, the kernel owns a buffer.
+Pinning (``ffi.from_buffer``) gives a stable pointer and keeps the object alive
+for as long as the pin is referenced; the loop's Op record holds the pin.
+"""
+
+from __future__ import annotations
+
+from . import ring as ring_mod
+from .ring import Ring, ffi, lib
+
+
+def pin(data) -> object:
+    """A pointer to ``data``'s bytes, valid while the returned object lives.
+    For a bytearray, also stops it being resized while pinned."""
+    return ffi.from_buffer(data)
+
+
+def pin_writable(buf) -> object:
+    """Like ``pin`` for a buffer the kernel writes into (recv, read)."""
+    return ffi.from_buffer(buf, require_writable=True)
+
+
+def unpin(pinned) -> None:
+    """Drop the pin now rather than at garbage collection."""
+    ffi.release(pinned)
+
+
+class BufRing:
+    """A provided-buffer ring (io_uring_register_buf_ring(3)): ``entries``
+    buffers of ``size`` bytes, from which the kernel picks one per receive.
+
+    The kernel owns a buffer from the moment it is in the ring until a CQE
+    names it (cqe.flags >> IORING_CQE_BUFFER_SHIFT); the loop copies the bytes
+    out and hands the id back in its next ``submit_and_wait``.
+    """
+
+    def __init__(self, ring: Ring, entries: int = 1024, size: int = 16384, bgid: int = 0) -> None:
+        self._ring = ring
+        self._br = ffi.new("struct uio_bufring *")
+        res = lib.uio_bufring_setup(ring._ptr, self._br, entries, size, bgid)
+        if res < 0:
+            raise ring_mod._unavailable(-res, "io_uring_register_buf_ring failed")
+        self.entries = entries
+        self.size = size
+        self.bgid = bgid
+        base = self._br.base
+        # One char* per buffer, so taking bytes out is a single foreign call.
+        self._ptrs = [base + i * size for i in range(entries)]
+        self._unpack = ffi.unpack
+
+    def take(self, bid: int, nbytes: int) -> bytes:
+        """Copy ``nbytes`` out of buffer ``bid`` (the caller then recycles it)."""
+        return self._unpack(self._ptrs[bid], nbytes)
+
+    def close(self) -> None:
+        if self._br.base != ffi.NULL:
+            lib.uio_bufring_free(self._ring._ptr if not self._ring.closed else ffi.NULL, self._br)

@@ -1,0 +1,75 @@
+"""``python -m uringio``: serve, info, bench and demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import runpy
+import sys
+
+from .loop import BACKENDS
+
+APPS = ("echo",)
+
+
+def _repo_file(*parts: str) -> str:
+    """A file of the source checkout (benchmarks are not installed)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, *parts)
+    if not os.path.exists(path):
+        raise SystemExit(f"{os.path.join(*parts)} not found: run this from a uringio source checkout")
+    return path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .echo import EchoProtocol
+    from .server import run_server
+
+    def on_listening(server) -> None:
+        host, port = server.address
+        print(f"listening on {host}:{port} (backend={server.loop.backend})", flush=True)
+
+    run_server(EchoProtocol, args.host, args.port, backend=args.backend,
+               on_listening=on_listening)
+    return 0
+
+
+def _run_script(relpath: str, argv: list[str]) -> int:
+    module = runpy.run_path(_repo_file(*relpath.split("/")), run_name="uringio_bench")
+    return module["main"](argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m uringio",
+                                     description="TCP servers on io_uring, with an epoll reactor beside it.")
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a server until SIGINT/SIGTERM")
+    serve.add_argument("app", choices=APPS)
+    serve.add_argument("--backend", choices=BACKENDS, default="auto",
+                       help="uring, epoll, or auto: io_uring where it works (default)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8888, help="0 picks a free port")
+
+    info = sub.add_parser("info", help="what this machine offers io_uring")
+    info.add_argument("--json", action="store_true")
+
+    sub.add_parser("bench", help="the side-by-side echo benchmark (benchmarks/echo_bench.py)",
+                   add_help=False)
+    sub.add_parser("demo", help="a short side-by-side run of uring vs epoll", add_help=False)
+
+    argv = sys.argv[1:] if argv is None else argv
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.command in ("bench", "demo"):
+        if args.command == "demo":
+            rest = ["--demo", *rest]
+        return _run_script("benchmarks/echo_bench.py", rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "serve":
+        return _serve(args)
+    from . import info as info_mod
+    return info_mod.main(args.json)

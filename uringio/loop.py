@@ -1,0 +1,237 @@
+"""What both loops share: the operation interface, timers, callbacks,
+thread-safe wakeup, run/stop, and choosing the backend.
+
+The operation interface is completion-based on both backends. A caller
+*starts* an operation with a completion handler; the handler runs later, on
+the loop thread, with the result or an ``OSError`` carrying the errno:
+
+==========================  ==================================================
+``accept(sock, h)``         h(fd) per new connection, until ``cancel_accept``
+                            or an error (h(OSError); accepting has stopped)
+``start_recv(fd, h)``       h(bytes) per chunk, h(b"") at EOF, h(OSError);
+                            the stream ends after EOF or an error
+``stop_recv(fd)``           stop a stream; nothing received is lost: it is
+                            delivered by the next ``start_recv`` on that fd
+``recv(fd, n, h)``          one receive of at most n bytes: h(bytes | OSError)
+``send(fd, data, h)``       a full send: h(len(data)) once every byte is out,
+                            or h(OSError)
+``close_fd(fd, h=None)``    cancel what is in flight on fd, then close it:
+                            h(0 | OSError)
+==========================  ==================================================
+
+``ProactorLoop`` (backend "uring") submits these to io_uring and the kernel
+does the IO. ``ReactorLoop`` (backend "epoll") waits for readiness and does
+the non-blocking syscall itself. A handler never runs inside the call that
+started its operation, on either backend.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import signal
+import threading
+from collections import deque
+from time import monotonic
+from typing import Any, Callable
+
+from .errors import LoopClosedError, UringUnavailable
+
+log = logging.getLogger("uringio")
+
+BACKENDS = ("auto", "uring", "epoll")
+
+
+class Timer:
+    """A callback scheduled by ``call_later``; ``cancel()`` stops it."""
+
+    __slots__ = ("when", "callback", "args", "cancelled")
+
+    def __init__(self, when: float, callback: Callable, args: tuple) -> None:
+        self.when = when
+        self.callback = callback
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: "Timer") -> bool:
+        return self.when < other.when
+
+
+class BaseLoop:
+    """Callbacks, timers and the run loop. A backend adds ``_poll(timeout)``,
+    which waits at most ``timeout`` seconds (None: no limit) and dispatches
+    completions, and the operations listed in this module's docstring."""
+
+    backend = "base"
+
+    def __init__(self) -> None:
+        self._ready: deque[tuple[Callable, tuple]] = deque()
+        self._timers: list[Timer] = []
+        self._stopping = False
+        self._running = False
+        self._closed = False
+        self._thread_id: int | None = None
+        self._signals: dict[int, Any] = {}
+        # eventfd: a thread-safe wakeup the backend keeps a read pending on.
+        self._wakeup_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+
+    # -- callbacks and timers ------------------------------------------------
+
+    def time(self) -> float:
+        return monotonic()
+
+    def call_soon(self, callback: Callable, *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop thread in this or the next turn."""
+        self._ready.append((callback, args))
+
+    def call_later(self, delay: float, callback: Callable, *args: Any) -> Timer:
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a Timer."""
+        timer = Timer(monotonic() + delay, callback, args)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_soon_threadsafe(self, callback: Callable, *args: Any) -> None:
+        """``call_soon`` from any thread (or a signal handler): wakes the loop."""
+        self._ready.append((callback, args))  # deque.append is atomic
+        try:
+            os.eventfd_write(self._wakeup_fd, 1)
+        except (BlockingIOError, OSError):
+            pass  # counter full (already pending) or loop closed
+
+    def add_signal_handler(self, signum: int, callback: Callable, *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop when ``signum`` arrives.
+        Must be called from the main thread."""
+        def on_signal(_signum, _frame):
+            self.call_soon_threadsafe(callback, *args)
+        old = signal.signal(signum, on_signal)
+        self._signals.setdefault(signum, old)
+
+    def remove_signal_handlers(self) -> None:
+        for signum, old in self._signals.items():
+            signal.signal(signum, old)
+        self._signals.clear()
+
+    # -- running -------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until ``stop()``. Handler exceptions are logged, not raised:
+        one connection's failure never ends the loop."""
+        if self._closed:
+            raise LoopClosedError("the loop is closed")
+        if self._running:
+            raise RuntimeError("the loop is already running")
+        self._running = True
+        self._stopping = False
+        self._thread_id = threading.get_ident()
+        try:
+            while not self._stopping:
+                self._run_once()
+        finally:
+            self._running = False
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Run turns until ``predicate()`` is true or ``timeout`` seconds pass;
+        returns the predicate's last value. For tests and shutdown."""
+        deadline = monotonic() + timeout
+        self._running = True
+        try:
+            while not predicate():
+                left = deadline - monotonic()
+                if left <= 0:
+                    return False
+                self._run_once(min(left, 0.05))
+            return True
+        finally:
+            self._running = False
+
+    def stop(self) -> None:
+        """Make ``run()`` return after the current turn."""
+        self._stopping = True
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def _run_once(self, max_wait: float | None = None) -> None:
+        ready = self._ready
+        timers = self._timers
+        if ready or self._stopping:
+            timeout = 0.0
+        elif timers:
+            timeout = max(0.0, timers[0].when - monotonic())
+            if max_wait is not None:
+                timeout = min(timeout, max_wait)
+        else:
+            timeout = max_wait
+        self._poll(timeout)
+
+        if timers:
+            now = monotonic()
+            while timers and timers[0].when <= now:
+                timer = heapq.heappop(timers)
+                if not timer.cancelled:
+                    ready.append((timer.callback, timer.args))
+        # Only what was queued before this point: a callback that queues
+        # another waits for the next turn, so IO is never starved.
+        for _ in range(len(ready)):
+            callback, args = ready.popleft()
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("callback %r raised", callback)
+
+    def _handler_failed(self, handler: object) -> None:
+        log.exception("completion handler %r raised", handler)
+
+    def _poll(self, timeout: float | None) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LoopClosedError("the loop is closed")
+
+    def close(self) -> None:
+        """Release the loop's resources. Operations still in flight are
+        cancelled first; their handlers are not called."""
+        if self._closed:
+            return
+        if self._running:
+            raise RuntimeError("cannot close a running loop")
+        self._closed = True
+        self.remove_signal_handlers()
+        self._ready.clear()
+        self._timers.clear()
+        os.close(self._wakeup_fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def open_loop(backend: str = "auto", **options: Any) -> BaseLoop:
+    """The loop for ``backend``: "uring", "epoll", or "auto" (io_uring when it
+    can be set up here, else epoll, saying why in one log line).
+
+    Raises UringUnavailable for "uring" when io_uring cannot be used, and
+    ValueError for an unknown backend name.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'uring' or 'epoll'")
+    if backend in ("auto", "uring"):
+        from .proactor import ProactorLoop
+        try:
+            return ProactorLoop(**options)
+        except UringUnavailable as exc:
+            if backend == "uring":
+                raise
+            log.warning("io_uring unavailable (%s); using epoll", exc.strerror)
+    from .reactor import ReactorLoop
+    return ReactorLoop(**{k: v for k, v in options.items() if k in ReactorLoop.OPTIONS})

@@ -1,0 +1,404 @@
+"""ProactorLoop: the io_uring completion loop (backend "uring").
+
+What the kernel guarantees, and what it forces on this code:
+
+* The kernel performs each operation and posts a CQE carrying our user_data,
+  ``res`` (a count, a new fd, or -errno) and ``flags``. Until that CQE, the
+  kernel may read or write the operation's buffer, so the Op record keeps the
+  buffer and its pin referenced until the *final* CQE (the ownership rule).
+  A cancel only asks: the cancelled operation still completes, usually with
+  -ECANCELED, and only then is its Op dropped.
+* Multishot accept and recv post many CQEs for one SQE; IORING_CQE_F_MORE
+  says more will come. When it is clear the operation has ended (the kernel
+  can end it at any time, e.g. on -ENOBUFS) and we re-arm it if still wanted.
+* Multishot recv picks a buffer from the provided-buffer ring per CQE. The
+  bytes are copied out at once and the buffer id queued; the next turn's
+  single foreign call hands all of them back before submitting.
+* With SINGLE_ISSUER | DEFER_TASKRUN, completion work runs only inside our
+  io_uring_enter, in this thread: the loop must be created and run in one
+  thread, and other threads wake it through the eventfd read kept pending.
+
+Per turn: one foreign call submits the SQEs queued since the last turn,
+waits, and returns every ready CQE; then each CQE is dispatched to its op's
+``_on_<kind>`` method.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+from . import buffers
+from .buffers import BufRing
+from .errors import BusyResourceError, UringUnavailable, os_error
+from .loop import BaseLoop, log
+from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
+from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY, IORING_CQE_F_BUFFER,
+                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, Ring, kernel_release)
+
+_ECANCELED = errno.ECANCELED
+_ENOBUFS = errno.ENOBUFS
+_MSG_NOSIGNAL = socket.MSG_NOSIGNAL
+_ACCEPT_FLAGS = socket.SOCK_CLOEXEC
+_EMPTY = b""
+
+
+class ProactorLoop(BaseLoop):
+    """io_uring loop. Raises UringUnavailable when the ring cannot be set up
+    or the kernel lacks multishot accept/recv (Linux 6.0+)."""
+
+    backend = "uring"
+
+    def __init__(self, entries: int = 1024, buffers: int = 1024,
+                 buffer_size: int = 16384, cq_entries: int | None = None) -> None:
+        ring = Ring(entries, cq_entries if cq_entries is not None else entries * 16)
+        try:
+            feats = ring.probe()
+            if not (feats.multishot_accept and feats.multishot_recv and feats.buf_ring):
+                major, minor = kernel_release()
+                raise UringUnavailable(
+                    errno.ENOSYS, f"kernel {major}.{minor} lacks multishot accept/recv with "
+                    "provided-buffer rings (needs Linux 6.0+); use --backend epoll")
+            self._bufs = BufRing(ring, buffers, buffer_size)
+        except BaseException:
+            ring.close()
+            raise
+        super().__init__()
+        self._ring = ring
+        self.features = feats
+        self._ops = OpTable(self._on_ignored)
+        self._slots = self._ops.slots
+        self._recycled: list[int] = []
+        self._readers: dict[int, Op] = {}    # fd -> RECV or RECV_STREAM op
+        self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
+        self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
+        self._draining: dict[int, Op] = {}   # fd -> stopped stream awaiting its final CQE
+        self._wakeup_buf = bytearray(8)
+        self._arm_wakeup()
+
+    # -- the turn ------------------------------------------------------------
+
+    def _poll(self, timeout: float | None) -> None:
+        cqes = self._ring.submit_and_wait(0 if timeout == 0 else 1, timeout,
+                                          self._bufs, self._recycled)
+        slots = self._slots
+        i, n = 0, len(cqes)
+        while i < n:
+            try:
+                while i < n:
+                    op = slots[cqes[i]]
+                    res = cqes[i + 1]
+                    flags = cqes[i + 2]
+                    i += 3
+                    op.on_complete(op, res, flags)
+            except Exception:
+                if slots[cqes[i - 3]] is None:
+                    self.stop()
+                    raise RuntimeError(f"CQE for unknown user_data {cqes[i - 3]}") from None
+                self._handler_failed(slots[cqes[i - 3]])
+
+    def _on_ignored(self, op: Op, res: int, flags: int) -> None:
+        # Cancel requests and handler-less closes: their outcome is reported
+        # by the operation they target, or matters to nobody.
+        pass
+
+    # -- accept --------------------------------------------------------------
+
+    def accept(self, sock: socket.socket, handler) -> None:
+        """Accept connections on listening ``sock``: handler(fd) for each,
+        until ``cancel_accept(sock)``; handler(OSError) ends accepting."""
+        self._check_open()
+        fd = sock.fileno()
+        if fd in self._acceptors:
+            raise BusyResourceError(f"an accept is already in flight on fd {fd}")
+        op = self._ops.add(OpKind.ACCEPT, fd, handler, self._on_accept)
+        self._acceptors[fd] = op
+        self._submit(self._ring.prep_accept(fd, 1, _ACCEPT_FLAGS, op.id))
+
+    def cancel_accept(self, sock: socket.socket) -> None:
+        op = self._acceptors.pop(sock.fileno(), None)
+        if op is not None:
+            self._cancel(op)
+
+    def _on_accept(self, op: Op, res: int, flags: int) -> None:
+        # io_uring_prep_multishot_accept(3): res is the new fd or -errno;
+        # IORING_CQE_F_MORE clear means this SQE will post no more.
+        more = flags & IORING_CQE_F_MORE
+        if op.cancelled:
+            if res >= 0:
+                os.close(res)  # raced with the cancel: nobody wants it
+            if not more:
+                self._ops.pop(op)
+            return
+        if res >= 0:
+            if not more:
+                self._submit(self._ring.prep_accept(op.fd, 1, _ACCEPT_FLAGS, op.id))
+            op.handler(res)
+            return
+        if more:
+            self._cancel(op)
+        else:
+            self._ops.pop(op)
+        self._acceptors.pop(op.fd, None)
+        op.handler(os_error(-res))
+
+    # -- receive -------------------------------------------------------------
+
+    def start_recv(self, fd: int, handler) -> None:
+        """Receive on ``fd`` until EOF, an error or ``stop_recv``: handler(bytes),
+        then handler(b"") at EOF or handler(OSError)."""
+        self._check_open()
+        if fd in self._readers:
+            raise BusyResourceError(f"a recv is already in flight on fd {fd}")
+        op = self._ops.add(OpKind.RECV_STREAM, fd, handler, self._on_recv_stream)
+        self._readers[fd] = op
+        held = self._held.pop(fd, None)
+        if held is None:
+            self._submit(self._ring.prep_recv_multishot(fd, self._bufs.bgid, 0, op.id))
+        else:
+            op.extra = held
+            self.call_soon(self._deliver_held, op)
+
+    def stop_recv(self, fd: int) -> None:
+        """Stop receiving on ``fd``. Bytes the kernel already received are
+        kept and delivered first by the next ``start_recv(fd, ...)``."""
+        op = self._readers.get(fd)
+        if op is None or op.kind != OpKind.RECV_STREAM:
+            return
+        del self._readers[fd]
+        if op.extra is not None:
+            # Still delivering held data and never submitted: keep the rest
+            # held; _deliver_held drops the op.
+            self._held[fd] = op.extra
+            op.extra = None
+            op.cancelled = True
+            return
+        self._draining[fd] = op
+        self._cancel(op)
+
+    def _on_recv_stream(self, op: Op, res: int, flags: int) -> None:
+        # io_uring_prep_recv_multishot(3): res > 0 is a byte count in the
+        # buffer flags >> IORING_CQE_BUFFER_SHIFT, 0 is EOF, < 0 is -errno.
+        if res > 0:
+            bid = flags >> 16
+            data = self._bufs.take(bid, res)
+            self._recycled.append(bid)
+            if op.cancelled:
+                self._hold(op, data)
+                if not flags & IORING_CQE_F_MORE:
+                    self._ops.pop(op)
+                    self._end_draining(op)
+                return
+            if not flags & IORING_CQE_F_MORE:
+                self._submit(self._ring.prep_recv_multishot(op.fd, self._bufs.bgid, 0, op.id))
+            op.handler(data)
+            return
+        if flags & IORING_CQE_F_BUFFER:
+            self._recycled.append(flags >> 16)
+        if res == -_ENOBUFS and not op.cancelled:
+            # The buffer ring ran dry; no data was taken. The buffers queued
+            # this turn go back before the re-armed recv is submitted.
+            self._submit(self._ring.prep_recv_multishot(op.fd, self._bufs.bgid, 0, op.id))
+            return
+        self._ops.pop(op)
+        if op.cancelled:
+            self._end_draining(op)
+            if res != -_ECANCELED and res != -_ENOBUFS:
+                self._hold(op, _EMPTY if res == 0 else os_error(-res))
+            return
+        if self._readers.get(op.fd) is op:
+            del self._readers[op.fd]
+        op.handler(_EMPTY if res == 0 else os_error(-res))
+
+    def _hold(self, op: Op, item) -> None:
+        # Arrived after stop_recv: nothing is lost, start_recv delivers it.
+        # After close_fd (handler None) nobody can ask for it.
+        if op.handler is not None:
+            self._held.setdefault(op.fd, []).append(item)
+
+    def _end_draining(self, op: Op) -> None:
+        if self._draining.get(op.fd) is op:
+            del self._draining[op.fd]
+
+    def _deliver_held(self, op: Op) -> None:
+        held = op.extra
+        if op.cancelled:       # stop_recv or close_fd came first
+            self._ops.pop(op)
+            return
+        while held and not op.cancelled:
+            item = held.pop(0)
+            if item.__class__ is bytes and item:
+                op.handler(item)
+                continue
+            # EOF or an error: the stream is over.
+            self._ops.pop(op)
+            if self._readers.get(op.fd) is op:
+                del self._readers[op.fd]
+            op.handler(item)
+            return
+        if op.cancelled:       # stopped from inside a handler: never submitted
+            self._ops.pop(op)
+            return
+        op.extra = None
+        self._submit(self._ring.prep_recv_multishot(op.fd, self._bufs.bgid, 0, op.id))
+
+    def recv(self, fd: int, nbytes: int, handler) -> None:
+        """One receive of at most ``nbytes``: handler(bytes) (b"" at EOF) or
+        handler(OSError). The buffer is the op's until its CQE."""
+        self._check_open()
+        if fd in self._readers:
+            raise BusyResourceError(f"a recv is already in flight on fd {fd}")
+        held = self._held.get(fd)
+        if held:
+            item = held.pop(0)
+            if not held:
+                del self._held[fd]
+            self.call_soon(handler, item)
+            return
+        op = self._ops.add(OpKind.RECV, fd, handler, self._on_recv)
+        op.buf = bytearray(nbytes)
+        op.pin = buffers.pin_writable(op.buf)
+        self._readers[fd] = op
+        self._submit(self._ring.prep_recv(fd, op.pin, nbytes, 0, op.id))
+
+    def _on_recv(self, op: Op, res: int, flags: int) -> None:
+        # io_uring_prep_recv(3): res is the byte count (0 at EOF) or -errno.
+        buf = op.buf
+        self._ops.pop(op)
+        if self._readers.get(op.fd) is op:
+            del self._readers[op.fd]
+        if op.cancelled:
+            return
+        op.handler(bytes(buf[:res]) if res >= 0 else os_error(-res))
+
+    # -- send ----------------------------------------------------------------
+
+    def send(self, fd: int, data, handler) -> None:
+        """Send all of ``data`` (copied unless it is bytes): handler(len(data))
+        when the last byte is out, or handler(OSError)."""
+        self._check_open()
+        if data.__class__ is not bytes:
+            data = bytes(data)
+        if not data:
+            self.call_soon(handler, 0)
+            return
+        op = self._ops.add(OpKind.SEND, fd, handler, self._on_send)
+        op.buf = data
+        op.pin = pin = buffers.pin(data)
+        if self._ring.prep_send(fd, pin, len(data), _MSG_NOSIGNAL, op.id):
+            self._sq_full(op)
+
+    def _on_send(self, op: Op, res: int, flags: int) -> None:
+        # io_uring_prep_send(3): res is the bytes sent, maybe fewer than
+        # asked (then we continue from there), or -errno.
+        if res > 0:
+            op.offset += res
+            left = len(op.buf) - op.offset
+            if left and not op.cancelled:
+                self._submit(self._ring.prep_send(op.fd, op.pin + op.offset, left,
+                                                  _MSG_NOSIGNAL, op.id))
+                return
+            self._ops.pop(op)
+            if not op.cancelled:
+                op.handler(op.offset)
+            return
+        self._ops.pop(op)
+        if not op.cancelled:
+            op.handler(os_error(-res if res else errno.EPIPE))
+
+    # -- close and cancel ----------------------------------------------------
+
+    def close_fd(self, fd: int, handler=None) -> None:
+        """Cancel every operation on ``fd``, then close it: handler(0) or
+        handler(OSError). Cancelled sends get handler(OSError(ECANCELED));
+        a receive stream on fd just ends."""
+        self._check_open()
+        for reader in (self._readers.pop(fd, None), self._draining.pop(fd, None)):
+            if reader is not None:
+                reader.cancelled = True
+                reader.handler = None
+        acceptor = self._acceptors.pop(fd, None)
+        if acceptor is not None:
+            acceptor.cancelled = True
+        self._held.pop(fd, None)
+        # Hard link: the close runs after the cancel even when the cancel
+        # finds nothing (-ENOENT), and in the same submission, before the fd
+        # number can be reused by an accept.
+        self._submit(self._ring.prep_cancel_fd(fd, IORING_ASYNC_CANCEL_ALL,
+                                               IGNORED_USER_DATA, IOSQE_IO_HARDLINK))
+        if handler is None:
+            self._submit(self._ring.prep_close(fd, IGNORED_USER_DATA, 0))
+        else:
+            op = self._ops.add(OpKind.CLOSE, fd, handler, self._on_close)
+            self._submit(self._ring.prep_close(fd, op.id, 0))
+
+    def _on_close(self, op: Op, res: int, flags: int) -> None:
+        # io_uring_prep_close(3): res is 0 or -errno.
+        self._ops.pop(op)
+        op.handler(0 if res >= 0 else os_error(-res))
+
+    def _cancel(self, op: Op) -> None:
+        op.cancelled = True
+        self._submit(self._ring.prep_cancel64(op.id, 0, IGNORED_USER_DATA, 0))
+
+    # -- wakeup --------------------------------------------------------------
+
+    def _arm_wakeup(self) -> None:
+        op = self._ops.add(OpKind.WAKEUP, self._wakeup_fd, None, self._on_wakeup)
+        op.buf = self._wakeup_buf
+        op.pin = buffers.pin_writable(op.buf)
+        self._submit(self._ring.prep_read(self._wakeup_fd, op.pin, 8, 0, op.id))
+
+    def _on_wakeup(self, op: Op, res: int, flags: int) -> None:
+        # read(2) on an eventfd: 8 bytes, the counter, which the read resets.
+        # The callbacks themselves are already in the ready queue.
+        if op.cancelled:
+            self._ops.pop(op)
+            return
+        self._submit(self._ring.prep_read(self._wakeup_fd, op.pin, 8, 0, op.id))
+
+    # -- plumbing ------------------------------------------------------------
+
+    @property
+    def ops(self) -> OpTable:
+        """The in-flight operation table (for diagnostics and tests)."""
+        return self._ops
+
+    def _submit(self, rc: int) -> None:
+        if rc:
+            raise OSError(-rc, "io_uring SQ is full and the kernel takes no more")
+
+    def _sq_full(self, op: Op) -> None:
+        self._ops.pop(op)
+        raise OSError(errno.EBUSY, "io_uring SQ is full and the kernel takes no more")
+
+    def close(self) -> None:
+        """Cancel everything in flight, wait (2 s at most) for the final CQEs,
+        then free the buffer ring and the ring."""
+        if self._closed:
+            return
+        if self._running:
+            raise RuntimeError("cannot close a running loop")
+        for op in self._ops.live():
+            op.cancelled = True
+        self._readers.clear()
+        self._acceptors.clear()
+        self._held.clear()
+        self._draining.clear()
+        self._submit(self._ring.prep_cancel64(0, IORING_ASYNC_CANCEL_ANY, IGNORED_USER_DATA, 0))
+        deadline = self.time() + 2.0
+        while len(self._ops) and self.time() < deadline:
+            self._poll(0.05)
+        if len(self._ops):
+            # The kernel still owns these buffers: leak them rather than free
+            # memory it may write to.
+            log.error("closing with %d operations still in flight", len(self._ops))
+            _LEAKED.append((self._bufs, self._ops.live()))
+        else:
+            self._bufs.close()
+        self._ring.close()
+        super().close()
+
+
+_LEAKED: list = []

@@ -1,0 +1,231 @@
+"""Ring: one ``struct io_uring``, its set-up, prep helpers and batched reaping.
+
+This is the only module that imports the compiled binding (``buffers.py``
+borrows its ``ffi`` for pinning). Names follow liburing so its man pages
+apply: ``prep_recv`` is io_uring_prep_recv(3), ``IORING_CQE_F_MORE`` is the
+kernel's flag of that name.
+
+Each ``prep_*`` is the C helper bound to this ring with ``functools.partial``:
+calling it costs one foreign call and no Python frame. The helpers return 0,
+or -EBUSY when the SQ is full and the kernel would not take any of it.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import platform
+from dataclasses import dataclass, field
+
+from .errors import UringUnavailable
+
+try:
+    from ._liburing import ffi, lib
+except ImportError as exc:  # pragma: no cover - depends on the build
+    ffi = lib = None
+    _IMPORT_ERROR: ImportError | None = exc
+else:
+    _IMPORT_ERROR = None
+
+if lib is not None:
+    IORING_CQE_F_BUFFER = lib.IORING_CQE_F_BUFFER
+    IORING_CQE_F_MORE = lib.IORING_CQE_F_MORE
+    IORING_CQE_F_SOCK_NONEMPTY = lib.IORING_CQE_F_SOCK_NONEMPTY
+    IORING_CQE_F_NOTIF = lib.IORING_CQE_F_NOTIF
+    IORING_CQE_BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
+    IOSQE_IO_LINK = lib.IOSQE_IO_LINK
+    IOSQE_IO_HARDLINK = lib.IOSQE_IO_HARDLINK
+    IOSQE_CQE_SKIP_SUCCESS = lib.IOSQE_CQE_SKIP_SUCCESS
+    IORING_ASYNC_CANCEL_ALL = lib.IORING_ASYNC_CANCEL_ALL
+    IORING_ASYNC_CANCEL_ANY = lib.IORING_ASYNC_CANCEL_ANY
+
+# The opcodes `python -m uringio info` reports on, by their liburing names.
+OPCODES_OF_INTEREST = (
+    "NOP", "READ", "WRITE", "SENDMSG", "RECVMSG", "TIMEOUT", "ACCEPT",
+    "ASYNC_CANCEL", "LINK_TIMEOUT", "CONNECT", "CLOSE", "SEND", "RECV",
+    "SPLICE", "PROVIDE_BUFFERS", "SHUTDOWN", "SEND_ZC", "SENDMSG_ZC",
+)
+
+# Set-up flag sets, best first. SINGLE_ISSUER | DEFER_TASKRUN (6.1) runs
+# completion work only when we enter the kernel to wait, in our own thread:
+# no IPIs, no interruptions, and the work batches with the wait.
+# COOP_TASKRUN (5.19) at least stops the kernel interrupting us for it.
+_SETUP_CHOICES = (
+    ("SINGLE_ISSUER", "DEFER_TASKRUN"),
+    ("COOP_TASKRUN", "TASKRUN_FLAG"),
+    (),
+)
+
+# Kernel features that have no opcode to probe, with the release that added them.
+MULTISHOT_ACCEPT_KERNEL = (5, 19)
+MULTISHOT_RECV_KERNEL = (6, 0)
+BUF_RING_KERNEL = (5, 19)
+
+
+def kernel_release() -> tuple[int, int]:
+    """(major, minor) of the running kernel."""
+    parts = platform.release().split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def liburing_version() -> str:
+    """The liburing version the binding was built against."""
+    if lib is None:
+        return "not built"
+    return ffi.string(lib.uio_liburing_version()).decode()
+
+
+def _unavailable(err: int, what: str) -> UringUnavailable:
+    """A UringUnavailable that says why, and what to do about it."""
+    why = {
+        errno.ENOSYS: "the kernel has no io_uring (too old, or built without it)",
+        errno.EPERM: "io_uring is disabled here (sysctl kernel.io_uring_disabled, "
+                     "or a container's seccomp profile)",
+        errno.EACCES: "io_uring is not allowed for this user (kernel.io_uring_group)",
+        errno.ENOMEM: "not enough locked memory for the ring (raise RLIMIT_MEMLOCK, "
+                      "ulimit -l) or the system is out of memory",
+    }.get(err, os.strerror(err))
+    exc = UringUnavailable(err, f"{what}: {why}; use --backend epoll")
+    return exc
+
+
+@dataclass
+class RingFeatures:
+    """What this ring and kernel can do, for `info` and for the loop's choices."""
+    setup_flags: tuple[str, ...] = ()
+    kernel_features: tuple[str, ...] = ()
+    opcodes: dict[str, bool] = field(default_factory=dict)
+    multishot_accept: bool = False
+    multishot_recv: bool = False
+    buf_ring: bool = False
+
+
+class Ring:
+    """One io_uring instance.
+
+    Raises UringUnavailable when the kernel refuses to set one up, with the
+    reason (ENOSYS, EPERM, ENOMEM, ...) and the fix in the message.
+    """
+
+    def __init__(self, entries: int = 1024, cq_entries: int | None = None,
+                 setup: tuple[str, ...] | None = None) -> None:
+        if lib is None:
+            raise UringUnavailable(errno.ENOSYS, f"the uringio binding is not built "
+                                   f"({_IMPORT_ERROR}); reinstall uringio or use --backend epoll")
+        self._ptr = ffi.new("struct io_uring *")
+        self._closed = True
+        features = ffi.new("unsigned *")
+        cq = cq_entries if cq_entries is not None else entries * 4
+        choices = (setup,) if setup is not None else _SETUP_CHOICES
+        err = errno.EINVAL
+        for names in choices:
+            flags = 0
+            for name in names:
+                flags |= getattr(lib, "IORING_SETUP_" + name)
+            err = -lib.uio_queue_init(self._ptr, entries, cq, flags, features)
+            if err == 0:
+                self.setup_flags = names
+                break
+            if err != errno.EINVAL:  # EINVAL: flags unknown to this kernel, try fewer
+                break
+        if err:
+            raise _unavailable(err, "io_uring_queue_init failed")
+        self._closed = False
+        self.entries = entries
+        self.cq_entries = cq
+        self.kernel_features = features[0]
+        self.fd = lib.uio_ring_fd(self._ptr)
+        ptr = self._ptr
+        partial = functools.partial
+        self.prep_nop = partial(lib.uio_prep_nop, ptr)
+        self.prep_accept = partial(lib.uio_prep_accept, ptr)
+        self.prep_recv = partial(lib.uio_prep_recv, ptr)
+        self.prep_recv_multishot = partial(lib.uio_prep_recv_multishot, ptr)
+        self.prep_send = partial(lib.uio_prep_send, ptr)
+        self.prep_read = partial(lib.uio_prep_read, ptr)
+        self.prep_close = partial(lib.uio_prep_close, ptr)
+        self.prep_timeout = partial(lib.uio_prep_timeout, ptr)
+        self.prep_cancel64 = partial(lib.uio_prep_cancel64, ptr)
+        self.prep_cancel_fd = partial(lib.uio_prep_cancel_fd, ptr)
+        self._out_max = max(cq, 256)
+        self._out = ffi.new("int64_t[]", 3 * self._out_max)
+        self._no_bids = ffi.NULL
+
+    # -- completions ---------------------------------------------------------
+
+    def submit(self) -> int:
+        """Submit what is queued without waiting; returns how many SQEs went."""
+        res = lib.uio_submit(self._ptr)
+        if res < 0 and res not in (-errno.EINTR, -errno.EAGAIN, -errno.EBUSY):
+            raise OSError(-res, os.strerror(-res))
+        return max(res, 0)
+
+    def submit_and_wait(self, wait_nr: int = 1, timeout: float | None = None,
+                        bufring=None, recycled: list[int] | None = None
+                        ) -> list[int]:
+        """Submit, wait for ``wait_nr`` completions (``timeout`` seconds at most;
+        None waits without limit), and harvest every CQE that is ready.
+
+        Returns a flat list ``[user_data, res, flags, user_data, res, flags, ...]``.
+        ``recycled`` buffer ids go back to ``bufring`` first, in the same call.
+        A signal interrupting the wait returns what is ready (maybe nothing), so
+        Python's signal handlers run. Raises OSError for any other failure.
+        """
+        if recycled:
+            n = lib.uio_turn(self._ptr, bufring._br, recycled, len(recycled), wait_nr,
+                             -1 if timeout is None else int(timeout * 1e9),
+                             self._out, self._out_max)
+            recycled.clear()
+        else:
+            n = lib.uio_turn(self._ptr, ffi.NULL, ffi.NULL, 0, wait_nr,
+                             -1 if timeout is None else int(timeout * 1e9),
+                             self._out, self._out_max)
+        if n <= 0:
+            if n == 0 or n == -errno.EINTR:
+                return []
+            raise OSError(-n, os.strerror(-n))
+        return ffi.unpack(self._out, 3 * n)
+
+    # -- probing -------------------------------------------------------------
+
+    def probe(self) -> RingFeatures:
+        """What the kernel supports: opcodes by probe, the rest by release."""
+        feats = RingFeatures(setup_flags=self.setup_flags)
+        feats.kernel_features = tuple(
+            name[len("IORING_FEAT_"):] for name in dir(lib)
+            if name.startswith("IORING_FEAT_") and self.kernel_features & getattr(lib, name))
+        probe = lib.io_uring_get_probe_ring(self._ptr)
+        if probe != ffi.NULL:
+            try:
+                for name in OPCODES_OF_INTEREST:
+                    op = getattr(lib, "IORING_OP_" + name)
+                    feats.opcodes[name] = bool(lib.io_uring_opcode_supported(probe, op))
+            finally:
+                lib.io_uring_free_probe(probe)
+        release = kernel_release()
+        feats.multishot_accept = feats.opcodes.get("ACCEPT", False) and release >= MULTISHOT_ACCEPT_KERNEL
+        feats.multishot_recv = feats.opcodes.get("RECV", False) and release >= MULTISHOT_RECV_KERNEL
+        feats.buf_ring = release >= BUF_RING_KERNEL
+        return feats
+
+    # -- lifetime ------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Unmap the ring and close its fd. Only call once no operation is in
+        flight (the loop waits for that): the kernel may still write buffers."""
+        if not self._closed:
+            self._closed = True
+            lib.uio_queue_exit(self._ptr)
+
+    def __del__(self) -> None:
+        # A ring leaked by a crashed loop still gives its fd back.
+        if not getattr(self, "_closed", True):
+            self.close()

@@ -1,0 +1,115 @@
+"""Server: a listening socket on a loop, making a Connection per client."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from typing import Callable
+
+from .connection import Connection, Protocol
+
+log = logging.getLogger("uringio")
+
+# How long accepting pauses when the process or system is out of fds.
+ACCEPT_RETRY_DELAY = 0.1
+
+
+def listen(host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+    """A listening TCP socket. TCP_NODELAY set here is inherited by every
+    accepted socket on Linux, which saves a setsockopt per connection."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Server:
+    """Accepts connections on ``sock`` and runs ``protocol_factory()`` for each."""
+
+    def __init__(self, loop, protocol_factory: Callable[[], Protocol], sock: socket.socket) -> None:
+        self.loop = loop
+        self.sock = sock
+        self._factory = protocol_factory
+        self.connections: set[Connection] = set()
+        self._accepting = False
+        self._closed = False
+
+    @property
+    def address(self) -> tuple:
+        return self.sock.getsockname()[:2]
+
+    def start(self) -> "Server":
+        self._accepting = True
+        self.loop.accept(self.sock, self._on_accept)
+        return self
+
+    def _on_accept(self, fd) -> None:
+        if fd.__class__ is not int:
+            self._accept_failed(fd)
+            return
+        conn = Connection(self.loop, fd, self._factory(), self.connections.discard)
+        self.connections.add(conn)
+        conn.start()
+
+    def _accept_failed(self, exc: OSError) -> None:
+        # Accepting has stopped. Out of fds: say so, wait, try again; the
+        # backlog holds new clients meanwhile. Anything else is logged too:
+        # a server that stops accepting silently is worse than a noisy one.
+        if self._closed:
+            return
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            log.warning("accept failed (%s); pausing accepts for %.1fs", exc, ACCEPT_RETRY_DELAY)
+        else:
+            log.error("accept failed (%s); retrying in %.1fs", exc, ACCEPT_RETRY_DELAY)
+        self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if not self._closed:
+            self.loop.accept(self.sock, self._on_accept)
+
+    def close(self) -> None:
+        """Stop accepting and close every connection (queued writes are sent
+        first by each connection's close)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.loop.cancel_accept(self.sock)
+        for conn in list(self.connections):
+            conn.close()
+        self.sock.close()
+
+
+def run_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1",
+               port: int = 0, backend: str = "auto", on_listening=None,
+               drain_timeout: float = 5.0, **loop_options) -> None:
+    """Serve until SIGINT or SIGTERM, then close connections (letting queued
+    writes drain for ``drain_timeout`` seconds) and release everything.
+    ``on_listening(server)`` runs once the server accepts connections."""
+    import signal
+
+    from .loop import open_loop
+
+    loop = open_loop(backend, **loop_options)
+    try:
+        server = Server(loop, protocol_factory, listen(host, port)).start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, loop.stop)
+        if on_listening is not None:
+            on_listening(server)
+        loop.run()
+        server.close()
+        loop.run_until(lambda: not server.connections, drain_timeout)
+        for conn in list(server.connections):
+            conn.abort()
+    finally:
+        loop.close()
