@@ -75,6 +75,7 @@ class ProactorLoop(BaseLoop):
         self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
         self._draining: dict[int, Op] = {}   # fd -> stopped stream awaiting its final CQE
         self._wakeup_buf = bytearray(8)
+        self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
         self._arm_wakeup()
 
     # -- the turn ------------------------------------------------------------
@@ -199,6 +200,7 @@ class ProactorLoop(BaseLoop):
         if res == -_ENOBUFS and not op.cancelled:
             # The buffer ring ran dry; no data was taken. The buffers queued
             # this turn go back before the re-armed recv is submitted.
+            self.enobufs_rearms += 1
             self._submit(self._ring.prep_recv_multishot(op.fd, self._bufs.bgid, 0, op.id))
             return
         self._ops.pop(op)

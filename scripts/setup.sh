@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up a uringio checkout on Debian/Ubuntu: system packages (liburing-dev,
+# a C compiler, Python headers, venv), then .venv/ with uringio installed in
+# editable mode. Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+need=()
+[ -e /usr/include/liburing.h ] || need+=(liburing-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+command -v "$PY" >/dev/null || need+=(python3)
+if command -v "$PY" >/dev/null; then
+    "$PY" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+    inc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    [ -e "$inc/Python.h" ] || need+=(python3-dev)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: installing ${need[*]} with apt-get"
+    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv"
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.uringio-installed
+if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+        || [ _build/uring_build.py -nt "$stamp" ] || ! .venv/bin/python -c 'import uringio._liburing' 2>/dev/null; then
+    echo "setup: installing uringio (editable) and its test and benchmark tools"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test,bench]'
+    touch "$stamp"
+fi

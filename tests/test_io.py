@@ -1,0 +1,267 @@
+"""The operation interface, on both backends: accept, recv, send, close."""
+
+import errno
+import os
+import socket
+import threading
+
+import pytest
+
+from conftest import connected_pair, open_fds
+from uringio import BusyResourceError, open_loop
+
+
+def run(loop, predicate, timeout=5.0):
+    assert loop.run_until(predicate, timeout), "timed out"
+
+
+def test_accept_recv_send_close(loop, listener):
+    accepted, received, sent, closed = [], [], [], []
+    loop.accept(listener, accepted.append)
+    client = socket.create_connection(listener.getsockname())
+    run(loop, lambda: accepted)
+    fd = accepted[0]
+    assert isinstance(fd, int)
+    loop.start_recv(fd, received.append)
+    client.sendall(b"hello")
+    run(loop, lambda: received)
+    assert received == [b"hello"]
+    loop.send(fd, b"world", sent.append)
+    run(loop, lambda: sent)
+    assert sent == [5]
+    assert client.recv(100) == b"world"
+    loop.close_fd(fd, closed.append)
+    run(loop, lambda: closed)
+    assert closed == [0]
+    assert client.recv(100) == b""  # the server side is really closed
+    client.close()
+    loop.cancel_accept(listener)
+
+
+def test_handlers_never_run_inside_the_starting_call(loop):
+    fd, client = connected_pair()
+    sent = []
+    loop.send(fd, b"x", sent.append)
+    assert sent == []          # even when the bytes went out at once
+    run(loop, lambda: sent)
+    assert sent == [1]
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_eof_is_empty_bytes_and_ends_the_stream(loop):
+    fd, client = connected_pair()
+    received = []
+    loop.start_recv(fd, received.append)
+    client.sendall(b"last words")
+    client.shutdown(socket.SHUT_WR)
+    run(loop, lambda: received and received[-1] == b"")
+    assert b"".join(received) == b"last words"
+    # The stream has ended, so a new one may start (and sees EOF again).
+    loop.start_recv(fd, received.append)
+    run(loop, lambda: received.count(b"") == 2)
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_second_recv_on_a_socket_is_refused(loop):
+    fd, client = connected_pair()
+    loop.start_recv(fd, print)
+    with pytest.raises(BusyResourceError, match=f"a recv is already in flight on fd {fd}"):
+        loop.start_recv(fd, print)
+    with pytest.raises(BusyResourceError):
+        loop.recv(fd, 10, print)
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_one_shot_recv(loop):
+    fd, client = connected_pair()
+    got = []
+    loop.recv(fd, 4, got.append)
+    client.sendall(b"abcdefgh")
+    run(loop, lambda: got)
+    assert got == [b"abcd"]
+    loop.recv(fd, 100, got.append)
+    run(loop, lambda: len(got) == 2)
+    assert got[1] == b"efgh"
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_send_larger_than_the_socket_buffer_arrives_whole(loop):
+    fd, client = connected_pair()
+    payload = os.urandom(8 << 20)
+    sent, received = [], bytearray()
+
+    def reader():
+        while len(received) < len(payload):
+            chunk = client.recv(1 << 20)
+            if not chunk:
+                break
+            received.extend(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    loop.send(fd, payload, sent.append)
+    run(loop, lambda: sent, timeout=20)
+    thread.join(10)
+    assert sent == [len(payload)]
+    assert bytes(received) == payload
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_send_copies_a_mutable_buffer(loop):
+    fd, client = connected_pair()
+    data = bytearray(b"original")
+    sent = []
+    loop.send(fd, data, sent.append)
+    data[:] = b"mutated!"
+    run(loop, lambda: sent)
+    assert client.recv(100) == b"original"
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_send_to_a_reset_peer_reports_the_error(loop):
+    fd, client = connected_pair()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.close()  # RST
+    results = []
+
+    def on_sent(res):
+        results.append(res)
+        if isinstance(res, int):
+            loop.send(fd, b"y" * 65536, on_sent)
+
+    loop.send(fd, b"x" * 65536, on_sent)
+    run(loop, lambda: results and not isinstance(results[-1], int))
+    exc = results[-1]
+    assert isinstance(exc, OSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)
+    loop.close_fd(fd)
+
+
+def test_stop_recv_then_start_recv_loses_nothing(loop):
+    fd, client = connected_pair()
+    received = []
+    chunks = [b"%05d|" % i for i in range(300)]
+
+    def on_data(data):
+        received.append(data)
+        # Stop and restart from inside the handler, again and again.
+        loop.stop_recv(fd)
+        loop.call_soon(loop.start_recv, fd, on_data)
+
+    loop.start_recv(fd, on_data)
+    for chunk in chunks:
+        client.sendall(chunk)
+    expected = b"".join(chunks)
+    run(loop, lambda: len(b"".join(received)) >= len(expected))
+    assert b"".join(received) == expected
+    loop.stop_recv(fd)
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_close_fd_ends_a_stream_quietly_and_cancels_pending_sends(loop):
+    fd, client = connected_pair()
+    received, sent, closed = [], [], []
+    loop.start_recv(fd, received.append)
+    # Fill the socket buffers: the client reads nothing, so this send stays in flight.
+    loop.send(fd, b"z" * (16 << 20), sent.append)
+    loop.run_until(lambda: False, 0.2)
+    loop.close_fd(fd, closed.append)
+    run(loop, lambda: closed and sent)
+    assert closed == [0]
+    assert received == []
+    assert isinstance(sent[0], OSError) and sent[0].errno == errno.ECANCELED
+    client.close()
+
+
+def test_no_fd_leaks_over_many_connections(backend, listener):
+    before = open_fds()
+    loop = open_loop(backend)
+    accepted = []
+
+    def on_accept(fd):
+        accepted.append(fd)
+        loop.start_recv(fd, lambda data, fd=fd: loop.close_fd(fd) if data == b"" else None)
+
+    loop.accept(listener, on_accept)
+    for _ in range(200):
+        client = socket.create_connection(listener.getsockname())
+        client.close()
+    run(loop, lambda: len(accepted) == 200)
+    loop.run_until(lambda: open_fds() <= before + 2, 5.0)
+    loop.cancel_accept(listener)
+    loop.close()
+    assert open_fds() == before
+
+
+def test_accept_of_a_thousand_quick_connections(loop, listener):
+    accepted = []
+
+    def on_accept(fd):
+        accepted.append(fd)
+        loop.close_fd(fd)
+
+    loop.accept(listener, on_accept)
+    errors = []
+
+    def connect_many():
+        for _ in range(1000):
+            try:
+                socket.create_connection(listener.getsockname(), timeout=5).close()
+            except OSError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=connect_many)
+    thread.start()
+    run(loop, lambda: len(accepted) == 1000, timeout=30)
+    thread.join(10)
+    assert errors == []
+    assert all(isinstance(fd, int) for fd in accepted)
+
+
+def test_stream_across_buffer_exhaustion_keeps_every_byte_in_order(backend):
+    # Tiny buffers: the uring buffer ring runs dry (-ENOBUFS) again and again
+    # while the client floods; epoll reads in small pieces.
+    options = {"buffers": 4, "buffer_size": 512} if backend == "uring" else {"recv_size": 512}
+    loop = open_loop(backend, **options)
+    try:
+        fd, client = connected_pair()
+        payload = os.urandom(4 << 20)
+        received = bytearray()
+
+        def on_data(data):
+            assert isinstance(data, bytes), data
+            received.extend(data)
+
+        loop.start_recv(fd, on_data)
+        thread = threading.Thread(target=client.sendall, args=(payload,))
+        thread.start()
+        run(loop, lambda: len(received) >= len(payload), timeout=60)
+        thread.join(10)
+        assert bytes(received) == payload
+        if backend == "uring":
+            assert loop.enobufs_rearms > 0   # the exhaustion path really ran
+        loop.close_fd(fd)
+        client.close()
+    finally:
+        loop.close()
+
+
+def test_closing_the_loop_with_operations_in_flight(backend):
+    before = open_fds()
+    loop = open_loop(backend)
+    fd, client = connected_pair()
+    loop.start_recv(fd, print)
+    loop.send(fd, b"q" * (16 << 20), print)
+    loop.run_until(lambda: False, 0.1)
+    loop.close()   # cancels both and waits for their completions
+    if backend == "uring":
+        assert len(loop.ops) == 0
+    os.close(fd)
+    client.close()
+    assert open_fds() == before

@@ -1,0 +1,124 @@
+"""Callbacks, timers, thread-safe wakeup, run/stop and backend selection."""
+
+import logging
+import threading
+import time
+
+import pytest
+
+import uringio
+from uringio import LoopClosedError, UringUnavailable, open_loop
+
+
+def test_call_soon_runs_in_order_and_stop_ends_run(loop):
+    seen = []
+    loop.call_soon(seen.append, 1)
+    loop.call_soon(seen.append, 2)
+    loop.call_soon(loop.stop)
+    loop.run()
+    assert seen == [1, 2]
+
+
+def test_call_later_order_and_cancel(loop):
+    seen = []
+    start = time.monotonic()
+    loop.call_later(0.05, seen.append, "b")
+    loop.call_later(0.01, seen.append, "a")
+    loop.call_later(0.02, seen.append, "never").cancel()
+    loop.call_later(0.08, loop.stop)
+    loop.run()
+    assert seen == ["a", "b"]
+    assert 0.07 <= time.monotonic() - start < 2.0
+
+
+def test_call_soon_threadsafe_wakes_a_waiting_loop(loop):
+    seen = []
+    thread = threading.Thread(target=lambda: (time.sleep(0.1), loop.call_soon_threadsafe(seen.append, "x"),
+                                             loop.call_soon_threadsafe(loop.stop)))
+    watchdog = loop.call_later(5.0, loop.stop)  # bound the test if wakeup is broken
+    start = time.monotonic()
+    thread.start()
+    loop.run()
+    thread.join()
+    watchdog.cancel()
+    assert seen == ["x"]
+    assert time.monotonic() - start < 2.0
+
+
+def test_a_raising_callback_is_logged_and_the_loop_goes_on(loop, caplog):
+    seen = []
+    loop.call_soon(lambda: 1 / 0)
+    loop.call_soon(seen.append, "after")
+    loop.call_soon(loop.stop)
+    with caplog.at_level(logging.ERROR, logger="uringio"):
+        loop.run()
+    assert seen == ["after"]
+    assert "ZeroDivisionError" in caplog.text
+
+
+def test_closed_loop_refuses_work(backend):
+    loop = open_loop(backend)
+    loop.close()
+    loop.close()  # idempotent
+    with pytest.raises(LoopClosedError):
+        loop.run()
+    with pytest.raises(LoopClosedError):
+        loop.start_recv(0, print)
+
+
+def test_backend_names(backend):
+    loop = open_loop(backend)
+    try:
+        assert loop.backend == backend
+    finally:
+        loop.close()
+
+
+def test_unknown_backend_is_a_clear_error():
+    with pytest.raises(ValueError, match="expected 'auto', 'uring' or 'epoll'"):
+        open_loop("kqueue")
+
+
+def test_auto_falls_back_to_epoll_with_one_log_line(monkeypatch, caplog):
+    import uringio.proactor as proactor
+
+    def refuse(*args, **kwargs):
+        raise UringUnavailable(1, "io_uring is disabled here (sysctl kernel.io_uring_disabled); use --backend epoll")
+
+    monkeypatch.setattr(proactor, "ProactorLoop", refuse)
+    with caplog.at_level(logging.WARNING, logger="uringio"):
+        loop = open_loop("auto")
+    try:
+        assert loop.backend == "epoll"
+    finally:
+        loop.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "io_uring unavailable" in lines[0] and "kernel.io_uring_disabled" in lines[0]
+    with pytest.raises(UringUnavailable, match="use --backend epoll"):
+        open_loop("uring")
+
+
+def test_ring_setup_failure_names_the_cause_and_fix(monkeypatch):
+    from uringio import ring as ring_mod
+    if ring_mod.lib is None:
+        pytest.skip("binding not built")
+
+    real = ring_mod.lib
+
+    class FakeLib:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def uio_queue_init(*args):
+            return -12  # ENOMEM, as with a low RLIMIT_MEMLOCK
+
+    monkeypatch.setattr(ring_mod, "lib", FakeLib())
+    with pytest.raises(UringUnavailable) as info:
+        ring_mod.Ring(8)
+    assert info.value.errno == 12
+    assert "RLIMIT_MEMLOCK" in str(info.value) and "--backend epoll" in str(info.value)
+
+
+def test_public_api_exports():
+    assert set(uringio.BACKENDS) == {"auto", "uring", "epoll"}

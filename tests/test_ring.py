@@ -1,0 +1,94 @@
+"""The binding and Ring, straight against the kernel (uring only)."""
+
+import errno
+import os
+
+import pytest
+
+from conftest import _URING_SKIP
+
+pytestmark = pytest.mark.skipif(bool(_URING_SKIP), reason=f"io_uring unavailable: {_URING_SKIP}")
+
+
+@pytest.fixture
+def ring():
+    from uringio.ring import Ring
+    r = Ring(64)
+    yield r
+    r.close()
+
+
+def triples(flat):
+    return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+
+def test_setup_flags_and_probe(ring):
+    feats = ring.probe()
+    assert ring.setup_flags in (("SINGLE_ISSUER", "DEFER_TASKRUN"), ("COOP_TASKRUN", "TASKRUN_FLAG"), ())
+    for name in ("ACCEPT", "RECV", "SEND", "CLOSE", "TIMEOUT", "ASYNC_CANCEL", "NOP"):
+        assert feats.opcodes[name], name
+
+
+def test_nops_complete_in_one_batch_with_their_user_data(ring):
+    for ud in range(1, 41):
+        assert ring.prep_nop(ud, 0) == 0
+    got = []
+    while len(got) < 40:
+        got += triples(ring.submit_and_wait(1, timeout=2.0))
+    assert sorted(ud for ud, _res, _flags in got) == list(range(1, 41))
+    assert all(res == 0 for _ud, res, _flags in got)
+
+
+def test_full_sq_is_flushed_not_lost(ring):
+    # 64 SQ entries; 300 preps must all go through (the helper submits when full).
+    for ud in range(1, 301):
+        assert ring.prep_nop(ud, 0) == 0
+    got = []
+    for _ in range(100):
+        got += triples(ring.submit_and_wait(0 if len(got) else 1, timeout=1.0))
+        if len(got) >= 300:
+            break
+    assert sorted(ud for ud, *_ in got) == list(range(1, 301))
+
+
+def test_timeout_op_expires_with_etime(ring):
+    from uringio.ring import ffi
+    ts = ffi.new("struct __kernel_timespec *", {"tv_sec": 0, "tv_nsec": 20_000_000})
+    assert ring.prep_timeout(ts, 0, 0, 7) == 0
+    got = triples(ring.submit_and_wait(1, timeout=2.0))
+    assert got == [(7, -errno.ETIME, 0)]
+
+
+def test_cancel64_cancels_a_pending_timeout(ring):
+    from uringio.ring import ffi
+    ts = ffi.new("struct __kernel_timespec *", {"tv_sec": 10, "tv_nsec": 0})
+    ring.prep_timeout(ts, 0, 0, 9)
+    ring.submit()
+    ring.prep_cancel64(9, 0, 10, 0)
+    got = []
+    while len(got) < 2:
+        got += triples(ring.submit_and_wait(1, timeout=2.0))
+    assert dict((ud, res) for ud, res, _ in got) == {9: -errno.ECANCELED, 10: 0}
+
+
+def test_wait_with_timeout_returns_empty(ring):
+    assert ring.submit_and_wait(1, timeout=0.01) == []
+
+
+def test_close_releases_the_ring_fd():
+    from uringio.ring import Ring
+    r = Ring(8)
+    fd = r.fd
+    assert os.path.exists(f"/proc/self/fd/{fd}")
+    r.close()
+    assert not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[io_uring]"
+    r.close()  # idempotent
+
+
+def test_buffer_ring_registers_and_copies_out(ring):
+    from uringio.buffers import BufRing
+    br = BufRing(ring, entries=8, size=4096)
+    assert br.take(0, 0) == b""
+    br.close()
+    with pytest.raises(OSError):
+        BufRing(ring, entries=3, size=4096)  # not a power of two
