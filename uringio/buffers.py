@@ -11,10 +11,13 @@ from . import ring as ring_mod
 from .ring import Ring, ffi, lib
 
 
-def pin(data) -> object:
-    """A pointer to ``data``'s bytes, valid while the returned object lives.
-    For a bytearray, also stops it being resized while pinned."""
-    return ffi.from_buffer(data)
+# pin(data): a pointer to data's bytes, valid while the returned object
+# lives; for a bytearray it also stops resizing while pinned. It is cffi's
+# own function, not a wrapper: a send pins on every call.
+pin = ffi.from_buffer
+
+# unpack(pointer, n): n bytes copied out of C memory into a new bytes object.
+unpack = ffi.unpack
 
 
 def pin_writable(buf) -> object:
@@ -46,13 +49,13 @@ class BufRing:
         self.size = size
         self.bgid = bgid
         base = self._br.base
-        # One char* per buffer, so taking bytes out is a single foreign call.
-        self._ptrs = [base + i * size for i in range(entries)]
-        self._unpack = ffi.unpack
+        # One char* per buffer id, so copying a buffer out is a single
+        # foreign call: unpack(pointers[bid], nbytes).
+        self.pointers = [base + i * size for i in range(entries)]
 
     def take(self, bid: int, nbytes: int) -> bytes:
         """Copy ``nbytes`` out of buffer ``bid`` (the caller then recycles it)."""
-        return self._unpack(self._ptrs[bid], nbytes)
+        return unpack(self.pointers[bid], nbytes)
 
     def close(self) -> None:
         if self._br.base != ffi.NULL:

@@ -13,6 +13,11 @@ class BusyResourceError(RuntimeError):
     """An operation was started while a conflicting one is still in flight."""
 
 
+class InvariantError(RuntimeError):
+    """The loop's bookkeeping broke (a CQE for no operation in flight): the
+    loop stops rather than guess."""
+
+
 class LoopClosedError(RuntimeError):
     """An operation was started on a loop that has been closed."""
 

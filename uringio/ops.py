@@ -4,9 +4,12 @@ user_data is the op's small integer id, an index into a list: no dict
 hashing on the completion path, and no ``id(obj)`` (reused after garbage
 collection) or ``ffi.new_handle`` (dies with its handle object).
 
-An Op lives from its SQE's submission until its *final* CQE: for a
+An Op is in flight from its SQE's submission until its *final* CQE: for a
 multishot op, the first CQE without IORING_CQE_F_MORE. Until then it holds
-every buffer and pin the kernel may touch (the ownership rule).
+every buffer and pin the kernel may touch (the ownership rule). Records are
+recycled, id and all, once their final CQE is handled: a busy server
+allocates nothing per operation. Only the loop ever holds an Op; handlers
+get results, never records.
 """
 
 from __future__ import annotations
@@ -16,23 +19,23 @@ from typing import Any, Callable
 
 
 class OpKind(enum.IntEnum):
-    IGNORED = 0     # cancel requests and fire-and-forget closes
+    FREE = -1       # not in flight: a CQE for it breaks an invariant
+    IGNORED = 0     # cancel requests and handler-less closes
     ACCEPT = 1
-    RECV = 2        # one-shot recv into the caller's buffer
+    RECV = 2        # one-shot recv into the op's own buffer
     RECV_STREAM = 3 # multishot recv over the provided-buffer ring
     SEND = 4
     CLOSE = 5
-    TIMEOUT = 6
-    WAKEUP = 7      # the read kept pending on the loop's eventfd
+    WAKEUP = 6      # the read kept pending on the loop's eventfd
 
 
-# Reserved id whose CQEs are dropped: cancel requests report nothing we need,
-# and their target op reports its own end.
+# Reserved id whose CQEs are dropped: a cancel request's result says nothing
+# its target's own final CQE does not, and nobody waits on those closes.
 IGNORED_USER_DATA = 0
 
 
 class Op:
-    """One in-flight operation. ``on_complete(op, res, flags)`` is the loop's
+    """One operation. ``on_complete(op, res, flags)`` is the loop's
     ``_on_<kind>`` method; ``handler`` is the caller's completion handler."""
 
     __slots__ = ("id", "kind", "fd", "handler", "on_complete", "buf", "pin",
@@ -40,7 +43,7 @@ class Op:
 
     def __init__(self, id: int) -> None:
         self.id = id
-        self.kind = OpKind.IGNORED
+        self.kind = OpKind.FREE
         self.fd = -1
         self.handler: Callable[[Any], Any] | None = None
         self.on_complete: Callable[[Op, int, int], None] | None = None
@@ -56,49 +59,61 @@ class Op:
 
 
 class OpTable:
-    """Hands out op ids and finds the op for a CQE's user_data.
+    """Hands out op records and finds the one a CQE's user_data names.
 
-    Ids are reused after ``pop``; Op objects are not (a handler may keep one).
-    Slot 0 holds the IGNORED op.
+    ``slots[user_data]`` is the record; slot 0 is the IGNORED op. A CQE that
+    names a FREE record calls ``on_stale`` (the loop treats that as a broken
+    invariant).
     """
 
-    def __init__(self, ignore: Callable[[Op, int, int], None]) -> None:
+    def __init__(self, ignore: Callable[[Op, int, int], None],
+                 on_stale: Callable[[Op, int, int], None]) -> None:
         first = Op(IGNORED_USER_DATA)
+        first.kind = OpKind.IGNORED
         first.on_complete = ignore
-        self.slots: list[Op | None] = [first]
-        self._free: list[int] = []
+        self.slots: list[Op] = [first]
+        self._free: list[Op] = []
+        self._on_stale = on_stale
         self._live = 0
 
     def add(self, kind: OpKind, fd: int, handler, on_complete) -> Op:
-        """A new op with a fresh id; it is in flight until ``pop``."""
-        if self._free:
-            op_id = self._free.pop()
-            op = Op(op_id)
-            self.slots[op_id] = op
+        """A record for a new operation; it is in flight until ``pop``."""
+        free = self._free
+        if free:
+            op = free.pop()
         else:
-            op_id = len(self.slots)
-            op = Op(op_id)
+            op = Op(len(self.slots))
             self.slots.append(op)
         op.kind = kind
         op.fd = fd
         op.handler = handler
         op.on_complete = on_complete
+        op.offset = 0
+        op.cancelled = False
         self._live += 1
         return op
 
-    def pop(self, op: Op) -> None:
-        """Forget ``op``: its final CQE has arrived. Drops its buffer and pin."""
-        self.slots[op.id] = None
-        self._free.append(op.id)
+    def pop(self, op: Op):
+        """The op's final CQE has arrived: drop its buffer and pin, and let
+        the record serve another operation. Returns the op's handler; read
+        anything else you need from the op before this."""
+        handler = op.handler
+        op.kind = OpKind.FREE
+        op.on_complete = self._on_stale
+        op.buf = op.pin = op.handler = op.extra = None
+        self._free.append(op)
         self._live -= 1
-        op.buf = op.pin = None
+        return handler
 
     def get(self, op_id: int) -> Op | None:
-        return self.slots[op_id] if 0 <= op_id < len(self.slots) else None
+        """The in-flight op with this id, or None."""
+        if 0 < op_id < len(self.slots) and self.slots[op_id].kind != OpKind.FREE:
+            return self.slots[op_id]
+        return None
 
     def live(self) -> list[Op]:
         """The ops in flight, for shutdown and tests."""
-        return [op for op in self.slots[1:] if op is not None]
+        return [op for op in self.slots[1:] if op.kind != OpKind.FREE]
 
     def __len__(self) -> int:
         return self._live

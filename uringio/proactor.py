@@ -29,9 +29,8 @@ import errno
 import os
 import socket
 
-from . import buffers
-from .buffers import BufRing
-from .errors import BusyResourceError, UringUnavailable, os_error
+from .buffers import BufRing, pin, pin_writable, unpack
+from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .loop import BaseLoop, log
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
 from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY, IORING_CQE_F_BUFFER,
@@ -42,6 +41,7 @@ _ENOBUFS = errno.ENOBUFS
 _MSG_NOSIGNAL = socket.MSG_NOSIGNAL
 _ACCEPT_FLAGS = socket.SOCK_CLOEXEC
 _EMPTY = b""
+_pin = pin
 
 
 class ProactorLoop(BaseLoop):
@@ -67,8 +67,14 @@ class ProactorLoop(BaseLoop):
         super().__init__()
         self._ring = ring
         self.features = feats
-        self._ops = OpTable(self._on_ignored)
+        self._ops = OpTable(self._on_ignored, self._on_stale)
         self._slots = self._ops.slots
+        # Hot-path callables, bound once.
+        self._prep_send = ring.prep_send
+        self._prep_recv_multishot = ring.prep_recv_multishot
+        self._bgid = self._bufs.bgid
+        self._bufptrs = self._bufs.pointers
+        self._unpack = unpack
         self._recycled: list[int] = []
         self._readers: dict[int, Op] = {}    # fd -> RECV or RECV_STREAM op
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
@@ -89,20 +95,26 @@ class ProactorLoop(BaseLoop):
             try:
                 while i < n:
                     op = slots[cqes[i]]
-                    res = cqes[i + 1]
-                    flags = cqes[i + 2]
+                    op.on_complete(op, cqes[i + 1], cqes[i + 2])
                     i += 3
-                    op.on_complete(op, res, flags)
+            except InvariantError:
+                self.stop()
+                raise
             except Exception:
-                if slots[cqes[i - 3]] is None:
+                if cqes[i] >= len(slots):
                     self.stop()
-                    raise RuntimeError(f"CQE for unknown user_data {cqes[i - 3]}") from None
-                self._handler_failed(slots[cqes[i - 3]])
+                    raise InvariantError(f"CQE for unknown user_data {cqes[i]}") from None
+                self._handler_failed(slots[cqes[i]])
+                i += 3
 
     def _on_ignored(self, op: Op, res: int, flags: int) -> None:
         # Cancel requests and handler-less closes: their outcome is reported
         # by the operation they target, or matters to nobody.
         pass
+
+    def _on_stale(self, op: Op, res: int, flags: int) -> None:
+        raise InvariantError(f"CQE (res={res}, flags={flags:#x}) for op {op.id}, "
+                             "which is not in flight")
 
     # -- accept --------------------------------------------------------------
 
@@ -137,12 +149,15 @@ class ProactorLoop(BaseLoop):
                 self._submit(self._ring.prep_accept(op.fd, 1, _ACCEPT_FLAGS, op.id))
             op.handler(res)
             return
+        # An error ends accepting; the caller decides when to start again.
+        if self._acceptors.get(op.fd) is op:
+            del self._acceptors[op.fd]
         if more:
+            handler = op.handler
             self._cancel(op)
         else:
-            self._ops.pop(op)
-        self._acceptors.pop(op.fd, None)
-        op.handler(os_error(-res))
+            handler = self._ops.pop(op)
+        handler(os_error(-res))
 
     # -- receive -------------------------------------------------------------
 
@@ -156,7 +171,7 @@ class ProactorLoop(BaseLoop):
         self._readers[fd] = op
         held = self._held.pop(fd, None)
         if held is None:
-            self._submit(self._ring.prep_recv_multishot(fd, self._bufs.bgid, 0, op.id))
+            self._submit(self._prep_recv_multishot(fd, self._bgid, 0, op.id))
         else:
             op.extra = held
             self.call_soon(self._deliver_held, op)
@@ -168,31 +183,31 @@ class ProactorLoop(BaseLoop):
         if op is None or op.kind != OpKind.RECV_STREAM:
             return
         del self._readers[fd]
+        op.cancelled = True
         if op.extra is not None:
-            # Still delivering held data and never submitted: keep the rest
-            # held; _deliver_held drops the op.
+            # Still delivering held data, never submitted: the rest stays
+            # held, and _deliver_held frees the op.
             self._held[fd] = op.extra
             op.extra = None
-            op.cancelled = True
             return
         self._draining[fd] = op
-        self._cancel(op)
+        self._submit(self._ring.prep_cancel64(op.id, 0, IGNORED_USER_DATA, 0))
 
     def _on_recv_stream(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_recv_multishot(3): res > 0 is a byte count in the
         # buffer flags >> IORING_CQE_BUFFER_SHIFT, 0 is EOF, < 0 is -errno.
+        # IORING_CQE_F_MORE clear: this SQE is over; re-arm if still wanted.
         if res > 0:
             bid = flags >> 16
-            data = self._bufs.take(bid, res)
+            data = self._unpack(self._bufptrs[bid], res)
             self._recycled.append(bid)
             if op.cancelled:
                 self._hold(op, data)
                 if not flags & IORING_CQE_F_MORE:
-                    self._ops.pop(op)
                     self._end_draining(op)
                 return
             if not flags & IORING_CQE_F_MORE:
-                self._submit(self._ring.prep_recv_multishot(op.fd, self._bufs.bgid, 0, op.id))
+                self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
             op.handler(data)
             return
         if flags & IORING_CQE_F_BUFFER:
@@ -201,17 +216,17 @@ class ProactorLoop(BaseLoop):
             # The buffer ring ran dry; no data was taken. The buffers queued
             # this turn go back before the re-armed recv is submitted.
             self.enobufs_rearms += 1
-            self._submit(self._ring.prep_recv_multishot(op.fd, self._bufs.bgid, 0, op.id))
+            self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
             return
-        self._ops.pop(op)
         if op.cancelled:
-            self._end_draining(op)
             if res != -_ECANCELED and res != -_ENOBUFS:
                 self._hold(op, _EMPTY if res == 0 else os_error(-res))
+            self._end_draining(op)
             return
         if self._readers.get(op.fd) is op:
             del self._readers[op.fd]
-        op.handler(_EMPTY if res == 0 else os_error(-res))
+        handler = self._ops.pop(op)
+        handler(_EMPTY if res == 0 else os_error(-res))
 
     def _hold(self, op: Op, item) -> None:
         # Arrived after stop_recv: nothing is lost, start_recv delivers it.
@@ -220,30 +235,28 @@ class ProactorLoop(BaseLoop):
             self._held.setdefault(op.fd, []).append(item)
 
     def _end_draining(self, op: Op) -> None:
+        # The stopped stream's final CQE: forget it.
         if self._draining.get(op.fd) is op:
             del self._draining[op.fd]
+        self._ops.pop(op)
 
     def _deliver_held(self, op: Op) -> None:
         held = op.extra
-        if op.cancelled:       # stop_recv or close_fd came first
-            self._ops.pop(op)
-            return
         while held and not op.cancelled:
             item = held.pop(0)
             if item.__class__ is bytes and item:
                 op.handler(item)
                 continue
             # EOF or an error: the stream is over.
-            self._ops.pop(op)
             if self._readers.get(op.fd) is op:
                 del self._readers[op.fd]
-            op.handler(item)
+            self._ops.pop(op)(item)
             return
-        if op.cancelled:       # stopped from inside a handler: never submitted
+        if op.cancelled:   # stop_recv or close_fd came first; never submitted
             self._ops.pop(op)
             return
         op.extra = None
-        self._submit(self._ring.prep_recv_multishot(op.fd, self._bufs.bgid, 0, op.id))
+        self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
 
     def recv(self, fd: int, nbytes: int, handler) -> None:
         """One receive of at most ``nbytes``: handler(bytes) (b"" at EOF) or
@@ -260,54 +273,56 @@ class ProactorLoop(BaseLoop):
             return
         op = self._ops.add(OpKind.RECV, fd, handler, self._on_recv)
         op.buf = bytearray(nbytes)
-        op.pin = buffers.pin_writable(op.buf)
+        op.pin = pin_writable(op.buf)
         self._readers[fd] = op
         self._submit(self._ring.prep_recv(fd, op.pin, nbytes, 0, op.id))
 
     def _on_recv(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_recv(3): res is the byte count (0 at EOF) or -errno.
-        buf = op.buf
-        self._ops.pop(op)
+        result = bytes(op.buf[:res]) if res >= 0 else os_error(-res)
+        cancelled = op.cancelled
         if self._readers.get(op.fd) is op:
             del self._readers[op.fd]
-        if op.cancelled:
-            return
-        op.handler(bytes(buf[:res]) if res >= 0 else os_error(-res))
+        handler = self._ops.pop(op)
+        if not cancelled:
+            handler(result)
 
     # -- send ----------------------------------------------------------------
 
     def send(self, fd: int, data, handler) -> None:
         """Send all of ``data`` (copied unless it is bytes): handler(len(data))
         when the last byte is out, or handler(OSError)."""
-        self._check_open()
+        if self._closed:
+            raise LoopClosedError("the loop is closed")
         if data.__class__ is not bytes:
-            data = bytes(data)
+            data = bytes(data)   # the caller may change it while in flight
         if not data:
-            self.call_soon(handler, 0)
+            self._ready.append((handler, (0,)))
             return
         op = self._ops.add(OpKind.SEND, fd, handler, self._on_send)
         op.buf = data
-        op.pin = pin = buffers.pin(data)
-        if self._ring.prep_send(fd, pin, len(data), _MSG_NOSIGNAL, op.id):
-            self._sq_full(op)
+        op.pin = pin = _pin(data)
+        if self._prep_send(fd, pin, len(data), _MSG_NOSIGNAL, op.id):
+            self._ops.pop(op)
+            raise OSError(errno.EBUSY, "io_uring SQ is full and the kernel takes no more")
 
     def _on_send(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_send(3): res is the bytes sent, maybe fewer than
         # asked (then we continue from there), or -errno.
         if res > 0:
-            op.offset += res
-            left = len(op.buf) - op.offset
+            sent = op.offset + res
+            left = len(op.buf) - sent
             if left and not op.cancelled:
-                self._submit(self._ring.prep_send(op.fd, op.pin + op.offset, left,
-                                                  _MSG_NOSIGNAL, op.id))
+                op.offset = sent
+                self._submit(self._prep_send(op.fd, op.pin + sent, left, _MSG_NOSIGNAL, op.id))
                 return
-            self._ops.pop(op)
-            if not op.cancelled:
-                op.handler(op.offset)
-            return
-        self._ops.pop(op)
-        if not op.cancelled:
-            op.handler(os_error(-res if res else errno.EPIPE))
+            result = sent
+        else:
+            result = os_error(-res if res else errno.EPIPE)
+        cancelled = op.cancelled
+        handler = self._ops.pop(op)
+        if not cancelled:
+            handler(result)
 
     # -- close and cancel ----------------------------------------------------
 
@@ -337,8 +352,7 @@ class ProactorLoop(BaseLoop):
 
     def _on_close(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_close(3): res is 0 or -errno.
-        self._ops.pop(op)
-        op.handler(0 if res >= 0 else os_error(-res))
+        self._ops.pop(op)(0 if res >= 0 else os_error(-res))
 
     def _cancel(self, op: Op) -> None:
         op.cancelled = True
@@ -349,7 +363,7 @@ class ProactorLoop(BaseLoop):
     def _arm_wakeup(self) -> None:
         op = self._ops.add(OpKind.WAKEUP, self._wakeup_fd, None, self._on_wakeup)
         op.buf = self._wakeup_buf
-        op.pin = buffers.pin_writable(op.buf)
+        op.pin = pin_writable(op.buf)
         self._submit(self._ring.prep_read(self._wakeup_fd, op.pin, 8, 0, op.id))
 
     def _on_wakeup(self, op: Op, res: int, flags: int) -> None:
@@ -370,10 +384,6 @@ class ProactorLoop(BaseLoop):
     def _submit(self, rc: int) -> None:
         if rc:
             raise OSError(-rc, "io_uring SQ is full and the kernel takes no more")
-
-    def _sq_full(self, op: Op) -> None:
-        self._ops.pop(op)
-        raise OSError(errno.EBUSY, "io_uring SQ is full and the kernel takes no more")
 
     def close(self) -> None:
         """Cancel everything in flight, wait (2 s at most) for the final CQEs,

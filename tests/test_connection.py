@@ -1,0 +1,163 @@
+"""Connection and Protocol on both backends."""
+
+import socket
+
+import pytest
+
+from uringio import Protocol, Server, listen
+
+
+class Recorder(Protocol):
+    def __init__(self):
+        self.events = []
+        self.conn = None
+
+    def connection_made(self, conn):
+        self.conn = conn
+        self.events.append("made")
+
+    def data_received(self, data):
+        self.events.append(data)
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append(("lost", exc))
+
+
+def serve(loop, factory):
+    return Server(loop, factory, listen("127.0.0.1", 0)).start()
+
+
+def test_burst_of_writes_is_coalesced_and_arrives_in_order(loop):
+    sends = []
+    real_send = loop.send
+
+    def counting_send(fd, data, handler):
+        sends.append(len(data))
+        real_send(fd, data, handler)
+
+    loop.send = counting_send
+    chunks = [b"%04d," % i for i in range(1000)]
+
+    class Burst(Protocol):
+        def connection_made(self, conn):
+            for chunk in chunks:
+                conn.write(chunk)
+            conn.close()   # after the queued writes
+
+    server = serve(loop, Burst)
+    client = socket.create_connection(server.address, timeout=5)
+    received = bytearray()
+    client.setblocking(False)
+
+    def drained():
+        try:
+            while True:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return True
+                received.extend(chunk)
+        except BlockingIOError:
+            return False
+
+    assert loop.run_until(drained, 5.0)
+    assert bytes(received) == b"".join(chunks)
+    assert sum(sends) == len(received)
+    assert len(sends) <= 3, sends   # the first write, then everything queued meanwhile
+    server.close()
+    client.close()
+
+
+def test_lifecycle_callbacks_and_clean_close(loop):
+    protocols = []
+
+    def factory():
+        protocols.append(Recorder())
+        return protocols[-1]
+
+    server = serve(loop, factory)
+    client = socket.create_connection(server.address, timeout=5)
+    client.sendall(b"hi")
+    assert loop.run_until(lambda: protocols and b"hi" in protocols[0].events, 5.0)
+    client.shutdown(socket.SHUT_WR)
+    assert loop.run_until(lambda: ("lost", None) in protocols[0].events, 5.0)
+    assert protocols[0].events == ["made", b"hi", "eof", ("lost", None)]
+    assert not server.connections
+    protocols[0].conn.write(b"late")   # after connection_lost: dropped, no error
+    client.settimeout(0)
+
+    def closed_by_server():
+        try:
+            return client.recv(10) == b""   # eof_received returned None: server closed
+        except BlockingIOError:
+            return False
+
+    assert loop.run_until(closed_by_server, 5.0)
+    server.close()
+    client.close()
+
+
+def test_reset_reaches_connection_lost_and_others_continue(loop):
+    protocols = []
+
+    class Echo(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.conn.write(data)
+
+    def factory():
+        protocols.append(Echo())
+        return protocols[-1]
+
+    server = serve(loop, factory)
+    victim = socket.create_connection(server.address, timeout=5)
+    other = socket.create_connection(server.address, timeout=5)
+    assert loop.run_until(lambda: len(protocols) == 2, 5.0)
+    victim.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    victim.sendall(b"x" * 100000)   # unread echo data makes the close a reset
+    victim.close()
+    assert loop.run_until(lambda: any(isinstance(e, tuple) for e in protocols[0].events), 5.0)
+    lost = [e for e in protocols[0].events if isinstance(e, tuple)]
+    assert len(lost) == 1 and isinstance(lost[0][1], ConnectionError), lost
+    other.sendall(b"still fine")
+    got = []
+    other.setblocking(False)
+
+    def read():
+        try:
+            got.append(other.recv(100))
+        except BlockingIOError:
+            pass
+        return b"".join(got) == b"still fine"
+
+    assert loop.run_until(read, 5.0)
+    server.close()
+    other.close()
+
+
+def test_write_after_close_is_refused(loop):
+    protocols = []
+
+    class Slow(Recorder):
+        def connection_made(self, conn):
+            super().connection_made(conn)
+            conn.write(b"x" * (8 << 20))   # stays in flight: the client reads nothing
+            conn.close()
+
+    def factory():
+        protocols.append(Slow())
+        return protocols[-1]
+
+    server = serve(loop, factory)
+    client = socket.create_connection(server.address, timeout=5)
+    assert loop.run_until(lambda: protocols, 5.0)
+    conn = protocols[0].conn
+    assert conn.is_closing()
+    with pytest.raises(RuntimeError, match="after close"):
+        conn.write(b"more")
+    conn.abort()
+    assert loop.run_until(lambda: any(isinstance(e, tuple) for e in protocols[0].events), 5.0)
+    server.close()
+    client.close()
