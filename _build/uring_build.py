@@ -92,6 +92,7 @@ int uio_queue_init(struct io_uring *ring, unsigned entries, unsigned cq_entries,
 const char *uio_liburing_version(void);
 void uio_queue_exit(struct io_uring *ring);
 int uio_ring_fd(struct io_uring *ring);
+int io_uring_register_ring_fd(struct io_uring *ring);
 int uio_sq_space_left(struct io_uring *ring);
 
 struct io_uring_probe *io_uring_get_probe_ring(struct io_uring *ring);

@@ -29,6 +29,10 @@ class OpKind(enum.IntEnum):
     WAKEUP = 6      # the read kept pending on the loop's eventfd
 
 
+# Plain ints for the hot paths: an enum member lookup costs more than the
+# rest of OpTable.add.
+_FREE = int(OpKind.FREE)
+
 # Reserved id whose CQEs are dropped: a cancel request's result says nothing
 # its target's own final CQE does not, and nobody waits on those closes.
 IGNORED_USER_DATA = 0
@@ -43,7 +47,7 @@ class Op:
 
     def __init__(self, id: int) -> None:
         self.id = id
-        self.kind = OpKind.FREE
+        self.kind = _FREE
         self.fd = -1
         self.handler: Callable[[Any], Any] | None = None
         self.on_complete: Callable[[Op, int, int], None] | None = None
@@ -54,7 +58,7 @@ class Op:
         self.extra: Any = None
 
     def __repr__(self) -> str:
-        return (f"<Op {self.id} {self.kind.name} fd={self.fd}"
+        return (f"<Op {self.id} {OpKind(self.kind).name} fd={self.fd}"
                 f"{' cancelled' if self.cancelled else ''}>")
 
 
@@ -98,7 +102,7 @@ class OpTable:
         the record serve another operation. Returns the op's handler; read
         anything else you need from the op before this."""
         handler = op.handler
-        op.kind = OpKind.FREE
+        op.kind = _FREE
         op.on_complete = self._on_stale
         op.buf = op.pin = op.handler = op.extra = None
         self._free.append(op)
@@ -107,13 +111,13 @@ class OpTable:
 
     def get(self, op_id: int) -> Op | None:
         """The in-flight op with this id, or None."""
-        if 0 < op_id < len(self.slots) and self.slots[op_id].kind != OpKind.FREE:
+        if 0 < op_id < len(self.slots) and self.slots[op_id].kind != _FREE:
             return self.slots[op_id]
         return None
 
     def live(self) -> list[Op]:
         """The ops in flight, for shutdown and tests."""
-        return [op for op in self.slots[1:] if op.kind != OpKind.FREE]
+        return [op for op in self.slots[1:] if op.kind != _FREE]
 
     def __len__(self) -> int:
         return self._live

@@ -42,6 +42,7 @@ _MSG_NOSIGNAL = socket.MSG_NOSIGNAL
 _ACCEPT_FLAGS = socket.SOCK_CLOEXEC
 _EMPTY = b""
 _pin = pin
+_SEND = int(OpKind.SEND)
 
 
 class ProactorLoop(BaseLoop):
@@ -299,7 +300,7 @@ class ProactorLoop(BaseLoop):
         if not data:
             self._ready.append((handler, (0,)))
             return
-        op = self._ops.add(OpKind.SEND, fd, handler, self._on_send)
+        op = self._ops.add(_SEND, fd, handler, self._on_send)
         op.buf = data
         op.pin = pin = _pin(data)
         if self._prep_send(fd, pin, len(data), _MSG_NOSIGNAL, op.id):

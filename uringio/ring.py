@@ -139,6 +139,9 @@ class Ring:
         self.cq_entries = cq
         self.kernel_features = features[0]
         self.fd = lib.uio_ring_fd(self._ptr)
+        # A registered ring fd saves the kernel an fd lookup on every
+        # io_uring_enter (5.18+); liburing uses it from now on by itself.
+        self.registered_fd = lib.io_uring_register_ring_fd(self._ptr) == 1
         ptr = self._ptr
         partial = functools.partial
         self.prep_nop = partial(lib.uio_prep_nop, ptr)
