@@ -119,9 +119,22 @@ int uio_prep_cancel_fd(struct io_uring *ring, int fd, int flags,
                        uint64_t user_data, unsigned sqe_flags);
 
 int uio_submit(struct io_uring *ring);
-int uio_turn(struct io_uring *ring, struct uio_bufring *br, const int *bids,
-             unsigned nbids, unsigned wait_nr, long long timeout_ns,
-             int64_t *out, unsigned max);
+struct uio_writers;
+int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *ws,
+             const int *bids, unsigned nbids, unsigned wait_nr,
+             long long timeout_ns, int64_t *out, unsigned max);
+
+#define UIO_WRITER_LEVEL ...
+struct uio_writers *uio_writers_new(void);
+void uio_writers_destroy(struct uio_writers *ws);
+unsigned uio_writers_inflight(struct uio_writers *ws);
+int uio_writer_open(struct uio_writers *ws, int fd, uint64_t report_ud);
+void uio_writer_release(struct uio_writers *ws, int wid);
+long long uio_write(struct io_uring *ring, struct uio_writers *ws, int wid,
+                    const char *data, size_t len);
+long long uio_writer_buffered(struct uio_writers *ws, int wid);
+unsigned long long uio_writer_sends(struct uio_writers *ws, int wid);
+int uio_writer_notify(struct uio_writers *ws, int wid, long long level);
 
 int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
                       unsigned entries, unsigned size, int bgid);
@@ -133,6 +146,7 @@ SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <liburing.h>
 
 /* liburing 2.3 has no version macros: the build passes what pkg-config says. */
@@ -287,20 +301,320 @@ int uio_prep_cancel_fd(struct io_uring *ring, int fd, int flags,
 
 int uio_submit(struct io_uring *ring) { return io_uring_submit(ring); }
 
+/* ---- writers: a send stream per socket, kept in C -----------------------
+ *
+ * A writer owns two buffers: `active`, which the kernel is sending from
+ * (so it is never touched until the send's CQE), and `pending`, where
+ * writes accumulate. A write only appends and marks the writer dirty; the
+ * next uio_turn sends each dirty writer's pending bytes as one send, and
+ * when a send completes the pending bytes written meanwhile go out next:
+ * one send per socket per turn, one in flight, short sends continued, all
+ * without returning to Python. Python hears from a writer only when it
+ * asked to (buffered bytes fell to a level) or when a send failed.
+ *
+ * The data is copied in during uio_write(), while cffi's pointer to the
+ * caller's bytes is valid; after that the kernel only ever sees C memory.
+ */
+#define UIO_WRITER_TAG (1ULL << 63)
+#define UIO_WRITER_LEVEL (1U << 31)   /* report flag: a level was reached */
+#define UIO_SHRINK_ABOVE (256 * 1024) /* give back buffers grown past this */
+
+enum { UIO_W_FREE, UIO_W_OPEN, UIO_W_RELEASED };
+
+struct uio_writer {
+    int fd;
+    int state;
+    int inflight;
+    int dirty;               /* on the dirty list */
+    int failed;              /* errno after a failed send, else 0 */
+    uint64_t report_ud;      /* the Python op reports go to */
+    long long notify_at;     /* report when buffered <= this; -1: off */
+    unsigned long long sends;   /* send SQEs made, for diagnostics */
+    char *active;
+    size_t active_cap, active_len, active_off;
+    char *pending;
+    size_t pending_cap, pending_len;
+};
+
+struct uio_writers {
+    struct uio_writer *w;
+    unsigned n;              /* slots in use or free-listed */
+    unsigned cap;
+    int free_head;           /* index of the first free slot, -1: none */
+    unsigned inflight;
+    int *dirty;              /* writers with bytes to send this turn */
+    unsigned ndirty, dirty_cap;
+};
+
+struct uio_writers *uio_writers_new(void)
+{
+    struct uio_writers *ws = calloc(1, sizeof(*ws));
+    if (ws)
+        ws->free_head = -1;
+    return ws;
+}
+
+static void uio_writer_clear(struct uio_writer *w)
+{
+    free(w->active);
+    free(w->pending);
+    memset(w, 0, sizeof(*w));
+}
+
+void uio_writers_destroy(struct uio_writers *ws)
+{
+    unsigned i;
+    if (ws == NULL)
+        return;
+    for (i = 0; i < ws->n; i++)
+        uio_writer_clear(&ws->w[i]);
+    free(ws->w);
+    free(ws->dirty);
+    free(ws);
+}
+
+unsigned uio_writers_inflight(struct uio_writers *ws) { return ws->inflight; }
+
+int uio_writer_open(struct uio_writers *ws, int fd, uint64_t report_ud)
+{
+    struct uio_writer *w;
+    int wid;
+
+    if (ws->free_head >= 0) {
+        wid = ws->free_head;
+        ws->free_head = ws->w[wid].fd;   /* free slots chain through fd */
+    } else {
+        if (ws->n == ws->cap) {
+            unsigned cap = ws->cap ? ws->cap * 2 : 64;
+            struct uio_writer *nw = realloc(ws->w, cap * sizeof(*nw));
+            if (nw == NULL)
+                return -ENOMEM;
+            memset(nw + ws->cap, 0, (cap - ws->cap) * sizeof(*nw));
+            ws->w = nw;
+            ws->cap = cap;
+        }
+        wid = ws->n++;
+    }
+    w = &ws->w[wid];
+    memset(w, 0, sizeof(*w));
+    w->fd = fd;
+    w->state = UIO_W_OPEN;
+    w->report_ud = report_ud;
+    w->notify_at = -1;
+    return wid;
+}
+
+static void uio_writer_free(struct uio_writers *ws, int wid)
+{
+    struct uio_writer *w = &ws->w[wid];
+    uio_writer_clear(w);
+    w->state = UIO_W_FREE;
+    w->fd = ws->free_head;
+    ws->free_head = wid;
+}
+
+/* The caller is done with the writer. A send still in flight keeps its
+ * buffer until its CQE (the cancel from close comes first), then it is freed. */
+void uio_writer_release(struct uio_writers *ws, int wid)
+{
+    struct uio_writer *w = &ws->w[wid];
+    if (w->inflight)
+        w->state = UIO_W_RELEASED;
+    else
+        uio_writer_free(ws, wid);
+}
+
+static long long uio_buffered(const struct uio_writer *w)
+{
+    return (long long)(w->active_len - w->active_off + w->pending_len);
+}
+
+long long uio_writer_buffered(struct uio_writers *ws, int wid)
+{
+    return uio_buffered(&ws->w[wid]);
+}
+
+unsigned long long uio_writer_sends(struct uio_writers *ws, int wid)
+{
+    return ws->w[wid].sends;
+}
+
+static int uio_grow(char **buf, size_t *cap, size_t need)
+{
+    size_t ncap;
+    char *nbuf;
+    if (need <= *cap)
+        return 0;
+    ncap = *cap ? *cap : 4096;
+    while (ncap < need)
+        ncap *= 2;
+    nbuf = realloc(*buf, ncap);
+    if (nbuf == NULL)
+        return -ENOMEM;
+    *buf = nbuf;
+    *cap = ncap;
+    return 0;
+}
+
+static int uio_writer_submit(struct io_uring *ring, struct uio_writers *ws, int wid)
+{
+    struct uio_writer *w = &ws->w[wid];
+    struct io_uring_sqe *sqe = uio_sqe(ring);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_send(sqe, w->fd, w->active + w->active_off,
+                       w->active_len - w->active_off, MSG_NOSIGNAL);
+    sqe->user_data = UIO_WRITER_TAG | (uint64_t)wid;
+    w->sends++;
+    if (!w->inflight) {
+        w->inflight = 1;
+        ws->inflight++;
+    }
+    return 0;
+}
+
+/* Swap the pending bytes into `active` and send them. */
+static int uio_writer_flush(struct io_uring *ring, struct uio_writers *ws, int wid)
+{
+    struct uio_writer *w = &ws->w[wid];
+    char *tmp = w->active;
+    size_t tcap = w->active_cap;
+
+    w->active = w->pending;
+    w->active_cap = w->pending_cap;
+    w->active_len = w->pending_len;
+    w->active_off = 0;
+    w->pending = tmp;
+    w->pending_cap = tcap;
+    w->pending_len = 0;
+    return uio_writer_submit(ring, ws, wid);
+}
+
+/* Queue len bytes, to go out with this turn's submit; returns the bytes
+ * buffered (not yet sent), or -errno of the send that failed earlier. */
+long long uio_write(struct io_uring *ring, struct uio_writers *ws, int wid,
+                    const char *data, size_t len)
+{
+    struct uio_writer *w = &ws->w[wid];
+    (void)ring;
+
+    if (w->failed)
+        return -w->failed;
+    if (uio_grow(&w->pending, &w->pending_cap, w->pending_len + len))
+        return -ENOMEM;
+    memcpy(w->pending + w->pending_len, data, len);
+    w->pending_len += len;
+    if (!w->inflight && !w->dirty && w->pending_len) {
+        if (ws->ndirty == ws->dirty_cap) {
+            unsigned cap = ws->dirty_cap ? ws->dirty_cap * 2 : 64;
+            int *nd = realloc(ws->dirty, cap * sizeof(int));
+            if (nd == NULL)
+                return -ENOMEM;
+            ws->dirty = nd;
+            ws->dirty_cap = cap;
+        }
+        ws->dirty[ws->ndirty++] = wid;
+        w->dirty = 1;
+    }
+    return uio_buffered(w);
+}
+
+/* Before each submit: one send for every writer written to this turn. */
+static void uio_writers_flush(struct io_uring *ring, struct uio_writers *ws)
+{
+    unsigned i;
+    for (i = 0; i < ws->ndirty; i++) {
+        int wid = ws->dirty[i];
+        struct uio_writer *w = &ws->w[wid];
+        if (!w->dirty)
+            continue;
+        w->dirty = 0;
+        if (w->state == UIO_W_OPEN && !w->inflight && w->pending_len && !w->failed)
+            uio_writer_flush(ring, ws, wid);
+    }
+    ws->ndirty = 0;
+}
+
+/* Ask for a report once buffered <= level. Returns 1 when that is already
+ * so (no report will come), 0 when armed. */
+int uio_writer_notify(struct uio_writers *ws, int wid, long long level)
+{
+    struct uio_writer *w = &ws->w[wid];
+    if (uio_buffered(w) <= level) {
+        w->notify_at = -1;
+        return 1;
+    }
+    w->notify_at = level;
+    return 0;
+}
+
+/* A writer's send completed. Returns 1 when a report for Python was written
+ * to out (user_data, res, flags), else 0. */
+static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
+                               const struct io_uring_cqe *cqe, int64_t *out)
+{
+    int wid = (int)(cqe->user_data & 0xffffffffULL);
+    struct uio_writer *w = &ws->w[wid];
+    int res = cqe->res;
+
+    w->inflight = 0;
+    ws->inflight--;
+    if (w->state != UIO_W_OPEN) {
+        uio_writer_free(ws, wid);
+        return 0;
+    }
+    if (res > 0) {
+        w->active_off += (size_t)res;
+        if (w->active_off < w->active_len) {     /* short send: continue */
+            if (uio_writer_submit(ring, ws, wid) == 0)
+                return 0;
+            res = -EBUSY;
+        } else {
+            w->active_len = w->active_off = 0;
+            if (w->active_cap > UIO_SHRINK_ABOVE) {
+                free(w->active);
+                w->active = NULL;
+                w->active_cap = 0;
+            }
+            if (w->pending_len && uio_writer_flush(ring, ws, wid))
+                res = -EBUSY;    /* the bytes written meanwhile go out next */
+        }
+    } else if (res == 0) {
+        res = -EPIPE;   /* a stream socket that takes nothing is broken */
+    }
+    if (res < 0) {
+        w->failed = -res;
+        w->active_len = w->active_off = w->pending_len = 0;
+        out[0] = (int64_t)w->report_ud;
+        out[1] = res;
+        out[2] = 0;
+        return 1;
+    }
+    if (w->notify_at >= 0 && uio_buffered(w) <= w->notify_at) {
+        w->notify_at = -1;
+        out[0] = (int64_t)w->report_ud;
+        out[1] = uio_buffered(w);
+        out[2] = UIO_WRITER_LEVEL;
+        return 1;
+    }
+    return 0;
+}
+
 /* One loop turn in one foreign call:
  *   1. hand the buffers consumed since the last turn back to the buffer ring,
  *   2. submit the SQ and wait for wait_nr CQEs, at most timeout_ns
- *      (< 0: no limit; 0 with wait_nr 0: just run task work and look),
- *   3. copy up to max CQEs into out as (user_data, res, flags) and advance.
- * Returns the number of CQEs copied, or -errno from the wait (-EINTR when a
+ *      (< 0: no limit; wait_nr 0: just run task work and look),
+ *   3. settle writer sends in C, and copy up to max other CQEs (and writer
+ *      reports) into out as (user_data, res, flags), advancing the CQ.
+ * Returns the number of triples, or -errno from the wait (-EINTR when a
  * signal arrived: the caller runs its handlers and calls again). -ETIME is
- * not an error here: it is a timeout, and the CQEs present are returned. */
-int uio_turn(struct io_uring *ring, struct uio_bufring *br, const int *bids,
-             unsigned nbids, unsigned wait_nr, long long timeout_ns,
-             int64_t *out, unsigned max)
+ * not an error here: it is the timeout. */
+int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *ws,
+             const int *bids, unsigned nbids, unsigned wait_nr,
+             long long timeout_ns, int64_t *out, unsigned max)
 {
     struct io_uring_cqe *cqe;
-    unsigned head, n = 0, i;
+    unsigned head, n = 0, seen = 0, i;
     int ret;
 
     if (nbids) {
@@ -309,6 +623,8 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, const int *bids,
                                   br->size, bids[i], br->mask, i);
         io_uring_buf_ring_advance(br->br, nbids);
     }
+    if (ws != NULL && ws->ndirty)
+        uio_writers_flush(ring, ws);
 
     if (wait_nr == 0) {
         ret = io_uring_submit_and_get_events(ring);
@@ -328,13 +644,19 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, const int *bids,
     io_uring_for_each_cqe(ring, head, cqe) {
         if (n == max)
             break;
+        seen++;
+        if (cqe->user_data & UIO_WRITER_TAG) {
+            if (ws != NULL)
+                n += uio_writer_complete(ring, ws, cqe, out + 3 * n);
+            continue;
+        }
         out[3 * n] = (int64_t)cqe->user_data;
         out[3 * n + 1] = cqe->res;
         out[3 * n + 2] = cqe->flags;
         n++;
     }
-    io_uring_cq_advance(ring, n);
-    if (n == 0 && ret == -EINTR)
+    io_uring_cq_advance(ring, seen);
+    if (n == 0 && seen == 0 && ret == -EINTR)
         return -EINTR;
     return (int)n;
 }

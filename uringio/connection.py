@@ -1,11 +1,11 @@
 """Connection and Protocol: the layer applications write against.
 
 The vocabulary is asyncio's (``connection_made``, ``data_received``,
-``eof_received``, ``connection_lost``; ``write``, ``close``, ``abort``), so
-habits carry over. Underneath, a Connection drives the loop's completion
-interface and keeps its rules: one receive stream and at most one send in
-flight per socket; writes made while a send is in flight are queued and go
-out together as the next send.
+``eof_received``, ``connection_lost``; ``write``, ``close``, ``abort``,
+``pause_writing``/``resume_writing``), so habits carry over. Underneath, a
+Connection holds one receive stream and one send stream on its socket:
+one recv and at most one send in flight, writes made meanwhile coalesced
+into the next send, all of it kept out of Python on the io_uring backend.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import socket
 from typing import Callable
 
 log = logging.getLogger("uringio")
+
+# Write-buffer limits, as in asyncio: pause_writing above HIGH, resume at LOW.
+DEFAULT_HIGH_WATER = 64 * 1024
+DEFAULT_LOW_WATER = 16 * 1024
 
 
 class Protocol:
@@ -36,24 +40,35 @@ class Protocol:
         """The connection is closed: ``exc`` is None for a clean close, else
         the error that ended it."""
 
+    def pause_writing(self) -> None:
+        """More than the high-water mark is buffered: stop writing for now."""
+
+    def resume_writing(self) -> None:
+        """The buffer drained to the low-water mark: writing may go on."""
+
 
 class Connection:
     """One TCP connection on a loop. Not thread-safe: use it from the loop."""
 
-    __slots__ = ("_loop", "fd", "_protocol", "_sending", "_queue", "_closing",
-                 "_closed", "_exc", "_on_closed", "__weakref__")
+    __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
+                 "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
+                 "__weakref__")
 
     def __init__(self, loop, fd: int, protocol: Protocol,
                  on_closed: Callable[["Connection"], None] | None = None) -> None:
         self._loop = loop
         self.fd = fd
         self._protocol = protocol
-        self._sending = False
-        self._queue: list[bytes] = []
+        self._stream = loop.open_send_stream(fd, self._on_send_event)
+        # Bound once: write() is the per-message hot path.
+        self._write = self._stream.write_bytes
         self._closing = False
         self._closed = False
         self._exc: Exception | None = None
         self._on_closed = on_closed
+        self._high = DEFAULT_HIGH_WATER
+        self._low = DEFAULT_LOW_WATER
+        self._paused_writing = False
 
     def start(self) -> None:
         """Tell the protocol, then start receiving."""
@@ -77,6 +92,17 @@ class Connection:
     def is_closing(self) -> bool:
         return self._closing
 
+    def get_write_buffer_size(self) -> int:
+        return self._stream.buffered if not self._closed else 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """pause_writing() above ``high`` buffered bytes, resume_writing() at ``low``."""
+        high = DEFAULT_HIGH_WATER if high is None else high
+        low = high // 4 if low is None else low
+        if not 0 <= low <= high:
+            raise ValueError(f"need 0 <= low <= high, got high={high} low={low}")
+        self._high, self._low = high, low
+
     # -- receiving -----------------------------------------------------------
 
     def _on_recv(self, data) -> None:
@@ -95,43 +121,47 @@ class Connection:
     # -- sending -------------------------------------------------------------
 
     def write(self, data) -> None:
-        """Queue ``data`` for sending. Writes made while a send is in flight
-        go out together in the next send, in order."""
+        """Queue ``data`` for sending, in order. Raises RuntimeError after
+        close(); after the connection is lost, writes are dropped."""
         if self._closing:
             if self._closed:
                 return
             raise RuntimeError("write() after close()")
-        if self._sending:
-            self._queue.append(data if data.__class__ is bytes else bytes(data))
-        elif data:
-            self._sending = True
-            self._loop.send(self.fd, data, self._on_sent)
+        if data.__class__ is not bytes:
+            data = bytes(data)   # the caller may change it after we return
+        if self._write(data, len(data)) > self._high and not self._paused_writing:
+            self._pause_writing()
 
     def writelines(self, lines) -> None:
         self.write(b"".join(lines))
 
-    def _on_sent(self, res) -> None:
+    def _pause_writing(self) -> None:
+        self._paused_writing = True
+        self._stream.notify(self._low)
+        self._protocol.pause_writing()
+
+    def _on_send_event(self, res) -> None:
+        # The send stream's report: an OSError (the stream is broken), or the
+        # bytes still buffered once the level we asked for was reached.
         if res.__class__ is not int:
             self._fail(res)
             return
-        queue = self._queue
-        if queue:
-            data = b"".join(queue) if len(queue) > 1 else queue[0]
-            queue.clear()
-            self._loop.send(self.fd, data, self._on_sent)
+        if self._closed:
             return
-        self._sending = False
-        if self._closing and not self._closed:
+        if self._paused_writing and res <= self._low:
+            self._paused_writing = False
+            self._protocol.resume_writing()
+        if self._closing and (res == 0 or self._stream.notify(0)):
             self._finish()
 
     # -- closing -------------------------------------------------------------
 
     def close(self) -> None:
-        """Close after the queued writes are sent."""
+        """Close once the queued writes are sent."""
         if self._closing:
             return
         self._closing = True
-        if not self._sending:
+        if self._stream.notify(0):
             self._finish()
 
     def abort(self) -> None:
@@ -150,7 +180,7 @@ class Connection:
         if self._closed:
             return
         self._closed = True
-        self._queue.clear()
+        self._stream.close()
         self._loop.close_fd(self.fd)
         try:
             self._protocol.connection_lost(self._exc)

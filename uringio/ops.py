@@ -27,6 +27,7 @@ class OpKind(enum.IntEnum):
     SEND = 4
     CLOSE = 5
     WAKEUP = 6      # the read kept pending on the loop's eventfd
+    SEND_STREAM = 7 # reports from a C-side send stream (a "writer")
 
 
 # Plain ints for the hot paths: an enum member lookup costs more than the
@@ -78,7 +79,6 @@ class OpTable:
         self.slots: list[Op] = [first]
         self._free: list[Op] = []
         self._on_stale = on_stale
-        self._live = 0
 
     def add(self, kind: OpKind, fd: int, handler, on_complete) -> Op:
         """A record for a new operation; it is in flight until ``pop``."""
@@ -94,7 +94,6 @@ class OpTable:
         op.on_complete = on_complete
         op.offset = 0
         op.cancelled = False
-        self._live += 1
         return op
 
     def pop(self, op: Op):
@@ -106,7 +105,6 @@ class OpTable:
         op.on_complete = self._on_stale
         op.buf = op.pin = op.handler = op.extra = None
         self._free.append(op)
-        self._live -= 1
         return handler
 
     def get(self, op_id: int) -> Op | None:
@@ -120,4 +118,5 @@ class OpTable:
         return [op for op in self.slots[1:] if op.kind != _FREE]
 
     def __len__(self) -> int:
-        return self._live
+        """How many ops are in flight."""
+        return len(self.slots) - 1 - len(self._free)

@@ -28,13 +28,15 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from functools import partial
 
 from .buffers import BufRing, pin, pin_writable, unpack
 from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .loop import BaseLoop, log
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
 from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY, IORING_CQE_F_BUFFER,
-                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, Ring, kernel_release)
+                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, UIO_WRITER_LEVEL, Ring,
+                   kernel_release)
 
 _ECANCELED = errno.ECANCELED
 _ENOBUFS = errno.ENOBUFS
@@ -81,6 +83,7 @@ class ProactorLoop(BaseLoop):
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
         self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
         self._draining: dict[int, Op] = {}   # fd -> stopped stream awaiting its final CQE
+        self._send_streams: dict[int, SendStream] = {}
         self._wakeup_buf = bytearray(8)
         self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
         self._arm_wakeup()
@@ -325,6 +328,26 @@ class ProactorLoop(BaseLoop):
         if not cancelled:
             handler(result)
 
+    # -- send streams --------------------------------------------------------
+
+    def open_send_stream(self, fd: int, handler) -> "SendStream":
+        """A buffered, ordered byte stream to ``fd`` (see SendStream).
+        handler(OSError) when a send fails; handler(n) when the bytes still
+        buffered fall to a level asked for with ``notify``."""
+        self._check_open()
+        if fd in self._send_streams:
+            raise BusyResourceError(f"a send stream is already open on fd {fd}")
+        op = self._ops.add(OpKind.SEND_STREAM, fd, handler, self._on_send_stream)
+        stream = op.extra = SendStream(self, op, self._ring.writer_open(fd, op.id))
+        self._send_streams[fd] = stream
+        return stream
+
+    def _on_send_stream(self, op: Op, res: int, flags: int) -> None:
+        # A writer's report (the C side settles every successful send itself):
+        # res < 0 is the -errno of a failed send, which ends the stream; with
+        # UIO_WRITER_LEVEL, res is the bytes still buffered.
+        op.handler(res if flags & UIO_WRITER_LEVEL else os_error(-res))
+
     # -- close and cancel ----------------------------------------------------
 
     def close_fd(self, fd: int, handler=None) -> None:
@@ -339,6 +362,9 @@ class ProactorLoop(BaseLoop):
         acceptor = self._acceptors.pop(fd, None)
         if acceptor is not None:
             acceptor.cancelled = True
+        stream = self._send_streams.get(fd)
+        if stream is not None:
+            stream.close()
         self._held.pop(fd, None)
         # Hard link: the close runs after the cancel even when the cancel
         # finds nothing (-ENOENT), and in the same submission, before the fd
@@ -394,6 +420,8 @@ class ProactorLoop(BaseLoop):
         if self._running:
             raise RuntimeError("cannot close a running loop")
         for op in self._ops.live():
+            if op.kind == OpKind.SEND_STREAM:
+                op.extra.close()
             op.cancelled = True
         self._readers.clear()
         self._acceptors.clear()
@@ -401,7 +429,7 @@ class ProactorLoop(BaseLoop):
         self._draining.clear()
         self._submit(self._ring.prep_cancel64(0, IORING_ASYNC_CANCEL_ANY, IGNORED_USER_DATA, 0))
         deadline = self.time() + 2.0
-        while len(self._ops) and self.time() < deadline:
+        while (len(self._ops) or self._ring.writers_inflight()) and self.time() < deadline:
             self._poll(0.05)
         if len(self._ops):
             # The kernel still owns these buffers: leak them rather than free
@@ -415,3 +443,57 @@ class ProactorLoop(BaseLoop):
 
 
 _LEAKED: list = []
+
+
+class SendStream:
+    """Ordered, buffered writes to one socket, the way a transport needs them.
+
+    The bytes are copied into C memory at ``write`` and the rest happens in
+    the C part of the loop turn: one send in flight per socket, writes made
+    meanwhile coalesced into the next send, short sends continued. Python is
+    only told when a send fails or when a level it asked for is reached.
+    """
+
+    __slots__ = ("_loop", "_op", "_wid", "write_bytes", "_closed", "fd", "_sends")
+
+    def __init__(self, loop: ProactorLoop, op: Op, wid: int) -> None:
+        self._loop = loop
+        self._op = op
+        self._wid = wid
+        self.fd = op.fd
+        self._closed = False
+        # write_bytes(data, len(data)) for bytes: the hot path, one foreign call.
+        self.write_bytes = partial(loop._ring.write, wid)
+
+    def write(self, data) -> int:
+        """Queue ``data``; returns the bytes buffered and not yet sent
+        (negative: -errno of the send that failed, already reported)."""
+        if data.__class__ is not bytes:
+            data = bytes(data)
+        return self.write_bytes(data, len(data))
+
+    @property
+    def buffered(self) -> int:
+        return max(self._loop._ring.writer_buffered(self._wid), 0)
+
+    @property
+    def sends(self) -> int:
+        """Send operations this stream submitted (diagnostics)."""
+        return self._sends if self._closed else self._loop._ring.writer_sends(self._wid)
+
+    def notify(self, level: int) -> bool:
+        """Call the handler once the buffered bytes fall to ``level`` or less.
+        Returns True (and arms nothing) when that is already the case."""
+        return bool(self._loop._ring.writer_notify(self._wid, level))
+
+    def close(self) -> None:
+        """Release the stream. Bytes not yet sent are dropped; a send still
+        in flight keeps its buffer until its completion (close_fd cancels it)."""
+        if not self._closed:
+            loop = self._loop
+            self._sends = loop._ring.writer_sends(self._wid)
+            self._closed = True
+            loop._ring.writer_release(self._wid)
+            loop._ops.pop(self._op)
+            if loop._send_streams.get(self.fd) is self:
+                del loop._send_streams[self.fd]

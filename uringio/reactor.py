@@ -26,6 +26,7 @@ import os
 import select
 import socket
 from collections import deque
+from itertools import islice
 
 from .errors import BusyResourceError, os_error
 from .loop import BaseLoop
@@ -34,12 +35,14 @@ _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
 _EPOLL_ERRS = select.EPOLLERR | select.EPOLLHUP
 _EMPTY = b""
+_IOV_MAX = 1024   # writev(2) takes at most IOV_MAX buffers
 
 
 class _FdState:
     """What the loop wants from one fd: a reader and queued writes."""
 
-    __slots__ = ("fd", "on_readable", "handler", "nbytes", "sock", "writes", "mask")
+    __slots__ = ("fd", "on_readable", "handler", "nbytes", "sock", "writes", "buffered",
+                 "stream", "mask", "dirty")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -47,8 +50,11 @@ class _FdState:
         self.handler = None       # the caller's handler for that reader
         self.nbytes = 0
         self.sock = None          # the listening socket, for accept
-        self.writes: deque | None = None   # [memoryview left, handler, total]
+        self.writes: deque = deque()   # [memoryview left, handler or None, total]
+        self.buffered = 0         # bytes in writes
+        self.stream: SendStream | None = None
         self.mask = 0
+        self.dirty = False        # stream bytes to write before the next wait
 
 
 class ReactorLoop(BaseLoop):
@@ -64,10 +70,13 @@ class ReactorLoop(BaseLoop):
         self._recv_size = recv_size
         self._max_events = max_events
         self._epoll.register(self._wakeup_fd, _EPOLLIN)
+        self._dirty: list[_FdState] = []   # send streams written to this turn
 
     # -- the turn ------------------------------------------------------------
 
     def _poll(self, timeout: float | None) -> None:
+        if self._dirty:
+            self._flush_streams()
         events = self._epoll.poll(-1 if timeout is None else timeout, self._max_events)
         fds = self._fds
         i, n = 0, len(events)
@@ -109,7 +118,8 @@ class ReactorLoop(BaseLoop):
             return
         if mask == 0:
             self._epoll.unregister(st.fd)
-            del self._fds[st.fd]
+            if st.stream is None:
+                del self._fds[st.fd]
         elif st.mask == 0:
             self._epoll.register(st.fd, mask)
         else:
@@ -129,6 +139,8 @@ class ReactorLoop(BaseLoop):
     def _clear_reader(self, st: _FdState) -> None:
         st.on_readable = st.handler = st.sock = None
         self._update(st)
+        if st.mask == 0 and st.stream is None:
+            self._fds.pop(st.fd, None)
 
     # -- accept --------------------------------------------------------------
 
@@ -230,34 +242,113 @@ class ReactorLoop(BaseLoop):
                 self._ready.append((handler, (sent,)))
                 return
             st = self._state(fd)
-            st.writes = deque()
             st.writes.append([memoryview(data)[sent:], handler, len(data)])
+            st.buffered += len(data) - sent
             self._update(st)
         else:
             st.writes.append([memoryview(data), handler, len(data)])
+            st.buffered += len(data)
+
+    def _flush_streams(self) -> None:
+        # What send streams were given this turn goes out now, before the
+        # wait: one write (or writev) per socket, as the proactor submits one
+        # send per socket per turn, and as Redis flushes its clients' replies
+        # in beforeSleep().
+        dirty, self._dirty = self._dirty, []
+        for st in dirty:
+            st.dirty = False
+            writes = st.writes
+            stream = st.stream
+            if stream is not None:
+                stream.sends += 1
+            if len(writes) == 1 and not st.mask & _EPOLLOUT:
+                # The common case, inline: one buffer, written whole.
+                data = writes[0][0]
+                try:
+                    sent = os.write(st.fd, data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._write_failed(st, exc)
+                    continue
+                if sent == len(data) and writes[0][1] is None:
+                    writes.clear()
+                    st.buffered -= sent
+                    if stream is not None and stream.notify_at >= 0:
+                        self._check_level(stream, st)
+                    continue
+                st.buffered -= sent
+                if sent:
+                    writes[0][0] = memoryview(data)[sent:]
+                self._update(st)   # EPOLLOUT for the rest
+                continue
+            try:
+                self._write_more(st)
+            except Exception:
+                self._handler_failed(stream)
+
+    def _check_level(self, stream: "SendStream", st: _FdState) -> None:
+        if 0 <= stream.notify_at and st.buffered <= stream.notify_at:
+            stream.notify_at = -1
+            stream.handler(st.buffered)
 
     def _write_more(self, st: _FdState) -> None:
         writes = st.writes
         while writes:
-            entry = writes[0]
             try:
-                sent = os.write(st.fd, entry[0])
+                if len(writes) == 1:
+                    sent = os.write(st.fd, writes[0][0])
+                else:
+                    sent = os.writev(st.fd, [entry[0] for entry in islice(writes, _IOV_MAX)])
             except BlockingIOError:
-                return
+                break
             except OSError as exc:
-                # The stream is broken: every queued send fails with it.
-                failed = list(writes)
-                writes.clear()
-                self._update(st)
-                for _view, handler, _total in failed:
-                    handler(exc)
+                self._write_failed(st, exc)
                 return
-            if sent < len(entry[0]):
-                entry[0] = entry[0][sent:]
-                return
-            writes.popleft()
-            entry[1](entry[2])
+            st.buffered -= sent
+            while sent:
+                entry = writes[0]
+                left = len(entry[0])
+                if sent < left:   # the socket is full: wait for EPOLLOUT
+                    entry[0] = memoryview(entry[0])[sent:]
+                    break
+                sent -= left
+                writes.popleft()
+                if entry[1] is not None:
+                    entry[1](entry[2])
+            else:
+                continue
+            break
         self._update(st)
+        if st.stream is not None:
+            self._check_level(st.stream, st)
+
+    def _write_failed(self, st: _FdState, exc: OSError) -> None:
+        # The socket is broken: every queued send, and the stream, fail with it.
+        failed = list(st.writes)
+        st.writes.clear()
+        st.buffered = 0
+        self._update(st)
+        for _view, handler, _total in failed:
+            if handler is not None:
+                handler(exc)
+        stream = st.stream
+        if stream is not None and not stream.failed:
+            stream.failed = exc.errno or errno.EPIPE
+            stream.handler(exc)
+
+    # -- send streams --------------------------------------------------------
+
+    def open_send_stream(self, fd: int, handler) -> "SendStream":
+        """A buffered, ordered byte stream to ``fd`` (see SendStream).
+        handler(OSError) when a send fails; handler(n) when the bytes still
+        buffered fall to a level asked for with ``notify``."""
+        self._check_open()
+        st = self._state(fd)
+        if st.stream is not None:
+            raise BusyResourceError(f"a send stream is already open on fd {fd}")
+        st.stream = SendStream(self, st, handler)
+        return st.stream
 
     # -- close ---------------------------------------------------------------
 
@@ -270,8 +361,11 @@ class ReactorLoop(BaseLoop):
         if st is not None:
             if st.mask:
                 self._epoll.unregister(fd)
-            for _view, send_handler, _total in st.writes or ():
-                self._ready.append((send_handler, (os_error(errno.ECANCELED),)))
+            for _view, send_handler, _total in st.writes:
+                if send_handler is not None:
+                    self._ready.append((send_handler, (os_error(errno.ECANCELED),)))
+            if st.stream is not None:
+                st.stream.close()
         try:
             os.close(fd)
             result = 0
@@ -288,3 +382,71 @@ class ReactorLoop(BaseLoop):
         self._fds.clear()
         self._epoll.close()
         super().close()
+
+
+class SendStream:
+    """Ordered, buffered writes to one socket: the epoll twin of the
+    proactor's SendStream. A write is tried at once; what the socket does
+    not take waits for EPOLLOUT, behind anything already queued."""
+
+    __slots__ = ("_loop", "_st", "fd", "handler", "notify_at", "failed", "_closed", "sends")
+
+    def __init__(self, loop: ReactorLoop, st: _FdState, handler) -> None:
+        self._loop = loop
+        self._st = st
+        self.fd = st.fd
+        self.handler = handler
+        self.notify_at = -1
+        self.failed = 0
+        self._closed = False
+        self.sends = 0   # write/writev calls made for this stream (diagnostics)
+
+    def write_bytes(self, data: bytes, n: int) -> int:
+        """``write`` for ``bytes`` whose length the caller knows: the hot path.
+        The bytes go out before the loop next waits, coalesced with whatever
+        else this stream was given meanwhile."""
+        st = self._st
+        if self.failed or self._closed:
+            return -(self.failed or errno.EBADF)
+        if not st.writes and not st.dirty:
+            st.dirty = True
+            self._loop._dirty.append(st)
+        st.writes.append([data, None, n])
+        st.buffered += n
+        return st.buffered
+
+    def write(self, data) -> int:
+        """Queue ``data``; returns the bytes buffered and not yet sent
+        (negative: -errno of the send that failed, already reported)."""
+        if data.__class__ is not bytes:
+            data = bytes(data)
+        return self.write_bytes(data, len(data))
+
+    @property
+    def buffered(self) -> int:
+        return self._st.buffered
+
+    def notify(self, level: int) -> bool:
+        """Call the handler once the buffered bytes fall to ``level`` or less.
+        Returns True (and arms nothing) when that is already the case."""
+        if self._st.buffered <= level:
+            self.notify_at = -1
+            return True
+        self.notify_at = level
+        return False
+
+    def close(self) -> None:
+        """Release the stream; bytes it queued and did not send are dropped."""
+        if self._closed:
+            return
+        self._closed = True
+        st = self._st
+        st.stream = None
+        kept = [entry for entry in st.writes if entry[1] is not None]
+        st.writes.clear()
+        st.writes.extend(kept)
+        st.buffered = sum(len(entry[0]) for entry in kept)
+        if self._loop._fds.get(st.fd) is st:
+            self._loop._update(st)
+            if st.mask == 0 and st.on_readable is None:
+                self._loop._fds.pop(st.fd, None)

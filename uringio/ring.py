@@ -13,7 +13,7 @@ or -EBUSY when the SQ is full and the kernel would not take any of it.
 from __future__ import annotations
 
 import errno
-import functools
+from functools import partial
 import os
 import platform
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ if lib is not None:
     IOSQE_CQE_SKIP_SUCCESS = lib.IOSQE_CQE_SKIP_SUCCESS
     IORING_ASYNC_CANCEL_ALL = lib.IORING_ASYNC_CANCEL_ALL
     IORING_ASYNC_CANCEL_ANY = lib.IORING_ASYNC_CANCEL_ANY
+    UIO_WRITER_LEVEL = lib.UIO_WRITER_LEVEL
 
 # The opcodes `python -m uringio info` reports on, by their liburing names.
 OPCODES_OF_INTEREST = (
@@ -143,7 +144,6 @@ class Ring:
         # io_uring_enter (5.18+); liburing uses it from now on by itself.
         self.registered_fd = lib.io_uring_register_ring_fd(self._ptr) == 1
         ptr = self._ptr
-        partial = functools.partial
         self.prep_nop = partial(lib.uio_prep_nop, ptr)
         self.prep_accept = partial(lib.uio_prep_accept, ptr)
         self.prep_recv = partial(lib.uio_prep_recv, ptr)
@@ -156,7 +156,36 @@ class Ring:
         self.prep_cancel_fd = partial(lib.uio_prep_cancel_fd, ptr)
         self._out_max = max(cq, 256)
         self._out = ffi.new("int64_t[]", 3 * self._out_max)
-        self._no_bids = ffi.NULL
+        # Send streams ("writers") live in C; see uio_write in the build script.
+        self._writers = lib.uio_writers_new()
+        if self._writers == ffi.NULL:
+            self._closed = True
+            lib.uio_queue_exit(self._ptr)
+            raise MemoryError("cannot allocate the writer table")
+        self.write = partial(lib.uio_write, ptr, self._writers)
+        self.writer_notify = partial(lib.uio_writer_notify, self._writers)
+        self.writer_buffered = partial(lib.uio_writer_buffered, self._writers)
+        self.writer_sends = partial(lib.uio_writer_sends, self._writers)
+
+    # -- writers -------------------------------------------------------------
+
+    def writer_open(self, fd: int, report_user_data: int) -> int:
+        """A send stream for ``fd``; reports come as CQEs for ``report_user_data``:
+        res < 0 when a send failed, or flags & UIO_WRITER_LEVEL with res the
+        bytes still buffered once an asked-for level was reached.
+        ``write(wid, data, len(data))`` queues bytes and returns how many are
+        buffered (or -errno after a failure)."""
+        wid = lib.uio_writer_open(self._writers, fd, report_user_data)
+        if wid < 0:
+            raise MemoryError("cannot allocate a writer")
+        return wid
+
+    def writer_release(self, wid: int) -> None:
+        """Done with the writer; a send in flight keeps its buffer until its CQE."""
+        lib.uio_writer_release(self._writers, wid)
+
+    def writers_inflight(self) -> int:
+        return lib.uio_writers_inflight(self._writers)
 
     # -- completions ---------------------------------------------------------
 
@@ -179,12 +208,12 @@ class Ring:
         Python's signal handlers run. Raises OSError for any other failure.
         """
         if recycled:
-            n = lib.uio_turn(self._ptr, bufring._br, recycled, len(recycled), wait_nr,
-                             -1 if timeout is None else int(timeout * 1e9),
+            n = lib.uio_turn(self._ptr, bufring._br, self._writers, recycled, len(recycled),
+                             wait_nr, -1 if timeout is None else int(timeout * 1e9),
                              self._out, self._out_max)
             recycled.clear()
         else:
-            n = lib.uio_turn(self._ptr, ffi.NULL, ffi.NULL, 0, wait_nr,
+            n = lib.uio_turn(self._ptr, ffi.NULL, self._writers, ffi.NULL, 0, wait_nr,
                              -1 if timeout is None else int(timeout * 1e9),
                              self._out, self._out_max)
         if n <= 0:
@@ -227,6 +256,9 @@ class Ring:
         if not self._closed:
             self._closed = True
             lib.uio_queue_exit(self._ptr)
+            if self.writers_inflight() == 0:
+                lib.uio_writers_destroy(self._writers)
+            # else: the kernel may still read those buffers: leak them.
 
     def __del__(self) -> None:
         # A ring leaked by a crashed loop still gives its fd back.
