@@ -445,7 +445,7 @@ static int uio_grow(char **buf, size_t *cap, size_t need)
     char *nbuf;
     if (need <= *cap)
         return 0;
-    ncap = *cap ? *cap : 4096;
+    ncap = *cap ? *cap : 512;   /* small: a server has many mostly idle writers */
     while (ncap < need)
         ncap *= 2;
     nbuf = realloc(*buf, ncap);

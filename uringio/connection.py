@@ -74,7 +74,8 @@ class Connection:
         """Tell the protocol, then start receiving."""
         self._protocol.connection_made(self)
         if not self._closing:
-            self._loop.start_recv(self.fd, self._on_recv)
+            # Data goes straight to the protocol; only EOF and errors come here.
+            self._loop.start_recv(self.fd, self._protocol.data_received, self._on_recv_end)
 
     @property
     def protocol(self) -> Protocol:
@@ -105,18 +106,12 @@ class Connection:
 
     # -- receiving -----------------------------------------------------------
 
-    def _on_recv(self, data) -> None:
-        # The loop's receive handler: bytes, b"" at EOF, or an OSError.
-        if data.__class__ is bytes:
-            if data:
-                self._protocol.data_received(data)
-                return
-            if self._closed:
-                return
-            if not self._protocol.eof_received():
-                self.close()
-            return
-        self._fail(data)
+    def _on_recv_end(self, end) -> None:
+        # The receive stream ended: b"" at EOF, or an OSError.
+        if end.__class__ is not bytes:
+            self._fail(end)
+        elif not self._closed and not self._protocol.eof_received():
+            self.close()
 
     # -- sending -------------------------------------------------------------
 

@@ -8,8 +8,9 @@ the loop thread, with the result or an ``OSError`` carrying the errno:
 ==========================  ==================================================
 ``accept(sock, h)``         h(fd) per new connection, until ``cancel_accept``
                             or an error (h(OSError); accepting has stopped)
-``start_recv(fd, h)``       h(bytes) per chunk, h(b"") at EOF, h(OSError);
-                            the stream ends after EOF or an error
+``start_recv(fd, h, e=None)``  h(bytes) per chunk, then h(b"") at EOF or
+                            h(OSError), which end the stream; with ``e``
+                            given, EOF and errors go to e instead
 ``stop_recv(fd)``           stop a stream; nothing received is lost: it is
                             delivered by the next ``start_recv`` on that fd
 ``recv(fd, n, h)``          one receive of at most n bytes: h(bytes | OSError)

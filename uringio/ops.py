@@ -43,14 +43,15 @@ class Op:
     """One operation. ``on_complete(op, res, flags)`` is the loop's
     ``_on_<kind>`` method; ``handler`` is the caller's completion handler."""
 
-    __slots__ = ("id", "kind", "fd", "handler", "on_complete", "buf", "pin",
-                 "offset", "cancelled", "extra")
+    __slots__ = ("id", "kind", "fd", "handler", "end_handler", "on_complete", "buf",
+                 "pin", "offset", "cancelled", "extra")
 
     def __init__(self, id: int) -> None:
         self.id = id
         self.kind = _FREE
         self.fd = -1
         self.handler: Callable[[Any], Any] | None = None
+        self.end_handler: Callable[[Any], Any] | None = None   # receive streams
         self.on_complete: Callable[[Op, int, int], None] | None = None
         self.buf: Any = None
         self.pin: Any = None
@@ -103,7 +104,7 @@ class OpTable:
         handler = op.handler
         op.kind = _FREE
         op.on_complete = self._on_stale
-        op.buf = op.pin = op.handler = op.extra = None
+        op.buf = op.pin = op.handler = op.end_handler = op.extra = None
         self._free.append(op)
         return handler
 

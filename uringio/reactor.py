@@ -41,13 +41,14 @@ _IOV_MAX = 1024   # writev(2) takes at most IOV_MAX buffers
 class _FdState:
     """What the loop wants from one fd: a reader and queued writes."""
 
-    __slots__ = ("fd", "on_readable", "handler", "nbytes", "sock", "writes", "buffered",
+    __slots__ = ("fd", "on_readable", "handler", "end_handler", "nbytes", "sock", "writes", "buffered",
                  "stream", "mask", "dirty")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.on_readable = None   # the loop's _read_stream, _read_once or _read_accept
         self.handler = None       # the caller's handler for that reader
+        self.end_handler = None   # a receive stream's handler for EOF and errors
         self.nbytes = 0
         self.sock = None          # the listening socket, for accept
         self.writes: deque = deque()   # [memoryview left, handler or None, total]
@@ -137,7 +138,7 @@ class ReactorLoop(BaseLoop):
         return st
 
     def _clear_reader(self, st: _FdState) -> None:
-        st.on_readable = st.handler = st.sock = None
+        st.on_readable = st.handler = st.end_handler = st.sock = None
         self._update(st)
         if st.mask == 0 and st.stream is None:
             self._fds.pop(st.fd, None)
@@ -174,10 +175,12 @@ class ReactorLoop(BaseLoop):
 
     # -- receive -------------------------------------------------------------
 
-    def start_recv(self, fd: int, handler) -> None:
+    def start_recv(self, fd: int, handler, end_handler=None) -> None:
         """Receive on ``fd`` until EOF, an error or ``stop_recv``: handler(bytes),
-        then handler(b"") at EOF or handler(OSError)."""
-        self._set_reader(fd, self._read_stream, handler, "a recv")
+        then handler(b"") at EOF or handler(OSError) -- or, when given,
+        end_handler(b"" | OSError), so ``handler`` sees only data."""
+        st = self._set_reader(fd, self._read_stream, handler, "a recv")
+        st.end_handler = end_handler or handler
 
     def stop_recv(self, fd: int) -> None:
         """Stop receiving on ``fd``; unread bytes stay in the socket."""
@@ -191,16 +194,16 @@ class ReactorLoop(BaseLoop):
         except BlockingIOError:
             return   # stale readiness
         except OSError as exc:
-            handler = st.handler
+            end_handler = st.end_handler
             self._clear_reader(st)
-            handler(exc)
+            end_handler(exc)
             return
         if data:
             st.handler(data)
             return
-        handler = st.handler
+        end_handler = st.end_handler
         self._clear_reader(st)
-        handler(_EMPTY)
+        end_handler(_EMPTY)
 
     def recv(self, fd: int, nbytes: int, handler) -> None:
         """One receive of at most ``nbytes``: handler(bytes) (b"" at EOF) or
