@@ -121,8 +121,7 @@ int uio_prep_cancel_fd(struct io_uring *ring, int fd, int flags,
 int uio_submit(struct io_uring *ring);
 struct uio_writers;
 int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *ws,
-             const int *bids, unsigned nbids, unsigned wait_nr,
-             long long timeout_ns, int64_t *out, unsigned max);
+             unsigned wait_nr, long long timeout_ns, int64_t *out, unsigned max);
 
 #define UIO_WRITER_LEVEL ...
 struct uio_writers *uio_writers_new(void);
@@ -159,6 +158,8 @@ struct uio_bufring {
     char *base;
     struct io_uring_buf_ring *br;
     unsigned mask;
+    unsigned short *lent;    /* buffer ids reported last turn */
+    unsigned nlent;
 };
 
 int uio_queue_init(struct io_uring *ring, unsigned entries, unsigned cq_entries,
@@ -601,7 +602,8 @@ static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
 }
 
 /* One loop turn in one foreign call:
- *   1. hand the buffers consumed since the last turn back to the buffer ring,
+ *   1. hand the buffers reported last turn back to the buffer ring: Python
+ *      copies the bytes out while it handles a CQE, so by now they are free,
  *   2. submit the SQ and wait for wait_nr CQEs, at most timeout_ns
  *      (< 0: no limit; wait_nr 0: just run task work and look),
  *   3. settle writer sends in C, and copy up to max other CQEs (and writer
@@ -610,18 +612,18 @@ static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
  * signal arrived: the caller runs its handlers and calls again). -ETIME is
  * not an error here: it is the timeout. */
 int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *ws,
-             const int *bids, unsigned nbids, unsigned wait_nr,
-             long long timeout_ns, int64_t *out, unsigned max)
+             unsigned wait_nr, long long timeout_ns, int64_t *out, unsigned max)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0, seen = 0, i;
     int ret;
 
-    if (nbids) {
-        for (i = 0; i < nbids; i++)
-            io_uring_buf_ring_add(br->br, br->base + (size_t)bids[i] * br->size,
-                                  br->size, bids[i], br->mask, i);
-        io_uring_buf_ring_advance(br->br, nbids);
+    if (br != NULL && br->nlent) {
+        for (i = 0; i < br->nlent; i++)
+            io_uring_buf_ring_add(br->br, br->base + (size_t)br->lent[i] * br->size,
+                                  br->size, br->lent[i], br->mask, i);
+        io_uring_buf_ring_advance(br->br, br->nlent);
+        br->nlent = 0;
     }
     if (ws != NULL && ws->ndirty)
         uio_writers_flush(ring, ws);
@@ -650,6 +652,8 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
                 n += uio_writer_complete(ring, ws, cqe, out + 3 * n);
             continue;
         }
+        if (br != NULL && (cqe->flags & IORING_CQE_F_BUFFER) && br->nlent < br->entries)
+            br->lent[br->nlent++] = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
         out[3 * n] = (int64_t)cqe->user_data;
         out[3 * n + 1] = cqe->res;
         out[3 * n + 2] = cqe->flags;
@@ -684,6 +688,13 @@ int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
         return -ENOMEM;
     }
     br->base = mem;
+    br->lent = calloc(entries, sizeof(unsigned short));
+    if (br->lent == NULL) {
+        free(br->br);
+        free(br->base);
+        memset(br, 0, sizeof(*br));
+        return -ENOMEM;
+    }
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (unsigned long)br->br;
     reg.ring_entries = entries;
@@ -692,6 +703,7 @@ int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
     if (ret) {
         free(br->br);
         free(br->base);
+        free(br->lent);
         memset(br, 0, sizeof(*br));
         return ret;
     }
@@ -715,6 +727,7 @@ void uio_bufring_free(struct io_uring *ring, struct uio_bufring *br)
         io_uring_unregister_buf_ring(ring, br->bgid);
     free(br->br);
     free(br->base);
+    free(br->lent);
     memset(br, 0, sizeof(*br));
 }
 """

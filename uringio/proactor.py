@@ -12,8 +12,8 @@ What the kernel guarantees, and what it forces on this code:
   says more will come. When it is clear the operation has ended (the kernel
   can end it at any time, e.g. on -ENOBUFS) and we re-arm it if still wanted.
 * Multishot recv picks a buffer from the provided-buffer ring per CQE. The
-  bytes are copied out at once and the buffer id queued; the next turn's
-  single foreign call hands all of them back before submitting.
+  bytes are copied out while the CQE is handled, so the next turn's single
+  foreign call hands every buffer it reported back before submitting.
 * With SINGLE_ISSUER | DEFER_TASKRUN, completion work runs only inside our
   io_uring_enter, in this thread: the loop must be created and run in one
   thread, and other threads wake it through the eventfd read kept pending.
@@ -34,7 +34,7 @@ from .buffers import BufRing, pin, pin_writable, unpack
 from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .loop import BaseLoop, log
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
-from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY, IORING_CQE_F_BUFFER,
+from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
                    IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, UIO_WRITER_LEVEL, Ring,
                    kernel_release)
 
@@ -80,7 +80,6 @@ class ProactorLoop(BaseLoop):
         self._bgid = self._bufs.bgid
         self._bufptrs = self._bufs.pointers
         self._unpack = unpack
-        self._recycled: list[int] = []
         self._readers: dict[int, Op] = {}    # fd -> RECV or RECV_STREAM op
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
         self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
@@ -93,10 +92,8 @@ class ProactorLoop(BaseLoop):
     # -- the turn ------------------------------------------------------------
 
     def _poll(self, timeout: float | None) -> None:
-        cqes = self._ring.submit_and_wait(0 if timeout == 0 else 1, timeout,
-                                          self._bufs, self._recycled)
+        cqes = self._ring.submit_and_wait(0 if timeout == 0 else 1, timeout, self._bufs)
         slots = self._slots
-        recycled = self._recycled
         bufptrs = self._bufptrs
         unpack = self._unpack
         i, n = 0, len(cqes)
@@ -110,9 +107,7 @@ class ProactorLoop(BaseLoop):
                     # The hot case, inline: bytes from a receive stream that
                     # goes on (see _on_recv_stream for every other case).
                     if op.kind == _RECV_STREAM and res > 0 and flags & _F_MORE and not op.cancelled:
-                        bid = flags >> 16
-                        recycled.append(bid)
-                        op.handler(unpack(bufptrs[bid], res))
+                        op.handler(unpack(bufptrs[flags >> 16], res))
                     else:
                         op.on_complete(op, res, flags)
             except InvariantError:
@@ -217,9 +212,8 @@ class ProactorLoop(BaseLoop):
         # buffer flags >> IORING_CQE_BUFFER_SHIFT, 0 is EOF, < 0 is -errno.
         # IORING_CQE_F_MORE clear: this SQE is over; re-arm if still wanted.
         if res > 0:
-            bid = flags >> 16
-            data = self._unpack(self._bufptrs[bid], res)
-            self._recycled.append(bid)
+            # Copied out now: the ring takes the buffer back next turn.
+            data = self._unpack(self._bufptrs[flags >> 16], res)
             if op.cancelled:
                 self._hold(op, data)
                 if not flags & IORING_CQE_F_MORE:
@@ -229,10 +223,8 @@ class ProactorLoop(BaseLoop):
                 self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
             op.handler(data)
             return
-        if flags & IORING_CQE_F_BUFFER:
-            self._recycled.append(flags >> 16)
         if res == -_ENOBUFS and not op.cancelled:
-            # The buffer ring ran dry; no data was taken. The buffers queued
+            # The buffer ring ran dry; no data was taken. The buffers used
             # this turn go back before the re-armed recv is submitted.
             self.enobufs_rearms += 1
             self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))

@@ -197,25 +197,21 @@ class Ring:
         return max(res, 0)
 
     def submit_and_wait(self, wait_nr: int = 1, timeout: float | None = None,
-                        bufring=None, recycled: list[int] | None = None
-                        ) -> list[int]:
+                        bufring=None) -> list[int]:
         """Submit, wait for ``wait_nr`` completions (``timeout`` seconds at most;
         None waits without limit), and harvest every CQE that is ready.
 
         Returns a flat list ``[user_data, res, flags, user_data, res, flags, ...]``.
-        ``recycled`` buffer ids go back to ``bufring`` first, in the same call.
-        A signal interrupting the wait returns what is ready (maybe nothing), so
-        Python's signal handlers run. Raises OSError for any other failure.
+        Buffers of ``bufring`` named by the CQEs of the previous call go back to
+        it first, in the same foreign call: the caller must copy the bytes out
+        of a buffer before it calls again. A signal interrupting the wait
+        returns what is ready (maybe nothing), so Python's signal handlers run.
+        Raises OSError for any other failure.
         """
-        if recycled:
-            n = lib.uio_turn(self._ptr, bufring._br, self._writers, recycled, len(recycled),
-                             wait_nr, -1 if timeout is None else int(timeout * 1e9),
-                             self._out, self._out_max)
-            recycled.clear()
-        else:
-            n = lib.uio_turn(self._ptr, ffi.NULL, self._writers, ffi.NULL, 0, wait_nr,
-                             -1 if timeout is None else int(timeout * 1e9),
-                             self._out, self._out_max)
+        n = lib.uio_turn(self._ptr, ffi.NULL if bufring is None else bufring._br,
+                         self._writers, wait_nr,
+                         -1 if timeout is None else int(timeout * 1e9),
+                         self._out, self._out_max)
         if n <= 0:
             if n == 0 or n == -errno.EINTR:
                 return []
