@@ -106,6 +106,8 @@ int uio_prep_recv(struct io_uring *ring, int fd, void *buf, unsigned len,
                   int flags, uint64_t user_data);
 int uio_prep_recv_multishot(struct io_uring *ring, int fd, int bgid, int flags,
                             uint64_t user_data);
+int uio_prep_recv_deadline(struct io_uring *ring, int fd, void *buf, unsigned len,
+                           int flags, uint64_t user_data, struct __kernel_timespec *ts);
 int uio_prep_send(struct io_uring *ring, int fd, const void *buf, unsigned len,
                   int flags, uint64_t user_data);
 int uio_prep_read(struct io_uring *ring, int fd, void *buf, unsigned len,
@@ -241,6 +243,29 @@ int uio_prep_recv_multishot(struct io_uring *ring, int fd, int bgid, int flags,
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = bgid;
     sqe->user_data = user_data;
+    return 0;
+}
+
+/* A recv with a deadline: the recv linked to an IORING_OP_LINK_TIMEOUT
+ * (io_uring_prep_link_timeout(3)). If the timeout fires first the recv
+ * completes with -ECANCELED; the timeout's own CQE goes to user_data 0.
+ * Both SQEs must go in the same submission, so room for two is made first. */
+int uio_prep_recv_deadline(struct io_uring *ring, int fd, void *buf, unsigned len,
+                           int flags, uint64_t user_data, struct __kernel_timespec *ts)
+{
+    struct io_uring_sqe *sqe, *tsqe;
+
+    if (io_uring_sq_space_left(ring) < 2)
+        io_uring_submit(ring);
+    if (io_uring_sq_space_left(ring) < 2)
+        return -EBUSY;
+    sqe = io_uring_get_sqe(ring);
+    tsqe = io_uring_get_sqe(ring);
+    io_uring_prep_recv(sqe, fd, buf, len, flags);
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe->user_data = user_data;
+    io_uring_prep_link_timeout(tsqe, ts, 0);
+    tsqe->user_data = 0;
     return 0;
 }
 

@@ -68,3 +68,48 @@ def connected_pair():
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_server(argv: list[str], backend: str, preexec_fn=None):
+    """Start a server subprocess that prints ``listening on HOST:PORT
+    (backend=...)``; returns (process, port). The caller stops it by pid
+    (``stop_server``)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, *argv, "--backend", backend],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=preexec_fn)
+    line = proc.stdout.readline()
+    if not line.startswith("listening on 127.0.0.1:"):
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"no listening line: {line!r} {proc.stderr.read()}")
+    assert line.rstrip().endswith(f"(backend={backend})"), line
+    return proc, int(line.split(":")[1].split()[0])
+
+
+def stop_server(proc, signum=None, timeout: float = 10.0) -> int:
+    """Signal the server (SIGTERM by default) and wait; kill it if it hangs."""
+    import signal as signal_mod
+
+    if proc.poll() is None:
+        proc.send_signal(signum or signal_mod.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A kB figure (VmRSS, VmHWM) from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)

@@ -10,35 +10,14 @@ import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, start_server, stop_server
 
-
-def start_server(backend: str, *extra: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uringio", "serve", "echo", "--backend", backend,
-         "--host", "127.0.0.1", "--port", "0", *extra],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    if not line.startswith("listening on 127.0.0.1:"):
-        proc.kill()
-        raise AssertionError(f"no listening line: {line!r} {proc.stderr.read()}")
-    assert line.rstrip().endswith(f"(backend={backend})"), line
-    return proc, int(line.split(":")[1].split()[0])
-
-
-def stop(proc: subprocess.Popen, signum: int) -> int:
-    proc.send_signal(signum)
-    try:
-        return proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+ECHO = ["-m", "uringio", "serve", "echo", "--host", "127.0.0.1", "--port", "0"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_serve_echo_and_exit_cleanly_on_signal(backend, signum):
-    proc, port = start_server(backend)
+    proc, port = start_server(ECHO, backend)
     try:
         clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
         for i, client in enumerate(clients):
@@ -47,15 +26,13 @@ def test_serve_echo_and_exit_cleanly_on_signal(backend, signum):
             assert client.recv(100) == b"ping %d" % i
         pid_fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
         assert pid_fds >= 5 + 3
-        rc = stop(proc, signum)
+        rc = stop_server(proc, signum)
         assert rc == 0, proc.stderr.read()
         for client in clients:
             assert client.recv(100) == b""   # the server closed its side
             client.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 def test_serve_closes_every_fd_before_exit(backend):

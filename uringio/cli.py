@@ -30,9 +30,20 @@ def _serve(args: argparse.Namespace) -> int:
         host, port = server.address
         print(f"listening on {host}:{port} (backend={server.loop.backend})", flush=True)
 
+    _raise_fd_limit()
     run_server(EchoProtocol, args.host, args.port, backend=args.backend,
-               on_listening=on_listening)
+               on_listening=on_listening, drain_timeout=args.drain_timeout,
+               idle_timeout=args.idle_timeout)
     return 0
+
+
+def _raise_fd_limit() -> None:
+    """A server wants as many fds as it may have: soft RLIMIT_NOFILE up to hard."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run_script(relpath: str, argv: list[str]) -> int:
@@ -52,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="uring, epoll, or auto: io_uring where it works (default)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8888, help="0 picks a free port")
+    serve.add_argument("--idle-timeout", type=float, default=None, metavar="S",
+                       help="close connections that send nothing for S seconds")
+    serve.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
+                       help="on SIGINT/SIGTERM, let queued writes drain this long (default 5)")
 
     info = sub.add_parser("info", help="what this machine offers io_uring")
     info.add_argument("--json", action="store_true")

@@ -52,10 +52,12 @@ class Connection:
 
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
-                 "__weakref__")
+                 "_paused_reading", "_on_data", "_idle_timeout", "_idle_timer",
+                 "_last_data", "__weakref__")
 
     def __init__(self, loop, fd: int, protocol: Protocol,
-                 on_closed: Callable[["Connection"], None] | None = None) -> None:
+                 on_closed: Callable[["Connection"], None] | None = None,
+                 idle_timeout: float | None = None) -> None:
         self._loop = loop
         self.fd = fd
         self._protocol = protocol
@@ -69,13 +71,51 @@ class Connection:
         self._high = DEFAULT_HIGH_WATER
         self._low = DEFAULT_LOW_WATER
         self._paused_writing = False
+        self._paused_reading = False
+        self._idle_timeout = idle_timeout
+        self._idle_timer = None
+        self._last_data = 0.0
+        # Data goes straight to the protocol, unless idle time is watched.
+        self._on_data = protocol.data_received if idle_timeout is None else self._on_data_timed
 
     def start(self) -> None:
         """Tell the protocol, then start receiving."""
         self._protocol.connection_made(self)
-        if not self._closing:
-            # Data goes straight to the protocol; only EOF and errors come here.
-            self._loop.start_recv(self.fd, self._protocol.data_received, self._on_recv_end)
+        if self._closing:
+            return
+        self._loop.start_recv(self.fd, self._on_data, self._on_recv_end)
+        if self._idle_timeout is not None:
+            self._last_data = self._loop.time()
+            self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
+
+    def pause_reading(self) -> None:
+        """Stop delivering data_received() until resume_reading(); the peer is
+        slowed by TCP flow control. Nothing already received is lost."""
+        if not self._closing and not self._paused_reading:
+            self._paused_reading = True
+            self._loop.stop_recv(self.fd)
+
+    def resume_reading(self) -> None:
+        if self._paused_reading and not self._closed:
+            self._paused_reading = False
+            self._loop.start_recv(self.fd, self._on_data, self._on_recv_end)
+
+    def _on_data_timed(self, data: bytes) -> None:
+        self._last_data = self._loop.time()
+        self._protocol.data_received(data)
+
+    def _check_idle(self) -> None:
+        # A timer per connection, re-armed for the time left, rather than one
+        # reset per message: watching idle time costs one clock read per chunk.
+        if self._closed:
+            return
+        if self._paused_reading:   # we stopped reading: that is not the peer idling
+            self._last_data = self._loop.time()
+        left = self._last_data + self._idle_timeout - self._loop.time()
+        if left > 0:
+            self._idle_timer = self._loop.call_later(left, self._check_idle)
+        else:
+            self._fail(TimeoutError(f"no data for {self._idle_timeout:g} s"))
 
     @property
     def protocol(self) -> Protocol:
@@ -175,6 +215,8 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         self._stream.close()
         self._loop.close_fd(self.fd)
         try:

@@ -184,27 +184,36 @@ class ProactorLoop(BaseLoop):
         op.end_handler = end_handler or handler
         self._readers[fd] = op
         held = self._held.pop(fd, None)
-        if held is None:
-            self._submit(self._prep_recv_multishot(fd, self._bgid, 0, op.id))
-        else:
+        if fd in self._draining:
+            # The stream stopped before this one may still post bytes: this
+            # one starts, held bytes first, once that one's last CQE is in.
+            op.extra = held or []
+        elif held is not None:
             op.extra = held
-            self.call_soon(self._deliver_held, op)
+            self._schedule_held(op)
+        else:
+            self._submit(self._prep_recv_multishot(fd, self._bgid, 0, op.id))
 
     def stop_recv(self, fd: int) -> None:
-        """Stop receiving on ``fd``. Bytes the kernel already received are
-        kept and delivered first by the next ``start_recv(fd, ...)``."""
-        op = self._readers.get(fd)
-        if op is None or op.kind != OpKind.RECV_STREAM:
+        """Stop receiving on ``fd``. For a receive stream, bytes the kernel
+        already received are kept and delivered first by the next
+        ``start_recv(fd, ...)``. A one-shot ``recv`` is cancelled: its handler
+        gets OSError(ECANCELED) (or its data, if that won the race) once the
+        kernel gives the buffer back."""
+        op = self._readers.pop(fd, None)
+        if op is None:
             return
-        del self._readers[fd]
         op.cancelled = True
-        if op.extra is not None:
-            # Still delivering held data, never submitted: the rest stays
-            # held, and _deliver_held frees the op.
-            self._held[fd] = op.extra
+        if op.kind == OpKind.RECV_STREAM and op.extra is not None:
+            # Never submitted: what it held stays held, ahead of anything the
+            # stream before it still posts.
+            self._held[fd] = op.extra + self._held.pop(fd, [])
             op.extra = None
+            if not op.offset:    # no _deliver_held pending, which would free it
+                self._ops.pop(op)
             return
-        self._draining[fd] = op
+        if op.kind == OpKind.RECV_STREAM:
+            self._draining[fd] = op
         self._submit(self._ring.prep_cancel64(op.id, 0, IGNORED_USER_DATA, 0))
 
     def _on_recv_stream(self, op: Op, res: int, flags: int) -> None:
@@ -242,15 +251,23 @@ class ProactorLoop(BaseLoop):
 
     def _hold(self, op: Op, item) -> None:
         # Arrived after stop_recv: nothing is lost, start_recv delivers it.
-        # After close_fd (handler None) nobody can ask for it.
-        if op.handler is not None:
+        # After close_fd nobody can ask for it.
+        if op.handler is not _drop:
             self._held.setdefault(op.fd, []).append(item)
 
     def _end_draining(self, op: Op) -> None:
-        # The stopped stream's final CQE: forget it.
+        # A stopped stream's final CQE: a stream started since may go now.
         if self._draining.get(op.fd) is op:
             del self._draining[op.fd]
+            successor = self._readers.get(op.fd)
+            if successor is not None and successor.extra is not None and not successor.offset:
+                successor.extra.extend(self._held.pop(op.fd, ()))
+                self._schedule_held(successor)
         self._ops.pop(op)
+
+    def _schedule_held(self, op: Op) -> None:
+        op.offset = 1   # a _deliver_held call is pending: it frees the op if stopped
+        self.call_soon(self._deliver_held, op)
 
     def _deliver_held(self, op: Op) -> None:
         held = op.extra
@@ -266,18 +283,23 @@ class ProactorLoop(BaseLoop):
             self._ops.pop(op)
             end_handler(item)
             return
-        if op.cancelled:   # stop_recv or close_fd came first; never submitted
+        if op.cancelled:   # stopped or closed before it was ever submitted
             self._ops.pop(op)
             return
+        op.offset = 0
         op.extra = None
         self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
 
-    def recv(self, fd: int, nbytes: int, handler) -> None:
+    def recv(self, fd: int, nbytes: int, handler, timeout: float | None = None) -> None:
         """One receive of at most ``nbytes``: handler(bytes) (b"" at EOF) or
-        handler(OSError). The buffer is the op's until its CQE."""
+        handler(OSError); OSError(ETIMEDOUT) when ``timeout`` seconds pass
+        first (a linked timeout SQE). The buffer is the op's until its CQE."""
         self._check_open()
         if fd in self._readers:
             raise BusyResourceError(f"a recv is already in flight on fd {fd}")
+        if fd in self._draining:
+            raise BusyResourceError(f"the receive stream on fd {fd} is still stopping; "
+                                    "use start_recv to resume it")
         held = self._held.get(fd)
         if held:
             item = held.pop(0)
@@ -289,17 +311,24 @@ class ProactorLoop(BaseLoop):
         op.buf = bytearray(nbytes)
         op.pin = pin_writable(op.buf)
         self._readers[fd] = op
-        self._submit(self._ring.prep_recv(fd, op.pin, nbytes, 0, op.id))
+        if timeout is None:
+            self._submit(self._ring.prep_recv(fd, op.pin, nbytes, 0, op.id))
+        else:
+            op.extra = self._ring.timespec(timeout)   # the kernel's until the CQE
+            self._submit(self._ring.prep_recv_deadline(fd, op.pin, nbytes, 0, op.id, op.extra))
 
     def _on_recv(self, op: Op, res: int, flags: int) -> None:
-        # io_uring_prep_recv(3): res is the byte count (0 at EOF) or -errno.
-        result = bytes(op.buf[:res]) if res >= 0 else os_error(-res)
-        cancelled = op.cancelled
+        # io_uring_prep_recv(3): res is the byte count (0 at EOF) or -errno;
+        # -ECANCELED that we did not ask for is the linked timeout firing.
+        if res >= 0:
+            result = bytes(op.buf[:res])
+        elif res == -_ECANCELED and not op.cancelled and op.extra is not None:
+            result = os_error(errno.ETIMEDOUT)
+        else:
+            result = os_error(-res)
         if self._readers.get(op.fd) is op:
             del self._readers[op.fd]
-        handler = self._ops.pop(op)
-        if not cancelled:
-            handler(result)
+        self._ops.pop(op)(result)
 
     # -- send ----------------------------------------------------------------
 
@@ -365,10 +394,17 @@ class ProactorLoop(BaseLoop):
         handler(OSError). Cancelled sends get handler(OSError(ECANCELED));
         a receive stream on fd just ends."""
         self._check_open()
-        for reader in (self._readers.pop(fd, None), self._draining.pop(fd, None)):
-            if reader is not None:
-                reader.cancelled = True
-                reader.handler = None
+        reader = self._readers.pop(fd, None)
+        if reader is not None:
+            reader.cancelled = True
+            if reader.kind == OpKind.RECV_STREAM:
+                reader.handler = reader.end_handler = _drop
+                if reader.extra is not None and not reader.offset:
+                    self._ops.pop(reader)   # never submitted, nothing pending
+            # a one-shot recv's handler gets its ECANCELED
+        draining = self._draining.pop(fd, None)
+        if draining is not None:
+            draining.handler = draining.end_handler = _drop
         acceptor = self._acceptors.pop(fd, None)
         if acceptor is not None:
             acceptor.cancelled = True
@@ -432,7 +468,11 @@ class ProactorLoop(BaseLoop):
         for op in self._ops.live():
             if op.kind == OpKind.SEND_STREAM:
                 op.extra.close()
+                continue
             op.cancelled = True
+            op.handler = op.end_handler = _drop
+            if op.kind == OpKind.RECV_STREAM and op.extra is not None:
+                self._ops.pop(op)   # never submitted: no CQE will come
         self._readers.clear()
         self._acceptors.clear()
         self._held.clear()
@@ -453,6 +493,10 @@ class ProactorLoop(BaseLoop):
 
 
 _LEAKED: list = []
+
+
+def _drop(result) -> None:
+    """The handler of an operation nobody waits for any more."""
 
 
 class SendStream:

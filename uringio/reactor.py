@@ -42,7 +42,7 @@ class _FdState:
     """What the loop wants from one fd: a reader and queued writes."""
 
     __slots__ = ("fd", "on_readable", "handler", "end_handler", "nbytes", "sock", "writes", "buffered",
-                 "stream", "mask", "dirty")
+                 "stream", "mask", "dirty", "timer")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -56,6 +56,7 @@ class _FdState:
         self.stream: SendStream | None = None
         self.mask = 0
         self.dirty = False        # stream bytes to write before the next wait
+        self.timer = None         # a one-shot recv's deadline
 
 
 class ReactorLoop(BaseLoop):
@@ -138,6 +139,9 @@ class ReactorLoop(BaseLoop):
         return st
 
     def _clear_reader(self, st: _FdState) -> None:
+        if st.timer is not None:
+            st.timer.cancel()
+            st.timer = None
         st.on_readable = st.handler = st.end_handler = st.sock = None
         self._update(st)
         if st.mask == 0 and st.stream is None:
@@ -183,10 +187,16 @@ class ReactorLoop(BaseLoop):
         st.end_handler = end_handler or handler
 
     def stop_recv(self, fd: int) -> None:
-        """Stop receiving on ``fd``; unread bytes stay in the socket."""
+        """Stop receiving on ``fd``; unread bytes stay in the socket. A
+        one-shot ``recv`` is cancelled: its handler gets OSError(ECANCELED)."""
         st = self._fds.get(fd)
-        if st is not None and st.on_readable == self._read_stream:
-            self._clear_reader(st)
+        if st is None or st.on_readable is None or st.on_readable == self._read_accept:
+            return
+        once = st.on_readable == self._read_once
+        handler = st.handler
+        self._clear_reader(st)
+        if once:
+            self._ready.append((handler, (os_error(errno.ECANCELED),)))
 
     def _read_stream(self, st: _FdState) -> None:
         try:
@@ -205,11 +215,19 @@ class ReactorLoop(BaseLoop):
         self._clear_reader(st)
         end_handler(_EMPTY)
 
-    def recv(self, fd: int, nbytes: int, handler) -> None:
+    def recv(self, fd: int, nbytes: int, handler, timeout: float | None = None) -> None:
         """One receive of at most ``nbytes``: handler(bytes) (b"" at EOF) or
-        handler(OSError)."""
+        handler(OSError); OSError(ETIMEDOUT) when ``timeout`` seconds pass first."""
         st = self._set_reader(fd, self._read_once, handler, "a recv")
         st.nbytes = nbytes
+        if timeout is not None:
+            st.timer = self.call_later(timeout, self._recv_expired, st, handler)
+
+    def _recv_expired(self, st: _FdState, handler) -> None:
+        if st.handler is handler and st.on_readable == self._read_once:
+            st.timer = None
+            self._clear_reader(st)
+            handler(os_error(errno.ETIMEDOUT))
 
     def _read_once(self, st: _FdState) -> None:
         try:
@@ -364,9 +382,15 @@ class ReactorLoop(BaseLoop):
         if st is not None:
             if st.mask:
                 self._epoll.unregister(fd)
-            for _view, send_handler, _total in st.writes:
-                if send_handler is not None:
-                    self._ready.append((send_handler, (os_error(errno.ECANCELED),)))
+            if st.timer is not None:
+                st.timer.cancel()
+            # Queued sends and a one-shot recv get ECANCELED; a receive
+            # stream just ends.
+            cancelled = [h for _view, h, _total in st.writes if h is not None]
+            if st.on_readable == self._read_once:
+                cancelled.append(st.handler)
+            for op_handler in cancelled:
+                self._ready.append((op_handler, (os_error(errno.ECANCELED),)))
             if st.stream is not None:
                 st.stream.close()
         try:

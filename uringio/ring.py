@@ -148,6 +148,7 @@ class Ring:
         self.prep_accept = partial(lib.uio_prep_accept, ptr)
         self.prep_recv = partial(lib.uio_prep_recv, ptr)
         self.prep_recv_multishot = partial(lib.uio_prep_recv_multishot, ptr)
+        self.prep_recv_deadline = partial(lib.uio_prep_recv_deadline, ptr)
         self.prep_send = partial(lib.uio_prep_send, ptr)
         self.prep_read = partial(lib.uio_prep_read, ptr)
         self.prep_close = partial(lib.uio_prep_close, ptr)
@@ -166,6 +167,14 @@ class Ring:
         self.writer_notify = partial(lib.uio_writer_notify, self._writers)
         self.writer_buffered = partial(lib.uio_writer_buffered, self._writers)
         self.writer_sends = partial(lib.uio_writer_sends, self._writers)
+
+    @staticmethod
+    def timespec(seconds: float):
+        """A ``struct __kernel_timespec`` for timeout SQEs; keep it referenced
+        until the operation's CQE."""
+        sec = int(seconds)
+        return ffi.new("struct __kernel_timespec *",
+                       {"tv_sec": sec, "tv_nsec": int((seconds - sec) * 1e9)})
 
     # -- writers -------------------------------------------------------------
 

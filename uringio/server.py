@@ -15,7 +15,7 @@ log = logging.getLogger("uringio")
 ACCEPT_RETRY_DELAY = 0.1
 
 
-def listen(host: str, port: int, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+def listen(host: str, port: int, backlog: int = 4096, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket. TCP_NODELAY set here is inherited by every
     accepted socket on Linux, which saves a setsockopt per connection."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -36,10 +36,12 @@ def listen(host: str, port: int, backlog: int = 1024, reuse_port: bool = False) 
 class Server:
     """Accepts connections on ``sock`` and runs ``protocol_factory()`` for each."""
 
-    def __init__(self, loop, protocol_factory: Callable[[], Protocol], sock: socket.socket) -> None:
+    def __init__(self, loop, protocol_factory: Callable[[], Protocol], sock: socket.socket,
+                 idle_timeout: float | None = None) -> None:
         self.loop = loop
         self.sock = sock
         self._factory = protocol_factory
+        self.idle_timeout = idle_timeout
         self.connections: set[Connection] = set()
         self._accepting = False
         self._closed = False
@@ -57,7 +59,8 @@ class Server:
         if fd.__class__ is not int:
             self._accept_failed(fd)
             return
-        conn = Connection(self.loop, fd, self._factory(), self.connections.discard)
+        conn = Connection(self.loop, fd, self._factory(), self.connections.discard,
+                          self.idle_timeout)
         self.connections.add(conn)
         conn.start()
 
@@ -91,7 +94,8 @@ class Server:
 
 def run_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1",
                port: int = 0, backend: str = "auto", on_listening=None,
-               drain_timeout: float = 5.0, **loop_options) -> None:
+               drain_timeout: float = 5.0, idle_timeout: float | None = None,
+               **loop_options) -> None:
     """Serve until SIGINT or SIGTERM, then close connections (letting queued
     writes drain for ``drain_timeout`` seconds) and release everything.
     ``on_listening(server)`` runs once the server accepts connections."""
@@ -101,7 +105,7 @@ def run_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1"
 
     loop = open_loop(backend, **loop_options)
     try:
-        server = Server(loop, protocol_factory, listen(host, port)).start()
+        server = Server(loop, protocol_factory, listen(host, port), idle_timeout).start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, loop.stop)
         if on_listening is not None:

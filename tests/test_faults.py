@@ -1,0 +1,351 @@
+"""The bad days, on both backends: slow readers, floods, resets, fd
+exhaustion, kernel queues overflowing, timeouts and shutdown."""
+
+import errno
+import hashlib
+import os
+import resource
+import selectors
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import connected_pair, proc_status, start_server, stop_server
+from uringio import Protocol, Server, listen, open_loop
+from uringio.ops import OpKind
+
+ECHO = ["-m", "uringio", "serve", "echo", "--host", "127.0.0.1", "--port", "0"]
+MiB = 1 << 20
+
+
+def raise_fd_limit(n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        if hard < n:
+            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {n}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+
+
+def pattern_chunk(i: int, size: int = 64 * 1024) -> bytes:
+    """Chunk i of a stream whose every byte depends on its position."""
+    return hashlib.shake_128(i.to_bytes(8, "little")).digest(size)
+
+
+def test_slow_reader_keeps_server_memory_bounded(backend):
+    """200 MiB pushed, read back slowly: the echo server stops reading while
+    its writes back up, so its RSS stays flat, and every byte returns in order."""
+    proc, port = start_server(ECHO, backend)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        rss_start = proc_status(proc.pid, "VmRSS")
+        chunks = 200 * MiB // (64 * 1024)
+        sent_digest = hashlib.sha256()
+
+        def push():
+            for i in range(chunks):
+                chunk = pattern_chunk(i)
+                sent_digest.update(chunk)
+                sock.sendall(chunk)
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        got_digest = hashlib.sha256()
+        received, peak_growth, deadline = 0, 0, time.monotonic() + 120
+        while received < chunks * 64 * 1024 and time.monotonic() < deadline:
+            data = sock.recv(256 * 1024)
+            assert data, "server closed early"
+            got_digest.update(data)
+            received += len(data)
+            if received % MiB < len(data):
+                peak_growth = max(peak_growth, proc_status(proc.pid, "VmRSS") - rss_start)
+                time.sleep(0.01)   # the slow part: 1 MiB per 10 ms at most
+        pusher.join(30)
+        assert received == chunks * 64 * 1024
+        assert got_digest.digest() == sent_digest.digest()
+        assert peak_growth < 64 * 1024, f"server RSS grew by {peak_growth} kB"
+        sock.close()
+    finally:
+        stop_server(proc)
+
+
+def _exchange_many(port: int, count: int, timeout: float) -> int:
+    """Open ``count`` connections, send one message on each, read each echo."""
+    sel = selectors.DefaultSelector()
+    socks, done = [], 0
+    try:
+        for i in range(count):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            socks.append(s)
+            sel.register(s, selectors.EVENT_WRITE, [i, b"msg %06d" % i, b""])
+        deadline = time.monotonic() + timeout
+        while done < count and time.monotonic() < deadline:
+            for key, events in sel.select(0.5):
+                s, state = key.fileobj, key.data
+                if events & selectors.EVENT_WRITE:
+                    s.send(state[1])
+                    sel.modify(s, selectors.EVENT_READ, state)
+                else:
+                    state[2] += s.recv(64)
+                    if len(state[2]) >= len(state[1]):
+                        assert state[2] == state[1]
+                        sel.unregister(s)
+                        done += 1
+        return done
+    finally:
+        for s in socks:
+            s.close()
+        sel.close()
+
+
+def test_five_thousand_concurrent_connections(backend):
+    raise_fd_limit(5000 + 200)
+    proc, port = start_server(ECHO, backend)
+    try:
+        assert _exchange_many(port, 5000, timeout=60) == 5000
+    finally:
+        stop_server(proc)
+
+
+def test_twenty_thousand_cycles_leak_no_fd_and_no_memory(backend):
+    proc, port = start_server(ECHO, backend)
+    try:
+        fd_dir = f"/proc/{proc.pid}/fd"
+        baseline = len(os.listdir(fd_dir))
+        rss = {}
+        for i in range(1, 20001):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"ping")
+                assert s.recv(16) == b"ping"
+            if i in (5000, 20000):
+                deadline = time.monotonic() + 5
+                while len(os.listdir(fd_dir)) != baseline and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert len(os.listdir(fd_dir)) == baseline
+                rss[i] = proc_status(proc.pid, "VmRSS")
+        assert rss[20000] - rss[5000] < 4 * 1024, rss   # kB: no growth per connection
+    finally:
+        stop_server(proc)
+
+
+def test_emfile_pauses_accepting_and_recovers(backend):
+    """With RLIMIT_NOFILE at 64, a flood exhausts the server's fds; it logs
+    that, keeps running, and serves new clients once fds are free."""
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    proc, port = start_server(ECHO, backend, preexec_fn=low_limit)
+    try:
+        flood = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
+        time.sleep(0.5)
+        assert proc.poll() is None
+        for s in flood:
+            s.close()
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.settimeout(5)
+            s.sendall(b"after the flood")
+            assert s.recv(100) == b"after the flood"
+        assert stop_server(proc) == 0
+        log = proc.stderr.read()
+        assert "accept failed" in log and "Too many open files" in log, log
+        assert log.count("accept failed") < 50   # paused, not spinning
+    finally:
+        stop_server(proc)
+
+
+def test_graceful_shutdown_drains_a_large_response(backend):
+    proc, port = start_server(["tests/apps/bulk_server.py"], backend)
+    try:
+        size = 64 * MiB
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.sendall(b"GET %d\n" % size)
+        received = bytearray(sock.recv(64 * 1024))
+        proc.send_signal(signal.SIGTERM)     # mid-way through the response
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            received.extend(data)
+        block = bytes(range(256))
+        assert len(received) == size
+        assert received == (block * (size // 256))
+        assert proc.wait(10) == 0
+        sock.close()
+    finally:
+        stop_server(proc)
+
+
+def test_per_operation_deadline(loop):
+    fd, client = connected_pair()
+    got = []
+    start = time.monotonic()
+    loop.recv(fd, 100, got.append, timeout=0.2)
+    assert loop.run_until(lambda: got, 5.0)
+    elapsed = time.monotonic() - start
+    assert isinstance(got[0], OSError) and got[0].errno == errno.ETIMEDOUT
+    assert 0.19 <= elapsed < 1.0, elapsed
+    # Data in time: the deadline does not fire.
+    loop.recv(fd, 100, got.append, timeout=2.0)
+    client.sendall(b"in time")
+    assert loop.run_until(lambda: len(got) == 2, 5.0)
+    assert got[1] == b"in time"
+    loop.run_until(lambda: False, 0.1)
+    assert len(got) == 2
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_cancelled_recv_completes_with_ecanceled(loop):
+    fd, client = connected_pair()
+    got = []
+    loop.recv(fd, 4096, got.append)
+    loop.run_until(lambda: False, 0.05)
+    loop.stop_recv(fd)
+    assert loop.run_until(lambda: got, 5.0)
+    assert isinstance(got[0], OSError) and got[0].errno == errno.ECANCELED
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_cancelled_recv_buffer_stays_referenced_until_its_completion(uring_loop):
+    loop = uring_loop
+    fd, client = connected_pair()
+    got = []
+    loop.recv(fd, 4096, got.append)
+    loop.run_until(lambda: False, 0.05)   # submitted: the kernel owns the buffer
+    [op] = [op for op in loop.ops.live() if op.kind == OpKind.RECV]
+    buf, pin = op.buf, op.pin
+    loop.stop_recv(fd)                    # only asks
+    assert op.cancelled and op.buf is buf and op.pin is pin
+    assert op in loop.ops.live()
+    assert loop.run_until(lambda: got, 5.0)
+    assert op not in loop.ops.live() and op.buf is None
+    loop.close_fd(fd)
+    client.close()
+
+
+def test_idle_timeout_closes_quiet_connections_only(loop):
+    lost = {}
+
+    class Track(Protocol):
+        def connection_made(self, conn):
+            self.conn = conn
+            self.start = time.monotonic()
+
+        def data_received(self, data):
+            self.conn.write(data)
+
+        def connection_lost(self, exc):
+            lost[self] = (time.monotonic() - self.start, exc)
+
+    server = Server(loop, Track, listen("127.0.0.1", 0), idle_timeout=0.3).start()
+    quiet = socket.create_connection(server.address, timeout=5)
+    busy = socket.create_connection(server.address, timeout=5)
+    busy.setblocking(False)
+    end = time.monotonic() + 0.9
+    while time.monotonic() < end:
+        busy.send(b".")
+        loop.run_until(lambda: False, 0.05)
+        try:
+            busy.recv(100)
+        except BlockingIOError:
+            pass
+    assert len(lost) == 1, lost
+    [(elapsed, exc)] = lost.values()
+    assert 0.29 <= elapsed < 0.8, elapsed
+    assert isinstance(exc, TimeoutError)
+    server.close()
+    loop.run_until(lambda: len(lost) == 2, 5.0)
+    quiet.close()
+    busy.close()
+
+
+def test_pause_and_resume_reading_lose_nothing(loop):
+    received = []
+    conns = []
+
+    class Pausing(Protocol):
+        def connection_made(self, conn):
+            conns.append(conn)
+
+        def data_received(self, data):
+            received.append(data)
+            conns[0].pause_reading()
+            loop.call_later(0.001, conns[0].resume_reading)
+
+    server = Server(loop, Pausing, listen("127.0.0.1", 0)).start()
+    client = socket.create_connection(server.address, timeout=5)
+    payload = os.urandom(2 * MiB)
+    pusher = threading.Thread(target=client.sendall, args=(payload,))
+    pusher.start()
+    assert loop.run_until(lambda: sum(map(len, received)) >= len(payload), 30.0)
+    pusher.join(10)
+    assert b"".join(received) == payload
+    server.close()
+    client.close()
+
+
+def test_cq_overflow_loses_no_completion():
+    """A ring whose CQ holds 16 entries, 500 operations completing at once."""
+    from conftest import _URING_SKIP
+    if _URING_SKIP:
+        pytest.skip(_URING_SKIP)
+    from uringio.ring import Ring
+    ring = Ring(8, cq_entries=16)
+    try:
+        for ud in range(1, 501):
+            ring.prep_nop(ud, 0)
+        got = []
+        for _ in range(200):
+            cqes = ring.submit_and_wait(0)
+            got += cqes[0::3]
+            if len(got) >= 500:
+                break
+        assert sorted(got) == list(range(1, 501))
+    finally:
+        ring.close()
+
+
+def test_cq_overflow_under_a_loop_loses_no_data():
+    from conftest import _URING_SKIP
+    if _URING_SKIP:
+        pytest.skip(_URING_SKIP)
+    loop = open_loop("uring", entries=8, cq_entries=16)
+    try:
+        class Echo(Protocol):
+            def connection_made(self, conn):
+                self.write = conn.write
+
+            def data_received(self, data):
+                self.write(data)
+
+        server = Server(loop, Echo, listen("127.0.0.1", 0)).start()
+        clients = [socket.create_connection(server.address, timeout=5) for _ in range(100)]
+        for c in clients:
+            c.setblocking(False)
+        loop.run_until(lambda: len(server.connections) == 100, 5.0)
+        for i, c in enumerate(clients):
+            c.send(b"%04d" % i * 10)
+        got = [b""] * 100
+
+        def all_back():
+            for i, c in enumerate(clients):
+                try:
+                    got[i] += c.recv(100)
+                except BlockingIOError:
+                    pass
+            return all(len(g) >= 40 for g in got)
+
+        assert loop.run_until(all_back, 10.0)
+        assert got == [b"%04d" % i * 10 for i in range(100)]
+        server.close()
+        for c in clients:
+            c.close()
+    finally:
+        loop.close()
