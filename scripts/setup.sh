@@ -30,7 +30,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.uringio-installed
 if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-        || [ _build/uring_build.py -nt "$stamp" ] || ! .venv/bin/python -c 'import uringio._liburing' 2>/dev/null; then
+        || [ _build/uring_build.py -nt "$stamp" ] || [ _build/uring_helpers.c -nt "$stamp" ] \
+        || ! .venv/bin/python -c 'import uringio._liburing' 2>/dev/null; then
     echo "setup: installing uringio (editable) and its test and benchmark tools"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test,bench]'

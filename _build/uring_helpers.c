@@ -1,0 +1,619 @@
+/*
+ * uringio's C helpers around liburing, compiled into uringio._liburing by
+ * _build/uring_build.py (cffi API mode; the declarations Python sees are
+ * that file's CDEF). Most of liburing is static inline, hence helpers at all;
+ * their shapes follow the cost model of Python, where a foreign call costs
+ * far more than the C work inside it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <liburing.h>
+
+/* liburing 2.3 has no version macros: the build passes what pkg-config says. */
+const char *uio_liburing_version(void) { return UIO_LIBURING_VERSION; }
+
+struct uio_bufring {
+    unsigned entries;
+    unsigned size;
+    int bgid;
+    char *base;
+    struct io_uring_buf_ring *br;
+    unsigned mask;
+    unsigned short *lent;    /* buffer ids reported last turn */
+    unsigned nlent;
+};
+
+int uio_queue_init(struct io_uring *ring, unsigned entries, unsigned cq_entries,
+                   unsigned flags, unsigned *features)
+{
+    struct io_uring_params p;
+    int ret;
+
+    memset(&p, 0, sizeof(p));
+    p.flags = flags;
+    if (cq_entries) {
+        p.flags |= IORING_SETUP_CQSIZE;
+        p.cq_entries = cq_entries;
+    }
+    ret = io_uring_queue_init_params(entries, ring, &p);
+    if (ret == 0 && features)
+        *features = p.features;
+    return ret;
+}
+
+void uio_queue_exit(struct io_uring *ring) { io_uring_queue_exit(ring); }
+int uio_ring_fd(struct io_uring *ring) { return ring->ring_fd; }
+int uio_sq_space_left(struct io_uring *ring) { return io_uring_sq_space_left(ring); }
+
+/* A full SQ is flushed to the kernel and the SQE taken again: callers never
+ * see "no SQE" unless the kernel refuses to take any (then -EBUSY). */
+static struct io_uring_sqe *uio_sqe(struct io_uring *ring)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (sqe == NULL) {
+        io_uring_submit(ring);
+        sqe = io_uring_get_sqe(ring);
+    }
+    return sqe;
+}
+
+#define UIO_SQE(ring, sqe)                 \
+    struct io_uring_sqe *sqe = uio_sqe(ring); \
+    if (sqe == NULL)                        \
+        return -EBUSY
+
+int uio_prep_nop(struct io_uring *ring, uint64_t user_data, unsigned sqe_flags)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_nop(sqe);
+    sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_accept(struct io_uring *ring, int fd, int multishot, int flags,
+                    uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    if (multishot)
+        io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, flags);
+    else
+        io_uring_prep_accept(sqe, fd, NULL, NULL, flags);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_recv(struct io_uring *ring, int fd, void *buf, unsigned len,
+                  int flags, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_recv(sqe, fd, buf, len, flags);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+/* io_uring_prep_recv_multishot(3): the kernel picks a buffer from group
+ * bgid for each completion; the buffer id is in cqe->flags >> 16. */
+int uio_prep_recv_multishot(struct io_uring *ring, int fd, int bgid, int flags,
+                            uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, flags);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = bgid;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+/* A recv with a deadline: the recv linked to an IORING_OP_LINK_TIMEOUT
+ * (io_uring_prep_link_timeout(3)). If the timeout fires first the recv
+ * completes with -ECANCELED; the timeout's own CQE goes to user_data 0.
+ * Both SQEs must go in the same submission, so room for two is made first. */
+int uio_prep_recv_deadline(struct io_uring *ring, int fd, void *buf, unsigned len,
+                           int flags, uint64_t user_data, struct __kernel_timespec *ts)
+{
+    struct io_uring_sqe *sqe, *tsqe;
+
+    if (io_uring_sq_space_left(ring) < 2)
+        io_uring_submit(ring);
+    if (io_uring_sq_space_left(ring) < 2)
+        return -EBUSY;
+    sqe = io_uring_get_sqe(ring);
+    tsqe = io_uring_get_sqe(ring);
+    io_uring_prep_recv(sqe, fd, buf, len, flags);
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe->user_data = user_data;
+    io_uring_prep_link_timeout(tsqe, ts, 0);
+    tsqe->user_data = 0;
+    return 0;
+}
+
+int uio_prep_send(struct io_uring *ring, int fd, const void *buf, unsigned len,
+                  int flags, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_send(sqe, fd, buf, len, flags);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_read(struct io_uring *ring, int fd, void *buf, unsigned len,
+                  uint64_t offset, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_read(sqe, fd, buf, len, offset);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_close(struct io_uring *ring, int fd, uint64_t user_data, unsigned sqe_flags)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_close(sqe, fd);
+    sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_timeout(struct io_uring *ring, struct __kernel_timespec *ts,
+                     unsigned count, unsigned flags, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_timeout(sqe, ts, count, flags);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_cancel64(struct io_uring *ring, uint64_t target, int flags,
+                      uint64_t user_data, unsigned sqe_flags)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_cancel64(sqe, target, flags);
+    sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_cancel_fd(struct io_uring *ring, int fd, int flags,
+                       uint64_t user_data, unsigned sqe_flags)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_cancel_fd(sqe, fd, flags);
+    sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_submit(struct io_uring *ring) { return io_uring_submit(ring); }
+
+/* ---- writers: a send stream per socket, kept in C -----------------------
+ *
+ * A writer owns two buffers: `active`, which the kernel is sending from
+ * (so it is never touched until the send's CQE), and `pending`, where
+ * writes accumulate. A write only appends and marks the writer dirty; the
+ * next uio_turn sends each dirty writer's pending bytes as one send, and
+ * when a send completes the pending bytes written meanwhile go out next:
+ * one send per socket per turn, one in flight, short sends continued, all
+ * without returning to Python. Python hears from a writer only when it
+ * asked to (buffered bytes fell to a level) or when a send failed.
+ *
+ * The data is copied in during uio_write(), while cffi's pointer to the
+ * caller's bytes is valid; after that the kernel only ever sees C memory.
+ */
+#define UIO_WRITER_TAG (1ULL << 63)
+#define UIO_WRITER_LEVEL (1U << 31)   /* report flag: a level was reached */
+#define UIO_SHRINK_ABOVE (256 * 1024) /* give back buffers grown past this */
+
+enum { UIO_W_FREE, UIO_W_OPEN, UIO_W_RELEASED };
+
+struct uio_writer {
+    int fd;
+    int state;
+    int inflight;
+    int dirty;               /* on the dirty list */
+    int failed;              /* errno after a failed send, else 0 */
+    uint64_t report_ud;      /* the Python op reports go to */
+    long long notify_at;     /* report when buffered <= this; -1: off */
+    unsigned long long sends;   /* send SQEs made, for diagnostics */
+    char *active;
+    size_t active_cap, active_len, active_off;
+    char *pending;
+    size_t pending_cap, pending_len;
+};
+
+struct uio_writers {
+    struct uio_writer *w;
+    unsigned n;              /* slots in use or free-listed */
+    unsigned cap;
+    int free_head;           /* index of the first free slot, -1: none */
+    unsigned inflight;
+    int *dirty;              /* writers with bytes to send this turn */
+    unsigned ndirty, dirty_cap;
+};
+
+struct uio_writers *uio_writers_new(void)
+{
+    struct uio_writers *ws = calloc(1, sizeof(*ws));
+    if (ws)
+        ws->free_head = -1;
+    return ws;
+}
+
+static void uio_writer_clear(struct uio_writer *w)
+{
+    free(w->active);
+    free(w->pending);
+    memset(w, 0, sizeof(*w));
+}
+
+void uio_writers_destroy(struct uio_writers *ws)
+{
+    unsigned i;
+    if (ws == NULL)
+        return;
+    for (i = 0; i < ws->n; i++)
+        uio_writer_clear(&ws->w[i]);
+    free(ws->w);
+    free(ws->dirty);
+    free(ws);
+}
+
+unsigned uio_writers_inflight(struct uio_writers *ws) { return ws->inflight; }
+
+int uio_writer_open(struct uio_writers *ws, int fd, uint64_t report_ud)
+{
+    struct uio_writer *w;
+    int wid;
+
+    if (ws->free_head >= 0) {
+        wid = ws->free_head;
+        ws->free_head = ws->w[wid].fd;   /* free slots chain through fd */
+    } else {
+        if (ws->n == ws->cap) {
+            unsigned cap = ws->cap ? ws->cap * 2 : 64;
+            struct uio_writer *nw = realloc(ws->w, cap * sizeof(*nw));
+            if (nw == NULL)
+                return -ENOMEM;
+            memset(nw + ws->cap, 0, (cap - ws->cap) * sizeof(*nw));
+            ws->w = nw;
+            ws->cap = cap;
+        }
+        wid = ws->n++;
+    }
+    w = &ws->w[wid];
+    memset(w, 0, sizeof(*w));
+    w->fd = fd;
+    w->state = UIO_W_OPEN;
+    w->report_ud = report_ud;
+    w->notify_at = -1;
+    return wid;
+}
+
+static void uio_writer_free(struct uio_writers *ws, int wid)
+{
+    struct uio_writer *w = &ws->w[wid];
+    uio_writer_clear(w);
+    w->state = UIO_W_FREE;
+    w->fd = ws->free_head;
+    ws->free_head = wid;
+}
+
+/* The caller is done with the writer. A send still in flight keeps its
+ * buffer until its CQE (the cancel from close comes first), then it is freed. */
+void uio_writer_release(struct uio_writers *ws, int wid)
+{
+    struct uio_writer *w = &ws->w[wid];
+    if (w->inflight)
+        w->state = UIO_W_RELEASED;
+    else
+        uio_writer_free(ws, wid);
+}
+
+static long long uio_buffered(const struct uio_writer *w)
+{
+    return (long long)(w->active_len - w->active_off + w->pending_len);
+}
+
+long long uio_writer_buffered(struct uio_writers *ws, int wid)
+{
+    return uio_buffered(&ws->w[wid]);
+}
+
+unsigned long long uio_writer_sends(struct uio_writers *ws, int wid)
+{
+    return ws->w[wid].sends;
+}
+
+static int uio_grow(char **buf, size_t *cap, size_t need)
+{
+    size_t ncap;
+    char *nbuf;
+    if (need <= *cap)
+        return 0;
+    ncap = *cap ? *cap : 512;   /* small: a server has many mostly idle writers */
+    while (ncap < need)
+        ncap *= 2;
+    nbuf = realloc(*buf, ncap);
+    if (nbuf == NULL)
+        return -ENOMEM;
+    *buf = nbuf;
+    *cap = ncap;
+    return 0;
+}
+
+static int uio_writer_submit(struct io_uring *ring, struct uio_writers *ws, int wid)
+{
+    struct uio_writer *w = &ws->w[wid];
+    struct io_uring_sqe *sqe = uio_sqe(ring);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_send(sqe, w->fd, w->active + w->active_off,
+                       w->active_len - w->active_off, MSG_NOSIGNAL);
+    sqe->user_data = UIO_WRITER_TAG | (uint64_t)wid;
+    w->sends++;
+    if (!w->inflight) {
+        w->inflight = 1;
+        ws->inflight++;
+    }
+    return 0;
+}
+
+/* Swap the pending bytes into `active` and send them. */
+static int uio_writer_flush(struct io_uring *ring, struct uio_writers *ws, int wid)
+{
+    struct uio_writer *w = &ws->w[wid];
+    char *tmp = w->active;
+    size_t tcap = w->active_cap;
+
+    w->active = w->pending;
+    w->active_cap = w->pending_cap;
+    w->active_len = w->pending_len;
+    w->active_off = 0;
+    w->pending = tmp;
+    w->pending_cap = tcap;
+    w->pending_len = 0;
+    return uio_writer_submit(ring, ws, wid);
+}
+
+/* Queue len bytes, to go out with this turn's submit; returns the bytes
+ * buffered (not yet sent), or -errno of the send that failed earlier. */
+long long uio_write(struct io_uring *ring, struct uio_writers *ws, int wid,
+                    const char *data, size_t len)
+{
+    struct uio_writer *w = &ws->w[wid];
+    (void)ring;
+
+    if (w->failed)
+        return -w->failed;
+    if (uio_grow(&w->pending, &w->pending_cap, w->pending_len + len))
+        return -ENOMEM;
+    memcpy(w->pending + w->pending_len, data, len);
+    w->pending_len += len;
+    if (!w->inflight && !w->dirty && w->pending_len) {
+        if (ws->ndirty == ws->dirty_cap) {
+            unsigned cap = ws->dirty_cap ? ws->dirty_cap * 2 : 64;
+            int *nd = realloc(ws->dirty, cap * sizeof(int));
+            if (nd == NULL)
+                return -ENOMEM;
+            ws->dirty = nd;
+            ws->dirty_cap = cap;
+        }
+        ws->dirty[ws->ndirty++] = wid;
+        w->dirty = 1;
+    }
+    return uio_buffered(w);
+}
+
+/* Before each submit: one send for every writer written to this turn. */
+static void uio_writers_flush(struct io_uring *ring, struct uio_writers *ws)
+{
+    unsigned i;
+    for (i = 0; i < ws->ndirty; i++) {
+        int wid = ws->dirty[i];
+        struct uio_writer *w = &ws->w[wid];
+        if (!w->dirty)
+            continue;
+        w->dirty = 0;
+        if (w->state == UIO_W_OPEN && !w->inflight && w->pending_len && !w->failed)
+            uio_writer_flush(ring, ws, wid);
+    }
+    ws->ndirty = 0;
+}
+
+/* Ask for a report once buffered <= level. Returns 1 when that is already
+ * so (no report will come), 0 when armed. */
+int uio_writer_notify(struct uio_writers *ws, int wid, long long level)
+{
+    struct uio_writer *w = &ws->w[wid];
+    if (uio_buffered(w) <= level) {
+        w->notify_at = -1;
+        return 1;
+    }
+    w->notify_at = level;
+    return 0;
+}
+
+/* A writer's send completed. Returns 1 when a report for Python was written
+ * to out (user_data, res, flags), else 0. */
+static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
+                               const struct io_uring_cqe *cqe, int64_t *out)
+{
+    int wid = (int)(cqe->user_data & 0xffffffffULL);
+    struct uio_writer *w = &ws->w[wid];
+    int res = cqe->res;
+
+    w->inflight = 0;
+    ws->inflight--;
+    if (w->state != UIO_W_OPEN) {
+        uio_writer_free(ws, wid);
+        return 0;
+    }
+    if (res > 0) {
+        w->active_off += (size_t)res;
+        if (w->active_off < w->active_len) {     /* short send: continue */
+            if (uio_writer_submit(ring, ws, wid) == 0)
+                return 0;
+            res = -EBUSY;
+        } else {
+            w->active_len = w->active_off = 0;
+            if (w->active_cap > UIO_SHRINK_ABOVE) {
+                free(w->active);
+                w->active = NULL;
+                w->active_cap = 0;
+            }
+            if (w->pending_len && uio_writer_flush(ring, ws, wid))
+                res = -EBUSY;    /* the bytes written meanwhile go out next */
+        }
+    } else if (res == 0) {
+        res = -EPIPE;   /* a stream socket that takes nothing is broken */
+    }
+    if (res < 0) {
+        w->failed = -res;
+        w->active_len = w->active_off = w->pending_len = 0;
+        out[0] = (int64_t)w->report_ud;
+        out[1] = res;
+        out[2] = 0;
+        return 1;
+    }
+    if (w->notify_at >= 0 && uio_buffered(w) <= w->notify_at) {
+        w->notify_at = -1;
+        out[0] = (int64_t)w->report_ud;
+        out[1] = uio_buffered(w);
+        out[2] = UIO_WRITER_LEVEL;
+        return 1;
+    }
+    return 0;
+}
+
+/* One loop turn in one foreign call:
+ *   1. hand the buffers reported last turn back to the buffer ring: Python
+ *      copies the bytes out while it handles a CQE, so by now they are free,
+ *   2. submit the SQ and wait for wait_nr CQEs, at most timeout_ns
+ *      (< 0: no limit; wait_nr 0: just run task work and look),
+ *   3. settle writer sends in C, and copy up to max other CQEs (and writer
+ *      reports) into out as (user_data, res, flags), advancing the CQ.
+ * Returns the number of triples, or -errno from the wait (-EINTR when a
+ * signal arrived: the caller runs its handlers and calls again). -ETIME is
+ * not an error here: it is the timeout. */
+int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *ws,
+             unsigned wait_nr, long long timeout_ns, int64_t *out, unsigned max)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0, seen = 0, i;
+    int ret;
+
+    if (br != NULL && br->nlent) {
+        for (i = 0; i < br->nlent; i++)
+            io_uring_buf_ring_add(br->br, br->base + (size_t)br->lent[i] * br->size,
+                                  br->size, br->lent[i], br->mask, i);
+        io_uring_buf_ring_advance(br->br, br->nlent);
+        br->nlent = 0;
+    }
+    if (ws != NULL && ws->ndirty)
+        uio_writers_flush(ring, ws);
+
+    if (wait_nr == 0) {
+        ret = io_uring_submit_and_get_events(ring);
+    } else if (timeout_ns < 0) {
+        ret = io_uring_submit_and_wait(ring, wait_nr);
+    } else {
+        struct __kernel_timespec ts;
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        ret = io_uring_submit_and_wait_timeout(ring, &cqe, wait_nr, &ts, NULL);
+        if (ret == -ETIME)
+            ret = 0;
+    }
+    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+        return ret;
+
+    io_uring_for_each_cqe(ring, head, cqe) {
+        if (n == max)
+            break;
+        seen++;
+        if (cqe->user_data & UIO_WRITER_TAG) {
+            if (ws != NULL)
+                n += uio_writer_complete(ring, ws, cqe, out + 3 * n);
+            continue;
+        }
+        if (br != NULL && (cqe->flags & IORING_CQE_F_BUFFER) && br->nlent < br->entries)
+            br->lent[br->nlent++] = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        out[3 * n] = (int64_t)cqe->user_data;
+        out[3 * n + 1] = cqe->res;
+        out[3 * n + 2] = cqe->flags;
+        n++;
+    }
+    io_uring_cq_advance(ring, seen);
+    if (n == 0 && seen == 0 && ret == -EINTR)
+        return -EINTR;
+    return (int)n;
+}
+
+/* liburing 2.3 has no io_uring_setup_buf_ring(): the ring memory must be
+ * page aligned and registered by hand (io_uring_register_buf_ring(3)). */
+int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
+                      unsigned entries, unsigned size, int bgid)
+{
+    struct io_uring_buf_reg reg;
+    long page = sysconf(_SC_PAGESIZE);
+    void *mem = NULL;
+    unsigned i;
+    int ret;
+
+    memset(br, 0, sizeof(*br));
+    if (entries == 0 || (entries & (entries - 1)) || entries > 32768)
+        return -EINVAL;
+    if (posix_memalign(&mem, page, entries * sizeof(struct io_uring_buf)))
+        return -ENOMEM;
+    br->br = mem;
+    if (posix_memalign(&mem, page, (size_t)entries * size)) {
+        free(br->br);
+        br->br = NULL;
+        return -ENOMEM;
+    }
+    br->base = mem;
+    br->lent = calloc(entries, sizeof(unsigned short));
+    if (br->lent == NULL) {
+        free(br->br);
+        free(br->base);
+        memset(br, 0, sizeof(*br));
+        return -ENOMEM;
+    }
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)br->br;
+    reg.ring_entries = entries;
+    reg.bgid = bgid;
+    ret = io_uring_register_buf_ring(ring, &reg, 0);
+    if (ret) {
+        free(br->br);
+        free(br->base);
+        free(br->lent);
+        memset(br, 0, sizeof(*br));
+        return ret;
+    }
+    br->entries = entries;
+    br->size = size;
+    br->bgid = bgid;
+    br->mask = io_uring_buf_ring_mask(entries);
+    io_uring_buf_ring_init(br->br);
+    for (i = 0; i < entries; i++)
+        io_uring_buf_ring_add(br->br, br->base + (size_t)i * size, size, i,
+                              br->mask, i);
+    io_uring_buf_ring_advance(br->br, entries);
+    return 0;
+}
+
+void uio_bufring_free(struct io_uring *ring, struct uio_bufring *br)
+{
+    if (br->br == NULL)
+        return;
+    if (ring)
+        io_uring_unregister_buf_ring(ring, br->bgid);
+    free(br->br);
+    free(br->base);
+    free(br->lent);
+    memset(br, 0, sizeof(*br));
+}
