@@ -62,6 +62,20 @@ class Timer:
         return self.when < other.when
 
 
+class BaseSendStream:
+    """What both backends' send streams share (``loop.open_send_stream``):
+    ``write_bytes(data, len(data))`` is each backend's own hot path."""
+
+    __slots__ = ()
+
+    def write(self, data) -> int:
+        """Queue ``data``; returns the bytes buffered and not yet sent
+        (negative: -errno of the send that failed, already reported)."""
+        if data.__class__ is not bytes:
+            data = bytes(data)   # the caller may change it after we return
+        return self.write_bytes(data, len(data))
+
+
 class BaseLoop:
     """Callbacks, timers and the run loop. A backend adds ``_poll(timeout)``,
     which waits at most ``timeout`` seconds (None: no limit) and dispatches

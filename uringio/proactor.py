@@ -32,7 +32,7 @@ from functools import partial
 
 from .buffers import BufRing, pin, pin_writable, unpack
 from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
-from .loop import BaseLoop, log
+from .loop import BaseLoop, BaseSendStream, log
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
 from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
                    IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, UIO_WRITER_LEVEL, Ring,
@@ -499,7 +499,7 @@ def _drop(result) -> None:
     """The handler of an operation nobody waits for any more."""
 
 
-class SendStream:
+class SendStream(BaseSendStream):
     """Ordered, buffered writes to one socket, the way a transport needs them.
 
     The bytes are copied into C memory at ``write`` and the rest happens in
@@ -518,13 +518,6 @@ class SendStream:
         self._closed = False
         # write_bytes(data, len(data)) for bytes: the hot path, one foreign call.
         self.write_bytes = partial(loop._ring.write, wid)
-
-    def write(self, data) -> int:
-        """Queue ``data``; returns the bytes buffered and not yet sent
-        (negative: -errno of the send that failed, already reported)."""
-        if data.__class__ is not bytes:
-            data = bytes(data)
-        return self.write_bytes(data, len(data))
 
     @property
     def buffered(self) -> int:

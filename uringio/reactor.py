@@ -29,7 +29,7 @@ from collections import deque
 from itertools import islice
 
 from .errors import BusyResourceError, os_error
-from .loop import BaseLoop
+from .loop import BaseLoop, BaseSendStream
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -411,7 +411,7 @@ class ReactorLoop(BaseLoop):
         super().close()
 
 
-class SendStream:
+class SendStream(BaseSendStream):
     """Ordered, buffered writes to one socket: the epoll twin of the
     proactor's SendStream. A write is tried at once; what the socket does
     not take waits for EPOLLOUT, behind anything already queued."""
@@ -441,13 +441,6 @@ class SendStream:
         st.writes.append([data, None, n])
         st.buffered += n
         return st.buffered
-
-    def write(self, data) -> int:
-        """Queue ``data``; returns the bytes buffered and not yet sent
-        (negative: -errno of the send that failed, already reported)."""
-        if data.__class__ is not bytes:
-            data = bytes(data)
-        return self.write_bytes(data, len(data))
 
     @property
     def buffered(self) -> int:

@@ -1,25 +1,11 @@
-"""Echo server: uvloop's event loop with an asyncio Protocol (the reference)."""
+"""Echo server: uvloop's event loop with an asyncio Protocol (the reference).
 
-import asyncio
+The very same server as asyncio_protocol.py; only the event loop differs."""
 
 import uvloop
 
-from _common import BACKLOG, parse_args, serve_until_signalled
-
-
-class EchoProtocol(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.transport.write(data)
-
-
-async def main(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(EchoProtocol, host, port, backlog=BACKLOG)
-    await serve_until_signalled(server)
-
+from _common import parse_args
+from asyncio_protocol import main
 
 if __name__ == "__main__":
     args = parse_args(__doc__)
