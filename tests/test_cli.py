@@ -18,6 +18,7 @@ ECHO = ["-m", "uringio", "serve", "echo", "--host", "127.0.0.1", "--port", "0"]
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_serve_echo_and_exit_cleanly_on_signal(backend, signum):
     proc, port = start_server(ECHO, backend)
+    assert proc.listening_line == f"listening on 127.0.0.1:{port} (backend={backend})"
     try:
         clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
         for i, client in enumerate(clients):
@@ -40,7 +41,7 @@ def test_serve_closes_every_fd_before_exit(backend):
     import threading
 
     from uringio import run_server
-    from uringio.echo import EchoProtocol
+    from uringio.apps import EchoProtocol
 
     before = set(os.listdir("/proc/self/fd"))
     ready = []

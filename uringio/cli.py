@@ -9,8 +9,9 @@ import runpy
 import sys
 
 from .loop import BACKENDS
+from .models import MODELS
 
-APPS = ("echo",)
+APPS = ("echo", "whoami")
 
 
 def _repo_file(*parts: str) -> str:
@@ -23,18 +24,23 @@ def _repo_file(*parts: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .echo import EchoProtocol
-    from .server import run_server
+    from .apps import APPS, blocking_echo
+    from .models import serve
+
+    if args.work_ms and args.app != "echo":
+        raise SystemExit("--work-ms goes with the echo app")
+    factory = blocking_echo(args.work_ms) if args.work_ms else APPS[args.app]
+    suffix = "" if args.model == "single" else f", model={args.model}"
 
     def on_listening(server) -> None:
-        host, port = server.address
-        print(f"listening on {host}:{port} (backend={server.loop.backend})", flush=True)
+        host, port = server.address[:2]
+        print(f"listening on {host}:{port} (backend={server.backend}{suffix})", flush=True)
 
     _raise_fd_limit()
-    run_server(EchoProtocol, args.host, args.port, backend=args.backend,
-               on_listening=on_listening, drain_timeout=args.drain_timeout,
-               idle_timeout=args.idle_timeout)
-    return 0
+    return serve(factory, args.host, args.port, backend=args.backend, model=args.model,
+                 workers=args.workers, threads=args.threads, on_listening=on_listening,
+                 drain_timeout=args.drain_timeout, idle_timeout=args.idle_timeout,
+                 reuse_port=args.reuse_port)
 
 
 def _raise_fd_limit() -> None:
@@ -59,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run a server until SIGINT/SIGTERM")
     serve.add_argument("app", choices=APPS)
+    serve.add_argument("--model", choices=MODELS, default="single",
+                       help="single loop (default); pool: a loop plus worker threads for blocking "
+                            "work; multi: worker processes on SO_REUSEPORT; threads: a thread "
+                            "per connection")
+    serve.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="worker threads of the pool model (default 4)")
+    serve.add_argument("--workers", type=int, default=0, metavar="N",
+                       help="worker processes of the multi model (0: one per CPU)")
+    serve.add_argument("--work-ms", type=float, default=0, metavar="MS",
+                       help="echo with MS milliseconds of blocking work per chunk (a sleep)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="uring, epoll, or auto: io_uring where it works (default)")
     serve.add_argument("--host", default="127.0.0.1")

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import deque
 from typing import Callable
+
+from .pool import is_blocking
 
 log = logging.getLogger("uringio")
 
@@ -52,12 +55,12 @@ class Connection:
 
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
-                 "_paused_reading", "_on_data", "_idle_timeout", "_idle_timer",
-                 "_last_data", "__weakref__")
+                 "_paused_reading", "_on_data", "_deliver", "_idle_timeout", "_idle_timer",
+                 "_last_data", "_pool", "_work", "__weakref__")
 
     def __init__(self, loop, fd: int, protocol: Protocol,
                  on_closed: Callable[["Connection"], None] | None = None,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, pool=None) -> None:
         self._loop = loop
         self.fd = fd
         self._protocol = protocol
@@ -75,8 +78,18 @@ class Connection:
         self._idle_timeout = idle_timeout
         self._idle_timer = None
         self._last_data = 0.0
-        # Data goes straight to the protocol, unless idle time is watched.
-        self._on_data = protocol.data_received if idle_timeout is None else self._on_data_timed
+        self._pool = pool
+        self._work: deque = deque()   # [done, result] per offloaded chunk, in arrival order
+        # Data goes straight to the protocol unless its data_received is
+        # @blocking (run in the pool, or inline and its result written) or
+        # idle time is watched.
+        if not is_blocking(protocol.data_received):
+            self._deliver = protocol.data_received
+        elif pool is not None:
+            self._deliver = self._offload
+        else:
+            self._deliver = self._run_blocking
+        self._on_data = self._deliver if idle_timeout is None else self._on_data_timed
 
     def start(self) -> None:
         """Tell the protocol, then start receiving."""
@@ -102,7 +115,36 @@ class Connection:
 
     def _on_data_timed(self, data: bytes) -> None:
         self._last_data = self._loop.time()
-        self._protocol.data_received(data)
+        self._deliver(data)
+
+    # -- blocking work (pool.py) ---------------------------------------------
+
+    def _run_blocking(self, data: bytes) -> None:
+        result = self._protocol.data_received(data)
+        if result:
+            self.write(result)
+
+    def _offload(self, data: bytes) -> None:
+        entry = [False, None]
+        self._work.append(entry)
+        self._pool.submit(self._protocol.data_received, data, self._work_done, entry)
+
+    def _work_done(self, entry: list, result) -> None:
+        # On the loop thread. Results go out in arrival order: one that
+        # finished early waits for those before it.
+        entry[0], entry[1] = True, result
+        work = self._work
+        while work and work[0][0]:
+            result = work.popleft()[1]
+            if self._closed:
+                continue
+            if isinstance(result, BaseException):
+                log.error("blocking data_received failed: %r", result)
+                self._fail(result if isinstance(result, Exception) else RuntimeError(repr(result)))
+            elif result:
+                self._write(result if result.__class__ is bytes else bytes(result), len(result))
+        if not work and self._closing and not self._closed and self._stream.notify(0):
+            self._finish()
 
     def _check_idle(self) -> None:
         # A timer per connection, re-armed for the time left, rather than one
@@ -186,17 +228,18 @@ class Connection:
         if self._paused_writing and res <= self._low:
             self._paused_writing = False
             self._protocol.resume_writing()
-        if self._closing and (res == 0 or self._stream.notify(0)):
+        if self._closing and not self._work and (res == 0 or self._stream.notify(0)):
             self._finish()
 
     # -- closing -------------------------------------------------------------
 
     def close(self) -> None:
-        """Close once the queued writes are sent."""
+        """Close once the queued writes are sent (and, under the pool model,
+        once the blocking work already started has written its results)."""
         if self._closing:
             return
         self._closing = True
-        if self._stream.notify(0):
+        if not self._work and self._stream.notify(0):
             self._finish()
 
     def abort(self) -> None:

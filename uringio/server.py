@@ -37,11 +37,12 @@ class Server:
     """Accepts connections on ``sock`` and runs ``protocol_factory()`` for each."""
 
     def __init__(self, loop, protocol_factory: Callable[[], Protocol], sock: socket.socket,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, pool=None) -> None:
         self.loop = loop
         self.sock = sock
         self._factory = protocol_factory
         self.idle_timeout = idle_timeout
+        self.pool = pool
         self.connections: set[Connection] = set()
         self._accepting = False
         self._closed = False
@@ -49,6 +50,10 @@ class Server:
     @property
     def address(self) -> tuple:
         return self.sock.getsockname()[:2]
+
+    @property
+    def backend(self) -> str:
+        return self.loop.backend
 
     def start(self) -> "Server":
         self._accepting = True
@@ -60,7 +65,7 @@ class Server:
             self._accept_failed(fd)
             return
         conn = Connection(self.loop, fd, self._factory(), self.connections.discard,
-                          self.idle_timeout)
+                          self.idle_timeout, self.pool)
         self.connections.add(conn)
         conn.start()
 
@@ -95,17 +100,22 @@ class Server:
 def run_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1",
                port: int = 0, backend: str = "auto", on_listening=None,
                drain_timeout: float = 5.0, idle_timeout: float | None = None,
-               **loop_options) -> None:
-    """Serve until SIGINT or SIGTERM, then close connections (letting queued
-    writes drain for ``drain_timeout`` seconds) and release everything.
+               threads: int = 0, reuse_port: bool = False, **loop_options) -> None:
+    """One loop serving until SIGINT or SIGTERM (the ``single`` model, or
+    ``pool`` with ``threads`` > 0 worker threads for ``@blocking`` work),
+    then close connections (letting queued writes drain for
+    ``drain_timeout`` seconds) and release everything.
     ``on_listening(server)`` runs once the server accepts connections."""
     import signal
 
     from .loop import open_loop
+    from .pool import WorkerPool
 
     loop = open_loop(backend, **loop_options)
+    pool = WorkerPool(loop, threads) if threads else None
     try:
-        server = Server(loop, protocol_factory, listen(host, port), idle_timeout).start()
+        server = Server(loop, protocol_factory, listen(host, port, reuse_port=reuse_port),
+                        idle_timeout, pool).start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, loop.stop)
         if on_listening is not None:
@@ -116,4 +126,6 @@ def run_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1"
         for conn in list(server.connections):
             conn.abort()
     finally:
+        if pool is not None:
+            pool.shutdown()
         loop.close()

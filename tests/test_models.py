@@ -1,0 +1,153 @@
+"""The server models on both backends: single, pool, multi, threads."""
+
+import os
+import signal
+import socket
+import threading
+import time
+
+from conftest import start_server, stop_server
+from uringio import Protocol, Server, blocking, listen
+from uringio.pool import WorkerPool
+
+SERVE = ["-m", "uringio", "serve", "--host", "127.0.0.1", "--port", "0"]
+
+
+def children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def ask_pid(port: int) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"?")
+        return int(s.recv(100))
+
+
+def test_pool_runs_blocking_work_in_parallel(backend):
+    proc, port = start_server([*SERVE, "echo", "--model", "pool", "--threads", "20",
+                               "--work-ms", "50"], backend)
+    try:
+        results = {}
+
+        def client(i):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"client %02d" % i)
+                results[i] = s.recv(100)
+
+        start = time.monotonic()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        elapsed = time.monotonic() - start
+        assert results == {i: b"client %02d" % i for i in range(20)}
+        assert elapsed < 0.5, f"20 x 50 ms took {elapsed:.2f} s: the work was serialised"
+    finally:
+        stop_server(proc)
+
+
+def test_single_model_runs_blocking_work_inline(backend):
+    proc, port = start_server([*SERVE, "echo", "--work-ms", "50"], backend)
+    try:
+        start = time.monotonic()
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+        for s in socks:
+            s.sendall(b"x")
+        for s in socks:
+            assert s.recv(10) == b"x"
+            s.close()
+        assert time.monotonic() - start >= 5 * 0.05 * 0.9   # one at a time, on the loop
+    finally:
+        stop_server(proc)
+
+
+def test_pool_keeps_each_connections_order(loop):
+    class SleepThenEcho(Protocol):
+        def connection_made(self, conn):
+            pass
+
+        @blocking
+        def data_received(self, data):
+            time.sleep(int(data[:2]) / 1000)   # the first chunk is the slowest
+            return data
+
+    pool = WorkerPool(loop, 8)
+    server = Server(loop, SleepThenEcho, listen("127.0.0.1", 0), pool=pool).start()
+    client = socket.create_connection(server.address, timeout=5)
+    client.setblocking(False)
+    received = bytearray()
+    expected = b""
+    for delay in (60, 40, 20, 1):
+        chunk = b"%02d;" % delay
+        expected += chunk
+        client.send(chunk)
+        loop.run_until(lambda: False, 0.005)   # separate chunks on the server
+
+    def all_back():
+        try:
+            received.extend(client.recv(100))
+        except BlockingIOError:
+            pass
+        return len(received) >= len(expected)
+
+    assert loop.run_until(all_back, 5.0)
+    assert bytes(received) == expected
+    server.close()
+    client.close()
+    pool.shutdown()
+
+
+def test_multi_spreads_connections_over_worker_processes(backend):
+    proc, port = start_server([*SERVE, "whoami", "--model", "multi", "--workers", "2"], backend)
+    try:
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        seen = set()
+        for _ in range(200):
+            seen.add(ask_pid(port))
+            if len(seen) == 2:
+                break
+        assert seen == workers
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_multi_restarts_a_killed_worker_and_stops_cleanly(backend):
+    proc, port = start_server([*SERVE, "whoami", "--model", "multi", "--workers", "2"], backend)
+    try:
+        before = children(proc.pid)
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            now = children(proc.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.05)
+        now = children(proc.pid)
+        assert victim not in now and len(now) == 2
+        assert ask_pid(port) in now   # still served
+        rc = stop_server(proc)
+        assert rc == 0
+        for pid in now:
+            assert not os.path.exists(f"/proc/{pid}"), f"worker {pid} left behind"
+    finally:
+        stop_server(proc)
+
+
+def test_threads_model_serves_the_same_protocols():
+    proc, port = start_server([*SERVE, "echo", "--model", "threads"], "auto")
+    try:
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(10)]
+        for i, s in enumerate(socks):
+            s.sendall(b"thread %d" % i)
+        for i, s in enumerate(socks):
+            assert s.recv(100) == b"thread %d" % i
+        assert len(os.listdir(f"/proc/{proc.pid}/task")) >= 10 + 1   # a thread each
+        for s in socks:
+            s.close()
+        assert stop_server(proc) == 0
+    finally:
+        stop_server(proc)

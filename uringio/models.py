@@ -1,0 +1,50 @@
+"""The server models, for both backends, behind one call.
+
+* ``single``: one loop does accept, IO and the application callbacks.
+* ``pool``: one loop does IO; ``@blocking`` work runs in worker threads.
+* ``multi``: N worker processes, each a ``single`` (or ``pool``) server on
+  its own SO_REUSEPORT listener, under a supervisor.
+* ``threads``: a thread per connection with blocking IO: the baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .connection import Protocol
+from .server import run_server
+from .supervisor import Supervisor
+from .threaded import run_threaded_server
+
+MODELS = ("single", "pool", "multi", "threads")
+DEFAULT_THREADS = 4
+
+
+def serve(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1", port: int = 0, *,
+          backend: str = "auto", model: str = "single", workers: int = 0,
+          threads: int | None = None,
+          on_listening=None, drain_timeout: float = 5.0, idle_timeout: float | None = None,
+          reuse_port: bool = False) -> int:
+    """Serve ``protocol_factory`` until SIGINT or SIGTERM under ``model``.
+
+    ``threads`` is the pool size of ``pool`` (default 4), and makes each
+    ``multi`` worker a ``pool`` server when given there; ``workers`` the process count of ``multi``
+    (0: one per CPU). ``on_listening(server)`` runs once connections are
+    accepted; ``server.address`` and ``server.backend`` say where and how.
+    Returns the exit status. Raises ValueError for an unknown model.
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    options = dict(drain_timeout=drain_timeout, idle_timeout=idle_timeout)
+    if model == "threads":
+        run_threaded_server(protocol_factory, host, port, on_listening, drain_timeout, reuse_port)
+        return 0
+    if model == "multi":
+        def serve_worker(worker_port: int, worker_listening) -> None:
+            run_server(protocol_factory, host, worker_port, backend, worker_listening,
+                       threads=threads or 0, reuse_port=True, **options)
+        return Supervisor(serve_worker, workers, host, port, drain_timeout).run(on_listening)
+    run_server(protocol_factory, host, port, backend, on_listening,
+               threads=(threads or DEFAULT_THREADS) if model == "pool" else 0,
+               reuse_port=reuse_port, **options)
+    return 0

@@ -1,0 +1,59 @@
+"""Blocking work off the loop: the ``pool`` server model.
+
+A protocol marks its ``data_received`` with ``@blocking`` when it does
+blocking work (a database call, a slow computation). The method then runs
+*off* the loop thread and *returns* the bytes to send back, instead of
+writing them itself: worker threads never touch the ring or a connection.
+Its result travels back through the loop's thread-safe wakeup (an eventfd
+with a read kept pending on the ring, or registered with epoll), and the
+connection writes results in the order the data arrived.
+
+Under the ``single`` model a ``@blocking`` method runs inline, on the loop
+thread, and under ``threads`` on its connection's own thread: the same
+protocol runs under every model.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+log = logging.getLogger("uringio")
+
+
+def blocking(method: Callable) -> Callable:
+    """Mark ``Protocol.data_received`` as blocking work that returns the
+    bytes to send back (or None). It must not use the connection."""
+    method.__uringio_blocking__ = True
+    return method
+
+
+def is_blocking(method: Callable) -> bool:
+    return getattr(method, "__uringio_blocking__", False)
+
+
+class WorkerPool:
+    """N worker threads whose results are delivered on the loop thread."""
+
+    def __init__(self, loop, threads: int) -> None:
+        if threads < 1:
+            raise ValueError(f"a worker pool needs at least one thread, not {threads}")
+        self._loop = loop
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="uringio-worker")
+
+    def submit(self, fn: Callable, arg, done: Callable, token) -> None:
+        """Run ``fn(arg)`` in a worker; then ``done(token, result)`` on the
+        loop thread, where result is the return value or the exception."""
+        self._executor.submit(self._run, fn, arg, done, token)
+
+    def _run(self, fn, arg, done, token) -> None:
+        try:
+            result = fn(arg)
+        except BaseException as exc:   # delivered to the loop, not lost in the thread
+            result = exc
+        self._loop.call_soon_threadsafe(done, token, result)
+
+    def shutdown(self) -> None:
+        """Wait for running work; queued work is dropped."""
+        self._executor.shutdown(wait=True, cancel_futures=True)

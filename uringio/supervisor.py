@@ -1,0 +1,157 @@
+"""The ``multi`` model: N worker processes, each with its own loop and its
+own SO_REUSEPORT listener, under a supervisor.
+
+The kernel spreads new connections over the workers' listeners. Workers are
+forked before any loop exists, and each opens its listener and its ring
+after it starts: a ring is never shared across fork. The supervisor
+restarts a worker that dies, and on SIGINT or SIGTERM passes SIGTERM on,
+waits for the workers to drain, and returns with no process left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from typing import Callable
+
+log = logging.getLogger("uringio")
+
+RESTART_POLL = 0.1        # how often the supervisor looks at its workers
+START_TIMEOUT = 10.0      # a worker must be listening within this
+PR_SET_PDEATHSIG = 1
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A bound, never listening, SO_REUSEPORT socket: it fixes the port
+    (``port`` 0 picks one) without taking any connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class Supervisor:
+    """Keeps ``workers`` processes running ``serve_worker(port, on_listening)``,
+    which must serve on ``port`` with SO_REUSEPORT until SIGTERM and call
+    ``on_listening(server)`` once it accepts connections."""
+
+    def __init__(self, serve_worker: Callable, workers: int, host: str, port: int,
+                 drain_timeout: float = 5.0) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self._serve_worker = serve_worker
+        self._reserved = reserve_port(host, port)
+        self.host = host
+        self.port = self._reserved.getsockname()[1]
+        self._drain_timeout = drain_timeout
+        self._pids: list[int] = []
+        self._stopping = False
+        self.backend = "?"
+
+    @property
+    def address(self) -> tuple:
+        return self.host, self.port
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self._pids)
+
+    def _start(self) -> int:
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # the worker
+            os.close(ready_r)
+            code = 1
+            try:
+                self._become_worker(ready_w)
+                code = 0
+            except BaseException:
+                log.exception("worker failed")
+            finally:
+                os._exit(code)
+        os.close(ready_w)
+        try:
+            ready, _, _ = select.select([ready_r], [], [], START_TIMEOUT)
+            line = os.read(ready_r, 256).decode() if ready else ""
+        finally:
+            os.close(ready_r)
+        if not line.startswith("ready"):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise RuntimeError("a worker did not start listening")
+        self.backend = line.split()[1]
+        return pid
+
+    def _become_worker(self, ready_w: int) -> None:
+        # If the supervisor is killed outright, the kernel sends us SIGTERM.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        self._reserved.close()
+
+        def on_listening(server) -> None:
+            os.write(ready_w, f"ready {server.backend}\n".encode())
+            os.close(ready_w)
+
+        self._serve_worker(self.port, on_listening)
+
+    def run(self, on_listening=None) -> int:
+        """Start the workers, keep them running until SIGINT/SIGTERM, stop them."""
+        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._pids = [self._start() for _ in range(self.workers)]
+            if on_listening is not None:
+                on_listening(self)
+            while not self._stopping:
+                for slot, pid in enumerate(self._pids):
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done and not self._stopping:
+                        log.warning("worker %d exited (%s); restarting", pid, _describe(status))
+                        self._pids[slot] = self._start()
+                time.sleep(RESTART_POLL)
+        finally:
+            self._stop_all()
+            self._reserved.close()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stopping = True
+
+    def _stop_all(self) -> None:
+        live = []
+        for pid in self._pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                live.append(pid)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + self._drain_timeout + 2.0
+        for pid in live:
+            while True:
+                try:
+                    done, _status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    log.error("worker %d did not stop; killing it", pid)
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    break
+                time.sleep(0.02)
+        self._pids = []
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"status {os.WEXITSTATUS(status)}"

@@ -1,0 +1,165 @@
+"""The ``threads`` model: one OS thread per connection, blocking IO.
+
+The design the event-driven models replaced, kept as a measured baseline:
+no loop at all, each connection's thread blocks in recv() and send(). It
+runs the same Protocol objects through a ThreadedConnection with the same
+methods as Connection. Its cost is a thread (a stack, a scheduler entry) per
+connection, and the GIL handing over between threads on every message.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from typing import Callable
+
+from .connection import Protocol
+from .pool import is_blocking
+from .server import listen
+
+log = logging.getLogger("uringio")
+
+RECV_SIZE = 65536
+ACCEPT_POLL = 0.2   # how often the accept loop looks at the stop flag
+
+
+class ThreadedConnection:
+    """Connection's interface over a blocking socket, used by one thread."""
+
+    def __init__(self, sock: socket.socket, protocol: Protocol) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self._protocol = protocol
+        self._closing = False
+        self._reading = threading.Event()
+        self._reading.set()
+        self._lock = threading.Lock()   # write() may come from a timer thread too
+
+    @property
+    def protocol(self) -> Protocol:
+        return self._protocol
+
+    @property
+    def peername(self):
+        return self.sock.getpeername()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def write(self, data) -> None:
+        # Blocking send: a slow reader slows this thread, which is the
+        # backpressure of this model.
+        if self._closing:
+            raise RuntimeError("write() after close()")
+        with self._lock:
+            self.sock.sendall(data)
+
+    def writelines(self, lines) -> None:
+        self.write(b"".join(lines))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass   # sends block instead of buffering
+
+    def pause_reading(self) -> None:
+        self._reading.clear()
+
+    def resume_reading(self) -> None:
+        self._reading.set()
+
+    def close(self) -> None:
+        """Writes are synchronous, so there is nothing left to flush."""
+        if not self._closing:
+            self._closing = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)   # wakes the recv()
+            except OSError:
+                pass
+
+    abort = close
+
+    def serve(self) -> None:
+        """The connection's thread: receive until EOF, error or close."""
+        protocol = self._protocol
+        blocking_work = is_blocking(protocol.data_received)
+        exc = None
+        try:
+            protocol.connection_made(self)
+            while not self._closing:
+                self._reading.wait()
+                data = self.sock.recv(RECV_SIZE)
+                if not data:
+                    if not self._closing and not protocol.eof_received():
+                        break
+                    continue
+                if blocking_work:
+                    result = protocol.data_received(data)
+                    if result:
+                        self.write(result)
+                else:
+                    protocol.data_received(data)
+        except OSError as err:
+            if not self._closing:
+                exc = err
+        finally:
+            self._closing = True
+            self.sock.close()
+            protocol.connection_lost(exc)
+
+
+def run_threaded_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1",
+                        port: int = 0, on_listening=None, drain_timeout: float = 5.0,
+                        reuse_port: bool = False) -> None:
+    """Accept in this thread and serve each connection in a thread of its
+    own, until SIGINT or SIGTERM; then close them and join their threads."""
+    stop = threading.Event()
+    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sock = listen(host, port, reuse_port=reuse_port)
+    sock.settimeout(ACCEPT_POLL)
+    conns: dict[threading.Thread, ThreadedConnection] = {}
+    try:
+        if on_listening is not None:
+            on_listening(ThreadedServerInfo(sock))
+        while not stop.is_set():
+            try:
+                client, _addr = sock.accept()
+            except (socket.timeout, InterruptedError):
+                continue
+            except OSError as exc:   # EMFILE and friends: wait, as the loops do
+                log.warning("accept failed (%s); pausing accepts for 0.1s", exc)
+                time.sleep(0.1)
+                continue
+            client.settimeout(None)
+            conn = ThreadedConnection(client, protocol_factory())
+            thread = threading.Thread(target=conn.serve, daemon=True)
+            conns[thread] = conn
+            thread.start()
+            for done in [t for t in conns if not t.is_alive()]:
+                del conns[done]
+    finally:
+        sock.close()
+        for conn in conns.values():
+            conn.close()
+        deadline = time.monotonic() + drain_timeout
+        for thread in conns:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+class ThreadedServerInfo:
+    """What ``on_listening`` gets under the threads model."""
+
+    backend = "blocking"   # plain blocking sockets: no loop, no readiness, no completions
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @property
+    def address(self) -> tuple:
+        return self.sock.getsockname()[:2]
