@@ -252,19 +252,41 @@ class Server:
                                 self.stderr_tail())
             time.sleep(0.02)
 
+    def pids(self) -> list[int]:
+        """The server and its descendants (the multi model's workers)."""
+        found, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    todo += [int(c) for c in
+                             Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        return found
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the process, all threads together."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        # Fields after the parenthesised command name, which may hold spaces;
-        # utime and stime are fields 14 and 15 of the whole line.
-        fields = stat[stat.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time of the server's processes, all threads."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                # Fields after the parenthesised command name, which may hold
+                # spaces; utime and stime are fields 14 and 15 of the line.
+                fields = stat[stat.rindex(")") + 2:].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-        raise RunFailed("no VmHWM in /proc/PID/status")
+        """Peak resident memory, summed over the server's processes."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        if not total:
+            raise RunFailed("no VmHWM in /proc/PID/status")
+        return total
 
     def stop(self) -> int:
         if self.exit_status is None:
