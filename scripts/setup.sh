@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a uringio checkout on Debian/Ubuntu: system packages (liburing-dev,
 # a C compiler, Python headers, venv), then .venv/ with uringio installed in
-# editable mode. Safe to run again: it only does what is missing.
+# editable mode. With --test, also the real clients the tests drive (curl,
+# redis-cli, redis-benchmark). Safe to run again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,10 @@ need=()
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v "$PY" >/dev/null || need+=(python3)
+if [ "${1:-}" = "--test" ]; then
+    command -v curl >/dev/null || need+=(curl)
+    command -v redis-benchmark >/dev/null || need+=(redis-tools)
+fi
 if command -v "$PY" >/dev/null; then
     "$PY" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
     inc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')

@@ -11,7 +11,7 @@ import sys
 from .loop import BACKENDS
 from .models import MODELS
 
-APPS = ("echo", "whoami")
+APPS = ("echo", "whoami", "http", "resp")
 
 
 def _repo_file(*parts: str) -> str:
@@ -29,7 +29,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.work_ms and args.app != "echo":
         raise SystemExit("--work-ms goes with the echo app")
-    factory = blocking_echo(args.work_ms) if args.work_ms else APPS[args.app]
+    if args.app == "http":
+        from .http import default_router, http_factory
+        factory = http_factory(default_router(args.static), args.max_body, args.header_timeout)
+    elif args.app == "resp":
+        from .resp import RespProtocol
+        factory = RespProtocol
+    else:
+        factory = blocking_echo(args.work_ms) if args.work_ms else APPS[args.app]
     suffix = "" if args.model == "single" else f", model={args.model}"
 
     def on_listening(server) -> None:
@@ -76,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--work-ms", type=float, default=0, metavar="MS",
                        help="echo with MS milliseconds of blocking work per chunk (a sleep)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    http = serve.add_argument_group("http")
+    http.add_argument("--static", metavar="DIR", help="serve the files in DIR under /static/")
+    http.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
+                      help="larger request bodies get 413 (default 1 MiB)")
+    http.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                      help="a request head not complete after S seconds gets 408 (default 10)")
     serve.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="uring, epoll, or auto: io_uring where it works (default)")
     serve.add_argument("--host", default="127.0.0.1")

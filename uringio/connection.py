@@ -56,7 +56,7 @@ class Connection:
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
                  "_paused_reading", "_on_data", "_deliver", "_idle_timeout", "_idle_timer",
-                 "_last_data", "_pool", "_work", "__weakref__")
+                 "_last_data", "_pool", "_work", "_eof_pending", "__weakref__")
 
     def __init__(self, loop, fd: int, protocol: Protocol,
                  on_closed: Callable[["Connection"], None] | None = None,
@@ -74,6 +74,7 @@ class Connection:
         self._high = DEFAULT_HIGH_WATER
         self._low = DEFAULT_LOW_WATER
         self._paused_writing = False
+        self._eof_pending = False
         self._paused_reading = False
         self._idle_timeout = idle_timeout
         self._idle_timer = None
@@ -164,6 +165,11 @@ class Connection:
         return self._protocol
 
     @property
+    def loop(self):
+        """The loop this connection runs on (for ``call_later``, ``time``)."""
+        return self._loop
+
+    @property
     def peername(self):
         """The peer's (host, port)."""
         sock = socket.socket(fileno=self.fd)
@@ -228,8 +234,30 @@ class Connection:
         if self._paused_writing and res <= self._low:
             self._paused_writing = False
             self._protocol.resume_writing()
+        if self._eof_pending and (res == 0 or self._stream.notify(0)):
+            self._shutdown_write()
         if self._closing and not self._work and (res == 0 or self._stream.notify(0)):
             self._finish()
+
+    def write_eof(self) -> None:
+        """Send FIN once the queued writes are out; receiving goes on (a
+        server that refuses a request reads the rest before closing, so the
+        peer sees the answer and not a reset)."""
+        if self._closing or self._eof_pending:
+            return
+        self._eof_pending = True
+        if self._stream.notify(0):
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        self._eof_pending = False
+        sock = socket.socket(fileno=self.fd)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass   # already reset: the receive side will say so
+        finally:
+            sock.detach()
 
     # -- closing -------------------------------------------------------------
 

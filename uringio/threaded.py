@@ -43,6 +43,11 @@ class ThreadedConnection:
         return self._protocol
 
     @property
+    def loop(self) -> "_ThreadTimers":
+        """No loop here: timers run in threads of their own."""
+        return _THREAD_TIMERS
+
+    @property
     def peername(self):
         return self.sock.getpeername()
 
@@ -65,6 +70,12 @@ class ThreadedConnection:
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass   # sends block instead of buffering
+
+    def write_eof(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
     def pause_reading(self) -> None:
         self._reading.clear()
@@ -110,6 +121,22 @@ class ThreadedConnection:
             self._closing = True
             self.sock.close()
             protocol.connection_lost(exc)
+
+
+class _ThreadTimers:
+    """``time`` and ``call_later`` for protocols under the threads model."""
+
+    time = staticmethod(time.monotonic)
+
+    @staticmethod
+    def call_later(delay: float, callback: Callable, *args) -> threading.Timer:
+        timer = threading.Timer(delay, callback, args)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+
+_THREAD_TIMERS = _ThreadTimers()
 
 
 def run_threaded_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1",

@@ -1,0 +1,167 @@
+"""The HTTP/1.1 server on both backends, with real clients: curl,
+http.client, and raw sockets for what those hide."""
+
+import http.client
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import start_server, stop_server
+
+HTTP = ["-m", "uringio", "serve", "http", "--host", "127.0.0.1", "--port", "0"]
+
+
+@pytest.fixture
+def static_dir(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_bytes(b"<h1>hello</h1>\n")
+    (root / "blob.bin").write_bytes(os.urandom(300_000))
+    (tmp_path / "secret.txt").write_bytes(b"do not serve\n")
+    return root
+
+
+@pytest.fixture
+def server(backend, static_dir):
+    proc, port = start_server([*HTTP, "--static", str(static_dir), "--max-body", "100000",
+                               "--header-timeout", "0.5"], backend)
+    yield port
+    assert stop_server(proc) == 0
+
+
+def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_curl_plaintext_and_json(server):
+    out = subprocess.run(["curl", "-si", f"http://127.0.0.1:{server}/"], capture_output=True,
+                         timeout=10, check=True).stdout
+    head, body = out.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"\r\nDate: " in head
+    assert b"Content-Length: 13" in head and body == b"Hello, World!"
+    out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{server}/json"], capture_output=True,
+                         timeout=10, check=True).stdout
+    assert out == b'{"message":"Hello, World!"}'
+
+
+def test_keep_alive_with_http_client(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
+    for _ in range(5):
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read() == b"Hello, World!"
+    sock = conn.sock
+    conn.request("GET", "/json")
+    assert conn.getresponse().read() == b'{"message":"Hello, World!"}'
+    assert conn.sock is sock   # one connection throughout
+    conn.close()
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    reqs = b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p for p in (b"/", b"/json", b"/nope"))
+    out = raw(server, reqs + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
+    assert statuses == [200, 200, 404, 200]
+    assert out.index(b"Hello, World!") < out.index(b'{"message"') < out.index(b"not found")
+
+
+def test_chunked_and_content_length_uploads(server):
+    payload = os.urandom(50_000)
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
+    conn.request("POST", "/echo", body=iter([payload[:20_000], payload[20_000:]]),
+                 encode_chunked=True, headers={"Transfer-Encoding": "chunked"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read() == payload
+    conn.request("POST", "/echo", body=payload)
+    assert conn.getresponse().read() == payload
+    conn.close()
+
+
+def test_head_has_headers_and_no_body(server):
+    out = raw(server, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: 13" in out
+    assert out.endswith(b"\r\n\r\n")
+
+
+def test_http_1_0_client_gets_answered_and_closed(server):
+    out = raw(server, b"GET / HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.0 200 OK") and out.endswith(b"Hello, World!")
+    assert b"Connection: close" in out
+
+
+def test_static_file_bytes_and_content_type(server, static_dir):
+    out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{server}/static/blob.bin"],
+                         capture_output=True, timeout=10, check=True).stdout
+    assert out == (static_dir / "blob.bin").read_bytes()
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
+    conn.request("GET", "/static/index.html")
+    resp = conn.getresponse()
+    assert resp.getheader("Content-Type") == "text/html" and resp.read() == b"<h1>hello</h1>\n"
+    conn.close()
+
+
+@pytest.mark.parametrize("path", [b"/static/../secret.txt", b"/static/%2e%2e/secret.txt",
+                                  b"/static/..%2fsecret.txt", b"/static/missing.txt"])
+def test_path_traversal_is_refused(server, path):
+    out = raw(server, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
+    assert status_of(out) in (403, 404)
+    assert b"do not serve" not in out
+
+
+def test_limits_answer_with_their_status_and_close(server):
+    assert status_of(raw(server, b"NOT HTTP AT ALL\r\n\r\n")) == 400
+    huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    assert status_of(raw(server, huge)) == 431
+    many = b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(300)) + b"\r\n"
+    assert status_of(raw(server, many)) == 431
+    big_body = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"
+    assert status_of(raw(server, big_body)) == 413
+    chunked = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               + b"".join(b"4000\r\n" + b"z" * 0x4000 + b"\r\n" for _ in range(8)) + b"0\r\n\r\n")
+    assert status_of(raw(server, chunked)) == 413
+
+
+def test_slowloris_gets_408_and_others_are_served_meanwhile(server):
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as slow:
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")   # never finishes its head
+        start = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", server, timeout=5)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"Hello, World!"
+        conn.close()
+        out = b""
+        while True:
+            chunk = slow.recv(1000)
+            if not chunk:
+                break
+            out += chunk
+        elapsed = time.monotonic() - start
+    assert status_of(out) == 408
+    assert 0.4 <= elapsed < 3.0, elapsed
+
+
+def test_slow_but_complete_head_is_not_refused(server):
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as s:
+        for piece in (b"GET / HT", b"TP/1.1\r\nHo", b"st: x\r\nConnection: close\r\n\r\n"):
+            s.sendall(piece)
+            time.sleep(0.1)
+        out = b""
+        while chunk := s.recv(1000):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"Hello, World!")

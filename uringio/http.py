@@ -1,0 +1,360 @@
+"""HTTP/1.1 on uringio: the protocol, a small router, static files.
+
+Parsing is httptools (llhttp, the parser of Node.js): this module only
+reacts to its callbacks. Requests on a connection are answered in order,
+pipelined or not; every response a chunk of input produces goes out with one
+write, so a pipelined batch costs one send.
+
+Limits, each answered with its status and a closed connection, without
+disturbing other connections: a malformed request (400), headers over
+``MAX_HEADER_BYTES`` (431), a body over ``max_body`` (413), and headers not
+complete within ``header_timeout`` seconds, the slowloris attack (408).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import os
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Callable
+from urllib.parse import unquote
+
+import httptools
+
+from .connection import Connection, Protocol
+
+log = logging.getLogger("uringio")
+
+MAX_HEADER_BYTES = 16 * 1024
+DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_HEADER_TIMEOUT = 10.0
+LINGER_TIMEOUT = 2.0   # after refusing a request, how long we read and discard
+SERVER = b"uringio"
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+
+
+class Request:
+    """One parsed request. ``headers`` maps lower-case names to values (bytes)."""
+
+    __slots__ = ("method", "path", "query", "version", "headers", "body", "keep_alive")
+
+    def __init__(self, method: str, path: str, query: bytes, version: str, headers: dict,
+                 body: bytes, keep_alive: bool) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+
+
+class Response:
+    """What a handler returns: a status, a body, and extra headers."""
+
+    __slots__ = ("status", "body", "content_type", "headers")
+
+    def __init__(self, body: bytes | str = b"", status: int = 200,
+                 content_type: str = "text/plain; charset=utf-8",
+                 headers: list[tuple[str, str]] | None = None) -> None:
+        self.body = body.encode() if isinstance(body, str) else body
+        self.status = status
+        self.content_type = content_type
+        self.headers = headers or []
+
+    @classmethod
+    def json(cls, value, status: int = 200) -> "Response":
+        return cls(json.dumps(value, separators=(",", ":")), status, "application/json")
+
+
+class Router:
+    """Maps a path to a handler ``handler(request) -> Response``; serves
+    static files under a prefix."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, tuple[Callable, tuple[str, ...]]] = {}
+        self._static: tuple[str, str] | None = None
+
+    def route(self, path: str, methods: tuple[str, ...] = ("GET", "HEAD")):
+        """Decorator: ``@router.route("/json")``."""
+        def register(handler: Callable) -> Callable:
+            self._routes[path] = (handler, methods)
+            return handler
+        return register
+
+    def static(self, prefix: str, directory: str) -> None:
+        """Serve the files under ``directory`` at ``prefix`` (say "/static/")."""
+        self._static = (prefix, os.path.realpath(directory))
+
+    def handle(self, request: Request) -> Response:
+        entry = self._routes.get(request.path)
+        if entry is not None:
+            handler, methods = entry
+            if request.method not in methods:
+                return Response(b"method not allowed\n", 405, headers=[("Allow", ", ".join(methods))])
+            return handler(request)
+        if self._static is not None and request.path.startswith(self._static[0]):
+            return self._file(request)
+        return Response(b"not found\n", 404)
+
+    def _file(self, request: Request) -> Response:
+        prefix, root = self._static
+        if request.method not in ("GET", "HEAD"):
+            return Response(b"method not allowed\n", 405, headers=[("Allow", "GET, HEAD")])
+        relative = unquote(request.path[len(prefix):])
+        if "\0" in relative:
+            return Response(b"bad path\n", 400)
+        path = os.path.realpath(os.path.join(root, relative))
+        # realpath resolves "..", "%2e%2e" (already unquoted) and symlinks:
+        # anything that ends up outside the root is refused.
+        if not path.startswith(root + os.sep):
+            return Response(b"forbidden\n", 403)
+        try:
+            with open(path, "rb") as f:
+                body = f.read()
+        except (IsADirectoryError, FileNotFoundError, NotADirectoryError):
+            return Response(b"not found\n", 404)
+        except PermissionError:
+            return Response(b"forbidden\n", 403)
+        ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return Response(body, 200, ctype)
+
+
+class _Limit(Exception):
+    """A request broke a limit: answer ``status`` and close."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+_date = [0, b""]
+
+
+def _http_date() -> bytes:
+    # Formatted once a second, not once a response.
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0], _date[1] = now, formatdate(now, usegmt=True).encode()
+    return _date[1]
+
+
+class HTTPProtocol(Protocol):
+    """HTTP/1.1 (and 1.0) server side of one connection."""
+
+    def __init__(self, router: Router, max_body: int = DEFAULT_MAX_BODY,
+                 header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> None:
+        self._router = router
+        self._max_body = max_body
+        self._header_timeout = header_timeout
+        self._parser = httptools.HttpRequestParser(self)
+        self._conn: Connection | None = None
+        self._out: list[bytes] = []
+        self._done = False            # a response said "close": ignore the rest
+        self._reset()
+        self._waiting_since: float | None = None   # headers of a request pending since
+        self._stalled = 0             # bytes fed while no headers completed
+        self._timer = None
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._headers_done = False
+
+    # -- connection ----------------------------------------------------------
+
+    def connection_made(self, conn: Connection) -> None:
+        self._conn = conn
+        self._waiting_since = conn.loop.time()
+        self._arm_timer(self._header_timeout)
+
+    def connection_lost(self, exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        try:
+            self._parser.feed_data(data)
+            if self._waiting_since is not None and not self._headers_done:
+                # A request's head is still incomplete after this chunk:
+                # count its bytes, and make sure the 408 timer is running.
+                self._stalled += len(data)
+                if self._stalled > MAX_HEADER_BYTES:
+                    raise _Limit(431)
+                if self._timer is None:
+                    self._arm_timer(self._header_timeout)
+            else:
+                self._stalled = 0
+        except _Limit as limit:
+            self._fail(limit.status)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Limit):
+                self._fail(cause.status)
+            else:
+                log.error("HTTP handler failed: %r", cause)
+                self._fail(500)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._fail(400)
+        self._flush()
+
+    def eof_received(self):
+        return None   # the peer is done sending: close after our responses
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reset()
+        if self._waiting_since is None:
+            self._waiting_since = self._conn.loop.time()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise _Limit(431)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise _Limit(431)
+        self._headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self._waiting_since = None
+        self._stalled = 0
+        length = self._headers.get(b"content-length")
+        if length is not None and int(length) > self._max_body:
+            raise _Limit(413)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._max_body:   # chunked bodies announce no length
+            raise _Limit(413)
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        url = httptools.parse_url(self._url)
+        request = Request(parser.get_method().decode(), url.path.decode("latin-1"),
+                          url.query or b"", parser.get_http_version(), self._headers,
+                          b"".join(self._body), parser.should_keep_alive())
+        try:
+            response = self._router.handle(request)
+        except Exception:
+            log.exception("HTTP handler for %s %s raised", request.method, request.path)
+            response = Response(b"internal server error\n", 500)
+        self._respond(request, response)
+        self._reset()
+
+    # -- responses -----------------------------------------------------------
+
+    def _respond(self, request: Request, response: Response) -> None:
+        keep_alive = request.keep_alive
+        body = response.body
+        head = [b"HTTP/%s %d %s\r\nServer: %s\r\nDate: %s\r\nContent-Type: %s\r\n"
+                b"Content-Length: %d\r\n" % (
+                    request.version.encode(), response.status,
+                    _REASONS.get(response.status, b"Unknown"), SERVER, _http_date(),
+                    response.content_type.encode(), len(body))]
+        for name, value in response.headers:
+            head.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
+        if not keep_alive:
+            head.append(b"Connection: close\r\n")
+        elif request.version == "1.0":
+            head.append(b"Connection: keep-alive\r\n")
+        head.append(b"\r\n")
+        self._out.append(b"".join(head))
+        if request.method != "HEAD":
+            self._out.append(body)
+        if not keep_alive:
+            self._finish()
+
+    def _fail(self, status: int) -> None:
+        body = b"%d %s\n" % (status, _REASONS[status])
+        self._out.append(b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n"
+                         b"Content-Type: text/plain\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n%s" % (
+                             status, _REASONS[status], SERVER, _http_date(), len(body), body))
+        # A lingering close: closing with the rest of the request unread
+        # would send a reset, and the peer could lose our answer. So: answer,
+        # send FIN, read and drop what still comes until the peer's FIN (then
+        # eof_received closes) or LINGER_TIMEOUT.
+        self._done = True
+        self._flush()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._conn.write_eof()
+        self._timer = self._conn.loop.call_later(LINGER_TIMEOUT, self._conn.close)
+
+    def _finish(self) -> None:
+        # Nothing after this response is read; close once it is sent.
+        self._done = True
+        self._flush()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._conn.close()
+
+    def _flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._out.clear()
+            self._conn.write(data)
+
+    # -- the 408 timer -------------------------------------------------------
+
+    def _arm_timer(self, delay: float) -> None:
+        self._timer = self._conn.loop.call_later(delay, self._check_head_timeout)
+
+    def _check_head_timeout(self) -> None:
+        # One timer per connection, armed only while a request's head is
+        # incomplete: a complete pipelined batch never touches the heap.
+        self._timer = None
+        if self._done or self._waiting_since is None:
+            return
+        left = self._waiting_since + self._header_timeout - self._conn.loop.time()
+        if left > 0:
+            self._arm_timer(left)
+        else:
+            self._fail(408)
+
+
+def default_router(static_dir: str | None = None) -> Router:
+    """The routes of ``python -m uringio serve http``."""
+    router = Router()
+
+    @router.route("/")
+    def plaintext(request: Request) -> Response:
+        return Response(b"Hello, World!")
+
+    @router.route("/json")
+    def hello_json(request: Request) -> Response:
+        return Response.json({"message": "Hello, World!"})
+
+    @router.route("/echo", methods=("POST", "PUT"))
+    def echo(request: Request) -> Response:
+        return Response(request.body, content_type="application/octet-stream")
+
+    if static_dir is not None:
+        router.static("/static/", static_dir)
+    return router
+
+
+def http_factory(router: Router, max_body: int = DEFAULT_MAX_BODY,
+                 header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> Callable[[], HTTPProtocol]:
+    """A protocol factory for ``serve``/``run_server``."""
+    def factory() -> HTTPProtocol:
+        return HTTPProtocol(router, max_body, header_timeout)
+    return factory
