@@ -36,6 +36,12 @@ LINGER_TIMEOUT = 2.0   # after refusing a request, how long we read and discard
 SERVER = b"uringio"
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+# Pieces of the response head, formatted once rather than per response.
+_STATUS_LINES = {(v, code): b"HTTP/%s %d %s\r\nServer: %s\r\n" % (v.encode(), code, reason, SERVER)
+                 for v in ("1.0", "1.1") for code, reason in _REASONS.items()}
+_CONTENT_TYPES: dict[str, bytes] = {}
+_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+_EMPTY = b""
 
 
 class Request:
@@ -62,7 +68,7 @@ class Response:
     def __init__(self, body: bytes | str = b"", status: int = 200,
                  content_type: str = "text/plain; charset=utf-8",
                  headers: list[tuple[str, str]] | None = None) -> None:
-        self.body = body.encode() if isinstance(body, str) else body
+        self.body = body if body.__class__ is bytes else body.encode()
         self.status = status
         self.content_type = content_type
         self.headers = headers or []
@@ -156,18 +162,16 @@ class HTTPProtocol(Protocol):
         self._conn: Connection | None = None
         self._out: list[bytes] = []
         self._done = False            # a response said "close": ignore the rest
-        self._reset()
-        self._waiting_since: float | None = None   # headers of a request pending since
-        self._stalled = 0             # bytes fed while no headers completed
-        self._timer = None
-
-    def _reset(self) -> None:
+        self._date = b""              # the Date header, once per chunk of input
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
-        self._headers_done = False
+        self._in_head = False         # a request's head has begun and is not complete
+        self._waiting_since: float | None = None   # ...since this time
+        self._stalled = 0             # bytes fed while no head completed
+        self._timer = None
 
     # -- connection ----------------------------------------------------------
 
@@ -183,14 +187,17 @@ class HTTPProtocol(Protocol):
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
+        self._date = _http_date()
         try:
             self._parser.feed_data(data)
-            if self._waiting_since is not None and not self._headers_done:
+            if self._in_head:
                 # A request's head is still incomplete after this chunk:
-                # count its bytes, and make sure the 408 timer is running.
+                # count its bytes, and make sure the 408 clock is running.
                 self._stalled += len(data)
                 if self._stalled > MAX_HEADER_BYTES:
                     raise _Limit(431)
+                if self._waiting_since is None:
+                    self._waiting_since = self._conn.loop.time()
                 if self._timer is None:
                     self._arm_timer(self._header_timeout)
             else:
@@ -214,9 +221,7 @@ class HTTPProtocol(Protocol):
     # -- httptools callbacks -------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._reset()
-        if self._waiting_since is None:
-            self._waiting_since = self._conn.loop.time()
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -231,7 +236,7 @@ class HTTPProtocol(Protocol):
         self._headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
-        self._headers_done = True
+        self._in_head = False
         self._waiting_since = None
         self._stalled = 0
         length = self._headers.get(b"content-length")
@@ -246,28 +251,47 @@ class HTTPProtocol(Protocol):
 
     def on_message_complete(self) -> None:
         parser = self._parser
-        url = httptools.parse_url(self._url)
-        request = Request(parser.get_method().decode(), url.path.decode("latin-1"),
-                          url.query or b"", parser.get_http_version(), self._headers,
-                          b"".join(self._body), parser.should_keep_alive())
+        raw_url = self._url
+        if raw_url[:1] == b"/" and b"?" not in raw_url:
+            path, query = raw_url.decode("latin-1"), _EMPTY   # the common case, without parse_url
+        else:
+            url = httptools.parse_url(raw_url)
+            path, query = url.path.decode("latin-1"), url.query or _EMPTY
+        method = parser.get_method()
+        body = self._body
+        request = Request(_METHODS.get(method) or method.decode(), path, query,
+                          parser.get_http_version(), self._headers,
+                          (body[0] if len(body) == 1 else b"".join(body)) if body else _EMPTY,
+                          parser.should_keep_alive())
+        # Ready for the next request on this connection (pipelining).
+        self._url = _EMPTY
+        self._headers = {}
+        self._header_bytes = 0
+        if body:
+            self._body = []
+            self._body_size = 0
         try:
             response = self._router.handle(request)
         except Exception:
             log.exception("HTTP handler for %s %s raised", request.method, request.path)
             response = Response(b"internal server error\n", 500)
         self._respond(request, response)
-        self._reset()
 
     # -- responses -----------------------------------------------------------
 
     def _respond(self, request: Request, response: Response) -> None:
         keep_alive = request.keep_alive
         body = response.body
-        head = [b"HTTP/%s %d %s\r\nServer: %s\r\nDate: %s\r\nContent-Type: %s\r\n"
-                b"Content-Length: %d\r\n" % (
-                    request.version.encode(), response.status,
-                    _REASONS.get(response.status, b"Unknown"), SERVER, _http_date(),
-                    response.content_type.encode(), len(body))]
+        ctype = _CONTENT_TYPES.get(response.content_type)
+        if ctype is None:
+            ctype = _CONTENT_TYPES[response.content_type] = response.content_type.encode()
+        status_line = _STATUS_LINES.get((request.version, response.status))
+        if status_line is None:
+            status_line = b"HTTP/%s %d %s\r\nServer: %s\r\n" % (
+                request.version.encode(), response.status,
+                _REASONS.get(response.status, b"Unknown"), SERVER)
+        head = [b"%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+            status_line, self._date, ctype, len(body))]
         for name, value in response.headers:
             head.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
         if not keep_alive:
@@ -283,10 +307,9 @@ class HTTPProtocol(Protocol):
 
     def _fail(self, status: int) -> None:
         body = b"%d %s\n" % (status, _REASONS[status])
-        self._out.append(b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n"
-                         b"Content-Type: text/plain\r\nContent-Length: %d\r\n"
+        self._out.append(b"%sDate: %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
                          b"Connection: close\r\n\r\n%s" % (
-                             status, _REASONS[status], SERVER, _http_date(), len(body), body))
+                             _STATUS_LINES["1.1", status], _http_date(), len(body), body))
         # A lingering close: closing with the rest of the request unread
         # would send a reset, and the peer could lose our answer. So: answer,
         # send FIN, read and drop what still comes until the peer's FIN (then

@@ -1,0 +1,260 @@
+"""Real protocols side by side: HTTP under wrk, RESP under redis-benchmark.
+
+    python benchmarks/protocols_bench.py [--rounds R] [--duration S]
+
+HTTP: `python -m uringio serve http` (uring, epoll), a uvloop + httptools
+server and nginx with one worker, all answering "/" with "Hello, World!".
+wrk (one thread, 100 connections) drives each twice: with 16 requests
+pipelined per connection (TechEmpower's plaintext method: without it, one
+wrk thread saturates before a good Python server does) and without.
+RESP: `python -m uringio serve resp` (uring, epoll) and redis-server (one
+thread, persistence off) under `redis-benchmark -t get,set -P 16`.
+
+Servers run pinned to CPU 1 and the clients to CPU 0; a fresh server per
+run; paired rounds in rotated order; medians. nginx and redis-server come
+from apt (installed here if missing, without starting their services),
+bound to 127.0.0.1 and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import echo_bench as eb  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent
+SERVER_CPU, CLIENT_CPU = 1, 0
+
+
+def ensure_tools() -> None:
+    """apt-get install what is missing, with service start-up disabled."""
+    need = [pkg for tool, pkg in (("wrk", "wrk"), ("nginx", "nginx"),
+                                  ("redis-server", "redis-server"),
+                                  ("redis-benchmark", "redis-tools"))
+            if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    if not need:
+        return
+    policy = Path("/usr/sbin/policy-rc.d")
+    had_policy = policy.exists()
+    if not had_policy:   # keep apt from starting nginx/redis as services
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *need], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+    finally:
+        if not had_policy:
+            policy.unlink()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((eb.HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise eb.RunFailed(f"exited with status {proc.returncode} before listening")
+        try:
+            socket.create_connection((eb.HOST, port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise eb.RunFailed("did not listen in time")
+
+
+def nginx_argv(port: int, tmp: Path) -> list[str]:
+    conf = tmp / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {tmp};
+    server {{
+        listen {eb.HOST}:{port} reuseport;
+        location / {{ default_type text/plain; return 200 "Hello, World!"; }}
+    }}
+}}
+""")
+    return ["nginx", "-c", str(conf), "-p", str(tmp)]
+
+
+def http_servers(tmp: Path) -> dict:
+    py = sys.executable
+    return {
+        "uring": lambda port: [py, "-m", "uringio", "serve", "http", "--backend", "uring",
+                               "--host", eb.HOST, "--port", "0"],
+        "epoll": lambda port: [py, "-m", "uringio", "serve", "http", "--backend", "epoll",
+                               "--host", eb.HOST, "--port", "0"],
+        "uvloop+httptools": lambda port: [py, str(BENCH / "servers" / "uvloop_http.py"),
+                                          "--host", eb.HOST, "--port", "0"],
+        "nginx": lambda port: nginx_argv(port, tmp) + ["#{port}"],
+    }
+
+
+def resp_servers() -> dict:
+    py = sys.executable
+    return {
+        "uring": lambda port: [py, "-m", "uringio", "serve", "resp", "--backend", "uring",
+                               "--host", eb.HOST, "--port", "0"],
+        "epoll": lambda port: [py, "-m", "uringio", "serve", "resp", "--backend", "epoll",
+                               "--host", eb.HOST, "--port", "0"],
+        "redis-server": lambda port: ["redis-server", "--port", str(port), "--bind", eb.HOST,
+                                      "--save", "", "--appendonly", "no", "--io-threads", "1",
+                                      "--daemonize", "no", "#{port}"],
+    }
+
+
+def start(argv: list[str], port: int, logdir: Path, name: str) -> eb.Server:
+    """A pinned server. ``argv`` ending in "#{port}" marks one that listens
+    on ``port`` and prints no listening line; the others print one."""
+    fixed = argv[-1] == "#{port}"
+    server = eb.Server(eb.ServerSpec(name, tuple(argv[:-1] if fixed else argv)),
+                       SERVER_CPU, logdir)
+    try:
+        if fixed:
+            wait_port(port, server.proc)
+            server.port = port
+        else:
+            server.port = server.wait_listening()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def run_wrk(port: int, pipeline: int, duration: float, server: eb.Server) -> dict:
+    argv = ["wrk", "-t1", "-c100", f"-d{max(1, round(duration))}s", "--latency"]
+    if pipeline > 1:
+        argv += ["-s", str(BENCH / "pipeline.lua")]
+    argv += [f"http://{eb.HOST}:{port}/"]
+    if pipeline > 1:
+        argv += ["--", str(pipeline)]
+    cpu0 = server.cpu_seconds()
+    with eb.pinned(CLIENT_CPU):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    cpu = server.cpu_seconds() - cpu0
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        raise eb.RunFailed(f"wrk reported errors: {errors.group(0)}")
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 1, "ms": 1e3, "s": 1e6}
+    return {"rps": rps, "cpu_us_per_req": cpu / total * 1e6,
+            "p99_us": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0}
+
+
+def run_redis_benchmark(port: int, requests: int) -> dict:
+    argv = ["redis-benchmark", "-h", eb.HOST, "-p", str(port), "-t", "set,get",
+            "-n", str(requests), "-P", "16", "-c", "50", "-q"]
+    with eb.pinned(CLIENT_CPU):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    out = proc.stdout.replace("\r", "\n")
+    if proc.returncode or "error" in out.lower():
+        raise eb.RunFailed(f"redis-benchmark failed: {out[-300:]} {proc.stderr[-300:]}")
+    rps = dict(re.findall(r"^(SET|GET): ([\d.]+) requests per second", out, re.M))
+    return {"set_rps": float(rps["SET"]), "get_rps": float(rps["GET"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--requests", type=int, default=500_000, help="per redis-benchmark test")
+    parser.add_argument("--out", type=Path, default=eb.DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    console = Console()
+    ensure_tools()
+    results: dict[tuple[str, str], list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        jobs = [("http", name, build) for name, build in http_servers(tmp).items()]
+        jobs += [("resp", name, build) for name, build in resp_servers().items()]
+        for round_no in range(args.rounds):
+            shift = round_no % len(jobs)
+            for kind, name, build in jobs[shift:] + jobs[:shift]:
+                port = free_port()
+                proc = None
+                try:
+                    proc = start(build(port), port, tmp, name.replace("+", "_"))
+                    if kind == "http":
+                        row = {f"p16_{k}": v for k, v in
+                               run_wrk(proc.port, 16, args.duration, proc).items()}
+                        row.update({f"p1_{k}": v for k, v in
+                                    run_wrk(proc.port, 1, args.duration, proc).items()})
+                    else:
+                        row = run_redis_benchmark(proc.port, args.requests)
+                    results.setdefault((kind, name), []).append(row)
+                except (eb.RunFailed, subprocess.SubprocessError, AttributeError) as exc:
+                    console.print(f"[red]{kind} {name}: {exc}[/red]")
+                finally:
+                    if proc is not None:
+                        proc.stop()
+    summary = {f"{k}/{n}": {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+               for (k, n), rows in results.items() if rows}
+    http = Table(title=f"HTTP plaintext, wrk -t1 -c100, median of {args.rounds}")
+    for col in ("server", "pipelined x16 req/s", "×uvloop", "no pipelining req/s",
+                "CPU µs/req (no pipelining)", "×uvloop"):
+        http.add_column(col, justify="right")
+    base = summary.get("http/uvloop+httptools")
+    for name in http_servers(Path("/tmp")):
+        row = summary.get(f"http/{name}")
+        if row is None:
+            http.add_row(name, "failed", "", "", "", "")
+            continue
+        http.add_row(name, f"{row['p16_rps']:,.0f}",
+                     f"{row['p16_rps'] / base['p16_rps']:.2f}×" if base else "",
+                     f"{row['p1_rps']:,.0f}", f"{row['p1_cpu_us_per_req']:.2f}",
+                     f"{row['p1_cpu_us_per_req'] / base['p1_cpu_us_per_req']:.2f}×" if base else "")
+    console.print(http)
+    resp = Table(title=f"RESP, redis-benchmark -P 16 -c 50, median of {args.rounds}")
+    for col in ("server", "SET req/s", "×redis", "GET req/s", "×redis"):
+        resp.add_column(col, justify="right")
+    rbase = summary.get("resp/redis-server")
+    for name in resp_servers():
+        row = summary.get(f"resp/{name}")
+        if row is None:
+            resp.add_row(name, "failed", "", "", "")
+            continue
+        resp.add_row(name, f"{row['set_rps']:,.0f}",
+                     f"{row['set_rps'] / rbase['set_rps']:.2f}×" if rbase else "",
+                     f"{row['get_rps']:,.0f}",
+                     f"{row['get_rps'] / rbase['get_rps']:.2f}×" if rbase else "")
+    console.print(resp)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"protocols_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(summary, indent=2))
+    console.print(f"raw results: {path}")
+    return 0 if len(summary) == len(jobs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
