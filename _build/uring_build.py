@@ -113,6 +113,8 @@ int uio_prep_send(struct io_uring *ring, int fd, const void *buf, unsigned len,
 int uio_prep_read(struct io_uring *ring, int fd, void *buf, unsigned len,
                   uint64_t offset, uint64_t user_data);
 int uio_prep_close(struct io_uring *ring, int fd, uint64_t user_data, unsigned sqe_flags);
+int uio_prep_splice(struct io_uring *ring, int fd_in, int64_t off_in, int fd_out,
+                    int64_t off_out, unsigned nbytes, uint64_t user_data, unsigned sqe_flags);
 int uio_prep_timeout(struct io_uring *ring, struct __kernel_timespec *ts,
                      unsigned count, unsigned flags, uint64_t user_data);
 int uio_prep_cancel64(struct io_uring *ring, uint64_t target, int flags,

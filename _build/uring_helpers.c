@@ -158,6 +158,17 @@ int uio_prep_close(struct io_uring *ring, int fd, uint64_t user_data, unsigned s
     return 0;
 }
 
+/* io_uring_prep_splice(3): off -1 means "the fd's own position" (a pipe). */
+int uio_prep_splice(struct io_uring *ring, int fd_in, int64_t off_in, int fd_out,
+                    int64_t off_out, unsigned nbytes, uint64_t user_data, unsigned sqe_flags)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out, nbytes, 0);
+    sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
 int uio_prep_timeout(struct io_uring *ring, struct __kernel_timespec *ts,
                      unsigned count, unsigned flags, uint64_t user_data)
 {

@@ -1,5 +1,6 @@
 """Connection and Protocol on both backends."""
 
+import os
 import socket
 
 import pytest
@@ -152,5 +153,43 @@ def test_write_after_close_is_refused(loop):
         conn.write(b"more")
     conn.abort()
     assert loop.run_until(lambda: any(isinstance(e, tuple) for e in protocols[0].events), 5.0)
+    server.close()
+    client.close()
+
+
+def test_sendfile_keeps_order_with_the_writes_around_it(loop, tmp_path):
+    first = tmp_path / "one.bin"
+    second = tmp_path / "two.bin"
+    first.write_bytes(os.urandom(200_000))     # several pipe-sized rounds on uring
+    second.write_bytes(os.urandom(70_000))
+    files = [open(first, "rb"), open(second, "rb")]
+
+    class Mixed(Protocol):
+        def connection_made(self, conn):
+            conn.write(b"<a>")
+            conn.sendfile(files[0], close=True)
+            conn.write(b"<b>")
+            conn.write(b"<c>")
+            conn.sendfile(files[1], offset=1000, count=50_000, close=True)
+            conn.write(b"<d>")
+            conn.close()
+
+    server = Server(loop, Mixed, listen("127.0.0.1", 0)).start()
+    client = socket.create_connection(server.address, timeout=5)
+    client.setblocking(False)
+    received = bytearray()
+
+    def done():
+        try:
+            while chunk := client.recv(1 << 20):
+                received.extend(chunk)
+            return True   # EOF: the server closed after everything
+        except BlockingIOError:
+            return False
+
+    assert loop.run_until(done, 10.0)
+    expected = (b"<a>" + first.read_bytes() + b"<b><c>" + second.read_bytes()[1000:51_000] + b"<d>")
+    assert bytes(received) == expected
+    assert all(f.closed for f in files)
     server.close()
     client.close()

@@ -11,6 +11,7 @@ into the next send, all of it kept out of Python on the io_uring backend.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections import deque
 from typing import Callable
@@ -56,7 +57,8 @@ class Connection:
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
                  "_paused_reading", "_on_data", "_deliver", "_idle_timeout", "_idle_timer",
-                 "_last_data", "_pool", "_work", "_eof_pending", "__weakref__")
+                 "_last_data", "_pool", "_work", "_eof_pending", "_queue",
+                 "__weakref__")
 
     def __init__(self, loop, fd: int, protocol: Protocol,
                  on_closed: Callable[["Connection"], None] | None = None,
@@ -75,6 +77,9 @@ class Connection:
         self._low = DEFAULT_LOW_WATER
         self._paused_writing = False
         self._eof_pending = False
+        # While a file is being sent: it, and what was written or sent after
+        # it, in order (bytes, or (file, offset, count)).
+        self._queue: deque = deque()
         self._paused_reading = False
         self._idle_timeout = idle_timeout
         self._idle_timer = None
@@ -212,8 +217,51 @@ class Connection:
             raise RuntimeError("write() after close()")
         if data.__class__ is not bytes:
             data = bytes(data)   # the caller may change it after we return
+        if self._queue:   # a file goes out first; these bytes wait their turn
+            self._queue.append(data)
+            return
         if self._write(data, len(data)) > self._high and not self._paused_writing:
             self._pause_writing()
+
+    def sendfile(self, file, offset: int = 0, count: int | None = None,
+                 close: bool = False) -> None:
+        """Send ``count`` bytes (default: to the end) of ``file`` (an open
+        file, kept referenced until sent) from ``offset``, in order with the
+        writes around it, without copying them through Python. With
+        ``close``, the file is closed once sent or once the connection is."""
+        if self._closing:
+            raise RuntimeError("sendfile() after close()")
+        if count is None:
+            count = os.fstat(file.fileno()).st_size - offset
+        self._queue.append((file, offset, count, close))
+        if len(self._queue) == 1 and self._stream.notify(0):
+            self._next_file()
+
+    def _next_file(self) -> None:
+        # What was written before the file is out: the file's turn.
+        file, offset, count, _close = self._queue[0]
+        self._loop.sendfile(self.fd, file.fileno(), offset, count, self._file_sent)
+
+    def _file_sent(self, res) -> None:
+        if res.__class__ is not int:
+            self._fail(res)
+            return
+        if self._closed:
+            return
+        queue = self._queue
+        file, _offset, _count, close = queue.popleft()
+        if close:
+            file.close()
+        # Bytes queued behind the file go to the stream; a file behind them
+        # waits until they are out.
+        while queue and queue[0].__class__ is bytes:
+            data = queue.popleft()
+            self._write(data, len(data))
+        if queue:
+            if self._stream.notify(0):
+                self._next_file()
+        elif self._closing and not self._work and self._stream.notify(0):
+            self._finish()
 
     def writelines(self, lines) -> None:
         self.write(b"".join(lines))
@@ -234,6 +282,10 @@ class Connection:
         if self._paused_writing and res <= self._low:
             self._paused_writing = False
             self._protocol.resume_writing()
+        if self._queue:
+            if res == 0:
+                self._next_file()   # what was written before the file is out
+            return
         if self._eof_pending and (res == 0 or self._stream.notify(0)):
             self._shutdown_write()
         if self._closing and not self._work and (res == 0 or self._stream.notify(0)):
@@ -267,7 +319,7 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        if not self._work and self._stream.notify(0):
+        if not self._work and not self._queue and self._stream.notify(0):
             self._finish()
 
     def abort(self) -> None:
@@ -288,6 +340,10 @@ class Connection:
         self._closed = True
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        for item in self._queue:
+            if item.__class__ is tuple and item[3]:
+                item[0].close()   # the loop's own sendfile holds its fd until cancelled
+        self._queue.clear()
         self._stream.close()
         self._loop.close_fd(self.fd)
         try:

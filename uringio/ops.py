@@ -28,6 +28,8 @@ class OpKind(enum.IntEnum):
     CLOSE = 5
     WAKEUP = 6      # the read kept pending on the loop's eventfd
     SEND_STREAM = 7 # reports from a C-side send stream (a "writer")
+    SPLICE_IN = 8   # file -> pipe half of a sendfile
+    SENDFILE = 9    # pipe -> socket half of a sendfile
 
 
 # Plain ints for the hot paths: an enum member lookup costs more than the

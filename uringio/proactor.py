@@ -35,7 +35,7 @@ from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUna
 from .loop import BaseLoop, BaseSendStream, log
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
 from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
-                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, UIO_WRITER_LEVEL, Ring,
+                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, IOSQE_IO_LINK, UIO_WRITER_LEVEL, Ring,
                    kernel_release)
 
 _ECANCELED = errno.ECANCELED
@@ -45,6 +45,7 @@ _ACCEPT_FLAGS = socket.SOCK_CLOEXEC
 _EMPTY = b""
 _pin = pin
 _SEND = int(OpKind.SEND)
+_PIPE_CHUNK = 64 * 1024   # a pipe's default capacity
 _RECV_STREAM = int(OpKind.RECV_STREAM)
 _F_MORE = IORING_CQE_F_MORE
 
@@ -366,6 +367,69 @@ class ProactorLoop(BaseLoop):
         handler = self._ops.pop(op)
         if not cancelled:
             handler(result)
+
+    # -- sendfile --------------------------------------------------------------
+
+    def sendfile(self, fd: int, file_fd: int, offset: int, count: int, handler) -> None:
+        """Send ``count`` bytes of ``file_fd`` from ``offset`` to socket ``fd``
+        without copying them through Python: handler(count) or handler(OSError).
+
+        io_uring has no sendfile; a pipe stands in for it: each round is a
+        splice file -> pipe linked to a splice pipe -> socket (IOSQE_IO_LINK),
+        one submission, the bytes moved by the kernel alone."""
+        self._check_open()
+        if count <= 0:
+            self.call_soon(handler, 0)
+            return
+        pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
+        out = self._ops.add(OpKind.SENDFILE, fd, handler, self._on_sendfile)
+        # State: [file_fd, next offset, bytes left to read, pipe_r, pipe_w,
+        #         bytes in the pipe, bytes sent]
+        out.extra = [file_fd, offset, count, pipe_r, pipe_w, 0, 0]
+        out.buf = self._ops.add(OpKind.SPLICE_IN, fd, None, self._on_splice_in)
+        out.buf.extra = out
+        self._splice_round(out)
+
+    def _splice_round(self, out: Op) -> None:
+        state = out.extra
+        file_fd, offset, left, pipe_r, pipe_w, in_pipe, _sent = state
+        if in_pipe:   # the socket took less than the pipe held: send the rest
+            self._submit(self._ring.prep_splice(pipe_r, -1, out.fd, -1, in_pipe, out.id, 0))
+            return
+        chunk = min(left, _PIPE_CHUNK)
+        self._submit(self._ring.prep_splice(file_fd, offset, pipe_w, -1, chunk,
+                                            out.buf.id, IOSQE_IO_LINK))
+        self._submit(self._ring.prep_splice(pipe_r, -1, out.fd, -1, chunk, out.id, 0))
+
+    def _on_splice_in(self, op: Op, res: int, flags: int) -> None:
+        # splice(2) file -> pipe: bytes now in the pipe, or -errno (then the
+        # linked pipe -> socket half completes with -ECANCELED).
+        state = op.extra.extra
+        if res > 0:
+            state[1] += res
+            state[2] -= res
+            state[5] += res
+        elif res < 0:
+            state[5] = res   # remembered for the other half's report
+
+    def _on_sendfile(self, out: Op, res: int, flags: int) -> None:
+        # splice(2) pipe -> socket: bytes sent, or -errno.
+        state = out.extra
+        if state[5] < 0:             # the file side failed
+            res = state[5]
+        elif res == 0 and state[5]:  # the socket took nothing: it is broken
+            res = -errno.EPIPE
+        if res >= 0 and not out.cancelled:
+            state[5] -= res
+            state[6] += res
+            if state[5] or state[2]:
+                self._splice_round(out)
+                return
+        os.close(state[3])
+        os.close(state[4])
+        self._ops.pop(out.buf)
+        handler = self._ops.pop(out)
+        handler(state[6] if res >= 0 and not out.cancelled else os_error(-res if res < 0 else errno.ECANCELED))
 
     # -- send streams --------------------------------------------------------
 

@@ -42,7 +42,7 @@ class _FdState:
     """What the loop wants from one fd: a reader and queued writes."""
 
     __slots__ = ("fd", "on_readable", "handler", "end_handler", "nbytes", "sock", "writes", "buffered",
-                 "stream", "mask", "dirty", "timer")
+                 "stream", "mask", "dirty", "timer", "sendfile")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -57,6 +57,7 @@ class _FdState:
         self.mask = 0
         self.dirty = False        # stream bytes to write before the next wait
         self.timer = None         # a one-shot recv's deadline
+        self.sendfile = None      # [file_fd, offset, left, handler, total]
 
 
 class ReactorLoop(BaseLoop):
@@ -97,6 +98,8 @@ class ReactorLoop(BaseLoop):
                             st.on_readable(st)
                     if st.writes and ev & (_EPOLLOUT | _EPOLL_ERRS):
                         self._write_more(st)
+                    elif st.sendfile is not None and ev & (_EPOLLOUT | _EPOLL_ERRS):
+                        self._sendfile_more(st)
             except Exception:
                 self._handler_failed(events[i - 1])
 
@@ -115,7 +118,8 @@ class ReactorLoop(BaseLoop):
     def _update(self, st: _FdState) -> None:
         # Keep the registration in step with what is wanted, one epoll_ctl
         # only when that changes.
-        mask = (_EPOLLIN if st.on_readable is not None else 0) | (_EPOLLOUT if st.writes else 0)
+        mask = ((_EPOLLIN if st.on_readable is not None else 0)
+                | (_EPOLLOUT if st.writes or st.sendfile else 0))
         if mask == st.mask:
             return
         if mask == 0:
@@ -358,6 +362,44 @@ class ReactorLoop(BaseLoop):
             stream.failed = exc.errno or errno.EPIPE
             stream.handler(exc)
 
+    # -- sendfile --------------------------------------------------------------
+
+    def sendfile(self, fd: int, file_fd: int, offset: int, count: int, handler) -> None:
+        """Send ``count`` bytes of ``file_fd`` from ``offset`` to socket ``fd``
+        with sendfile(2), never through Python: handler(count) or
+        handler(OSError). Tried at once; EPOLLOUT when the socket is full."""
+        self._check_open()
+        st = self._state(fd)
+        if st.sendfile is not None or st.writes:
+            raise BusyResourceError(f"a send is already in flight on fd {fd}")
+        st.sendfile = [file_fd, offset, count, handler, count]
+        self._sendfile_more(st)
+
+    def _sendfile_more(self, st: _FdState) -> None:
+        job = st.sendfile
+        file_fd, offset, left, handler, total = job
+        result = total
+        while left:
+            try:
+                sent = os.sendfile(st.fd, file_fd, offset, left)
+            except BlockingIOError:
+                job[1], job[2] = offset, left
+                self._update(st)   # wait for EPOLLOUT
+                return
+            except OSError as exc:
+                result = exc
+                break
+            if sent == 0:          # the file is shorter than promised
+                result = os_error(errno.EPIPE)
+                break
+            offset += sent
+            left -= sent
+        st.sendfile = None
+        self._update(st)
+        if st.mask == 0 and st.on_readable is None and st.stream is None:
+            self._fds.pop(st.fd, None)
+        self._ready.append((handler, (result,)))
+
     # -- send streams --------------------------------------------------------
 
     def open_send_stream(self, fd: int, handler) -> "SendStream":
@@ -387,6 +429,8 @@ class ReactorLoop(BaseLoop):
             # Queued sends and a one-shot recv get ECANCELED; a receive
             # stream just ends.
             cancelled = [h for _view, h, _total in st.writes if h is not None]
+            if st.sendfile is not None:
+                cancelled.append(st.sendfile[3])
             if st.on_readable == self._read_once:
                 cancelled.append(st.handler)
             for op_handler in cancelled:

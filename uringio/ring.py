@@ -36,6 +36,7 @@ if lib is not None:
     IORING_CQE_BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
     IOSQE_IO_LINK = lib.IOSQE_IO_LINK
     IOSQE_IO_HARDLINK = lib.IOSQE_IO_HARDLINK
+    IOSQE_IO_LINK = lib.IOSQE_IO_LINK
     IOSQE_CQE_SKIP_SUCCESS = lib.IOSQE_CQE_SKIP_SUCCESS
     IORING_ASYNC_CANCEL_ALL = lib.IORING_ASYNC_CANCEL_ALL
     IORING_ASYNC_CANCEL_ANY = lib.IORING_ASYNC_CANCEL_ANY
@@ -152,6 +153,7 @@ class Ring:
         self.prep_send = partial(lib.uio_prep_send, ptr)
         self.prep_read = partial(lib.uio_prep_read, ptr)
         self.prep_close = partial(lib.uio_prep_close, ptr)
+        self.prep_splice = partial(lib.uio_prep_splice, ptr)
         self.prep_timeout = partial(lib.uio_prep_timeout, ptr)
         self.prep_cancel64 = partial(lib.uio_prep_cancel64, ptr)
         self.prep_cancel_fd = partial(lib.uio_prep_cancel_fd, ptr)
