@@ -71,7 +71,7 @@ class Response:
         self.body = body if body.__class__ is bytes else body.encode()
         self.status = status
         self.content_type = content_type
-        self.headers = headers or []
+        self.headers = headers   # extra (name, value) pairs, or None
         self.file = None   # an open file sent as the body, by sendfile
 
     @classmethod
@@ -231,10 +231,12 @@ class HTTPProtocol(Protocol):
 
     # -- httptools callbacks -------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._in_head = True
+    # No on_message_begin: a callback per request costs more than its use.
+    # httptools reports the URL as it arrives, in pieces, so on_url is the
+    # first sign of a request's head (a method alone is a few bytes at most).
 
     def on_url(self, url: bytes) -> None:
+        self._in_head = True
         self._url += url
         self._header_bytes += len(url)
         if self._header_bytes > MAX_HEADER_BYTES:
@@ -302,9 +304,15 @@ class HTTPProtocol(Protocol):
                 request.version.encode(), response.status,
                 _REASONS.get(response.status, b"Unknown"), SERVER)
         file = response.file
+        if keep_alive and file is None and not response.headers and request.version == "1.1":
+            # The common response, in one piece.
+            self._out.append(b"%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+                status_line, self._date, ctype, len(body),
+                body if request.method != "HEAD" else _EMPTY))
+            return
         head = [b"%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
             status_line, self._date, ctype, len(body) if file is None else response.file_size)]
-        for name, value in response.headers:
+        for name, value in response.headers or ():
             head.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
         if not keep_alive:
             head.append(b"Connection: close\r\n")
