@@ -193,3 +193,31 @@ def test_sendfile_keeps_order_with_the_writes_around_it(loop, tmp_path):
     assert all(f.closed for f in files)
     server.close()
     client.close()
+
+
+def test_large_and_small_writes_interleave_in_order(loop):
+    pieces = [os.urandom(n) for n in (100_000, 10, 9_000, 300, 200_000, 5)]
+
+    class Writer(Protocol):
+        def connection_made(self, conn):
+            for piece in pieces:
+                conn.write(piece)
+            conn.close()
+
+    server = Server(loop, Writer, listen("127.0.0.1", 0)).start()
+    client = socket.create_connection(server.address, timeout=5)
+    client.setblocking(False)
+    received = bytearray()
+
+    def done():
+        try:
+            while chunk := client.recv(1 << 20):
+                received.extend(chunk)
+            return True
+        except BlockingIOError:
+            return False
+
+    assert loop.run_until(done, 10.0)
+    assert bytes(received) == b"".join(pieces)
+    server.close()
+    client.close()
