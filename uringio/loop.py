@@ -3,25 +3,19 @@ thread-safe wakeup, run/stop, and choosing the backend.
 
 The operation interface is completion-based on both backends. A caller
 *starts* an operation with a completion handler; the handler runs later, on
-the loop thread, with the result or an ``OSError`` carrying the errno:
+the loop thread, with the result or an `OSError` carrying the errno:
 
-==========================  ==================================================
-``accept(sock, h)``         h(fd) per new connection, until ``cancel_accept``
-                            or an error (h(OSError); accepting has stopped)
-``start_recv(fd, h, e=None)``  h(bytes) per chunk, then h(b"") at EOF or
-                            h(OSError), which end the stream; with ``e``
-                            given, EOF and errors go to e instead
-``stop_recv(fd)``           stop a stream; nothing received is lost: it is
-                            delivered by the next ``start_recv`` on that fd
-``recv(fd, n, h)``          one receive of at most n bytes: h(bytes | OSError)
-``send(fd, data, h)``       a full send: h(len(data)) once every byte is out,
-                            or h(OSError)
-``close_fd(fd, h=None)``    cancel what is in flight on fd, then close it:
-                            h(0 | OSError)
-==========================  ==================================================
+| operation | handler |
+| --- | --- |
+| `accept(sock, h)` | `h(fd)` per new connection, until `cancel_accept` or an error (`h(OSError)`: accepting has stopped) |
+| `start_recv(fd, h, e=None)` | `h(bytes)` per chunk, then `h(b"")` at EOF or `h(OSError)`, which end the stream; with `e` given, EOF and errors go to `e` instead |
+| `stop_recv(fd)` | stops a stream; nothing received is lost: the next `start_recv` on that fd delivers it |
+| `recv(fd, n, h, timeout=None)` | one receive of at most `n` bytes: `h(bytes | OSError)` |
+| `send(fd, data, h)` | a full send: `h(len(data))` once every byte is out, or `h(OSError)` |
+| `close_fd(fd, h=None)` | cancels what is in flight on fd, then closes it: `h(0 | OSError)` |
 
-``ProactorLoop`` (backend "uring") submits these to io_uring and the kernel
-does the IO. ``ReactorLoop`` (backend "epoll") waits for readiness and does
+`ProactorLoop` (backend "uring") submits these to io_uring and the kernel
+does the IO. `ReactorLoop` (backend "epoll") waits for readiness and does
 the non-blocking syscall itself. A handler never runs inside the call that
 started its operation, on either backend.
 """
