@@ -117,20 +117,20 @@ class ReactorLoop(BaseLoop):
 
     def _update(self, st: _FdState) -> None:
         # Keep the registration in step with what is wanted, one epoll_ctl
-        # only when that changes.
+        # only when that changes; forget an fd nothing is wanted from (its
+        # number may be reused once it is closed).
         mask = ((_EPOLLIN if st.on_readable is not None else 0)
                 | (_EPOLLOUT if st.writes or st.sendfile else 0))
-        if mask == st.mask:
-            return
-        if mask == 0:
-            self._epoll.unregister(st.fd)
-            if st.stream is None:
-                del self._fds[st.fd]
-        elif st.mask == 0:
-            self._epoll.register(st.fd, mask)
-        else:
-            self._epoll.modify(st.fd, mask)
-        st.mask = mask
+        if mask != st.mask:
+            if mask == 0:
+                self._epoll.unregister(st.fd)
+            elif st.mask == 0:
+                self._epoll.register(st.fd, mask)
+            else:
+                self._epoll.modify(st.fd, mask)
+            st.mask = mask
+        if mask == 0 and st.stream is None and self._fds.get(st.fd) is st:
+            del self._fds[st.fd]
 
     def _set_reader(self, fd: int, on_readable, handler, what: str) -> _FdState:
         self._check_open()
@@ -148,8 +148,6 @@ class ReactorLoop(BaseLoop):
             st.timer = None
         st.on_readable = st.handler = st.end_handler = st.sock = None
         self._update(st)
-        if st.mask == 0 and st.stream is None:
-            self._fds.pop(st.fd, None)
 
     # -- accept --------------------------------------------------------------
 
@@ -396,8 +394,6 @@ class ReactorLoop(BaseLoop):
             left -= sent
         st.sendfile = None
         self._update(st)
-        if st.mask == 0 and st.on_readable is None and st.stream is None:
-            self._fds.pop(st.fd, None)
         self._ready.append((handler, (result,)))
 
     # -- send streams --------------------------------------------------------
@@ -512,5 +508,3 @@ class SendStream(BaseSendStream):
         st.buffered = sum(len(entry[0]) for entry in kept)
         if self._loop._fds.get(st.fd) is st:
             self._loop._update(st)
-            if st.mask == 0 and st.on_readable is None:
-                self._loop._fds.pop(st.fd, None)
