@@ -149,8 +149,8 @@ class Connection:
                 self._fail(result if isinstance(result, Exception) else RuntimeError(repr(result)))
             elif result:
                 self._write(result if result.__class__ is bytes else bytes(result), len(result))
-        if not work and self._closing and not self._closed and self._stream.notify(0):
-            self._finish()
+        if not work:
+            self._finish_if_drained()
 
     def _check_idle(self) -> None:
         # A timer per connection, re-armed for the time left, rather than one
@@ -260,8 +260,8 @@ class Connection:
         if queue:
             if self._stream.notify(0):
                 self._next_file()
-        elif self._closing and not self._work and self._stream.notify(0):
-            self._finish()
+        else:
+            self._finish_if_drained()
 
     def writelines(self, lines) -> None:
         self.write(b"".join(lines))
@@ -288,8 +288,7 @@ class Connection:
             return
         if self._eof_pending and (res == 0 or self._stream.notify(0)):
             self._shutdown_write()
-        if self._closing and not self._work and (res == 0 or self._stream.notify(0)):
-            self._finish()
+        self._finish_if_drained()
 
     def write_eof(self) -> None:
         """Send FIN once the queued writes are out; receiving goes on (a
@@ -319,7 +318,13 @@ class Connection:
         if self._closing:
             return
         self._closing = True
-        if not self._work and not self._queue and self._stream.notify(0):
+        self._finish_if_drained()
+
+    def _finish_if_drained(self) -> None:
+        # A close() waits for the blocking work already started, the files
+        # queued and the bytes buffered; whichever of them ends last gets here.
+        if (self._closing and not self._closed and not self._work and not self._queue
+                and self._stream.notify(0)):
             self._finish()
 
     def abort(self) -> None:
