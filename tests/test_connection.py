@@ -31,6 +31,23 @@ def serve(loop, factory):
     return Server(loop, factory, listen("127.0.0.1", 0)).start()
 
 
+def read_until_closed(loop, client: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes, running the loop meanwhile."""
+    client.setblocking(False)
+    received = bytearray()
+
+    def closed():
+        try:
+            while chunk := client.recv(1 << 20):
+                received.extend(chunk)
+            return True
+        except BlockingIOError:
+            return False
+
+    assert loop.run_until(closed, timeout), "the server did not close"
+    return bytes(received)
+
+
 def test_burst_of_writes_is_coalesced_and_arrives_in_order(loop):
     chunks = [b"%04d," % i for i in range(1000)]
     streams = []
@@ -44,21 +61,7 @@ def test_burst_of_writes_is_coalesced_and_arrives_in_order(loop):
 
     server = serve(loop, Burst)
     client = socket.create_connection(server.address, timeout=5)
-    received = bytearray()
-    client.setblocking(False)
-
-    def drained():
-        try:
-            while True:
-                chunk = client.recv(65536)
-                if not chunk:
-                    return True
-                received.extend(chunk)
-        except BlockingIOError:
-            return False
-
-    assert loop.run_until(drained, 5.0)
-    assert bytes(received) == b"".join(chunks)
+    assert read_until_closed(loop, client, 5.0) == b"".join(chunks)
     assert streams[0].sends == 1   # 1000 writes in one turn: one send
     server.close()
     client.close()
@@ -176,20 +179,8 @@ def test_sendfile_keeps_order_with_the_writes_around_it(loop, tmp_path):
 
     server = Server(loop, Mixed, listen("127.0.0.1", 0)).start()
     client = socket.create_connection(server.address, timeout=5)
-    client.setblocking(False)
-    received = bytearray()
-
-    def done():
-        try:
-            while chunk := client.recv(1 << 20):
-                received.extend(chunk)
-            return True   # EOF: the server closed after everything
-        except BlockingIOError:
-            return False
-
-    assert loop.run_until(done, 10.0)
     expected = (b"<a>" + first.read_bytes() + b"<b><c>" + second.read_bytes()[1000:51_000] + b"<d>")
-    assert bytes(received) == expected
+    assert read_until_closed(loop, client, 10.0) == expected
     assert all(f.closed for f in files)
     server.close()
     client.close()
@@ -206,18 +197,6 @@ def test_large_and_small_writes_interleave_in_order(loop):
 
     server = Server(loop, Writer, listen("127.0.0.1", 0)).start()
     client = socket.create_connection(server.address, timeout=5)
-    client.setblocking(False)
-    received = bytearray()
-
-    def done():
-        try:
-            while chunk := client.recv(1 << 20):
-                received.extend(chunk)
-            return True
-        except BlockingIOError:
-            return False
-
-    assert loop.run_until(done, 10.0)
-    assert bytes(received) == b"".join(pieces)
+    assert read_until_closed(loop, client, 10.0) == b"".join(pieces)
     server.close()
     client.close()
