@@ -34,9 +34,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.uringio-installed
-if [ ! -e "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-        || [ _build/uring_build.py -nt "$stamp" ] || [ _build/uring_helpers.c -nt "$stamp" ] \
-        || ! .venv/bin/python -c 'import uringio._liburing' 2>/dev/null; then
+stale=
+for f in pyproject.toml setup.py _build/*; do
+    if [ "$f" -nt "$stamp" ]; then stale=1; fi
+done
+if [ ! -e "$stamp" ] || [ -n "$stale" ] \
+        || ! .venv/bin/python -c 'import uringio._liburing, uringio._resp' 2>/dev/null; then
     echo "setup: installing uringio (editable) and its test and benchmark tools"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test,bench]'

@@ -8,11 +8,13 @@ import shutil
 import socket
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 import redis
 
 from conftest import start_server, stop_server
+from uringio import resp
 from uringio.resp import MAX_LINE, resp_factory
 
 # The server, started without the CLI: run_server with the protocol class
@@ -280,6 +282,74 @@ def test_every_cut_point_gives_the_same_replies():
 def test_a_pipelined_chunk_is_answered_with_one_write():
     batch = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n" * 100
     assert feed([batch]).writes == [b"".join(b"+OK\r\n:%d\r\n" % n for n in range(1, 101))]
+
+
+def random_batch(rng):
+    """Requests as clients write them, and as they do not: binary values
+    holding CR, LF and CRLF, names in any case, lengths with a leading zero,
+    argument counts past the fast dispatch, empty arrays, inline lines."""
+    def value():
+        return b"".join(rng.choice([b"\r", b"\n", b"\r\n", b"$", b"*", b"v", b"1"])
+                        for _ in range(rng.randint(0, 6)))
+
+    def array(args, canonical=True):
+        head = b"$%d\r\n" if canonical else b"$0%d\r\n"
+        return b"*%d\r\n" % len(args) + b"".join(head % len(a) + a + b"\r\n" for a in args)
+
+    keys = [b"k%d" % n for n in range(4)]
+    out = []
+    for _ in range(rng.randint(1, 40)):
+        name = rng.choice([b"SET", b"set", b"GET", b"get", b"Get", b"INCR", b"DEL", b"EXISTS",
+                           b"MSET", b"MGET", b"ECHO", b"PING", b"NOPE"])
+        args = [name, rng.choice(keys)]
+        if name.upper() == b"SET":
+            args.append(rng.choice([value(), b"%d" % rng.randint(-5, 5)]))
+        elif name.upper() in (b"MSET", b"MGET", b"DEL", b"EXISTS"):
+            for key in rng.sample(keys * 6, rng.randint(0, 20)):
+                args += [key, value()] if name.upper() == b"MSET" else [key]
+        elif name.upper() == b"ECHO":
+            args[1] = value()
+        kind = rng.random()
+        if kind < 0.1:
+            out.append(b" ".join(args[:2]).replace(b"\r", b"").replace(b"\n", b"") + b"\r\n")
+        elif kind < 0.15:
+            out.append(array(args, canonical=False))
+        elif kind < 0.18:
+            out.append(b"*0\r\n")
+        else:
+            out.append(array(args))
+    return b"".join(out)
+
+
+def test_the_fast_path_agrees_with_the_parser(monkeypatch):
+    # The C framing check decides which requests the split-based fast path
+    # takes; with it off, _parse takes every request. Both must give the
+    # same replies, byte for byte, whole and cut in two.
+    rng = random.Random(11)
+    batches = [random_batch(rng) for _ in range(300)]
+    fast = [b"".join(feed([batch]).writes) for batch in batches]
+    cut = [b"".join(feed([batch[:len(batch) // 3], batch[len(batch) // 3:]]).writes)
+           for batch in batches]
+    monkeypatch.setattr(resp, "resp_scan", lambda buf, size: SimpleNamespace(lines=0, consumed=0))
+    slow = [b"".join(feed([batch]).writes) for batch in batches]
+    assert fast == slow
+    assert cut == slow
+    assert sum(reply.count(b"-ERR") for reply in slow) > 10     # the batches do reach errors
+
+
+def test_the_framing_check_admits_only_whole_simple_requests():
+    def lines(buf):
+        return resp.resp_scan(buf, len(buf)).lines
+
+    simple = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    assert lines(simple * 3) == 15
+    assert resp.resp_scan(simple * 3, len(simple) * 3).consumed == len(simple) * 3
+    for cut in range(len(simple)):
+        assert lines(simple + simple[:cut]) == 5, cut          # the cut one is left
+    for other in (b"GET k\r\n", b"*0\r\n", b"*1\r\n$02\r\nab\r\n", b"*01\r\n$1\r\na\r\n",
+                  b"*1\r\n$4\r\na\r\nb\r\n", b"*1\r\n:1\r\n", b"*1025\r\n", b"*1\r\n$1\r\nab\r\n"):
+        assert lines(simple + other + simple) == 5, other
+    assert lines(b"*1\r\n$2\r\na\r\r\n*1\r\n$2\r\n\nb\r\n") == 6   # CR or LF alone is fine
 
 
 def test_connections_share_their_class_store():

@@ -9,15 +9,18 @@ as typed into telnet.
 
 Discussion: the parser is the hot path. Under ``redis-benchmark -P 16`` a
 chunk holds sixteen or more requests, and the cost per request in Python is
-what sets the throughput. So a chunk is parsed in place: one offset walks
-it, ``bytes.find`` locates each line end, a slice is made only for an
-argument, every command is executed as soon as it is whole (a GET sees the
-SET before it in the same chunk), and all of the chunk's replies go out
-joined in one ``write``. Only the unparsed tail of a chunk is kept, once per
-chunk. A request may be cut anywhere by TCP: the arguments of a half-read
-array are kept with the count still missing, so nothing is parsed twice,
-and a large bulk string that arrives in many chunks is joined once, when
-enough bytes are there for it to be whole, not once per chunk.
+what sets the throughput. So a chunk is cut into lines by one ``split``,
+after a check in C (``_build/resp_scan.c``) that the split lines up with the
+framing; each request then costs a slice of that list and one dict lookup
+that finds its handler and checks its argument count together. Every
+command is executed as soon as it is whole (a GET sees the SET before it in
+the same chunk), and all of the chunk's replies go out joined in one
+``write``. What the check does not admit (an inline command, a value holding
+a CRLF, a request cut short, anything malformed) goes to a parser that walks
+the chunk with ``bytes.find``: the arguments of a half-read array are kept
+with the count still missing, so nothing is parsed twice, and a large bulk
+string that arrives in many chunks is joined once, when enough bytes are
+there for it to be whole, not once per chunk.
 
 Errors: a command that is unknown or has the wrong arguments is answered
 ``-ERR ...`` and the connection goes on. Framing that cannot be parsed is
@@ -33,7 +36,10 @@ import itertools
 from time import monotonic
 from typing import Callable
 
+from ._resp import lib as _resp_lib
 from .connection import Connection, Protocol
+
+resp_scan = _resp_lib.uio_resp_scan
 
 # Redis's own limits: proto-max-bulk-len, the multibulk length limit, and
 # PROTO_INLINE_MAX_SIZE for a line (an inline request or a length header).
@@ -50,9 +56,9 @@ EMPTY_ARRAY = b"*0\r\n"
 NOT_INTEGER = b"-ERR value is not an integer or out of range\r\n"
 SYNTAX_ERROR = b"-ERR syntax error\r\n"
 
-# Bulk string headers by length, b"$0" to b"$1023": what the fast path
-# checks lengths against, and so the longest string it takes.
-HEADERS = [b"$%d" % n for n in range(1024)]
+# Array headers b"*1" to b"*1024" -> argument count: the fast path's
+# requests, as resp_scan.c admits them (UIO_RESP_MAX_ARGS).
+ARGC = {b"*%d" % n: n for n in range(1, 1025)}
 
 # What CONFIG GET reports: no snapshots, no append-only file.
 PARAMETERS = {b"save": b"", b"appendonly": b"no"}
@@ -111,10 +117,22 @@ STORE = Store()
 # N means exactly N arguments, -N at least N.
 COMMANDS: dict[bytes, tuple[Callable, int]] = {}
 
+# The fast path's dispatch: BY_ARGC[n] maps a command name, upper or lower
+# case as clients send it, to its handler when n arguments are right for it,
+# so one dict lookup replaces upper(), the lookup and the arity check. Names
+# in other cases, and counts above FAST_ARGC, take _execute.
+FAST_ARGC = 16
+_NONE: dict[bytes, Callable] = {}
+BY_ARGC: list[dict[bytes, Callable]] = (
+    [{} for _ in range(FAST_ARGC + 1)] + [_NONE] * (1024 - FAST_ARGC))
+
 
 def command(name: str, arity: int) -> Callable:
     def register(handler: Callable) -> Callable:
         COMMANDS[name.encode()] = (handler, arity)
+        for n in range(1, FAST_ARGC + 1):
+            if n == arity or -n <= arity < 0:
+                BY_ARGC[n][name.encode()] = BY_ARGC[n][name.lower().encode()] = handler
         return handler
     return register
 
@@ -206,44 +224,33 @@ class RespProtocol(Protocol):
         return the offset of the first it leaves to _parse.
 
         Discussion: one ``split`` in C cuts a batch into its lines, so a
-        request costs a few operations on lists rather than a find, a slice
-        and an int() per line. A bulk string that holds a CRLF is cut in two
-        by the split; that shows as a length that does not match its header
-        (the first such string in a request always mismatches, since all
-        before it lined up), and the request goes to _parse, as do a request
-        cut short, a bulk string longer than HEADERS, a bare-LF inline line
-        and anything malformed, which _parse reports."""
+        request costs a slice of a list rather than a find, a slice and an
+        int() per line. Whether the split lines up with the framing (every
+        length header matches, no bulk string holds a CRLF) is checked in C
+        by ``resp_scan``, which reports how many lines the whole, simple
+        requests span; the rest (a request cut short, an inline command, a
+        binary value, anything malformed) goes to _parse, which handles and
+        reports every case."""
+        scan = resp_scan(buf, len(buf))
+        lines = scan.lines
+        if not lines:
+            return 0
         parts = buf.split(b"\r\n")
-        last = len(parts) - 1   # parts[last] is not followed by a CRLF: never whole
         execute = self._execute
+        append = replies.append
         i = 0
-        while i < last:
-            line = parts[i]
-            if line[:1] == b"*":
-                try:
-                    argc = int(line[1:])
-                except ValueError:
-                    break
-                j = i + 1 + 2 * argc
-                if argc <= 0 or j > last:
-                    break
-                args = parts[i + 2:j:2]
-                try:
-                    if list(map(HEADERS.__getitem__, map(len, args))) != parts[i + 1:j:2]:
-                        break
-                except IndexError:
-                    break
-                replies.append(execute(args))
-                i = j
-            elif b"\n" in line:
-                break
+        while i < lines:
+            argc = ARGC[parts[i]]
+            j = i + 1 + 2 * argc
+            handler = BY_ARGC[argc].get(parts[i + 2])
+            if handler is None:
+                append(execute(parts[i + 2:j:2]))
             else:
-                i += 1
-                if line := line.split():
-                    replies.append(execute(line))
+                append(handler(self, parts[i + 2:j:2]))
+            i = j
             if self._closing:
-                break
-        return sum(map(len, parts[:i])) + 2 * i
+                return sum(map(len, parts[:i])) + 2 * i
+        return scan.consumed
 
     def _parse(self, buf: bytes, pos: int, replies: list[bytes]) -> int:
         """Execute every whole request in ``buf`` from ``pos`` on, appending
