@@ -84,6 +84,7 @@ struct uio_bufring {
     unsigned size;
     int bgid;
     char *base;
+    unsigned added;
     ...;
 };
 
@@ -140,7 +141,8 @@ unsigned long long uio_writer_sends(struct uio_writers *ws, int wid);
 int uio_writer_notify(struct uio_writers *ws, int wid, long long level);
 
 int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
-                      unsigned entries, unsigned size, int bgid);
+                      unsigned entries, unsigned size, int bgid, unsigned initial);
+unsigned uio_bufring_grow(struct uio_bufring *br, unsigned n);
 void uio_bufring_free(struct io_uring *ring, struct uio_bufring *br);
 """
 

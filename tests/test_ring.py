@@ -92,3 +92,47 @@ def test_buffer_ring_registers_and_copies_out(ring):
     br.close()
     with pytest.raises(OSError):
         BufRing(ring, entries=3, size=4096)  # not a power of two
+
+
+def test_buffer_ring_starts_with_few_buffers_and_grows_to_all(ring):
+    # Few buffers in circulation keep the kernel's copies cache-warm; each
+    # grow doubles them (the loop grows on -ENOBUFS) up to the ring's size.
+    from uringio.buffers import BufRing
+    br = BufRing(ring, entries=64, size=512, initial=4)
+    try:
+        assert br.in_circulation == 4
+        added = [br.grow() for _ in range(5)]
+        assert added == [4, 8, 16, 32, 0]
+        assert br.in_circulation == 64
+    finally:
+        br.close()
+
+
+def test_recv_uses_only_the_buffers_in_circulation(ring):
+    # With 2 buffers in circulation of 8, a multishot recv picks ids 0 and 1
+    # and then runs dry: buffers not yet added are never handed out.
+    import socket
+    import time
+
+    from uringio.buffers import BufRing
+    from uringio.ring import lib
+    a, b = socket.socketpair()
+    br = BufRing(ring, entries=8, size=16, initial=2, bgid=3)
+    try:
+        b.sendall(b"x" * 64)
+        time.sleep(0.05)
+        ring.prep_recv_multishot(a.fileno(), 3, 0, 7)
+        ids, results = [], []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (not results or results[-1] != -errno.ENOBUFS):
+            cqes = ring.submit_and_wait(1, 1.0)
+            for i in range(0, len(cqes), 3):
+                results.append(cqes[i + 1])
+                if cqes[i + 2] & lib.IORING_CQE_F_BUFFER:
+                    ids.append(cqes[i + 2] >> lib.IORING_CQE_BUFFER_SHIFT)
+        assert results[-1] == -errno.ENOBUFS
+        assert sorted(ids) == [0, 1]
+    finally:
+        br.close()
+        a.close()
+        b.close()

@@ -32,17 +32,19 @@ def unpin(pinned) -> None:
 
 class BufRing:
     """A provided-buffer ring (io_uring_register_buf_ring(3)): ``entries``
-    buffers of ``size`` bytes, from which the kernel picks one per receive.
+    buffers of ``size`` bytes, from which the kernel picks one per receive;
+    ``initial`` of them are in circulation at first, and ``grow`` adds more.
 
     The kernel owns a buffer from the moment it is in the ring until a CQE
     names it (cqe.flags >> IORING_CQE_BUFFER_SHIFT); the loop copies the bytes
     out and hands the id back in its next ``submit_and_wait``.
     """
 
-    def __init__(self, ring: Ring, entries: int = 1024, size: int = 16384, bgid: int = 0) -> None:
+    def __init__(self, ring: Ring, entries: int = 1024, size: int = 16384, bgid: int = 0,
+                 initial: int = 16) -> None:
         self._ring = ring
         self._br = ffi.new("struct uio_bufring *")
-        res = lib.uio_bufring_setup(ring._ptr, self._br, entries, size, bgid)
+        res = lib.uio_bufring_setup(ring._ptr, self._br, entries, size, bgid, initial)
         if res < 0:
             raise ring_mod._unavailable(-res, "io_uring_register_buf_ring failed")
         self.entries = entries
@@ -52,6 +54,18 @@ class BufRing:
         # One char* per buffer id, so copying a buffer out is a single
         # foreign call: unpack(pointers[bid], nbytes).
         self.pointers = [base + i * size for i in range(entries)]
+
+    @property
+    def in_circulation(self) -> int:
+        """Buffers the kernel may pick from: ``initial`` at first, more after
+        each ``grow``, ``entries`` at most."""
+        return self._br.added
+
+    def grow(self) -> int:
+        """Double the buffers in circulation (see uio_bufring_grow in
+        _build/uring_helpers.c for why they start few); returns how many
+        were added, 0 once all ``entries`` are in."""
+        return lib.uio_bufring_grow(self._br, self._br.added)
 
     def take(self, bid: int, nbytes: int) -> bytes:
         """Copy ``nbytes`` out of buffer ``bid`` (the caller then recycles it)."""

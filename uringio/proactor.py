@@ -235,8 +235,10 @@ class ProactorLoop(BaseLoop):
             return
         if res == -_ENOBUFS and not op.cancelled:
             # The buffer ring ran dry; no data was taken. The buffers used
-            # this turn go back before the re-armed recv is submitted.
+            # this turn go back before the re-armed recv is submitted, and
+            # the ring gets more, until all it has are in circulation.
             self.enobufs_rearms += 1
+            self._bufs.grow()
             self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
             return
         if op.cancelled:
