@@ -3,7 +3,9 @@
     python benchmarks/protocols_bench.py [--rounds R] [--duration S]
 
 HTTP: `python -m uringio serve http` (uring, epoll), a uvloop + httptools
-server and nginx with one worker, all answering "/" with "Hello, World!".
+server, the same minimal httptools protocol on uringio ("bare": the loops
+compared alone, and what uringio's HTTP layer costs above it) and nginx with
+one worker, all answering "/" with "Hello, World!".
 wrk (one thread, 100 connections) drives each twice: with 16 requests
 pipelined per connection (TechEmpower's plaintext method: without it, one
 wrk thread saturates before a good Python server does) and without.
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -115,6 +118,10 @@ def http_servers(tmp: Path) -> dict:
                                "--host", eb.HOST, "--port", "0"],
         "uvloop+httptools": lambda port: [py, str(BENCH / "servers" / "uvloop_http.py"),
                                           "--host", eb.HOST, "--port", "0"],
+        "bare uring": lambda port: [py, str(BENCH / "servers" / "uringio_http_bare.py"),
+                                    "--backend", "uring", "--host", eb.HOST, "--port", "0"],
+        "bare epoll": lambda port: [py, str(BENCH / "servers" / "uringio_http_bare.py"),
+                                    "--backend", "epoll", "--host", eb.HOST, "--port", "0"],
         "nginx": lambda port: nginx_argv(port, tmp) + ["#{port}"],
     }
 
@@ -158,9 +165,15 @@ def run_wrk(port: int, pipeline: int, duration: float, server: eb.Server) -> dic
     if pipeline > 1:
         argv += ["--", str(pipeline)]
     cpu0 = server.cpu_seconds()
+    client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
     with eb.pinned(CLIENT_CPU):
         out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    wall = time.monotonic() - start
+    client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = server.cpu_seconds() - cpu0
+    # wrk's own CPU: near 100 % means the client, not the server, sets the pace.
+    client = (client1.ru_utime + client1.ru_stime - client0.ru_utime - client0.ru_stime) / wall
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
@@ -168,7 +181,7 @@ def run_wrk(port: int, pipeline: int, duration: float, server: eb.Server) -> dic
         raise eb.RunFailed(f"wrk reported errors: {errors.group(0)}")
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 1, "ms": 1e3, "s": 1e6}
-    return {"rps": rps, "cpu_us_per_req": cpu / total * 1e6,
+    return {"rps": rps, "cpu_us_per_req": cpu / total * 1e6, "client_cpu": client,
             "p99_us": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0}
 
 
@@ -191,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=500_000, help="per redis-benchmark test")
     parser.add_argument("--out", type=Path, default=eb.DEFAULT_OUT)
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=150)
     ensure_tools()
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -221,17 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     summary = {f"{k}/{n}": {key: statistics.median(r[key] for r in rows) for key in rows[0]}
                for (k, n), rows in results.items() if rows}
     http = Table(title=f"HTTP plaintext, wrk -t1 -c100, median of {args.rounds}")
-    for col in ("server", "pipelined x16 req/s", "×uvloop", "no pipelining req/s",
-                "CPU µs/req (no pipelining)", "×uvloop"):
+    for col in ("server", "pipelined x16 req/s", "×uvloop", "CPU µs/req", "wrk CPU",
+                "no pipelining req/s", "CPU µs/req (no pipelining)", "×uvloop"):
         http.add_column(col, justify="right")
     base = summary.get("http/uvloop+httptools")
     for name in http_servers(Path("/tmp")):
         row = summary.get(f"http/{name}")
         if row is None:
-            http.add_row(name, "failed", "", "", "", "")
+            http.add_row(name, "failed", "", "", "", "", "", "")
             continue
         http.add_row(name, f"{row['p16_rps']:,.0f}",
                      f"{row['p16_rps'] / base['p16_rps']:.2f}×" if base else "",
+                     f"{row['p16_cpu_us_per_req']:.2f}", f"{row['p16_client_cpu']:.0%}",
                      f"{row['p1_rps']:,.0f}", f"{row['p1_cpu_us_per_req']:.2f}",
                      f"{row['p1_cpu_us_per_req'] / base['p1_cpu_us_per_req']:.2f}×" if base else "")
     console.print(http)
