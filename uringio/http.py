@@ -39,25 +39,41 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 # Pieces of the response head, formatted once rather than per response.
 _STATUS_LINES = {(v, code): b"HTTP/%s %d %s\r\nServer: %s\r\n" % (v.encode(), code, reason, SERVER)
                  for v in ("1.0", "1.1") for code, reason in _REASONS.items()}
+_STATUS_LINES_11 = {code: line for (v, code), line in _STATUS_LINES.items() if v == "1.1"}
 _CONTENT_TYPES: dict[str, bytes] = {}
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 _EMPTY = b""
 
 
 class Request:
-    """One parsed request. ``headers`` maps lower-case names to values (bytes)."""
+    """One parsed request. ``url`` is the request target as sent (bytes);
+    ``path`` (str, still percent-encoded) and ``query`` (bytes) are cut from
+    it when asked for. ``headers`` maps lower-case names to values (bytes)."""
 
-    __slots__ = ("method", "path", "query", "version", "headers", "body", "keep_alive")
+    __slots__ = ("method", "url", "headers", "body", "keep_alive", "version")
 
-    def __init__(self, method: str, path: str, query: bytes, version: str, headers: dict,
-                 body: bytes, keep_alive: bool) -> None:
+    def __init__(self, method: str, url: bytes, headers: dict, body: bytes,
+                 keep_alive: bool, version: str) -> None:
         self.method = method
-        self.path = path
-        self.query = query
-        self.version = version
+        self.url = url
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
+        self.version = version
+
+    @property
+    def path(self) -> str:
+        url = self.url
+        if url[:1] == b"/" and b"?" not in url:
+            return url.decode("latin-1")   # the common case, without parse_url
+        return httptools.parse_url(url).path.decode("latin-1")
+
+    @property
+    def query(self) -> bytes:
+        url = self.url
+        if b"?" not in url:
+            return _EMPTY
+        return httptools.parse_url(url).query or _EMPTY
 
 
 class Response:
@@ -95,12 +111,18 @@ class Router:
 
     def __init__(self) -> None:
         self._routes: dict[str, tuple[Callable, tuple[str, ...]]] = {}
+        # The same routes by the bytes a request names them with, so the
+        # common request (no query, nothing encoded) is routed without
+        # decoding its URL first.
+        self._by_url: dict[bytes, tuple[Callable, tuple[str, ...]]] = {}
         self._static: tuple[str, str] | None = None
 
     def route(self, path: str, methods: tuple[str, ...] = ("GET", "HEAD")):
         """Decorator: ``@router.route("/json")``."""
         def register(handler: Callable) -> Callable:
             self._routes[path] = (handler, methods)
+            if "%" not in path and "?" not in path:
+                self._by_url[path.encode("latin-1")] = (handler, methods)
             return handler
         return register
 
@@ -109,7 +131,9 @@ class Router:
         self._static = (prefix, os.path.realpath(directory))
 
     def handle(self, request: Request) -> Response:
-        entry = self._routes.get(request.path)
+        entry = self._by_url.get(request.url)
+        if entry is None:
+            entry = self._routes.get(request.path)
         if entry is not None:
             handler, methods = entry
             if request.method not in methods:
@@ -235,23 +259,25 @@ class HTTPProtocol(Protocol):
     # httptools reports the URL as it arrives, in pieces, so on_url is the
     # first sign of a request's head (a method alone is a few bytes at most).
 
+    # The 431 limit is checked once a head is complete, not per callback: a
+    # head still incomplete after a chunk is bounded by data_received's
+    # count of stalled bytes, so no more than a chunk's worth of head is
+    # ever held before the check.
+
     def on_url(self, url: bytes) -> None:
         self._in_head = True
         self._url += url
-        self._header_bytes += len(url)
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise _Limit(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise _Limit(431)
+        self._header_bytes += len(name) + len(value)
         self._headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._waiting_since = None
         self._stalled = 0
+        if self._header_bytes + len(self._url) > MAX_HEADER_BYTES:
+            raise _Limit(431)
         length = self._headers.get(b"content-length")
         if length is not None and int(length) > self._max_body:
             raise _Limit(413)
@@ -264,18 +290,21 @@ class HTTPProtocol(Protocol):
 
     def on_message_complete(self) -> None:
         parser = self._parser
-        raw_url = self._url
-        if raw_url[:1] == b"/" and b"?" not in raw_url:
-            path, query = raw_url.decode("latin-1"), _EMPTY   # the common case, without parse_url
-        else:
-            url = httptools.parse_url(raw_url)
-            path, query = url.path.decode("latin-1"), url.query or _EMPTY
         method = parser.get_method()
+        url = self._url
         body = self._body
-        request = Request(_METHODS.get(method) or method.decode(), path, query,
-                          parser.get_http_version(), self._headers,
+        keep_alive = parser.should_keep_alive()
+        headers = self._headers
+        if keep_alive and b"connection" not in headers:
+            # Only HTTP/1.1 is keep-alive with no Connection header (1.0
+            # needs "Connection: keep-alive"), and get_http_version costs
+            # more than the rest of this line together.
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+        request = Request(_METHODS.get(method) or method.decode(), url, headers,
                           (body[0] if len(body) == 1 else b"".join(body)) if body else _EMPTY,
-                          parser.should_keep_alive())
+                          keep_alive, version)
         # Ready for the next request on this connection (pipelining).
         self._url = _EMPTY
         self._headers = {}
@@ -283,11 +312,29 @@ class HTTPProtocol(Protocol):
         if body:
             self._body = []
             self._body_size = 0
+        router = self._router
         try:
-            response = self._router.handle(request)
+            # The router's common case inline: a route named by the URL as
+            # sent, for a method it takes.
+            entry = router._by_url.get(url)
+            if entry is not None and request.method in entry[1]:
+                response = entry[0](request)
+            else:
+                response = router.handle(request)
         except Exception:
             log.exception("HTTP handler for %s %s raised", request.method, request.path)
             response = Response(b"internal server error\n", 500)
+        if (keep_alive and version == "1.1" and response.headers is None
+                and response.file is None and method != b"HEAD"):
+            # The common response, in one piece, without _respond's cases.
+            ctype = _CONTENT_TYPES.get(response.content_type)
+            status_line = _STATUS_LINES_11.get(response.status)
+            if ctype is not None and status_line is not None:
+                body = response.body
+                self._out.append(
+                    b"%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+                        status_line, self._date, ctype, len(body), body))
+                return
         self._respond(request, response)
 
     # -- responses -----------------------------------------------------------
