@@ -165,3 +165,73 @@ def test_slow_but_complete_head_is_not_refused(server):
         while chunk := s.recv(1000):
             out += chunk
     assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"Hello, World!")
+
+
+class FakeConn:
+    """What HTTPProtocol uses of a Connection, recording the bytes written."""
+
+    class loop:
+        @staticmethod
+        def time():
+            return time.monotonic()
+
+        @staticmethod
+        def call_later(delay, callback):
+            class Timer:
+                def cancel(self):
+                    pass
+            return Timer()
+
+    def __init__(self):
+        self.data = b""
+
+    def write(self, data):
+        self.data += data
+
+    def close(self):
+        pass
+
+    def write_eof(self):
+        pass
+
+
+def exchange(router, request: bytes) -> list[tuple[bytes, bytes]]:
+    """Feed ``request`` to a fresh protocol in process; (head, body) pairs
+    of the responses (GET only: a body is what Content-Length says)."""
+    from uringio.http import HTTPProtocol
+    conn = FakeConn()
+    protocol = HTTPProtocol(router)
+    protocol.connection_made(conn)
+    protocol.data_received(request)
+    out, data = [], conn.data
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+        body = rest[:length]
+        out.append((head, body))
+        data = rest[len(body):]
+    return out
+
+
+def test_a_reused_response_follows_changes_to_it():
+    # A fixed Response is formatted once and its bytes reused; setting its
+    # body or content type must be seen by the next request, with the
+    # right Content-Length.
+    from uringio.http import Response, Router
+    router = Router()
+    shared = Response(b"first")
+
+    @router.route("/")
+    def fixed(request):
+        return shared
+
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert [body for _, body in exchange(router, get * 3)] == [b"first"] * 3
+    shared.body = "second, longer"
+    shared.content_type = "text/x-test"
+    (head, body), = exchange(router, get)
+    assert body == b"second, longer"
+    assert b"Content-Length: 14" in head and b"Content-Type: text/x-test\r\n" in head
+    # HTTP/1.0 takes the general path, which agrees.
+    (head, body), = exchange(router, b"GET / HTTP/1.0\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n") and body == b"second, longer"

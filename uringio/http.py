@@ -41,6 +41,14 @@ _STATUS_LINES = {(v, code): b"HTTP/%s %d %s\r\nServer: %s\r\n" % (v.encode(), co
                  for v in ("1.0", "1.1") for code, reason in _REASONS.items()}
 _STATUS_LINES_11 = {code: line for (v, code), line in _STATUS_LINES.items() if v == "1.1"}
 _CONTENT_TYPES: dict[str, bytes] = {}
+
+
+def _content_type(name: str) -> bytes:
+    ctype = _CONTENT_TYPES.get(name)
+    if ctype is None:
+        ctype = _CONTENT_TYPES[name] = name.encode()
+    return ctype
+
 _METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 _EMPTY = b""
 
@@ -77,18 +85,48 @@ class Request:
 
 
 class Response:
-    """What a handler returns: a status, a body, and extra headers."""
+    """What a handler returns: a status, a body, and extra headers.
 
-    __slots__ = ("status", "body", "content_type", "headers", "file", "file_size")
+    A response may be made once and returned again and again (a fixed page):
+    the bytes that follow its Date header on a keep-alive HTTP/1.1
+    connection are formatted on its first use and kept, until its body or
+    content type is set again."""
+
+    __slots__ = ("status", "_body", "_content_type", "headers", "file", "file_size", "_tail")
 
     def __init__(self, body: bytes | str = b"", status: int = 200,
                  content_type: str = "text/plain; charset=utf-8",
                  headers: list[tuple[str, str]] | None = None) -> None:
-        self.body = body if body.__class__ is bytes else body.encode()
+        self._body = body if body.__class__ is bytes else body.encode()
         self.status = status
-        self.content_type = content_type
+        self._content_type = content_type
         self.headers = headers   # extra (name, value) pairs, or None
         self.file = None   # an open file sent as the body, by sendfile
+        self._tail = None
+
+    @property
+    def body(self) -> bytes:
+        return self._body
+
+    @body.setter
+    def body(self, body: bytes | str) -> None:
+        self._body = body if body.__class__ is bytes else body.encode()
+        self._tail = None
+
+    @property
+    def content_type(self) -> str:
+        return self._content_type
+
+    @content_type.setter
+    def content_type(self, content_type: str) -> None:
+        self._content_type = content_type
+        self._tail = None
+
+    def _keep_alive_tail(self) -> bytes:
+        """Content-Type, Content-Length, the blank line and the body."""
+        self._tail = b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+            _content_type(self._content_type), len(self._body), self._body)
+        return self._tail
 
     @classmethod
     def from_file(cls, file, content_type: str) -> "Response":
@@ -177,11 +215,11 @@ class _Limit(Exception):
 _date = [0, b""]
 
 
-def _http_date() -> bytes:
-    # Formatted once a second, not once a response.
+def _date_line() -> bytes:
+    """``Date: ...\r\n``, formatted once a second, not once a response."""
     now = int(time.time())
     if now != _date[0]:
-        _date[0], _date[1] = now, formatdate(now, usegmt=True).encode()
+        _date[0], _date[1] = now, b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
     return _date[1]
 
 
@@ -197,7 +235,7 @@ class HTTPProtocol(Protocol):
         self._conn: Connection | None = None
         self._out: list[bytes] = []
         self._done = False            # a response said "close": ignore the rest
-        self._date = b""              # the Date header, once per chunk of input
+        self._date = b""              # the Date header line, once per chunk of input
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
         self._header_bytes = 0
@@ -222,7 +260,7 @@ class HTTPProtocol(Protocol):
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
-        self._date = _http_date()
+        self._date = _date_line()
         try:
             self._parser.feed_data(data)
             if self._in_head:
@@ -326,14 +364,12 @@ class HTTPProtocol(Protocol):
             response = Response(b"internal server error\n", 500)
         if (keep_alive and version == "1.1" and response.headers is None
                 and response.file is None and method != b"HEAD"):
-            # The common response, in one piece, without _respond's cases.
-            ctype = _CONTENT_TYPES.get(response.content_type)
+            # The common response, without _respond's cases: three pieces
+            # joined once per chunk, two of them made once and reused.
             status_line = _STATUS_LINES_11.get(response.status)
-            if ctype is not None and status_line is not None:
-                body = response.body
-                self._out.append(
-                    b"%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
-                        status_line, self._date, ctype, len(body), body))
+            if status_line is not None:
+                self._out += (status_line, self._date,
+                              response._tail or response._keep_alive_tail())
                 return
         self._respond(request, response)
 
@@ -342,22 +378,14 @@ class HTTPProtocol(Protocol):
     def _respond(self, request: Request, response: Response) -> None:
         keep_alive = request.keep_alive
         body = response.body
-        ctype = _CONTENT_TYPES.get(response.content_type)
-        if ctype is None:
-            ctype = _CONTENT_TYPES[response.content_type] = response.content_type.encode()
+        ctype = _content_type(response.content_type)
         status_line = _STATUS_LINES.get((request.version, response.status))
         if status_line is None:
             status_line = b"HTTP/%s %d %s\r\nServer: %s\r\n" % (
                 request.version.encode(), response.status,
                 _REASONS.get(response.status, b"Unknown"), SERVER)
         file = response.file
-        if keep_alive and file is None and not response.headers and request.version == "1.1":
-            # The common response, in one piece.
-            self._out.append(b"%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
-                status_line, self._date, ctype, len(body),
-                body if request.method != "HEAD" else _EMPTY))
-            return
-        head = [b"%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n" % (
+        head = [b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n" % (
             status_line, self._date, ctype, len(body) if file is None else response.file_size)]
         for name, value in response.headers or ():
             head.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
@@ -380,9 +408,9 @@ class HTTPProtocol(Protocol):
 
     def _fail(self, status: int) -> None:
         body = b"%d %s\n" % (status, _REASONS[status])
-        self._out.append(b"%sDate: %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+        self._out.append(b"%s%sContent-Type: text/plain\r\nContent-Length: %d\r\n"
                          b"Connection: close\r\n\r\n%s" % (
-                             _STATUS_LINES["1.1", status], _http_date(), len(body), body))
+                             _STATUS_LINES["1.1", status], _date_line(), len(body), body))
         # A lingering close: closing with the rest of the request unread
         # would send a reset, and the peer could lose our answer. So: answer,
         # send FIN, read and drop what still comes until the peer's FIN (then
@@ -431,9 +459,11 @@ def default_router(static_dir: str | None = None) -> Router:
     """The routes of ``python -m uringio serve http``."""
     router = Router()
 
+    hello = Response(b"Hello, World!")   # a fixed response can be made once
+
     @router.route("/")
     def plaintext(request: Request) -> Response:
-        return Response(b"Hello, World!")
+        return hello
 
     @router.route("/json")
     def hello_json(request: Request) -> Response:
