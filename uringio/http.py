@@ -212,14 +212,17 @@ class _Limit(Exception):
         self.status = status
 
 
-_date = [0, b""]
+# [when the next second begins, the Date header line for this one]
+_date = [0.0, b""]
+_time = time.time
 
 
 def _date_line() -> bytes:
     """``Date: ...\r\n``, formatted once a second, not once a response."""
-    now = int(time.time())
-    if now != _date[0]:
-        _date[0], _date[1] = now, b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    now = _time()
+    if now >= _date[0]:
+        second = int(now)
+        _date[0], _date[1] = second + 1.0, b"Date: %s\r\n" % formatdate(second, usegmt=True).encode()
     return _date[1]
 
 
@@ -260,7 +263,8 @@ class HTTPProtocol(Protocol):
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
-        self._date = _date_line()
+        # _date_line() inline: this runs once per chunk, often per request.
+        self._date = _date[1] if _time() < _date[0] else _date_line()
         try:
             self._parser.feed_data(data)
             if self._in_head:
@@ -286,7 +290,11 @@ class HTTPProtocol(Protocol):
                 self._fail(500)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._fail(400)
-        self._flush()
+        out = self._out
+        if out:    # _flush() inline
+            data = b"".join(out)
+            out.clear()
+            self._conn.write(data)
 
     def eof_received(self):
         return None   # the peer is done sending: close after our responses
@@ -433,7 +441,7 @@ class HTTPProtocol(Protocol):
 
     def _flush(self) -> None:
         if self._out:
-            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            data = b"".join(self._out)
             self._out.clear()
             self._conn.write(data)
 
