@@ -235,3 +235,27 @@ def test_a_reused_response_follows_changes_to_it():
     # HTTP/1.0 takes the general path, which agrees.
     (head, body), = exchange(router, b"GET / HTTP/1.0\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200 OK\r\n") and body == b"second, longer"
+
+
+def test_routes_match_with_and_without_the_exact_url_table():
+    # "/a" is found by the URL as sent; "/a?x=1" and "/caf%C3%A9" by the
+    # decoded path; a route with non-ASCII characters can be registered.
+    from uringio.http import Response, Router
+    router = Router()
+
+    @router.route("/a")
+    def a(request):
+        return Response(b"a:" + request.query)
+
+    @router.route("/caf%C3%A9")
+    def cafe(request):
+        return Response(b"cafe")
+
+    @router.route("/é")
+    def e_acute(request):
+        return Response(b"e")
+
+    get = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+    bodies = [body for _, body in exchange(router, get % b"/a" + get % b"/a?x=1"
+                                           + get % b"/caf%C3%A9")]
+    assert bodies == [b"a:", b"a:x=1", b"cafe"]

@@ -159,8 +159,10 @@ class Router:
         """Decorator: ``@router.route("/json")``."""
         def register(handler: Callable) -> Callable:
             self._routes[path] = (handler, methods)
-            if "%" not in path and "?" not in path:
-                self._by_url[path.encode("latin-1")] = (handler, methods)
+            # Only plain ASCII paths: their bytes are exactly what a client
+            # sends. Any other path is matched by the path table, as before.
+            if "%" not in path and "?" not in path and path.isascii():
+                self._by_url[path.encode("ascii")] = (handler, methods)
             return handler
         return register
 
