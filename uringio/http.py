@@ -317,7 +317,7 @@ class HTTPProtocol(Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
+        self._header_bytes += len(name) + len(value) + 4   # ": " and CRLF
         self._headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:

@@ -235,7 +235,7 @@ class RespProtocol(Protocol):
         lines = scan.lines
         if not lines:
             return 0
-        parts = buf.split(b"\r\n")
+        parts = buf.split(b"\r\n", lines)   # the rest stays one piece, never cut up
         execute = self._execute
         append = replies.append
         i = 0
