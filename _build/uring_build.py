@@ -138,6 +138,7 @@ long long uio_write(struct io_uring *ring, struct uio_writers *ws, int wid,
                     const char *data, size_t len);
 long long uio_writer_buffered(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_sends(struct uio_writers *ws, int wid);
+unsigned long long uio_writer_sent(struct uio_writers *ws, int wid);
 int uio_writer_notify(struct uio_writers *ws, int wid, long long level);
 
 int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,

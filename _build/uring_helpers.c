@@ -230,6 +230,7 @@ struct uio_writer {
     uint64_t report_ud;      /* the Python op reports go to */
     long long notify_at;     /* report when buffered <= this; -1: off */
     unsigned long long sends;   /* send SQEs made, for diagnostics */
+    unsigned long long sent;    /* bytes the kernel took: progress */
     char *active;
     size_t active_cap, active_len, active_off;
     char *pending;
@@ -337,6 +338,11 @@ long long uio_writer_buffered(struct uio_writers *ws, int wid)
 unsigned long long uio_writer_sends(struct uio_writers *ws, int wid)
 {
     return ws->w[wid].sends;
+}
+
+unsigned long long uio_writer_sent(struct uio_writers *ws, int wid)
+{
+    return ws->w[wid].sent;
 }
 
 static int uio_grow(char **buf, size_t *cap, size_t need)
@@ -464,6 +470,7 @@ static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
         return 0;
     }
     if (res > 0) {
+        w->sent += (unsigned long long)res;
         w->active_off += (size_t)res;
         if (w->active_off < w->active_len) {     /* short send: continue */
             if (uio_writer_submit(ring, ws, wid) == 0)

@@ -266,6 +266,69 @@ def test_idle_timeout_closes_quiet_connections_only(loop):
     busy.close()
 
 
+def test_idle_timeout_spares_a_slow_download_and_closes_a_stalled_one(loop):
+    # The server answers each connection with 12 MiB, far more than the
+    # socket buffers hold, written at once or sent as a file. Neither client
+    # sends anything. One reads slowly for about two seconds, much longer
+    # than the 0.3 s idle timeout: our bytes still going out keep it open,
+    # and it gets them all. The other reads nothing and is closed (about
+    # 0.6 s in: the first check still sees its bytes going out).
+    payload = os.urandom(12 * MiB)
+    path = f"/tmp/uringio-idle-{os.getpid()}"
+    with open(path, "wb") as out:
+        out.write(payload)
+    lost = {}
+
+    class Download(Protocol):
+        as_file = False
+
+        def connection_made(self, conn):
+            self.start = time.monotonic()
+            if Download.as_file:
+                conn.sendfile(open(path, "rb"), close=True)
+            else:
+                conn.write(payload)
+
+        def connection_lost(self, exc):
+            lost[self] = (time.monotonic() - self.start, exc)
+
+    def client() -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.connect(server.address)
+        sock.setblocking(False)
+        return sock
+
+    server = Server(loop, Download, listen("127.0.0.1", 0), idle_timeout=0.3).start()
+    try:
+        for _kind in ("write", "sendfile"):
+            Download.as_file = _kind == "sendfile"
+            lost.clear()
+            slow, stalled = client(), client()
+            received = bytearray()
+            deadline = time.monotonic() + 20
+            while len(received) < len(payload) and time.monotonic() < deadline:
+                loop.run_until(lambda: False, 0.01)
+                try:
+                    chunk = slow.recv(64 * 1024)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                received += chunk
+            assert len(received) == len(payload) and received == payload, _kind
+            assert loop.run_until(lambda: len(lost) == 2, 5.0), _kind  # both idle now
+            stalled_time, exc = min(lost.values(), key=lambda v: v[0])
+            assert isinstance(exc, TimeoutError) and stalled_time < 1.5, (_kind, stalled_time)
+            assert max(v[0] for v in lost.values()) > 1.5, _kind   # the download outlived it
+            slow.close()
+            stalled.close()
+    finally:
+        server.close()
+        loop.run_until(lambda: False, 0.1)
+        os.unlink(path)
+
+
 def test_pause_and_resume_reading_lose_nothing(loop):
     received = []
     conns = []

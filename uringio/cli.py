@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8888, help="0 picks a free port")
     serve.add_argument("--idle-timeout", type=float, default=None, metavar="S",
-                       help="close connections that send nothing for S seconds")
+                       help="close connections idle for S seconds: nothing received and none of our bytes sent")
     serve.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
                        help="on SIGINT/SIGTERM, let queued writes drain this long (default 5)")
 

@@ -23,6 +23,9 @@ log = logging.getLogger("uringio")
 # Write-buffer limits, as in asyncio: pause_writing above HIGH, resume at LOW.
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
+# A file goes to the loop's sendfile in slices this large: each one sent is
+# a sign of life for the idle timeout (a slow download is not an idle peer).
+FILE_SLICE = 256 * 1024
 
 
 class Protocol:
@@ -57,8 +60,8 @@ class Connection:
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
                  "_paused_reading", "_on_data", "_deliver", "_idle_timeout", "_idle_timer",
-                 "_last_data", "_pool", "_work", "_eof_pending", "_queue",
-                 "__weakref__")
+                 "_last_data", "_progress", "_file_slices", "_pool", "_work", "_eof_pending",
+                 "_queue", "__weakref__")
 
     def __init__(self, loop, fd: int, protocol: Protocol,
                  on_closed: Callable[["Connection"], None] | None = None,
@@ -80,6 +83,8 @@ class Connection:
         # While a file is being sent: it, and what was written or sent after
         # it, in order (bytes, or (file, offset, count)).
         self._queue: deque = deque()
+        self._file_slices = 0         # file slices sent so far
+        self._progress = 0            # bytes and slices sent, at the last idle check
         self._paused_reading = False
         self._idle_timeout = idle_timeout
         self._idle_timer = None
@@ -155,15 +160,22 @@ class Connection:
     def _check_idle(self) -> None:
         # A timer per connection, re-armed for the time left, rather than one
         # reset per message: watching idle time costs one clock read per chunk.
+        # Our bytes going out count too, seen at each check: a peer that is
+        # still taking a long response is not idle, one that stopped
+        # reading it is.
         if self._closed:
             return
-        if self._paused_reading:   # we stopped reading: that is not the peer idling
-            self._last_data = self._loop.time()
-        left = self._last_data + self._idle_timeout - self._loop.time()
+        now = self._loop.time()
+        progress = self._stream.sent + self._file_slices
+        if progress != self._progress or self._paused_reading:
+            # (we stopped reading: that is not the peer idling either)
+            self._progress = progress
+            self._last_data = now
+        left = self._last_data + self._idle_timeout - now
         if left > 0:
             self._idle_timer = self._loop.call_later(left, self._check_idle)
         else:
-            self._fail(TimeoutError(f"no data for {self._idle_timeout:g} s"))
+            self._fail(TimeoutError(f"idle for {self._idle_timeout:g} s: nothing received or sent"))
 
     @property
     def protocol(self) -> Protocol:
@@ -238,9 +250,11 @@ class Connection:
             self._next_file()
 
     def _next_file(self) -> None:
-        # What was written before the file is out: the file's turn.
+        # What was written before the file is out: the file's turn, a slice
+        # at a time.
         file, offset, count, _close = self._queue[0]
-        self._loop.sendfile(self.fd, file.fileno(), offset, count, self._file_sent)
+        self._loop.sendfile(self.fd, file.fileno(), offset, min(count, FILE_SLICE),
+                            self._file_sent)
 
     def _file_sent(self, res) -> None:
         if res.__class__ is not int:
@@ -249,7 +263,13 @@ class Connection:
         if self._closed:
             return
         queue = self._queue
-        file, _offset, _count, close = queue.popleft()
+        self._file_slices += 1
+        file, offset, count, close = queue[0]
+        if res == min(count, FILE_SLICE) < count:   # a slice out, more to go
+            queue[0] = (file, offset + res, count - res, close)
+            self._next_file()
+            return
+        queue.popleft()
         if close:
             file.close()
         # Bytes queued behind the file go to the stream; a file behind them

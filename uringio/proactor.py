@@ -574,7 +574,7 @@ class SendStream(BaseSendStream):
     only told when a send fails or when a level it asked for is reached.
     """
 
-    __slots__ = ("_loop", "_op", "_wid", "write_bytes", "_closed", "fd", "_sends")
+    __slots__ = ("_loop", "_op", "_wid", "write_bytes", "_closed", "fd", "_sends", "_sent")
 
     def __init__(self, loop: ProactorLoop, op: Op, wid: int) -> None:
         self._loop = loop
@@ -594,6 +594,11 @@ class SendStream(BaseSendStream):
         """Send operations this stream submitted (diagnostics)."""
         return self._sends if self._closed else self._loop._ring.writer_sends(self._wid)
 
+    @property
+    def sent(self) -> int:
+        """Bytes the kernel has taken from this stream so far."""
+        return self._sent if self._closed else self._loop._ring.writer_sent(self._wid)
+
     def notify(self, level: int) -> bool:
         """Call the handler once the buffered bytes fall to ``level`` or less.
         Returns True (and arms nothing) when that is already the case."""
@@ -605,6 +610,7 @@ class SendStream(BaseSendStream):
         if not self._closed:
             loop = self._loop
             self._sends = loop._ring.writer_sends(self._wid)
+            self._sent = loop._ring.writer_sent(self._wid)
             self._closed = True
             loop._ring.writer_release(self._wid)
             loop._ops.pop(self._op)

@@ -42,7 +42,7 @@ class _FdState:
     """What the loop wants from one fd: a reader and queued writes."""
 
     __slots__ = ("fd", "on_readable", "handler", "end_handler", "nbytes", "sock", "writes", "buffered",
-                 "stream", "mask", "dirty", "timer", "sendfile")
+                 "sent", "stream", "mask", "dirty", "timer", "sendfile")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -53,6 +53,7 @@ class _FdState:
         self.sock = None          # the listening socket, for accept
         self.writes: deque = deque()   # [memoryview left, handler or None, total]
         self.buffered = 0         # bytes in writes
+        self.sent = 0             # bytes of writes the kernel took: progress
         self.stream: SendStream | None = None
         self.mask = 0
         self.dirty = False        # stream bytes to write before the next wait
@@ -294,6 +295,7 @@ class ReactorLoop(BaseLoop):
                 except OSError as exc:
                     self._write_failed(st, exc)
                     continue
+                st.sent += sent
                 if sent == len(data) and writes[0][1] is None:
                     writes.clear()
                     st.buffered -= sent
@@ -329,6 +331,7 @@ class ReactorLoop(BaseLoop):
                 self._write_failed(st, exc)
                 return
             st.buffered -= sent
+            st.sent += sent
             while sent:
                 entry = writes[0]
                 left = len(entry[0])
@@ -485,6 +488,11 @@ class SendStream(BaseSendStream):
     @property
     def buffered(self) -> int:
         return self._st.buffered
+
+    @property
+    def sent(self) -> int:
+        """Bytes the kernel has taken from this socket's writes so far."""
+        return self._st.sent
 
     def notify(self, level: int) -> bool:
         """Call the handler once the buffered bytes fall to ``level`` or less.

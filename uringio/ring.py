@@ -169,6 +169,7 @@ class Ring:
         self.writer_notify = partial(lib.uio_writer_notify, self._writers)
         self.writer_buffered = partial(lib.uio_writer_buffered, self._writers)
         self.writer_sends = partial(lib.uio_writer_sends, self._writers)
+        self.writer_sent = partial(lib.uio_writer_sent, self._writers)
 
     @staticmethod
     def timespec(seconds: float):
