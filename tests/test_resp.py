@@ -414,3 +414,29 @@ def test_quit_answers_then_closes(port):
     sock.sendall(b"PING\r\nQUIT\r\nPING\r\n")
     assert read_until_eof(sock) == b"+PONG\r\n+OK\r\n"
     sock.close()
+
+
+def test_expired_keys_nobody_reads_are_reclaimed(monkeypatch):
+    # Keys set with a time to live and never read again must not stay in
+    # memory: the next request after their second has passed sweeps them.
+    # Keys whose deadline was reset, or removed, stay.
+    clock = [1000.0]
+    monkeypatch.setattr(resp, "monotonic", lambda: clock[0])
+    shared = resp_factory()
+    requests = [b"SET gone%d v PX 500\r\n" % n for n in range(1000)]
+    requests += [b"SET kept v PX 500\r\n", b"SET kept v EX 100\r\n",
+                 b"SET persisted v PX 500\r\n", b"SET persisted v\r\n",
+                 b"SET deleted v PX 500\r\n", b"DEL deleted\r\n"]
+    feed([b"".join(requests)], shared)
+    store = shared.store
+    assert len(store.data) == 1002 and len(store.expires) == 1001
+    clock[0] += 0.9        # some deadlines passed, but not their whole second
+    feed([b"PING\r\n"], shared)
+    assert len(store.data) == 1002
+    clock[0] += 1.0
+    assert feed([b"PING\r\n"], shared).writes == [b"+PONG\r\n"]
+    assert sorted(store.data) == [b"kept", b"persisted"]
+    assert list(store.expires) == [b"kept"] and sum(map(len, store.buckets.values())) == 1
+    clock[0] += 200.0
+    feed([b"PING\r\n"], shared)
+    assert list(store.data) == [b"persisted"] and not store.expires and not store.buckets

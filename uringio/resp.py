@@ -71,13 +71,20 @@ class ProtocolError(Exception):
 class Store:
     """One process's keys. Values are bytes; a key with a time to live also
     has a deadline on the monotonic clock, checked whenever the key is read,
-    so an expired key is gone for every command without a timer per key."""
+    so an expired key is gone for every command without a timer per key.
 
-    __slots__ = ("data", "expires")
+    A key that is never read again is reclaimed by ``sweep``: keys with a
+    deadline are also filed by the second it falls in, and a sweep drops
+    every bucket of a second that has passed, so the cost is per expired
+    key, never a scan of the store."""
+
+    __slots__ = ("data", "expires", "buckets", "swept_to")
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.expires: dict[bytes, float] = {}
+        self.buckets: dict[int, set[bytes]] = {}   # second -> keys whose deadline is in it
+        self.swept_to = int(monotonic())            # the buckets before this second are gone
 
     def get(self, key: bytes) -> bytes | None:
         value = self.data.get(key)
@@ -85,7 +92,8 @@ class Store:
         if value is not None and self.expires:
             deadline = self.expires.get(key)
             if deadline is not None and deadline <= monotonic():
-                del self.data[key], self.expires[key]
+                self._forget(key)
+                del self.data[key]
                 return None
         return value
 
@@ -93,9 +101,12 @@ class Store:
         """Set ``key``, replacing any time to live with ``deadline``."""
         self.data[key] = value
         if deadline is not None:
+            if key in self.expires:
+                self._forget(key)
             self.expires[key] = deadline
-        elif self.expires:
-            self.expires.pop(key, None)
+            self.buckets.setdefault(int(deadline), set()).add(key)
+        elif self.expires and key in self.expires:
+            self._forget(key)
 
     def update(self, key: bytes, value: bytes) -> None:
         """Set ``key`` and keep its time to live, as INCR does."""
@@ -105,8 +116,36 @@ class Store:
         if self.get(key) is None:
             return False
         del self.data[key]
-        self.expires.pop(key, None)
+        if key in self.expires:
+            self._forget(key)
         return True
+
+    def _forget(self, key: bytes) -> None:
+        """Drop ``key``'s deadline, and its entry in the buckets."""
+        second = int(self.expires.pop(key))
+        bucket = self.buckets.get(second)
+        if bucket is not None:
+            bucket.discard(key)
+            if not bucket:
+                del self.buckets[second]
+
+    def sweep(self, now: float) -> int:
+        """Remove every key whose deadline fell in a second before ``now``'s;
+        returns how many."""
+        removed = 0
+        end = int(now)
+        buckets = self.buckets
+        # Second by second since the last sweep: one step a second while
+        # busy, a day's worth (86,400 steps, a few ms) after a quiet day.
+        for second in range(self.swept_to, end):
+            keys = buckets.pop(second, None)
+            if keys:
+                data, expires = self.data, self.expires
+                for key in keys:
+                    del data[key], expires[key]
+                removed += len(keys)
+        self.swept_to = max(self.swept_to, end)
+        return removed
 
 
 # The process-wide store: every connection of a server process shares it.
@@ -195,6 +234,9 @@ class RespProtocol(Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return    # after QUIT or a protocol error, as Redis does
+        store = self.store
+        if store.buckets and monotonic() >= store.swept_to + 1:
+            store.sweep(monotonic())   # at most once a second, and only with deadlines set
         if self._pending:
             self._pending.append(data)
             self._pending_size += len(data)
