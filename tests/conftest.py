@@ -66,6 +66,25 @@ def connected_pair():
     return server.detach(), client
 
 
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from a blocking socket; fails on an early EOF
+    rather than waiting for bytes that will never come."""
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, f"connection closed after {len(data)} of {n} bytes: {data[-64:]!r}"
+        data += chunk
+    return data
+
+
+def recv_until_eof(sock: socket.socket) -> bytes:
+    """Everything a blocking socket receives until the peer closes."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import REPO, start_server, stop_server
+from conftest import REPO, recv_exactly, start_server, stop_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -78,15 +78,6 @@ def test_epoll_tutorial_has_mermaid_diagrams(site):
 
 # -- the tutorials' servers, run as a reader runs them -------------------------
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, f"connection closed after {len(data)} of {n} bytes"
-        data += chunk
-    return data
-
-
 def _stop(proc) -> None:
     rc = stop_server(proc)
     assert rc == 0, proc.stderr.read()
@@ -110,15 +101,15 @@ def test_echo_tutorials(backend, command):
                 client.sendall(b"%d:%d;" % (i, round_))
             for i, client in enumerate(clients):
                 want = b"%d:%d;" % (i, round_)
-                assert _recv_exactly(client, len(want)) == want
+                assert recv_exactly(client, len(want)) == want
         # What the tutorial sends.
         clients[0].sendall(b"hello, ring")
-        assert _recv_exactly(clients[0], 11) == b"hello, ring"
+        assert recv_exactly(clients[0], 11) == b"hello, ring"
         # EOF on one connection: the server closes its side, the others go on.
         clients[0].shutdown(socket.SHUT_WR)
         assert clients[0].recv(100) == b""
         clients[1].sendall(b"still here")
-        assert _recv_exactly(clients[1], 10) == b"still here"
+        assert recv_exactly(clients[1], 10) == b"still here"
         for client in clients:
             client.close()
         _stop(proc)
@@ -134,7 +125,7 @@ def test_echo_protocol_large_payload(backend):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
             sender = threading.Thread(target=client.sendall, args=(payload,), daemon=True)
             sender.start()
-            assert _recv_exactly(client, len(payload)) == payload
+            assert recv_exactly(client, len(payload)) == payload
             sender.join(10)
         _stop(proc)
     finally:
@@ -147,7 +138,7 @@ def _eight_requests(port: int) -> tuple[list[bytes], float]:
         start = time.monotonic()
         for i, client in enumerate(clients):
             client.sendall(b"request %d" % i)
-        replies = [_recv_exactly(client, len(b"request 0")) for client in clients]
+        replies = [recv_exactly(client, len(b"request 0")) for client in clients]
         return replies, time.monotonic() - start
     finally:
         for client in clients:
@@ -173,7 +164,7 @@ def test_blocking_pool_tutorial(backend):
                 client.sendall(part)
                 sent += part
                 time.sleep(0.01)
-            assert _recv_exactly(client, len(sent)) == sent.upper()
+            assert recv_exactly(client, len(sent)) == sent.upper()
         _stop(proc)
     finally:
         stop_server(proc)

@@ -1,12 +1,11 @@
 """The examples run as a reader would run them, on both backends."""
 
-import os
 import signal
 import socket
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, recv_exactly
 
 
 def test_echo_server_example(backend):
@@ -22,10 +21,7 @@ def test_echo_server_example(backend):
                 client.sendall(b"%d:%d;" % (i, round_))
             for i, client in enumerate(clients):
                 want = b"%d:%d;" % (i, round_)
-                got = b""
-                while len(got) < len(want):
-                    got += client.recv(100)
-                assert got == want
+                assert recv_exactly(client, len(want)) == want
         clients[0].close()   # EOF path: the server closes its side and goes on
         assert clients[1].sendall(b"still here") is None and clients[1].recv(100) == b"still here"
         proc.send_signal(signal.SIGTERM)

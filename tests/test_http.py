@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import start_server, stop_server
+from conftest import recv_until_eof, start_server, stop_server
 
 HTTP = ["-m", "uringio", "serve", "http", "--host", "127.0.0.1", "--port", "0"]
 
@@ -37,12 +37,7 @@ def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
     """Send ``data`` and read until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(data)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return out
-            out += chunk
+        return recv_until_eof(s)
 
 
 def status_of(response: bytes) -> int:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-from conftest import start_server, stop_server
+from conftest import recv_exactly, recv_until_eof, start_server, stop_server
 from uringio import resp
 from uringio.resp import MAX_LINE, resp_factory
 
@@ -57,22 +57,6 @@ def raw(port) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
-
-
-def read_until_eof(sock) -> bytes:
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def read_exactly(sock, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, f"EOF after {data!r}"
-        data += chunk
-    return data
 
 
 # -- through redis-py --------------------------------------------------------
@@ -238,7 +222,7 @@ def test_requests_split_byte_by_byte(port):
         sock.sendall(head[i:i + 1])
         time.sleep(0.001)          # so each byte goes out in a segment of its own
     sock.sendall(rest)
-    assert read_exactly(sock, len(REPLIES)) == REPLIES
+    assert recv_exactly(sock, len(REPLIES)) == REPLIES
     sock.close()
 
 
@@ -382,7 +366,7 @@ def test_a_protocol_error_closes_only_that_connection(port):
     for bad, reason in BAD_FRAMING:
         sock = raw(port)
         sock.sendall(b"PING\r\n" + bad)
-        reply = read_until_eof(sock)      # then the server closes
+        reply = recv_until_eof(sock)      # then the server closes
         assert reply == b"+PONG\r\n-ERR Protocol error: " + reason + b"\r\n"
         sock.close()
         assert other.get("alive") == b"yes"
@@ -400,11 +384,11 @@ def test_command_errors_keep_the_connection(port):
                 b"-NOPROTO unsupported protocol version\r\n"
                 b"-ERR wrong number of arguments for 'ping' command\r\n"
                 b"+PONG\r\n")
-    assert read_exactly(sock, len(expected)) == expected
+    assert recv_exactly(sock, len(expected)) == expected
     # A name with CR or LF is quoted without them, so the reply stays one line.
     sock.sendall(b"*1\r\n$5\r\nA\r\nB!\r\nPING\r\n")
     expected = b"-ERR unknown command 'AB!'\r\n+PONG\r\n"
-    assert read_exactly(sock, len(expected)) == expected
+    assert recv_exactly(sock, len(expected)) == expected
     sock.close()
 
 
@@ -412,7 +396,7 @@ def test_command_errors_keep_the_connection(port):
 def test_quit_answers_then_closes(port):
     sock = raw(port)
     sock.sendall(b"PING\r\nQUIT\r\nPING\r\n")
-    assert read_until_eof(sock) == b"+PONG\r\n+OK\r\n"
+    assert recv_until_eof(sock) == b"+PONG\r\n+OK\r\n"
     sock.close()
 
 
