@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -109,30 +110,27 @@ http {{
     return ["nginx", "-c", str(conf), "-p", str(tmp)]
 
 
+def python_server(*args: str) -> Callable[[int], list[str]]:
+    """The argv of a Python server that picks its own port and prints it."""
+    return lambda port: [sys.executable, *args, "--host", eb.HOST, "--port", "0"]
+
+
 def http_servers(tmp: Path) -> dict:
-    py = sys.executable
+    bare = str(BENCH / "servers" / "uringio_http_bare.py")
     return {
-        "uring": lambda port: [py, "-m", "uringio", "serve", "http", "--backend", "uring",
-                               "--host", eb.HOST, "--port", "0"],
-        "epoll": lambda port: [py, "-m", "uringio", "serve", "http", "--backend", "epoll",
-                               "--host", eb.HOST, "--port", "0"],
-        "uvloop+httptools": lambda port: [py, str(BENCH / "servers" / "uvloop_http.py"),
-                                          "--host", eb.HOST, "--port", "0"],
-        "bare uring": lambda port: [py, str(BENCH / "servers" / "uringio_http_bare.py"),
-                                    "--backend", "uring", "--host", eb.HOST, "--port", "0"],
-        "bare epoll": lambda port: [py, str(BENCH / "servers" / "uringio_http_bare.py"),
-                                    "--backend", "epoll", "--host", eb.HOST, "--port", "0"],
+        "uring": python_server("-m", "uringio", "serve", "http", "--backend", "uring"),
+        "epoll": python_server("-m", "uringio", "serve", "http", "--backend", "epoll"),
+        "uvloop+httptools": python_server(str(BENCH / "servers" / "uvloop_http.py")),
+        "bare uring": python_server(bare, "--backend", "uring"),
+        "bare epoll": python_server(bare, "--backend", "epoll"),
         "nginx": lambda port: nginx_argv(port, tmp) + ["#{port}"],
     }
 
 
 def resp_servers() -> dict:
-    py = sys.executable
     return {
-        "uring": lambda port: [py, "-m", "uringio", "serve", "resp", "--backend", "uring",
-                               "--host", eb.HOST, "--port", "0"],
-        "epoll": lambda port: [py, "-m", "uringio", "serve", "resp", "--backend", "epoll",
-                               "--host", eb.HOST, "--port", "0"],
+        "uring": python_server("-m", "uringio", "serve", "resp", "--backend", "uring"),
+        "epoll": python_server("-m", "uringio", "serve", "resp", "--backend", "epoll"),
         "redis-server": lambda port: ["redis-server", "--port", str(port), "--bind", eb.HOST,
                                       "--save", "", "--appendonly", "no", "--io-threads", "1",
                                       "--daemonize", "no", "#{port}"],

@@ -27,6 +27,13 @@ def announce(sock: socket.socket) -> None:
     print(f"listening on {host}:{port}", flush=True)
 
 
+async def serve_protocol(protocol_factory, host: str, port: int) -> None:
+    """Serve an asyncio Protocol on the running loop until a signal."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(protocol_factory, host, port, backlog=BACKLOG)
+    await serve_until_signalled(server)
+
+
 async def serve_until_signalled(server: asyncio.AbstractServer) -> None:
     """Announce an asyncio server, then run it until SIGINT or SIGTERM."""
     loop = asyncio.get_running_loop()

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from _common import BACKLOG, parse_args, serve_until_signalled
+from _common import parse_args, serve_protocol
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -14,9 +14,7 @@ class EchoProtocol(asyncio.Protocol):
 
 
 async def main(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(EchoProtocol, host, port, backlog=BACKLOG)
-    await serve_until_signalled(server)
+    await serve_protocol(EchoProtocol, host, port)
 
 
 if __name__ == "__main__":

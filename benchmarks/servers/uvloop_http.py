@@ -5,7 +5,7 @@ import asyncio
 
 import uvloop
 
-from _common import BACKLOG, parse_args, serve_until_signalled
+from _common import parse_args, serve_protocol
 from _http_minimal import MinimalHttpProtocol
 
 
@@ -13,12 +13,6 @@ class HttpProtocol(MinimalHttpProtocol, asyncio.Protocol):
     pass
 
 
-async def main(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(HttpProtocol, host, port, backlog=BACKLOG)
-    await serve_until_signalled(server)
-
-
 if __name__ == "__main__":
     args = parse_args(__doc__)
-    uvloop.run(main(args.host, args.port))
+    uvloop.run(serve_protocol(HttpProtocol, args.host, args.port))
