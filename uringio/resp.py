@@ -192,6 +192,21 @@ def bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
+def _length_line(buf: bytes, pos: int, short: bytes, long: bytes) -> tuple[int, int] | None:
+    """The number on the ``*N`` or ``$N`` line at ``pos``, and the offset after
+    its CRLF; None while the line is incomplete. Raises ProtocolError, in
+    Redis's words, for a line over MAX_LINE or a number that is not one."""
+    nl = buf.find(b"\r\n", pos)
+    if nl < 0:
+        if len(buf) - pos > MAX_LINE:
+            raise ProtocolError(b"too big %s count string" % short)
+        return None
+    try:
+        return int(buf[pos + 1:nl]), nl + 2
+    except ValueError:
+        raise ProtocolError(b"invalid %s length" % long) from None
+
+
 def printable(data: bytes) -> bytes:
     """Client bytes made safe to quote in a one-line error reply."""
     return data[:128].translate(None, b"\r\n")
@@ -319,18 +334,12 @@ class RespProtocol(Protocol):
                         if self._closing:
                             break
                     continue
-                nl = find(b"\r\n", pos)
-                if nl < 0:
-                    if end - pos > MAX_LINE:
-                        raise ProtocolError(b"too big mbulk count string")
+                head = _length_line(buf, pos, b"mbulk", b"multibulk")
+                if head is None:
                     break
-                try:
-                    left = int(buf[pos + 1:nl])
-                except ValueError:
-                    raise ProtocolError(b"invalid multibulk length") from None
+                left, pos = head
                 if left > MAX_ARGS:
                     raise ProtocolError(b"invalid multibulk length")
-                pos = nl + 2
                 if left <= 0:     # *0 and *-1 are skipped, as Redis does
                     left = 0
                     continue
@@ -338,18 +347,12 @@ class RespProtocol(Protocol):
                 continue
             if buf[pos] != 36:    # b"$"
                 raise ProtocolError(b"expected '$' before a bulk string")
-            nl = find(b"\r\n", pos)
-            if nl < 0:
-                if end - pos > MAX_LINE:
-                    raise ProtocolError(b"too big bulk count string")
+            head = _length_line(buf, pos, b"bulk", b"bulk")
+            if head is None:
                 break
-            try:
-                size = int(buf[pos + 1:nl])
-            except ValueError:
-                raise ProtocolError(b"invalid bulk length") from None
+            size, start = head
             if not 0 <= size <= MAX_BULK:
                 raise ProtocolError(b"invalid bulk length")
-            start = nl + 2
             stop = start + size
             if stop + 2 > end:
                 self._need = stop + 2 - pos
