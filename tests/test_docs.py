@@ -96,7 +96,7 @@ def test_echo_tutorials(backend, command):
     proc, port = start_server(ECHO_COMMANDS[command], backend)
     try:
         clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
-        for round_ in range(10):
+        for round_ in range(20):
             for i, client in enumerate(clients):
                 client.sendall(b"%d:%d;" % (i, round_))
             for i, client in enumerate(clients):
