@@ -1,6 +1,7 @@
 """The operation interface, on both backends: accept, recv, send, close."""
 
 import errno
+import logging
 import os
 import socket
 import threading
@@ -265,3 +266,29 @@ def test_closing_the_loop_with_operations_in_flight(backend):
     os.close(fd)
     client.close()
     assert open_fds() == before
+
+
+def test_a_raising_data_handler_is_logged_and_nothing_else_is_lost(loop, caplog):
+    # Two streams whose bytes arrive in the same turn: the first handler
+    # raises, the second still gets its bytes, and so does the first later.
+    (fd_a, client_a), (fd_b, client_b) = connected_pair(), connected_pair()
+    got_a, got_b = [], []
+
+    def flaky(data):
+        got_a.append(data)
+        if len(got_a) == 1:
+            raise ValueError("handler bug")
+
+    loop.start_recv(fd_a, flaky)
+    loop.start_recv(fd_b, got_b.append)
+    client_a.sendall(b"first")
+    client_b.sendall(b"other")
+    with caplog.at_level(logging.ERROR, logger="uringio"):
+        run(loop, lambda: got_a and got_b)
+        client_a.sendall(b"second")
+        run(loop, lambda: b"".join(got_a) == b"firstsecond")
+    assert got_b == [b"other"]
+    assert caplog.text.count("ValueError: handler bug") == 1
+    for fd, client in ((fd_a, client_a), (fd_b, client_b)):
+        loop.close_fd(fd)
+        client.close()

@@ -51,6 +51,7 @@ class BufRing:
         self.size = size
         self.bgid = bgid
         base = self._br.base
+        self.address = int(ffi.cast("uintptr_t", base))   # of buffer 0
         # One char* per buffer id, so copying a buffer out is a single
         # foreign call: unpack(pointers[bid], nbytes).
         self.pointers = [base + i * size for i in range(entries)]

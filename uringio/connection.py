@@ -153,7 +153,7 @@ class Connection:
                 log.error("blocking data_received failed: %r", result)
                 self._fail(result if isinstance(result, Exception) else RuntimeError(repr(result)))
             elif result:
-                self._write(result if result.__class__ is bytes else bytes(result), len(result))
+                self._write(result if result.__class__ is bytes else bytes(result))
         if not work:
             self._finish_if_drained()
 
@@ -232,7 +232,7 @@ class Connection:
         if self._queue:   # a file goes out first; these bytes wait their turn
             self._queue.append(data)
             return
-        if self._write(data, len(data)) > self._high and not self._paused_writing:
+        if self._write(data) > self._high and not self._paused_writing:
             self._pause_writing()
 
     def sendfile(self, file, offset: int = 0, count: int | None = None,
@@ -276,7 +276,7 @@ class Connection:
         # waits until they are out.
         while queue and queue[0].__class__ is bytes:
             data = queue.popleft()
-            self._write(data, len(data))
+            self._write(data)
         if queue:
             if self._stream.notify(0):
                 self._next_file()

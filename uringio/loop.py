@@ -58,7 +58,7 @@ class Timer:
 
 class BaseSendStream:
     """What both backends' send streams share (``loop.open_send_stream``):
-    ``write_bytes(data, len(data))`` is each backend's own hot path."""
+    ``write_bytes(data)``, for bytes, is each backend's own hot path."""
 
     __slots__ = ()
 
@@ -67,7 +67,7 @@ class BaseSendStream:
         (negative: -errno of the send that failed, already reported)."""
         if data.__class__ is not bytes:
             data = bytes(data)   # the caller may change it after we return
-        return self.write_bytes(data, len(data))
+        return self.write_bytes(data)
 
 
 class BaseLoop:

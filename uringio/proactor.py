@@ -19,8 +19,9 @@ What the kernel guarantees, and what it forces on this code:
   thread, and other threads wake it through the eventfd read kept pending.
 
 Per turn: one foreign call submits the SQEs queued since the last turn,
-waits, and returns every ready CQE; then each CQE is dispatched to its op's
-``_on_<kind>`` method.
+waits, and leaves every ready CQE in an array; then the C dispatcher
+(_build/fastpath.c) hands the bytes of each receive stream CQE to the
+stream's handler, and every other CQE to its op's ``_on_<kind>`` method.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from functools import partial
 
 from .buffers import BufRing, pin, pin_writable, unpack
 from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .loop import BaseLoop, BaseSendStream, log
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
 from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
-                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, IOSQE_IO_LINK, UIO_WRITER_LEVEL, Ring,
-                   kernel_release)
+                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, IOSQE_IO_LINK, UIO_WRITER_LEVEL, Dispatcher,
+                   Ring, kernel_release)
 
 _ECANCELED = errno.ECANCELED
 _ENOBUFS = errno.ENOBUFS
@@ -47,7 +47,6 @@ _pin = pin
 _SEND = int(OpKind.SEND)
 _PIPE_CHUNK = 64 * 1024   # a pipe's default capacity
 _RECV_STREAM = int(OpKind.RECV_STREAM)
-_F_MORE = IORING_CQE_F_MORE
 
 
 class ProactorLoop(BaseLoop):
@@ -81,6 +80,9 @@ class ProactorLoop(BaseLoop):
         self._bgid = self._bufs.bgid
         self._bufptrs = self._bufs.pointers
         self._unpack = unpack
+        self._turn = ring.turn
+        self._dispatch = Dispatcher(ring.cqes_address, self._slots, Op, self._bufs.address,
+                                    self._bufs.size, self._bufs.entries, _RECV_STREAM)
         self._readers: dict[int, Op] = {}    # fd -> RECV or RECV_STREAM op
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
         self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
@@ -93,32 +95,27 @@ class ProactorLoop(BaseLoop):
     # -- the turn ------------------------------------------------------------
 
     def _poll(self, timeout: float | None) -> None:
-        cqes = self._ring.submit_and_wait(0 if timeout == 0 else 1, timeout, self._bufs)
-        slots = self._slots
-        bufptrs = self._bufptrs
-        unpack = self._unpack
-        i, n = 0, len(cqes)
+        n = self._turn(0 if timeout == 0 else 1, timeout, self._bufs)
+        dispatch = self._dispatch
+        i = 0
         while i < n:
             try:
-                while i < n:
-                    op = slots[cqes[i]]
-                    res = cqes[i + 1]
-                    flags = cqes[i + 2]
-                    i += 3
-                    # The hot case, inline: bytes from a receive stream that
-                    # goes on (see _on_recv_stream for every other case).
-                    if op.kind == _RECV_STREAM and res > 0 and flags & _F_MORE and not op.cancelled:
-                        op.handler(unpack(bufptrs[flags >> 16], res))
-                    else:
-                        op.on_complete(op, res, flags)
+                # In C (_build/fastpath.c): for each CQE, the hot case --
+                # bytes from a receive stream that goes on -- is copied out
+                # for op.handler(data); any other goes to op.on_complete.
+                dispatch(i, n)
+                return
             except InvariantError:
                 self.stop()
                 raise
             except Exception:
-                if cqes[i - 3] >= len(slots):
+                i = dispatch.failed
+                user_data = self._ring.cqe(i)[0]
+                i += 1
+                if not 0 <= user_data < len(self._slots):
                     self.stop()
-                    raise InvariantError(f"CQE for unknown user_data {cqes[i - 3]}") from None
-                self._handler_failed(slots[cqes[i - 3]])
+                    raise InvariantError(f"CQE for unknown user_data {user_data}") from None
+                self._handler_failed(self._slots[user_data])
 
     def _on_ignored(self, op: Op, res: int, flags: int) -> None:
         # Cancel requests and handler-less closes: their outcome is reported
@@ -582,8 +579,8 @@ class SendStream(BaseSendStream):
         self._wid = wid
         self.fd = op.fd
         self._closed = False
-        # write_bytes(data, len(data)) for bytes: the hot path, one foreign call.
-        self.write_bytes = partial(loop._ring.write, wid)
+        # write_bytes(data) for bytes: the hot path, one C call.
+        self.write_bytes = loop._ring.writer(wid)
 
     @property
     def buffered(self) -> int:

@@ -471,8 +471,8 @@ class SendStream(BaseSendStream):
         self._closed = False
         self.sends = 0   # write/writev calls made for this stream (diagnostics)
 
-    def write_bytes(self, data: bytes, n: int) -> int:
-        """``write`` for ``bytes`` whose length the caller knows: the hot path.
+    def write_bytes(self, data: bytes) -> int:
+        """``write`` for ``bytes``: the hot path.
         The bytes go out before the loop next waits, coalesced with whatever
         else this stream was given meanwhile."""
         st = self._st
@@ -481,6 +481,7 @@ class SendStream(BaseSendStream):
         if not st.writes and not st.dirty:
             st.dirty = True
             self._loop._dirty.append(st)
+        n = len(data)
         st.writes.append([data, None, n])
         st.buffered += n
         return st.buffered

@@ -22,8 +22,9 @@ from .errors import UringUnavailable
 
 try:
     from ._liburing import ffi, lib
+    from ._fastpath import Dispatcher, Writer
 except ImportError as exc:  # pragma: no cover - depends on the build
-    ffi = lib = None
+    ffi = lib = Dispatcher = Writer = None
     _IMPORT_ERROR: ImportError | None = exc
 else:
     _IMPORT_ERROR = None
@@ -36,7 +37,6 @@ if lib is not None:
     IORING_CQE_BUFFER_SHIFT = lib.IORING_CQE_BUFFER_SHIFT
     IOSQE_IO_LINK = lib.IOSQE_IO_LINK
     IOSQE_IO_HARDLINK = lib.IOSQE_IO_HARDLINK
-    IOSQE_IO_LINK = lib.IOSQE_IO_LINK
     IOSQE_CQE_SKIP_SUCCESS = lib.IOSQE_CQE_SKIP_SUCCESS
     IORING_ASYNC_CANCEL_ALL = lib.IORING_ASYNC_CANCEL_ALL
     IORING_ASYNC_CANCEL_ANY = lib.IORING_ASYNC_CANCEL_ANY
@@ -165,7 +165,9 @@ class Ring:
             self._closed = True
             lib.uio_queue_exit(self._ptr)
             raise MemoryError("cannot allocate the writer table")
-        self.write = partial(lib.uio_write, ptr, self._writers)
+        self._write_fn = int(ffi.cast("uintptr_t", ffi.addressof(lib, "uio_write")))
+        self._ptr_address = int(ffi.cast("uintptr_t", ptr))
+        self._writers_address = int(ffi.cast("uintptr_t", self._writers))
         self.writer_notify = partial(lib.uio_writer_notify, self._writers)
         self.writer_buffered = partial(lib.uio_writer_buffered, self._writers)
         self.writer_sends = partial(lib.uio_writer_sends, self._writers)
@@ -185,8 +187,7 @@ class Ring:
         """A send stream for ``fd``; reports come as CQEs for ``report_user_data``:
         res < 0 when a send failed, or flags & UIO_WRITER_LEVEL with res the
         bytes still buffered once an asked-for level was reached.
-        ``write(wid, data, len(data))`` queues bytes and returns how many are
-        buffered (or -errno after a failure)."""
+        ``writer(wid)`` is the callable that queues bytes on it."""
         wid = lib.uio_writer_open(self._writers, fd, report_user_data)
         if wid < 0:
             raise MemoryError("cannot allocate a writer")
@@ -220,15 +221,38 @@ class Ring:
         returns what is ready (maybe nothing), so Python's signal handlers run.
         Raises OSError for any other failure.
         """
+        n = self.turn(wait_nr, timeout, bufring)
+        return ffi.unpack(self._out, 3 * n) if n else []
+
+    def turn(self, wait_nr: int = 1, timeout: float | None = None, bufring=None) -> int:
+        """``submit_and_wait`` that leaves the CQEs in C memory: returns how
+        many triples it wrote at ``cqes_address`` (the loop's dispatcher
+        reads them there, see _build/fastpath.c). They stay valid until the
+        next call."""
         n = lib.uio_turn(self._ptr, ffi.NULL if bufring is None else bufring._br,
                          self._writers, wait_nr,
                          -1 if timeout is None else int(timeout * 1e9),
                          self._out, self._out_max)
-        if n <= 0:
-            if n == 0 or n == -errno.EINTR:
-                return []
+        if n < 0:
+            if n == -errno.EINTR:
+                return 0
             raise OSError(-n, os.strerror(-n))
-        return ffi.unpack(self._out, 3 * n)
+        return n
+
+    @property
+    def cqes_address(self) -> int:
+        """Where ``turn`` writes its (user_data, res, flags) int64 triples."""
+        return int(ffi.cast("uintptr_t", self._out))
+
+    def cqe(self, i: int) -> tuple[int, int, int]:
+        """Triple ``i`` of the last ``turn``."""
+        return self._out[3 * i], self._out[3 * i + 1], self._out[3 * i + 2]
+
+    def writer(self, wid: int):
+        """A callable that queues bytes on writer ``wid``: ``w(data)``
+        returns the bytes buffered, or -errno once a send failed (one C call,
+        see _build/fastpath.c)."""
+        return Writer(self._write_fn, self._ptr_address, self._writers_address, wid)
 
     # -- probing -------------------------------------------------------------
 
