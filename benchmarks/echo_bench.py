@@ -523,6 +523,23 @@ METRICS = {
 }
 
 
+def paired_ratios(ok: dict, rounds: list[int], scen: str, name: str, other: str,
+                  attr: str) -> list[float]:
+    """``name``'s figure over ``other``'s, round by round (the rounds both
+    ran in), so that drift of the machine between rounds cancels out."""
+    return [
+        getattr(ok[scen, name, rnd], attr) / getattr(ok[scen, other, rnd], attr)
+        for rnd in rounds
+        if (scen, name, rnd) in ok and (scen, other, rnd) in ok
+        and getattr(ok[scen, other, rnd], attr)
+    ]
+
+
+# Besides the reference, uring is compared with these (the targets in the
+# README: ahead of epoll mode, close to the C server).
+URING_VS = ("epoll", "c-liburing")
+
+
 def summarise(runs: list[RunResult], servers: list[str], scenarios: list[str]) -> dict:
     """Per scenario and server: medians, msgs/s spread, and the median of the
     round-by-round ratios to the reference server."""
@@ -544,18 +561,23 @@ def summarise(runs: list[RunResult], servers: list[str], scenarios: list[str]) -
                 entry["server_cpu_util"] = _median([r.server_cpu_util for r in mine])
             for metric, attr in METRICS.items():
                 entry[metric] = _median([getattr(r, attr) for r in mine])
-                ratios = [
-                    getattr(ok[scen, name, rnd], attr) / getattr(ok[scen, REFERENCE, rnd], attr)
-                    for rnd in rounds
-                    if (scen, name, rnd) in ok and (scen, REFERENCE, rnd) in ok
-                    and getattr(ok[scen, REFERENCE, rnd], attr)
-                ]
+                ratios = paired_ratios(ok, rounds, scen, name, REFERENCE, attr)
                 entry[f"{metric}_ratio"] = _median(ratios)
                 if metric == "msgs_per_s" and ratios:
                     entry["msgs_per_s_ratio_min"] = min(ratios)
                     entry["msgs_per_s_ratio_max"] = max(ratios)
             summary[scen][name] = entry
     return summary
+
+
+def uring_vs(runs: list[RunResult], servers: list[str], scenarios: list[str]) -> dict:
+    """Per scenario: uring's msgs/s over each of URING_VS, paired by round."""
+    ok = {(r.scenario, r.server, r.round): r for r in runs if r.ok}
+    rounds = sorted({r.round for r in runs})
+    others = [o for o in URING_VS if o in servers] if "uring" in servers else []
+    return {scen: {other: _median(paired_ratios(ok, rounds, scen, "uring", other, "msgs_per_s"))
+                   for other in others}
+            for scen in scenarios}
 
 
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
@@ -850,9 +872,14 @@ def report(console: Console, args: argparse.Namespace, opts: Options, servers: l
            scenarios: list[Scenario], runs: list[RunResult],
            syscall_results: list[SyscallResult], interrupted: bool) -> int:
     summary = summarise(runs, servers, [s.name for s in scenarios])
+    versus = uring_vs(runs, servers, [s.name for s in scenarios])
     for scen in scenarios:
         if any(r.scenario == scen.name for r in runs):
             console.print(scenario_table(scen, summary[scen.name], servers))
+            vs = [f"{ratio:.2f}× {other}" for other, ratio in versus[scen.name].items()
+                  if ratio is not None]
+            if vs:
+                console.print(f"  uring msgs/s, paired by round: {', '.join(vs)}\n")
     if syscall_results:
         console.print(syscall_table(syscall_results, SYSCALL_SCENARIO))
 
@@ -881,6 +908,7 @@ def report(console: Console, args: argparse.Namespace, opts: Options, servers: l
                     "interrupted": interrupted},
         "runs": [asdict(r) for r in runs],
         "summary": summary,
+        "uring_vs": versus,
         "syscalls": [dict(asdict(r), per_message=r.per_message) for r in syscall_results],
     }, indent=2) + "\n")
     console.print(f"raw results: {json_path}")
