@@ -24,9 +24,11 @@
  * Writer(write_fn, ring, writers, wid)
  *     w(data) queues bytes ``data`` on C send stream ``wid``: one C call,
  *     returns what uio_write returns (bytes buffered, or -errno).
+ *     w.release() ends that: later calls return -EBADF.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
 #include <structmember.h>
 
@@ -263,6 +265,8 @@ static PyObject *Writer_vectorcall(PyObject *obj, PyObject *const *args, size_t 
         PyErr_Format(PyExc_TypeError, "write() wants bytes, not %.100s", Py_TYPE(data)->tp_name);
         return NULL;
     }
+    if (self->writers == NULL)   /* released: the wid may be another stream's now */
+        return PyLong_FromLong(-EBADF);
     return PyLong_FromLongLong(self->write(self->ring, self->writers, self->wid,
                                            PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)));
 }
@@ -291,6 +295,19 @@ static int Writer_init(PyObject *obj, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+static PyObject *Writer_release(PyObject *obj, PyObject *unused)
+{
+    ((Writer *)obj)->writers = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Writer_methods[] = {
+    {"release", Writer_release, METH_NOARGS,
+     "Stop writing: later calls return -EBADF and touch no C memory (the "
+     "writer slot may serve another stream by then, the ring may be gone)."},
+    {NULL}
+};
+
 static PyTypeObject WriterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "uringio._fastpath.Writer",
@@ -301,6 +318,7 @@ static PyTypeObject WriterType = {
     .tp_init = Writer_init,
     .tp_call = Writer_tp_call,
     .tp_vectorcall_offset = offsetof(Writer, vectorcall),
+    .tp_methods = Writer_methods,
 };
 
 /* -- module --------------------------------------------------------------- */

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import connected_pair, open_fds
+from conftest import connected_pair, open_fds, recv_exactly
 from uringio import BusyResourceError, open_loop
 
 
@@ -292,3 +292,27 @@ def test_a_raising_data_handler_is_logged_and_nothing_else_is_lost(loop, caplog)
     for fd, client in ((fd_a, client_a), (fd_b, client_b)):
         loop.close_fd(fd)
         client.close()
+
+
+def test_a_closed_send_stream_takes_no_more_bytes_and_leaks_none_to_the_next(loop):
+    # On uring the next stream reuses the closed one's C slot: a late write
+    # through the old stream must fail, not land in the new one.
+    (fd_a, client_a), (fd_b, client_b) = connected_pair(), connected_pair()
+    old = loop.open_send_stream(fd_a, print)
+    write_old = old.write_bytes
+    old.close()
+    new = loop.open_send_stream(fd_b, print)
+    assert write_old(b"stale") < 0 and old.write(b"stale") < 0
+    assert new.write(b"fresh") == 5
+    client_b.settimeout(5)
+    run(loop, lambda: new.buffered == 0)
+    assert recv_exactly(client_b, 5) == b"fresh"
+    new.close()
+    closed = []
+    loop.close_fd(fd_a, closed.append)
+    loop.close_fd(fd_b, closed.append)
+    run(loop, lambda: len(closed) == 2)
+    client_a.settimeout(5)
+    assert client_a.recv(10) == b""   # nothing stale ever went out
+    client_a.close()
+    client_b.close()

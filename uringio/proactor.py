@@ -609,6 +609,7 @@ class SendStream(BaseSendStream):
             self._sends = loop._ring.writer_sends(self._wid)
             self._sent = loop._ring.writer_sent(self._wid)
             self._closed = True
+            self.write_bytes.release()   # a late write must not reach a reused wid
             loop._ring.writer_release(self._wid)
             loop._ops.pop(self._op)
             if loop._send_streams.get(self.fd) is self:
