@@ -107,8 +107,9 @@ static inline PyObject *stream_bytes(Dispatcher *self, PyObject *op, int32_t res
 {
     if (res <= 0 || !(flags & CQE_F_MORE) || SLOT(op, self->off_cancelled) != Py_False)
         return NULL;
-    PyObject *kind = SLOT(op, self->off_kind);
-    if (SLOT(op, self->off_handler) == NULL || kind == NULL || !PyLong_Check(kind) || PyLong_AsLong(kind) != self->recv_stream)
+    PyObject *kind = SLOT(op, self->off_kind);   /* an int, or an OpKind member */
+    if (kind == NULL || !PyLong_Check(kind) || PyLong_AsLong(kind) != self->recv_stream
+            || SLOT(op, self->off_handler) == NULL)
         return NULL;
     Py_ssize_t bid = flags >> CQE_BUFFER_SHIFT;
     if (bid >= self->buf_count || res > self->buf_size)
