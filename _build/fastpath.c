@@ -192,11 +192,6 @@ static PyObject *Dispatcher_vectorcall(PyObject *self, PyObject *const *args, si
     return Dispatcher_call((Dispatcher *)self, args, PyVectorcall_NARGS(nargsf));
 }
 
-static PyObject *Dispatcher_tp_call(PyObject *self, PyObject *args, PyObject *kwds)
-{
-    return PyVectorcall_Call(self, args, kwds);
-}
-
 static int Dispatcher_traverse(Dispatcher *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->slots);
@@ -235,7 +230,7 @@ static PyTypeObject DispatcherType = {
     .tp_dealloc = (destructor)Dispatcher_dealloc,
     .tp_traverse = (traverseproc)Dispatcher_traverse,
     .tp_clear = (inquiry)Dispatcher_clear,
-    .tp_call = Dispatcher_tp_call,
+    .tp_call = PyVectorcall_Call,   /* calls with a tuple go the same way */
     .tp_vectorcall_offset = offsetof(Dispatcher, vectorcall),
     .tp_members = Dispatcher_members,
 };
@@ -270,11 +265,6 @@ static PyObject *Writer_vectorcall(PyObject *obj, PyObject *const *args, size_t 
         return PyLong_FromLong(-EBADF);
     return PyLong_FromLongLong(self->write(self->ring, self->writers, self->wid,
                                            PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)));
-}
-
-static PyObject *Writer_tp_call(PyObject *self, PyObject *args, PyObject *kwds)
-{
-    return PyVectorcall_Call(self, args, kwds);
 }
 
 static int Writer_init(PyObject *obj, PyObject *args, PyObject *kwds)
@@ -317,7 +307,7 @@ static PyTypeObject WriterType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = PyType_GenericNew,
     .tp_init = Writer_init,
-    .tp_call = Writer_tp_call,
+    .tp_call = PyVectorcall_Call,   /* calls with a tuple go the same way */
     .tp_vectorcall_offset = offsetof(Writer, vectorcall),
     .tp_methods = Writer_methods,
 };
