@@ -30,7 +30,7 @@ import errno
 import os
 import socket
 
-from .buffers import BufRing, pin, pin_writable, unpack
+from .buffers import BufRing, pin, pin_writable
 from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .loop import BaseLoop, BaseSendStream, log
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
@@ -78,8 +78,6 @@ class ProactorLoop(BaseLoop):
         self._prep_send = ring.prep_send
         self._prep_recv_multishot = ring.prep_recv_multishot
         self._bgid = self._bufs.bgid
-        self._bufptrs = self._bufs.pointers
-        self._unpack = unpack
         self._turn = ring.turn
         self._dispatch = Dispatcher(ring.cqes_address, self._slots, Op, self._bufs.address,
                                     self._bufs.size, self._bufs.entries, _RECV_STREAM)
@@ -220,7 +218,7 @@ class ProactorLoop(BaseLoop):
         # IORING_CQE_F_MORE clear: this SQE is over; re-arm if still wanted.
         if res > 0:
             # Copied out now: the ring takes the buffer back next turn.
-            data = self._unpack(self._bufptrs[flags >> 16], res)
+            data = self._bufs.take(flags >> 16, res)
             if op.cancelled:
                 self._hold(op, data)
                 if not flags & IORING_CQE_F_MORE:
