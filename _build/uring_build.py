@@ -147,30 +147,12 @@ unsigned uio_bufring_grow(struct uio_bufring *br, unsigned n);
 void uio_bufring_free(struct io_uring *ring, struct uio_bufring *br);
 """
 
-# The helpers themselves live in a real C file beside this one.
-SOURCE = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "uring_helpers.c")).read()
+HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Which calls release the GIL. cffi releases it around every call, but for
-# a helper that returns at once (prepare an SQE, copy bytes into a send
-# stream) giving the GIL up and taking it back costs more than the call
-# itself: it was a tenth of the user time of a 64-byte echo, once per
-# message. So, as CPython's own builtins do, our uio_* helpers keep it, all
-# but uio_turn, where the loop sleeps in io_uring_enter and other threads
-# must run. The cffi wrappers come after this text in the generated C file
-# and use these two macros; __func__ names the wrapper (_cffi_f_<function>).
-# Should cffi ever name them otherwise, nothing matches and every call
-# releases the GIL again: slower, never stuck.
-GIL_POLICY = r"""
-#include <string.h>
-#define UIO_KEEPS_GIL(wrapper) (strncmp((wrapper), "_cffi_f_uio_", 12) == 0 \
-                                && strcmp((wrapper), "_cffi_f_uio_turn") != 0)
-#undef Py_BEGIN_ALLOW_THREADS
-#undef Py_END_ALLOW_THREADS
-#define Py_BEGIN_ALLOW_THREADS \
-    { PyThreadState *_uio_save = UIO_KEEPS_GIL(__func__) ? NULL : PyEval_SaveThread();
-#define Py_END_ALLOW_THREADS \
-    if (_uio_save != NULL) PyEval_RestoreThread(_uio_save); }
-"""
+# The helpers themselves live in a real C file beside this one, after the
+# rule for which of them release the GIL (keep_gil.h: all but uio_turn keep it).
+SOURCE = (open(os.path.join(HERE, "keep_gil.h")).read()
+          + open(os.path.join(HERE, "uring_helpers.c")).read())
 
 
 MIN_LIBURING = (2, 3)
@@ -205,7 +187,7 @@ ffibuilder.cdef(CDEF)
 _static = _liburing_static()
 ffibuilder.set_source(
     "uringio._liburing",
-    GIL_POLICY + SOURCE,
+    SOURCE,
     extra_objects=_static,
     libraries=[] if _static else ["uring"],
     extra_compile_args=["-O2"],
