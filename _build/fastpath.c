@@ -32,6 +32,8 @@
 #include <stdint.h>
 #include <structmember.h>
 
+#include "pyslots.h"
+
 #define CQE_F_MORE (1U << 1)      /* IORING_CQE_F_MORE */
 #define CQE_BUFFER_SHIFT 16       /* IORING_CQE_BUFFER_SHIFT */
 
@@ -49,26 +51,6 @@ typedef struct {
     long recv_stream;         /* OpKind.RECV_STREAM */
     Py_ssize_t failed;
 } Dispatcher;
-
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
-
-static int slot_offset(PyTypeObject *type, const char *name, Py_ssize_t *off)
-{
-    /* A __slots__ attribute is a member descriptor holding its offset in
-     * the instance: reading it there skips the attribute lookup. */
-    PyObject *d = PyDict_GetItemString(type->tp_dict, name);
-    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member", type->tp_name, name);
-        return -1;
-    }
-    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-    if (m->type != T_OBJECT_EX && m->type != T_OBJECT) {
-        PyErr_Format(PyExc_TypeError, "%s.%s does not hold an object", type->tp_name, name);
-        return -1;
-    }
-    *off = m->offset;
-    return 0;
-}
 
 static PyObject *Dispatcher_vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
 
