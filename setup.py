@@ -3,7 +3,9 @@ from setuptools import Extension, setup
 
 setup(
     cffi_modules=["_build/uring_build.py:ffibuilder", "_build/resp_build.py:ffibuilder"],
-    # The uring backend's per-message paths, in plain C-API code (see the file).
-    ext_modules=[Extension("uringio._fastpath", ["_build/fastpath.c"], depends=["_build/pyslots.h"],
-                           extra_compile_args=["-O2", "-Wall"])],
+    # The per-message paths of the uring backend and of the HTTP layer, in
+    # plain C-API code (each file says why).
+    ext_modules=[Extension(f"uringio._{name}", [f"_build/{name}.c"], depends=["_build/pyslots.h"],
+                           extra_compile_args=["-O2", "-Wall"])
+                 for name in ("fastpath", "httpcore")],
 )

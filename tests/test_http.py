@@ -254,3 +254,113 @@ def test_routes_match_with_and_without_the_exact_url_table():
     bodies = [body for _, body in exchange(router, get % b"/a" + get % b"/a?x=1"
                                            + get % b"/caf%C3%A9")]
     assert bodies == [b"a:", b"a:x=1", b"cafe"]
+
+
+def test_each_request_reaches_its_handler_whole():
+    # Pipelined requests of every shape, each kept by the handler: a kept
+    # request must keep its own parts (the per-request path reuses only a
+    # request no one else holds), and header names arrive in lower case.
+    from uringio.http import Response, Router
+    router = Router()
+    kept = []
+
+    @router.route("/r", methods=("GET", "HEAD", "POST"))
+    def record(request):
+        kept.append(request)
+        return Response(b"ok")
+
+    requests = (b"GET /r HTTP/1.1\r\nHOST: a\r\nX-Trace-Id: 7\r\n\r\n"
+                b"POST /r HTTP/1.1\r\nHost: b\r\nContent-Length: 5\r\n\r\nhello"
+                b"POST /r HTTP/1.1\r\nhost: c\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+                b"GET /r HTTP/1.1\r\nHost: d\r\nConnection: keep-alive\r\n\r\n"
+                b"GET /r HTTP/1.0\r\nconnection: Keep-Alive\r\n\r\n")
+    responses = exchange(router, requests)
+    assert [body for _, body in responses] == [b"ok"] * 5
+    assert [(r.method, r.url, r.body, r.keep_alive, r.version) for r in kept] == [
+        ("GET", b"/r", b"", True, "1.1"), ("POST", b"/r", b"hello", True, "1.1"),
+        ("POST", b"/r", b"abcde", True, "1.1"), ("GET", b"/r", b"", True, "1.1"),
+        ("GET", b"/r", b"", True, "1.0")]
+    assert kept[0].headers == {b"host": b"a", b"x-trace-id": b"7"}
+    assert kept[1].headers == {b"host": b"b", b"content-length": b"5"}
+    assert kept[2].headers == {b"host": b"c", b"transfer-encoding": b"chunked"}
+    assert kept[3].headers == {b"host": b"d", b"connection": b"keep-alive"}
+    assert kept[4].headers == {b"connection": b"Keep-Alive"}
+    assert responses[4][0].startswith(b"HTTP/1.0 200 OK\r\n")
+    assert responses[4][0].endswith(b"\r\nConnection: keep-alive")
+
+
+def test_a_request_not_kept_is_not_seen_changed_by_the_next():
+    # The handler reads the request during its call only; what it saw of
+    # each one must be that request's own.
+    from uringio.http import Response, Router
+    router = Router()
+
+    @router.route("/a", methods=("POST",))
+    def describe(request):
+        return Response(b"%s %s" % (request.headers.get(b"x-n", b"-"), request.body))
+
+    post = b"POST /a HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
+    bodies = [body for _, body in exchange(router, post % (b"X-N: 1\r\n", 3, b"one")
+                                           + post % (b"", 0, b"") + post % (b"X-N: 3\r\n", 5, b"three"))]
+    assert bodies == [b"1 one", b"- ", b"3 three"]
+
+
+def test_a_handler_that_raises_gets_500_and_the_next_request_is_answered(caplog):
+    from uringio.http import Response, Router
+    router = Router()
+
+    @router.route("/boom")
+    def boom(request):
+        raise ValueError("handler bug")
+
+    @router.route("/ok")
+    def ok(request):
+        return Response(b"fine")
+
+    get = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+    with caplog.at_level("ERROR", logger="uringio"):
+        responses = exchange(router, get % b"/boom" + get % b"/ok")
+    assert responses[0][0].startswith(b"HTTP/1.1 500 ") and responses[0][1] == b"internal server error\n"
+    assert responses[1][0].startswith(b"HTTP/1.1 200 ") and responses[1][1] == b"fine"
+    failed = [r for r in caplog.records if "raised" in r.getMessage()]
+    assert len(failed) == 1 and "GET /boom" in failed[0].getMessage()
+    assert failed[0].exc_info[0] is ValueError   # with its traceback, for the log
+
+
+def test_a_fixed_response_follows_its_status_and_the_date(monkeypatch):
+    # The whole response of a fixed page is kept between requests: a new
+    # status or a new Date second must show in the next one.
+    from uringio import http
+    router = http.Router()
+    shared = http.Response(b"page")
+
+    @router.route("/")
+    def fixed(request):
+        return shared
+
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    monkeypatch.setattr(http, "_date", [float("inf"), b"Date: first\r\n"])
+    heads = [head for head, _ in exchange(router, get * 2)]
+    assert all(h.startswith(b"HTTP/1.1 200 OK\r\n") and b"Date: first\r\n" in h for h in heads)
+    shared.status = 404
+    (head, body), = exchange(router, get)
+    assert head.startswith(b"HTTP/1.1 404 Not Found\r\n") and body == b"page"
+    monkeypatch.setattr(http, "_date", [float("inf"), b"Date: second\r\n"])
+    (head, body), = exchange(router, get)
+    assert b"Date: second\r\n" in head and b"Date: first" not in head and body == b"page"
+
+
+def test_a_protocol_and_its_parser_are_freed_after_use():
+    # HTTPProtocol and its httptools parser refer to each other (the parser
+    # holds the protocol's callbacks): the cycle must be collectable.
+    import gc
+    import weakref
+    from uringio.http import HTTPProtocol, default_router
+    protocol = HTTPProtocol(default_router())
+    protocol.connection_made(FakeConn())
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+    gone = weakref.ref(protocol)
+    del protocol
+    gc.collect()
+    assert gone() is None

@@ -17,6 +17,7 @@ import json
 import logging
 import mimetypes
 import os
+import sys
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -25,6 +26,8 @@ from urllib.parse import unquote
 
 import httptools
 
+from . import _httpcore
+from ._httpcore import HttpCore
 from .connection import Connection, Protocol
 
 log = logging.getLogger("uringio")
@@ -49,7 +52,9 @@ def _content_type(name: str) -> bytes:
         ctype = _CONTENT_TYPES[name] = name.encode()
     return ctype
 
-_METHODS = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+# Interned, so that a route's ("GET", "HEAD") finds a request's method by identity.
+_METHODS = {m: sys.intern(m.decode())
+            for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 _EMPTY = b""
 
 
@@ -90,9 +95,12 @@ class Response:
     A response may be made once and returned again and again (a fixed page):
     the bytes that follow its Date header on a keep-alive HTTP/1.1
     connection are formatted on its first use and kept, until its body or
-    content type is set again."""
+    content type is set again; and the whole response, status line and Date
+    included, is kept for as long as its status and the Date stay the same
+    (the per-request path in ``_build/httpcore.c`` makes and checks that)."""
 
-    __slots__ = ("status", "_body", "_content_type", "headers", "file", "file_size", "_tail")
+    __slots__ = ("status", "_body", "_content_type", "headers", "file", "file_size", "_tail",
+                 "_wire", "_wire_date", "_wire_status")
 
     def __init__(self, body: bytes | str = b"", status: int = 200,
                  content_type: str = "text/plain; charset=utf-8",
@@ -111,7 +119,7 @@ class Response:
     @body.setter
     def body(self, body: bytes | str) -> None:
         self._body = body if body.__class__ is bytes else body.encode()
-        self._tail = None
+        self._tail = self._wire = None
 
     @property
     def content_type(self) -> str:
@@ -120,7 +128,7 @@ class Response:
     @content_type.setter
     def content_type(self, content_type: str) -> None:
         self._content_type = content_type
-        self._tail = None
+        self._tail = self._wire = None
 
     def _keep_alive_tail(self) -> bytes:
         """Content-Type, Content-Length, the blank line and the body."""
@@ -228,27 +236,26 @@ def _date_line() -> bytes:
     return _date[1]
 
 
-class HTTPProtocol(Protocol):
-    """HTTP/1.1 (and 1.0) server side of one connection."""
+class HTTPProtocol(HttpCore, Protocol):
+    """HTTP/1.1 (and 1.0) server side of one connection.
+
+    The httptools callbacks, and the state of the request being parsed, are
+    HttpCore's (``_build/httpcore.c``): they build each Request, route it,
+    and append the common response to ``_out``. This class reads the input,
+    answers what that path hands back (``_respond``, ``_handler_failed``)
+    and enforces the limits."""
 
     def __init__(self, router: Router, max_body: int = DEFAULT_MAX_BODY,
                  header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> None:
+        # HttpCore starts with an empty URL, headers, body, output list and
+        # Date line, and no head begun.
         self._router = router
+        self._by_url = router._by_url
         self._max_body = max_body
         self._header_timeout = header_timeout
         self._parser = httptools.HttpRequestParser(self)
         self._conn: Connection | None = None
-        self._out: list[bytes] = []
         self._done = False            # a response said "close": ignore the rest
-        self._date = b""              # the Date header line, once per chunk of input
-        self._url = b""
-        self._headers: dict[bytes, bytes] = {}
-        self._header_bytes = 0
-        self._body: list[bytes] = []
-        self._body_size = 0
-        self._in_head = False         # a request's head has begun and is not complete
-        self._waiting_since: float | None = None   # ...since this time
-        self._stalled = 0             # bytes fed while no head completed
         self._timer = None
 
     # -- connection ----------------------------------------------------------
@@ -301,88 +308,6 @@ class HTTPProtocol(Protocol):
     def eof_received(self):
         return None   # the peer is done sending: close after our responses
 
-    # -- httptools callbacks -------------------------------------------------
-
-    # No on_message_begin: a callback per request costs more than its use.
-    # httptools reports the URL as it arrives, in pieces, so on_url is the
-    # first sign of a request's head (a method alone is a few bytes at most).
-
-    # The 431 limit is checked once a head is complete, not per callback: a
-    # head still incomplete after a chunk is bounded by data_received's
-    # count of stalled bytes, so no more than a chunk's worth of head is
-    # ever held before the check.
-
-    def on_url(self, url: bytes) -> None:
-        self._in_head = True
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4   # ": " and CRLF
-        self._headers[name.lower()] = value
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._waiting_since = None
-        self._stalled = 0
-        if self._header_bytes + len(self._url) > MAX_HEADER_BYTES:
-            raise _Limit(431)
-        length = self._headers.get(b"content-length")
-        if length is not None and int(length) > self._max_body:
-            raise _Limit(413)
-
-    def on_body(self, body: bytes) -> None:
-        self._body_size += len(body)
-        if self._body_size > self._max_body:   # chunked bodies announce no length
-            raise _Limit(413)
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        parser = self._parser
-        method = parser.get_method()
-        url = self._url
-        body = self._body
-        keep_alive = parser.should_keep_alive()
-        headers = self._headers
-        if keep_alive and b"connection" not in headers:
-            # Only HTTP/1.1 is keep-alive with no Connection header (1.0
-            # needs "Connection: keep-alive"), and get_http_version costs
-            # more than the rest of this line together.
-            version = "1.1"
-        else:
-            version = parser.get_http_version()
-        request = Request(_METHODS.get(method) or method.decode(), url, headers,
-                          (body[0] if len(body) == 1 else b"".join(body)) if body else _EMPTY,
-                          keep_alive, version)
-        # Ready for the next request on this connection (pipelining).
-        self._url = _EMPTY
-        self._headers = {}
-        self._header_bytes = 0
-        if body:
-            self._body = []
-            self._body_size = 0
-        router = self._router
-        try:
-            # The router's common case inline: a route named by the URL as
-            # sent, for a method it takes.
-            entry = router._by_url.get(url)
-            if entry is not None and request.method in entry[1]:
-                response = entry[0](request)
-            else:
-                response = router.handle(request)
-        except Exception:
-            log.exception("HTTP handler for %s %s raised", request.method, request.path)
-            response = Response(b"internal server error\n", 500)
-        if (keep_alive and version == "1.1" and response.headers is None
-                and response.file is None and method != b"HEAD"):
-            # The common response, without _respond's cases: three pieces
-            # joined once per chunk, two of them made once and reused.
-            status_line = _STATUS_LINES_11.get(response.status)
-            if status_line is not None:
-                self._out += (status_line, self._date,
-                              response._tail or response._keep_alive_tail())
-                return
-        self._respond(request, response)
-
     # -- responses -----------------------------------------------------------
 
     def _respond(self, request: Request, response: Response) -> None:
@@ -415,6 +340,10 @@ class HTTPProtocol(Protocol):
             self._out.append(body)
         if not keep_alive:
             self._finish()
+
+    def _handler_failed(self, request: Request, exc: Exception) -> Response:
+        log.error("HTTP handler for %s %s raised", request.method, request.path, exc_info=exc)
+        return Response(b"internal server error\n", 500)
 
     def _fail(self, status: int) -> None:
         body = b"%d %s\n" % (status, _REASONS[status])
@@ -463,6 +392,9 @@ class HTTPProtocol(Protocol):
             self._arm_timer(left)
         else:
             self._fail(408)
+
+
+_httpcore.setup(Request, Response, _Limit, _STATUS_LINES_11, _METHODS, MAX_HEADER_BYTES)
 
 
 def default_router(static_dir: str | None = None) -> Router:

@@ -1,0 +1,640 @@
+/*
+ * uringio._httpcore: the per-request path of uringio.http, as CPython C-API
+ * code. Parsing stays httptools' (llhttp); this is what httptools calls back.
+ *
+ * Why C: with 16 pipelined requests per read, a request costs the kernel
+ * and the loop less than half a microsecond, and httptools' own work about
+ * 0.2 us. The rest was the HTTP layer in Python: four Python callbacks and
+ * their state (~0.6 us), the Request, the routing and the response (~0.5
+ * us), 1.3 us in all, twice the cost of the loop and the parser together.
+ * httptools looks its callbacks up once, as attributes of the object it
+ * parses for; when they are the C methods below, a callback costs a C call.
+ *
+ * HttpCore is the base class of http.HTTPProtocol and holds the state of
+ * the request being parsed. Its callbacks build the Request, route it, call
+ * the handler and, for the common response (HTTP/1.1 keep-alive, a status
+ * we know, no extra headers, no file, not HEAD), append its three pieces to
+ * the output list. Everything else is HTTPProtocol's Python:
+ *     self._respond(request, response)     any other response
+ *     self._handler_failed(request, exc)   a handler raised: the 500 response
+ *     router.handle(request)               a URL not in the exact-URL table
+ * and a limit broken raises http._Limit(status), which HTTPProtocol answers.
+ *
+ * http.py calls setup() once with the types and tables this code reads.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <strings.h>
+#include <structmember.h>
+
+#include "pyslots.h"
+
+/* -- what setup() hands over ---------------------------------------------- */
+
+static PyTypeObject *request_type;   /* http.Request */
+static PyTypeObject *response_type;  /* http.Response */
+static PyObject *limit_type;         /* http._Limit */
+static PyObject *status_lines;       /* {status: b"HTTP/1.1 200 OK\r\nServer: ..\r\n"} */
+static PyObject *method_names;       /* {b"GET": "GET", ...} */
+static Py_ssize_t max_header_bytes;
+static Py_ssize_t rq_method, rq_url, rq_headers, rq_body, rq_keep_alive, rq_version;
+static Py_ssize_t rs_status, rs_headers, rs_file, rs_tail, rs_wire, rs_wire_date, rs_wire_status;
+
+/* Interned names and constants, made at import. */
+static PyObject *s_get_method, *s_should_keep_alive, *s_get_http_version, *s_handle,
+    *s_keep_alive_tail, *s_respond, *s_handler_failed, *s_join, *s_v11, *b_empty, *b_content_length;
+
+static PyObject *setup(PyObject *module, PyObject *args)
+{
+    PyTypeObject *request, *response;
+    PyObject *limit, *lines, *methods;
+    Py_ssize_t max_header;
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!n", &PyType_Type, &request, &PyType_Type, &response,
+                          &limit, &PyDict_Type, &lines, &PyDict_Type, &methods, &max_header))
+        return NULL;
+    if (slot_offset(request, "method", &rq_method) || slot_offset(request, "url", &rq_url) ||
+        slot_offset(request, "headers", &rq_headers) || slot_offset(request, "body", &rq_body) ||
+        slot_offset(request, "keep_alive", &rq_keep_alive) ||
+        slot_offset(request, "version", &rq_version) ||
+        slot_offset(response, "status", &rs_status) ||
+        slot_offset(response, "headers", &rs_headers) ||
+        slot_offset(response, "file", &rs_file) || slot_offset(response, "_tail", &rs_tail) ||
+        slot_offset(response, "_wire", &rs_wire) ||
+        slot_offset(response, "_wire_date", &rs_wire_date) ||
+        slot_offset(response, "_wire_status", &rs_wire_status))
+        return NULL;
+    Py_INCREF(request);
+    Py_XSETREF(request_type, request);
+    Py_INCREF(response);
+    Py_XSETREF(response_type, response);
+    Py_XSETREF(limit_type, Py_NewRef(limit));
+    Py_XSETREF(status_lines, Py_NewRef(lines));
+    Py_XSETREF(method_names, Py_NewRef(methods));
+    max_header_bytes = max_header;
+    Py_RETURN_NONE;
+}
+
+/* -- HttpCore --------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *parser;         /* httptools.HttpRequestParser(self) */
+    PyObject *get_method;     /* ...its bound methods, looked up once */
+    PyObject *should_keep_alive;
+    PyObject *router;         /* http.Router */
+    PyObject *by_url;         /* router._by_url: {url bytes: (handler, methods)} */
+    PyObject *out;            /* list: the responses of this chunk of input */
+    PyObject *date;           /* b"Date: ...\r\n" for this chunk */
+    PyObject *url;            /* the request target so far (bytes) */
+    PyObject *headers;        /* {lower-case name: value} so far */
+    PyObject *body;           /* list of body pieces so far */
+    PyObject *waiting_since;  /* when the head now incomplete began, or None */
+    PyObject *spare;          /* a Request no one else holds, to reuse, or NULL */
+    Py_ssize_t header_bytes;  /* names and values so far, with ": " and CRLF */
+    Py_ssize_t body_size;
+    Py_ssize_t max_body;
+    Py_ssize_t stalled;       /* bytes fed while no head completed */
+    char in_head;             /* a head has begun and is not complete */
+    char has_connection;      /* the head has a Connection header */
+} HttpCore;
+
+static PyObject *raise_limit(int status)
+{
+    PyObject *code = PyLong_FromLong(status);
+    if (code == NULL)
+        return NULL;
+    PyObject *exc = PyObject_CallOneArg(limit_type, code);
+    Py_DECREF(code);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static PyObject *HttpCore_on_url(HttpCore *self, PyObject *url)
+{
+    if (!PyBytes_Check(url)) {
+        PyErr_SetString(PyExc_TypeError, "on_url() wants bytes");
+        return NULL;
+    }
+    self->in_head = 1;
+    if (PyBytes_GET_SIZE(self->url) == 0) {   /* the whole URL, nearly always */
+        Py_INCREF(url);
+        Py_SETREF(self->url, url);
+    } else {
+        PyBytes_Concat(&self->url, url);   /* sets self->url NULL on failure */
+        if (self->url == NULL) {
+            self->url = Py_NewRef(b_empty);
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* The names most requests send, lower-case, made once: a request's "Host"
+ * becomes this "host", whose hash is already known, instead of new bytes. */
+static const char *const common_names[] = {
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
+    "content-length", "content-type", "transfer-encoding", "cookie", "referer", "origin",
+    "cache-control", "authorization", "upgrade", "expect", "if-none-match", "if-modified-since",
+};
+#define N_COMMON (sizeof(common_names) / sizeof(common_names[0]))
+static PyObject *common_bytes[N_COMMON];
+
+/* ``name`` in lower case (a new reference). */
+static PyObject *lower_name(PyObject *name)
+{
+    const char *raw = PyBytes_AS_STRING(name);
+    Py_ssize_t size = PyBytes_GET_SIZE(name), i;
+    for (i = 0; i < (Py_ssize_t)N_COMMON; i++) {
+        PyObject *common = common_bytes[i];
+        if (PyBytes_GET_SIZE(common) == size && strncasecmp(PyBytes_AS_STRING(common), raw, size) == 0)
+            return Py_NewRef(common);
+    }
+    for (i = 0; i < size && !(raw[i] >= 'A' && raw[i] <= 'Z'); i++)
+        ;
+    if (i == size)
+        return Py_NewRef(name);   /* already lower-case */
+    PyObject *lower = PyBytes_FromStringAndSize(raw, size);
+    if (lower != NULL) {
+        char *p = PyBytes_AS_STRING(lower);
+        for (; i < size; i++)
+            if (p[i] >= 'A' && p[i] <= 'Z')
+                p[i] += 'a' - 'A';
+    }
+    return lower;
+}
+
+static PyObject *HttpCore_on_header(HttpCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "on_header(name, value) wants two bytes");
+        return NULL;
+    }
+    PyObject *name = args[0], *value = args[1];
+    self->header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
+    name = lower_name(name);
+    if (name == NULL)
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(name);
+    if (size == 10 && memcmp(PyBytes_AS_STRING(name), "connection", 10) == 0)
+        self->has_connection = 1;
+    int failed = PyDict_SetItem(self->headers, name, value);
+    Py_DECREF(name);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* A Content-Length value over ``limit``? llhttp has checked its digits. */
+static int length_over(PyObject *value, Py_ssize_t limit)
+{
+    const char *p = PyBytes_AS_STRING(value), *end = p + PyBytes_GET_SIZE(value);
+    long long n = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            continue;   /* surrounding whitespace */
+        n = n * 10 + (*p - '0');
+        if (n > limit)
+            return 1;
+    }
+    return 0;
+}
+
+static PyObject *HttpCore_on_headers_complete(HttpCore *self, PyObject *unused)
+{
+    self->in_head = 0;
+    Py_SETREF(self->waiting_since, Py_NewRef(Py_None));
+    self->stalled = 0;
+    if (self->header_bytes + PyBytes_GET_SIZE(self->url) > max_header_bytes)
+        return raise_limit(431);
+    PyObject *length = PyDict_GetItemWithError(self->headers, b_content_length);
+    if (length != NULL && PyBytes_Check(length) && length_over(length, self->max_body))
+        return raise_limit(413);
+    if (length == NULL && PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *HttpCore_on_body(HttpCore *self, PyObject *body)
+{
+    if (!PyBytes_Check(body)) {
+        PyErr_SetString(PyExc_TypeError, "on_body() wants bytes");
+        return NULL;
+    }
+    self->body_size += PyBytes_GET_SIZE(body);
+    if (self->body_size > self->max_body)   /* chunked bodies announce no length */
+        return raise_limit(413);
+    if (PyList_Append(self->body, body))
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static inline PyObject *call_method0(PyObject *obj, PyObject *name)
+{
+    return PyObject_VectorcallMethod(name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* The Request of the message just parsed; resets the state for the next. */
+static PyObject *take_request(HttpCore *self, int *is_head)
+{
+    PyObject *request = NULL, *method = NULL, *keep_alive = NULL, *version = NULL, *body;
+    PyObject *name = PyObject_CallNoArgs(self->get_method);
+    if (name == NULL)
+        return NULL;
+    *is_head = PyBytes_Check(name) && PyBytes_GET_SIZE(name) == 4
+        && memcmp(PyBytes_AS_STRING(name), "HEAD", 4) == 0;
+    method = PyDict_GetItemWithError(method_names, name);
+    if (method != NULL)
+        Py_INCREF(method);
+    else if (!PyErr_Occurred())
+        method = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), NULL);
+    Py_DECREF(name);
+    if (method == NULL)
+        return NULL;
+    keep_alive = PyObject_CallNoArgs(self->should_keep_alive);
+    if (keep_alive == NULL)
+        goto done;
+    if (keep_alive == Py_True && !self->has_connection) {
+        /* Only HTTP/1.1 keeps alive without a Connection header (1.0 needs
+         * "Connection: keep-alive"), and get_http_version formats a string. */
+        version = Py_NewRef(s_v11);
+    } else if ((version = call_method0(self->parser, s_get_http_version)) == NULL) {
+        goto done;
+    } else if (PyUnicode_Check(version) && PyUnicode_Compare(version, s_v11) == 0) {
+        Py_SETREF(version, Py_NewRef(s_v11));   /* so the fast path knows it by identity */
+    }
+    Py_ssize_t pieces = PyList_GET_SIZE(self->body);
+    if (pieces == 0)
+        body = Py_NewRef(b_empty);
+    else if (pieces == 1)
+        body = Py_NewRef(PyList_GET_ITEM(self->body, 0));
+    else if ((body = PyObject_CallMethodOneArg(b_empty, s_join, self->body)) == NULL)
+        goto done;
+    /* The state for the next request on this connection (pipelining). */
+    PyObject *headers = PyDict_New(), *next_body = pieces ? PyList_New(0) : NULL;
+    if (headers != NULL && (pieces == 0 || next_body != NULL)) {
+        /* The last request, when its handler kept no reference to it, saves
+         * a GC object's allocation and release per request. */
+        request = self->spare;
+        self->spare = NULL;
+        if (request == NULL)
+            request = request_type->tp_alloc(request_type, 0);
+    }
+    if (request == NULL) {
+        Py_XDECREF(headers);
+        Py_XDECREF(next_body);
+        Py_DECREF(body);
+        goto done;
+    }
+    /* The slots take our references and the request's parts. */
+    Py_XSETREF(SLOT(request, rq_method), method);
+    Py_XSETREF(SLOT(request, rq_keep_alive), keep_alive);
+    Py_XSETREF(SLOT(request, rq_version), version);
+    Py_XSETREF(SLOT(request, rq_body), body);
+    Py_XSETREF(SLOT(request, rq_url), self->url);
+    Py_XSETREF(SLOT(request, rq_headers), self->headers);
+    method = keep_alive = version = NULL;
+    self->url = Py_NewRef(b_empty);
+    self->headers = headers;
+    self->header_bytes = 0;
+    self->has_connection = 0;
+    if (pieces) {
+        Py_SETREF(self->body, next_body);
+        self->body_size = 0;
+    }
+done:
+    Py_XDECREF(method);
+    Py_XDECREF(keep_alive);
+    Py_XDECREF(version);
+    return request;
+}
+
+/* handler(request), or router.handle(request) when the URL as sent names no
+ * route that takes the method. */
+static PyObject *route(HttpCore *self, PyObject *request)
+{
+    PyObject *entry = PyDict_GetItemWithError(self->by_url, SLOT(request, rq_url));
+    if (entry == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+    } else if (PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2) {
+        int takes = PySequence_Contains(PyTuple_GET_ITEM(entry, 1), SLOT(request, rq_method));
+        if (takes < 0)
+            return NULL;
+        if (takes) {
+            /* Our references: the handler may change the routes. */
+            Py_INCREF(entry);
+            PyObject *response = PyObject_Vectorcall(PyTuple_GET_ITEM(entry, 0), &request, 1, NULL);
+            Py_DECREF(entry);
+            return response;
+        }
+    }
+    return PyObject_CallMethodOneArg(self->router, s_handle, request);
+}
+
+/* The whole of ``response`` on a keep-alive HTTP/1.1 connection: the status
+ * line, this chunk's Date line and its _keep_alive_tail(). It is kept in the
+ * response, which is often one made once and returned for every request
+ * (a fixed page), as long as its status and the Date stay the same; the
+ * body and content_type setters drop it. NULL with no exception set: a
+ * status we have no line for, which _respond formats. */
+static PyObject *common_response(HttpCore *self, PyObject *response)
+{
+    PyObject *status = SLOT(response, rs_status), *wire = SLOT(response, rs_wire);
+    if (status == NULL)
+        return NULL;
+    if (wire != NULL && wire != Py_None && SLOT(response, rs_wire_date) == self->date
+            && SLOT(response, rs_wire_status) == status)
+        return Py_NewRef(wire);
+    PyObject *line = PyDict_GetItemWithError(status_lines, status);
+    if (line == NULL)
+        return NULL;
+    PyObject *tail = SLOT(response, rs_tail);
+    if (tail == NULL || tail == Py_None)
+        tail = call_method0(response, s_keep_alive_tail);
+    else
+        Py_INCREF(tail);
+    if (tail == NULL)
+        return NULL;
+    if (!PyBytes_Check(line) || !PyBytes_Check(tail)) {
+        Py_DECREF(tail);
+        PyErr_SetString(PyExc_TypeError, "a status line and a response tail are bytes");
+        return NULL;
+    }
+    Py_ssize_t n_line = PyBytes_GET_SIZE(line), n_date = PyBytes_GET_SIZE(self->date);
+    wire = PyBytes_FromStringAndSize(NULL, n_line + n_date + PyBytes_GET_SIZE(tail));
+    if (wire != NULL) {
+        char *p = PyBytes_AS_STRING(wire);
+        memcpy(p, PyBytes_AS_STRING(line), n_line);
+        memcpy(p + n_line, PyBytes_AS_STRING(self->date), n_date);
+        memcpy(p + n_line + n_date, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail));
+        Py_XSETREF(SLOT(response, rs_wire), Py_NewRef(wire));
+        Py_XSETREF(SLOT(response, rs_wire_date), Py_NewRef(self->date));
+        Py_XSETREF(SLOT(response, rs_wire_status), Py_NewRef(status));
+    }
+    Py_DECREF(tail);
+    return wire;
+}
+
+/* The exception being raised, taken (with its traceback) from the thread. */
+static PyObject *raised_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(exc, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return exc;
+#endif
+}
+
+static PyObject *HttpCore_on_message_complete(HttpCore *self, PyObject *unused)
+{
+    int is_head;
+    PyObject *request = take_request(self, &is_head);
+    if (request == NULL)
+        return NULL;
+    PyObject *response = route(self, request), *result = NULL;
+    if (response == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            goto done;   /* KeyboardInterrupt and the like go on up */
+        PyObject *exc = raised_exception();
+        PyObject *call[3] = {(PyObject *)self, request, exc};
+        response = PyObject_VectorcallMethod(s_handler_failed, call,
+                                             3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_XDECREF(exc);
+        if (response == NULL)
+            goto done;
+    }
+    if (!is_head && SLOT(request, rq_version) == s_v11 && SLOT(request, rq_keep_alive) == Py_True
+            && PyObject_TypeCheck(response, response_type)
+            && SLOT(response, rs_headers) == Py_None && SLOT(response, rs_file) == Py_None) {
+        PyObject *wire = common_response(self, response);
+        if (wire != NULL) {
+            int failed = PyList_Append(self->out, wire);
+            Py_DECREF(wire);
+            if (!failed)
+                result = Py_NewRef(Py_None);
+            goto done;
+        }
+        if (PyErr_Occurred())
+            goto done;
+    }
+    PyObject *call[3] = {(PyObject *)self, request, response};
+    result = PyObject_VectorcallMethod(s_respond, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+done:
+    Py_XDECREF(response);
+    if (Py_REFCNT(request) == 1 && self->spare == NULL && Py_IS_TYPE(request, request_type)) {
+        self->spare = request;   /* ours alone: the next request reuses it */
+        if (SLOT(request, rq_body) != b_empty)   /* not holding a body till then */
+            Py_XSETREF(SLOT(request, rq_body), Py_NewRef(b_empty));
+    } else
+        Py_DECREF(request);
+    return result;
+}
+
+static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    HttpCore *self = (HttpCore *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->parser = Py_NewRef(Py_None);   /* no callback works before _parser is set */
+    self->get_method = Py_NewRef(Py_None);
+    self->should_keep_alive = Py_NewRef(Py_None);
+    self->router = Py_NewRef(Py_None);
+    self->by_url = PyDict_New();
+    self->out = PyList_New(0);
+    self->date = Py_NewRef(b_empty);
+    self->url = Py_NewRef(b_empty);
+    self->headers = PyDict_New();
+    self->body = PyList_New(0);
+    self->waiting_since = Py_NewRef(Py_None);
+    if (self->by_url == NULL || self->out == NULL || self->headers == NULL || self->body == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int HttpCore_traverse(HttpCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->parser);
+    Py_VISIT(self->get_method);
+    Py_VISIT(self->should_keep_alive);
+    Py_VISIT(self->router);
+    Py_VISIT(self->by_url);
+    Py_VISIT(self->out);
+    Py_VISIT(self->date);
+    Py_VISIT(self->url);
+    Py_VISIT(self->headers);
+    Py_VISIT(self->body);
+    Py_VISIT(self->waiting_since);
+    Py_VISIT(self->spare);
+    return 0;
+}
+
+static int HttpCore_clear(HttpCore *self)
+{
+    Py_CLEAR(self->parser);
+    Py_CLEAR(self->get_method);
+    Py_CLEAR(self->should_keep_alive);
+    Py_CLEAR(self->router);
+    Py_CLEAR(self->by_url);
+    Py_CLEAR(self->out);
+    Py_CLEAR(self->date);
+    Py_CLEAR(self->url);
+    Py_CLEAR(self->headers);
+    Py_CLEAR(self->body);
+    Py_CLEAR(self->waiting_since);
+    Py_CLEAR(self->spare);
+    return 0;
+}
+
+static void HttpCore_dealloc(HttpCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    HttpCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The typed members refuse None or a wrong type with TypeError, so the C
+ * code above can rely on what they hold. A cleared one reads as None. */
+#define TYPED_MEMBER(NAME, FIELD, CHECK, WHAT)                                          \
+    static PyObject *get_##FIELD(HttpCore *self, void *c)                               \
+    {                                                                                   \
+        return Py_NewRef(self->FIELD ? self->FIELD : Py_None);                          \
+    }                                                                                   \
+    static int set_##FIELD(HttpCore *self, PyObject *value, void *c)                    \
+    {                                                                                   \
+        if (value == NULL || !CHECK(value)) {                                           \
+            PyErr_SetString(PyExc_TypeError, NAME " must be " WHAT);                    \
+            return -1;                                                                  \
+        }                                                                               \
+        Py_XSETREF(self->FIELD, Py_NewRef(value));                                      \
+        return 0;                                                                       \
+    }
+
+TYPED_MEMBER("_by_url", by_url, PyDict_Check, "a dict")
+TYPED_MEMBER("_out", out, PyList_CheckExact, "a list")
+TYPED_MEMBER("_date", date, PyBytes_Check, "bytes")
+TYPED_MEMBER("_url", url, PyBytes_Check, "bytes")
+TYPED_MEMBER("_headers", headers, PyDict_Check, "a dict")
+TYPED_MEMBER("_body", body, PyList_CheckExact, "a list")
+
+static PyObject *get_parser(HttpCore *self, void *c)
+{
+    return Py_NewRef(self->parser ? self->parser : Py_None);
+}
+
+static int set_parser(HttpCore *self, PyObject *parser, void *c)
+{
+    if (parser == NULL) {
+        PyErr_SetString(PyExc_TypeError, "_parser cannot be deleted");
+        return -1;
+    }
+    PyObject *get_method = PyObject_GetAttr(parser, s_get_method);
+    PyObject *should_keep_alive = get_method ? PyObject_GetAttr(parser, s_should_keep_alive) : NULL;
+    if (should_keep_alive == NULL) {
+        Py_XDECREF(get_method);
+        return -1;
+    }
+    Py_XSETREF(self->parser, Py_NewRef(parser));
+    Py_XSETREF(self->get_method, get_method);
+    Py_XSETREF(self->should_keep_alive, should_keep_alive);
+    return 0;
+}
+
+#define GETSET(NAME, FIELD) {NAME, (getter)get_##FIELD, (setter)set_##FIELD, NULL, NULL}
+
+static PyGetSetDef HttpCore_getset[] = {
+    GETSET("_parser", parser), GETSET("_by_url", by_url), GETSET("_out", out), GETSET("_date", date),
+    GETSET("_url", url), GETSET("_headers", headers), GETSET("_body", body),
+    {NULL}
+};
+
+static PyMemberDef HttpCore_members[] = {
+    {"_router", T_OBJECT, offsetof(HttpCore, router), 0, NULL},
+    {"_waiting_since", T_OBJECT, offsetof(HttpCore, waiting_since), 0, NULL},
+    {"_header_bytes", T_PYSSIZET, offsetof(HttpCore, header_bytes), 0, NULL},
+    {"_body_size", T_PYSSIZET, offsetof(HttpCore, body_size), 0, NULL},
+    {"_max_body", T_PYSSIZET, offsetof(HttpCore, max_body), 0, NULL},
+    {"_stalled", T_PYSSIZET, offsetof(HttpCore, stalled), 0, NULL},
+    {"_in_head", T_BOOL, offsetof(HttpCore, in_head), 0, NULL},
+    {NULL}
+};
+
+static PyMethodDef HttpCore_methods[] = {
+    {"on_url", (PyCFunction)HttpCore_on_url, METH_O, NULL},
+    {"on_header", (PyCFunction)(void (*)(void))HttpCore_on_header, METH_FASTCALL, NULL},
+    {"on_headers_complete", (PyCFunction)HttpCore_on_headers_complete, METH_NOARGS, NULL},
+    {"on_body", (PyCFunction)HttpCore_on_body, METH_O, NULL},
+    {"on_message_complete", (PyCFunction)HttpCore_on_message_complete, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyTypeObject HttpCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "uringio._httpcore.HttpCore",
+    .tp_doc = "The httptools callbacks of http.HTTPProtocol and its per-request state.",
+    .tp_basicsize = sizeof(HttpCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = HttpCore_new,
+    .tp_dealloc = (destructor)HttpCore_dealloc,
+    .tp_traverse = (traverseproc)HttpCore_traverse,
+    .tp_clear = (inquiry)HttpCore_clear,
+    .tp_methods = HttpCore_methods,
+    .tp_members = HttpCore_members,
+    .tp_getset = HttpCore_getset,
+};
+
+/* -- module ----------------------------------------------------------------- */
+
+static PyMethodDef module_methods[] = {
+    {"setup", setup, METH_VARARGS,
+     "setup(Request, Response, Limit, status_lines_11, method_names, max_header_bytes)"},
+    {NULL}
+};
+
+static struct PyModuleDef httpcore_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "uringio._httpcore",
+    .m_doc = "uringio.http's per-request path in C (see _build/httpcore.c).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC PyInit__httpcore(void)
+{
+    if ((s_get_method = PyUnicode_InternFromString("get_method")) == NULL ||
+        (s_should_keep_alive = PyUnicode_InternFromString("should_keep_alive")) == NULL ||
+        (s_get_http_version = PyUnicode_InternFromString("get_http_version")) == NULL ||
+        (s_handle = PyUnicode_InternFromString("handle")) == NULL ||
+        (s_keep_alive_tail = PyUnicode_InternFromString("_keep_alive_tail")) == NULL ||
+        (s_respond = PyUnicode_InternFromString("_respond")) == NULL ||
+        (s_handler_failed = PyUnicode_InternFromString("_handler_failed")) == NULL ||
+        (s_join = PyUnicode_InternFromString("join")) == NULL ||
+        (s_v11 = PyUnicode_InternFromString("1.1")) == NULL ||
+        (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
+        (b_content_length = PyBytes_FromString("content-length")) == NULL)
+        return NULL;
+    for (size_t i = 0; i < N_COMMON; i++)
+        if ((common_bytes[i] = PyBytes_FromString(common_names[i])) == NULL)
+            return NULL;
+    if (PyType_Ready(&HttpCoreType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&httpcore_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "HttpCore", (PyObject *)&HttpCoreType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
