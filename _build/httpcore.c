@@ -25,6 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <strings.h>
+#include <time.h>
 #include <structmember.h>
 
 #include "pyslots.h"
@@ -35,23 +36,28 @@ static PyTypeObject *request_type;   /* http.Request */
 static PyTypeObject *response_type;  /* http.Response */
 static PyObject *limit_type;         /* http._Limit */
 static PyObject *status_lines;       /* {status: b"HTTP/1.1 200 OK\r\nServer: ..\r\n"} */
-static PyObject *method_names;       /* {b"GET": "GET", ...} */
+static PyObject *date_now;           /* http._date: [when the next second begins, its Date line] */
+static PyObject *date_line;          /* http._date_line(): formats the new second's line */
 static Py_ssize_t max_header_bytes;
 static Py_ssize_t rq_method, rq_url, rq_headers, rq_body, rq_keep_alive, rq_version;
 static Py_ssize_t rs_status, rs_headers, rs_file, rs_tail, rs_wire, rs_wire_date, rs_wire_status;
 
 /* Interned names and constants, made at import. */
-static PyObject *s_get_method, *s_should_keep_alive, *s_get_http_version, *s_handle,
-    *s_keep_alive_tail, *s_respond, *s_handler_failed, *s_join, *s_v11, *b_empty, *b_content_length;
+static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data, *s_get_http_version, *s_handle,
+    *s_keep_alive_tail, *s_respond, *s_handler_failed, *s_input_failed, *s_head_incomplete, *s_join, *s_v11, *b_empty, *b_content_length;
 
 static PyObject *setup(PyObject *module, PyObject *args)
 {
     PyTypeObject *request, *response;
-    PyObject *limit, *lines, *methods;
+    PyObject *limit, *lines, *date, *date_fn;
     Py_ssize_t max_header;
-    if (!PyArg_ParseTuple(args, "O!O!OO!O!n", &PyType_Type, &request, &PyType_Type, &response,
-                          &limit, &PyDict_Type, &lines, &PyDict_Type, &methods, &max_header))
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!On", &PyType_Type, &request, &PyType_Type, &response,
+                          &limit, &PyDict_Type, &lines, &PyList_Type, &date, &date_fn, &max_header))
         return NULL;
+    if (PyList_GET_SIZE(date) != 2) {
+        PyErr_SetString(PyExc_ValueError, "the date state is [expires, line]");
+        return NULL;
+    }
     if (slot_offset(request, "method", &rq_method) || slot_offset(request, "url", &rq_url) ||
         slot_offset(request, "headers", &rq_headers) || slot_offset(request, "body", &rq_body) ||
         slot_offset(request, "keep_alive", &rq_keep_alive) ||
@@ -69,7 +75,8 @@ static PyObject *setup(PyObject *module, PyObject *args)
     Py_XSETREF(response_type, response);
     Py_XSETREF(limit_type, Py_NewRef(limit));
     Py_XSETREF(status_lines, Py_NewRef(lines));
-    Py_XSETREF(method_names, Py_NewRef(methods));
+    Py_XSETREF(date_now, Py_NewRef(date));
+    Py_XSETREF(date_line, Py_NewRef(date_fn));
     max_header_bytes = max_header;
     Py_RETURN_NONE;
 }
@@ -81,6 +88,8 @@ typedef struct {
     PyObject *parser;         /* httptools.HttpRequestParser(self) */
     PyObject *get_method;     /* ...its bound methods, looked up once */
     PyObject *should_keep_alive;
+    PyObject *feed_data;
+    PyObject *send;           /* the connection's write() */
     PyObject *router;         /* http.Router */
     PyObject *by_url;         /* router._by_url: {url bytes: (handler, methods)} */
     PyObject *out;            /* list: the responses of this chunk of input */
@@ -95,6 +104,7 @@ typedef struct {
     Py_ssize_t max_body;
     Py_ssize_t stalled;       /* bytes fed while no head completed */
     char in_head;             /* a head has begun and is not complete */
+    char done;                /* a response said "close": ignore the rest */
     char has_connection;      /* the head has a Connection header */
 } HttpCore;
 
@@ -236,6 +246,26 @@ static inline PyObject *call_method0(PyObject *obj, PyObject *name)
     return PyObject_VectorcallMethod(name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
+/* The methods as str, interned: a route's ("GET", "HEAD") finds them by
+ * identity. HEAD is second: its responses have no body. */
+static const char *const method_list[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
+#define N_METHODS (sizeof(method_list) / sizeof(method_list[0]))
+static PyObject *methods[N_METHODS];
+
+/* get_method()'s bytes as str (a new reference). */
+static PyObject *method_name(PyObject *name)
+{
+    if (!PyBytes_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "get_method() gave no bytes");
+        return NULL;
+    }
+    const char *raw = PyBytes_AS_STRING(name);
+    for (size_t i = 0; i < N_METHODS; i++)
+        if (strcmp(method_list[i], raw) == 0)
+            return Py_NewRef(methods[i]);
+    return PyUnicode_DecodeLatin1(raw, PyBytes_GET_SIZE(name), NULL);
+}
+
 /* The Request of the message just parsed; resets the state for the next. */
 static PyObject *take_request(HttpCore *self, int *is_head)
 {
@@ -243,13 +273,8 @@ static PyObject *take_request(HttpCore *self, int *is_head)
     PyObject *name = PyObject_CallNoArgs(self->get_method);
     if (name == NULL)
         return NULL;
-    *is_head = PyBytes_Check(name) && PyBytes_GET_SIZE(name) == 4
-        && memcmp(PyBytes_AS_STRING(name), "HEAD", 4) == 0;
-    method = PyDict_GetItemWithError(method_names, name);
-    if (method != NULL)
-        Py_INCREF(method);
-    else if (!PyErr_Occurred())
-        method = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), NULL);
+    method = method_name(name);
+    *is_head = method == methods[1];
     Py_DECREF(name);
     if (method == NULL)
         return NULL;
@@ -320,7 +345,13 @@ static PyObject *route(HttpCore *self, PyObject *request)
         if (PyErr_Occurred())
             return NULL;
     } else if (PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2) {
-        int takes = PySequence_Contains(PyTuple_GET_ITEM(entry, 1), SLOT(request, rq_method));
+        PyObject *allowed = PyTuple_GET_ITEM(entry, 1), *method = SLOT(request, rq_method);
+        int takes = 0;
+        if (PyTuple_CheckExact(allowed))   /* interned names: found by identity */
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(allowed) && !takes; i++)
+                takes = PyTuple_GET_ITEM(allowed, i) == method;
+        if (!takes)
+            takes = PySequence_Contains(allowed, method);
         if (takes < 0)
             return NULL;
         if (takes) {
@@ -398,6 +429,8 @@ static PyObject *raised_exception(void)
 static PyObject *HttpCore_on_message_complete(HttpCore *self, PyObject *unused)
 {
     int is_head;
+    if (self->done)   /* the rest of a chunk after a response that closes */
+        Py_RETURN_NONE;
     PyObject *request = take_request(self, &is_head);
     if (request == NULL)
         return NULL;
@@ -440,6 +473,78 @@ done:
     return result;
 }
 
+/* this->date: the Date line of the second we are in, from http._date, or
+ * from http._date_line() when a new second has begun. */
+static int current_date(HttpCore *self)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);   /* time.time()'s clock */
+    PyObject *line;
+    double expires = PyList_GET_SIZE(date_now) == 2 ? PyFloat_AsDouble(PyList_GET_ITEM(date_now, 0)) : 0.0;
+    if (expires == -1.0 && PyErr_Occurred())
+        return -1;
+    if (now.tv_sec + now.tv_nsec * 1e-9 < expires)
+        line = Py_NewRef(PyList_GET_ITEM(date_now, 1));
+    else if ((line = PyObject_CallNoArgs(date_line)) == NULL)
+        return -1;
+    if (!PyBytes_Check(line)) {
+        Py_DECREF(line);
+        PyErr_SetString(PyExc_TypeError, "the Date line is bytes");
+        return -1;
+    }
+    Py_SETREF(self->date, line);
+    return 0;
+}
+
+/* Send what this chunk's requests produced, in one write. */
+static PyObject *HttpCore_flush(HttpCore *self, PyObject *unused)
+{
+    Py_ssize_t n = PyList_GET_SIZE(self->out);
+    if (n == 0)
+        Py_RETURN_NONE;
+    PyObject *data = n == 1 ? Py_NewRef(PyList_GET_ITEM(self->out, 0))
+                            : PyObject_CallMethodOneArg(b_empty, s_join, self->out);
+    if (data == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    if (self->send == NULL)
+        PyErr_SetString(PyExc_RuntimeError, "HTTPProtocol._send is not set");
+    else if (PyList_SetSlice(self->out, 0, n, NULL) == 0)
+        result = PyObject_CallOneArg(self->send, data);
+    Py_DECREF(data);
+    return result;
+}
+
+static PyObject *HttpCore_data_received(HttpCore *self, PyObject *data)
+{
+    if (self->done)
+        Py_RETURN_NONE;
+    if (current_date(self) < 0)
+        return NULL;
+    PyObject *result = PyObject_CallOneArg(self->feed_data, data);
+    if (result == NULL) {
+        /* Bad input, a limit broken, a handler's failure: Python answers. */
+        PyObject *exc = raised_exception();
+        PyObject *call[2] = {(PyObject *)self, exc};
+        result = PyObject_VectorcallMethod(s_input_failed, call, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(exc);
+    } else if (self->in_head) {
+        /* A head still incomplete after this chunk: Python counts it. */
+        Py_DECREF(result);
+        Py_ssize_t size = PyObject_Length(data);
+        PyObject *call[2] = {(PyObject *)self, size < 0 ? NULL : PyLong_FromSsize_t(size)};
+        result = call[1] == NULL ? NULL : PyObject_VectorcallMethod(
+            s_head_incomplete, call, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_XDECREF(call[1]);
+    } else {
+        self->stalled = 0;
+    }
+    if (result == NULL)
+        return NULL;
+    Py_DECREF(result);
+    return HttpCore_flush(self, NULL);
+}
+
 static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     HttpCore *self = (HttpCore *)type->tp_alloc(type, 0);
@@ -448,6 +553,8 @@ static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->parser = Py_NewRef(Py_None);   /* no callback works before _parser is set */
     self->get_method = Py_NewRef(Py_None);
     self->should_keep_alive = Py_NewRef(Py_None);
+    self->feed_data = Py_NewRef(Py_None);
+    self->send = Py_NewRef(Py_None);
     self->router = Py_NewRef(Py_None);
     self->by_url = PyDict_New();
     self->out = PyList_New(0);
@@ -468,6 +575,8 @@ static int HttpCore_traverse(HttpCore *self, visitproc visit, void *arg)
     Py_VISIT(self->parser);
     Py_VISIT(self->get_method);
     Py_VISIT(self->should_keep_alive);
+    Py_VISIT(self->feed_data);
+    Py_VISIT(self->send);
     Py_VISIT(self->router);
     Py_VISIT(self->by_url);
     Py_VISIT(self->out);
@@ -485,6 +594,8 @@ static int HttpCore_clear(HttpCore *self)
     Py_CLEAR(self->parser);
     Py_CLEAR(self->get_method);
     Py_CLEAR(self->should_keep_alive);
+    Py_CLEAR(self->feed_data);
+    Py_CLEAR(self->send);
     Py_CLEAR(self->router);
     Py_CLEAR(self->by_url);
     Py_CLEAR(self->out);
@@ -541,13 +652,16 @@ static int set_parser(HttpCore *self, PyObject *parser, void *c)
     }
     PyObject *get_method = PyObject_GetAttr(parser, s_get_method);
     PyObject *should_keep_alive = get_method ? PyObject_GetAttr(parser, s_should_keep_alive) : NULL;
-    if (should_keep_alive == NULL) {
+    PyObject *feed_data = should_keep_alive ? PyObject_GetAttr(parser, s_feed_data) : NULL;
+    if (feed_data == NULL) {
         Py_XDECREF(get_method);
+        Py_XDECREF(should_keep_alive);
         return -1;
     }
     Py_XSETREF(self->parser, Py_NewRef(parser));
     Py_XSETREF(self->get_method, get_method);
     Py_XSETREF(self->should_keep_alive, should_keep_alive);
+    Py_XSETREF(self->feed_data, feed_data);
     return 0;
 }
 
@@ -567,6 +681,8 @@ static PyMemberDef HttpCore_members[] = {
     {"_max_body", T_PYSSIZET, offsetof(HttpCore, max_body), 0, NULL},
     {"_stalled", T_PYSSIZET, offsetof(HttpCore, stalled), 0, NULL},
     {"_in_head", T_BOOL, offsetof(HttpCore, in_head), 0, NULL},
+    {"_done", T_BOOL, offsetof(HttpCore, done), 0, NULL},
+    {"_send", T_OBJECT, offsetof(HttpCore, send), 0, NULL},
     {NULL}
 };
 
@@ -576,6 +692,9 @@ static PyMethodDef HttpCore_methods[] = {
     {"on_headers_complete", (PyCFunction)HttpCore_on_headers_complete, METH_NOARGS, NULL},
     {"on_body", (PyCFunction)HttpCore_on_body, METH_O, NULL},
     {"on_message_complete", (PyCFunction)HttpCore_on_message_complete, METH_NOARGS, NULL},
+    {"data_received", (PyCFunction)HttpCore_data_received, METH_O,
+     "Feed a chunk to the parser; send the responses it produced in one write."},
+    {"_flush", (PyCFunction)HttpCore_flush, METH_NOARGS, "Send the responses made so far."},
     {NULL}
 };
 
@@ -598,7 +717,7 @@ static PyTypeObject HttpCoreType = {
 
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(Request, Response, Limit, status_lines_11, method_names, max_header_bytes)"},
+     "setup(Request, Response, Limit, status_lines_11, date, date_line, max_header_bytes)"},
     {NULL}
 };
 
@@ -614,16 +733,22 @@ PyMODINIT_FUNC PyInit__httpcore(void)
 {
     if ((s_get_method = PyUnicode_InternFromString("get_method")) == NULL ||
         (s_should_keep_alive = PyUnicode_InternFromString("should_keep_alive")) == NULL ||
+        (s_feed_data = PyUnicode_InternFromString("feed_data")) == NULL ||
         (s_get_http_version = PyUnicode_InternFromString("get_http_version")) == NULL ||
         (s_handle = PyUnicode_InternFromString("handle")) == NULL ||
         (s_keep_alive_tail = PyUnicode_InternFromString("_keep_alive_tail")) == NULL ||
         (s_respond = PyUnicode_InternFromString("_respond")) == NULL ||
         (s_handler_failed = PyUnicode_InternFromString("_handler_failed")) == NULL ||
+        (s_input_failed = PyUnicode_InternFromString("_input_failed")) == NULL ||
+        (s_head_incomplete = PyUnicode_InternFromString("_head_incomplete")) == NULL ||
         (s_join = PyUnicode_InternFromString("join")) == NULL ||
         (s_v11 = PyUnicode_InternFromString("1.1")) == NULL ||
         (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
         (b_content_length = PyBytes_FromString("content-length")) == NULL)
         return NULL;
+    for (size_t i = 0; i < N_METHODS; i++)
+        if ((methods[i] = PyUnicode_InternFromString(method_list[i])) == NULL)
+            return NULL;
     for (size_t i = 0; i < N_COMMON; i++)
         if ((common_bytes[i] = PyBytes_FromString(common_names[i])) == NULL)
             return NULL;

@@ -132,6 +132,14 @@ def test_limits_answer_with_their_status_and_close(server):
     assert status_of(raw(server, chunked)) == 413
 
 
+def test_requests_after_one_that_closes_are_ignored(server):
+    # The second request rides in the same segment as a "Connection:
+    # close" one: it gets no answer, and the first answer arrives whole.
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n%s\r\n"
+    out = raw(server, get % b"Connection: close\r\n" + get % b"")
+    assert out.count(b"HTTP/1.1 200 OK") == 1 and out.endswith(b"Hello, World!")
+
+
 def test_slowloris_gets_408_and_others_are_served_meanwhile(server):
     with socket.create_connection(("127.0.0.1", server), timeout=5) as slow:
         slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")   # never finishes its head
@@ -328,7 +336,7 @@ def test_a_handler_that_raises_gets_500_and_the_next_request_is_answered(caplog)
     assert failed[0].exc_info[0] is ValueError   # with its traceback, for the log
 
 
-def test_a_fixed_response_follows_its_status_and_the_date(monkeypatch):
+def test_a_fixed_response_follows_its_status_and_the_date():
     # The whole response of a fixed page is kept between requests: a new
     # status or a new Date second must show in the next one.
     from uringio import http
@@ -340,15 +348,19 @@ def test_a_fixed_response_follows_its_status_and_the_date(monkeypatch):
         return shared
 
     get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    monkeypatch.setattr(http, "_date", [float("inf"), b"Date: first\r\n"])
-    heads = [head for head, _ in exchange(router, get * 2)]
-    assert all(h.startswith(b"HTTP/1.1 200 OK\r\n") and b"Date: first\r\n" in h for h in heads)
-    shared.status = 404
-    (head, body), = exchange(router, get)
-    assert head.startswith(b"HTTP/1.1 404 Not Found\r\n") and body == b"page"
-    monkeypatch.setattr(http, "_date", [float("inf"), b"Date: second\r\n"])
-    (head, body), = exchange(router, get)
-    assert b"Date: second\r\n" in head and b"Date: first" not in head and body == b"page"
+    saved = http._date[:]   # read in place by the C path: set its items
+    try:
+        http._date[:] = [float("inf"), b"Date: first\r\n"]
+        heads = [head for head, _ in exchange(router, get * 2)]
+        assert all(h.startswith(b"HTTP/1.1 200 OK\r\n") and b"Date: first\r\n" in h for h in heads)
+        shared.status = 404
+        (head, body), = exchange(router, get)
+        assert head.startswith(b"HTTP/1.1 404 Not Found\r\n") and body == b"page"
+        http._date[1] = b"Date: second\r\n"
+        (head, body), = exchange(router, get)
+        assert b"Date: second\r\n" in head and b"Date: first" not in head and body == b"page"
+    finally:
+        http._date[:] = saved
 
 
 def test_a_protocol_and_its_parser_are_freed_after_use():
@@ -364,3 +376,28 @@ def test_a_protocol_and_its_parser_are_freed_after_use():
     del protocol
     gc.collect()
     assert gone() is None
+
+
+def test_nothing_is_written_after_a_response_that_closes():
+    # As a Connection does, this one refuses writes once closed; the
+    # request after the closing one must not be answered, nor fail.
+    from uringio.http import HTTPProtocol, default_router
+
+    class ClosingConn(FakeConn):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+        def write(self, data):
+            if self.closed:
+                raise RuntimeError("write() after close()")
+            super().write(data)
+
+    conn = ClosingConn()
+    protocol = HTTPProtocol(default_router())
+    protocol.connection_made(conn)
+    get = b"GET / HTTP/1.1\r\nHost: x\r\n%s\r\n"
+    protocol.data_received(get % b"Connection: close\r\n" + get % b"" + get % b"")
+    protocol.data_received(get % b"")
+    assert conn.closed and conn.data.count(b"HTTP/1.1 200 OK") == 1

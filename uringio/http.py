@@ -17,7 +17,6 @@ import json
 import logging
 import mimetypes
 import os
-import sys
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -52,9 +51,6 @@ def _content_type(name: str) -> bytes:
         ctype = _CONTENT_TYPES[name] = name.encode()
     return ctype
 
-# Interned, so that a route's ("GET", "HEAD") finds a request's method by identity.
-_METHODS = {m: sys.intern(m.decode())
-            for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 _EMPTY = b""
 
 
@@ -222,14 +218,14 @@ class _Limit(Exception):
         self.status = status
 
 
-# [when the next second begins, the Date header line for this one]
+# [when the next second begins, the Date header line for this one]. The
+# per-request path reads this very list: change its items, never rebind it.
 _date = [0.0, b""]
-_time = time.time
 
 
 def _date_line() -> bytes:
     """``Date: ...\r\n``, formatted once a second, not once a response."""
-    now = _time()
+    now = time.time()
     if now >= _date[0]:
         second = int(now)
         _date[0], _date[1] = second + 1.0, b"Date: %s\r\n" % formatdate(second, usegmt=True).encode()
@@ -248,20 +244,21 @@ class HTTPProtocol(HttpCore, Protocol):
     def __init__(self, router: Router, max_body: int = DEFAULT_MAX_BODY,
                  header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> None:
         # HttpCore starts with an empty URL, headers, body, output list and
-        # Date line, and no head begun.
+        # Date line, no head begun, and not _done (a response said "close":
+        # ignore the rest).
         self._router = router
         self._by_url = router._by_url
         self._max_body = max_body
         self._header_timeout = header_timeout
         self._parser = httptools.HttpRequestParser(self)
         self._conn: Connection | None = None
-        self._done = False            # a response said "close": ignore the rest
         self._timer = None
 
     # -- connection ----------------------------------------------------------
 
     def connection_made(self, conn: Connection) -> None:
         self._conn = conn
+        self._send = conn.write
         self._waiting_since = conn.loop.time()
         self._arm_timer(self._header_timeout)
 
@@ -269,41 +266,38 @@ class HTTPProtocol(HttpCore, Protocol):
         if self._timer is not None:
             self._timer.cancel()
 
-    def data_received(self, data: bytes) -> None:
+    # data_received(data) is HttpCore's: it feeds the parser and sends
+    # what the chunk's requests produced in one write (_flush). It calls
+    # these two for the rare cases:
+
+    def _input_failed(self, exc: BaseException) -> None:
+        """feed_data raised: bad input, a limit broken, or a failure in
+        the per-request path."""
         if self._done:
-            return
-        # _date_line() inline: this runs once per chunk, often per request.
-        self._date = _date[1] if _time() < _date[0] else _date_line()
-        try:
-            self._parser.feed_data(data)
-            if self._in_head:
-                # A request's head is still incomplete after this chunk:
-                # count its bytes, and make sure the 408 clock is running.
-                self._stalled += len(data)
-                if self._stalled > MAX_HEADER_BYTES:
-                    raise _Limit(431)
-                if self._waiting_since is None:
-                    self._waiting_since = self._conn.loop.time()
-                if self._timer is None:
-                    self._arm_timer(self._header_timeout)
-            else:
-                self._stalled = 0
-        except _Limit as limit:
-            self._fail(limit.status)
-        except httptools.HttpParserCallbackError as exc:
+            return   # the rest of a chunk after a response that closes
+        if isinstance(exc, httptools.HttpParserCallbackError):
             cause = exc.__context__
             if isinstance(cause, _Limit):
                 self._fail(cause.status)
             else:
-                log.error("HTTP handler failed: %r", cause)
+                log.error("HTTP request handling failed: %r", cause)
                 self._fail(500)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        elif isinstance(exc, (httptools.HttpParserError, httptools.HttpParserUpgrade)):
             self._fail(400)
-        out = self._out
-        if out:    # _flush() inline
-            data = b"".join(out)
-            out.clear()
-            self._conn.write(data)
+        else:
+            raise exc
+
+    def _head_incomplete(self, size: int) -> None:
+        """A request's head is still incomplete after a chunk of ``size``
+        bytes: count them, and make sure the 408 clock is running."""
+        self._stalled += size
+        if self._stalled > MAX_HEADER_BYTES:
+            self._fail(431)
+            return
+        if self._waiting_since is None:
+            self._waiting_since = self._conn.loop.time()
+        if self._timer is None:
+            self._arm_timer(self._header_timeout)
 
     def eof_received(self):
         return None   # the peer is done sending: close after our responses
@@ -370,12 +364,6 @@ class HTTPProtocol(HttpCore, Protocol):
             self._timer = None
         self._conn.close()
 
-    def _flush(self) -> None:
-        if self._out:
-            data = b"".join(self._out)
-            self._out.clear()
-            self._conn.write(data)
-
     # -- the 408 timer -------------------------------------------------------
 
     def _arm_timer(self, delay: float) -> None:
@@ -394,7 +382,7 @@ class HTTPProtocol(HttpCore, Protocol):
             self._fail(408)
 
 
-_httpcore.setup(Request, Response, _Limit, _STATUS_LINES_11, _METHODS, MAX_HEADER_BYTES)
+_httpcore.setup(Request, Response, _Limit, _STATUS_LINES_11, _date, _date_line, MAX_HEADER_BYTES)
 
 
 def default_router(static_dir: str | None = None) -> Router:
