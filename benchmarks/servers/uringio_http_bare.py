@@ -1,7 +1,8 @@
 """The HTTP baseline's minimal protocol (``_http_minimal.py``, the very code
 uvloop_http.py runs) on uringio. Beside uvloop_http.py it compares the loops
 alone; beside ``serve http`` it shows what uringio's HTTP layer (routing,
-Request and Response objects, limits) costs above them."""
+Request and Response objects, limits, with its per-request path in C) costs
+against a minimal protocol in Python on the same loop."""
 
 import argparse
 import sys
