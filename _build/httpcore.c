@@ -581,41 +581,23 @@ static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     return (PyObject *)self;
 }
 
+/* Every object field, named once for traverse and clear. */
+#define OBJECT_FIELDS(X) X(parser) X(get_method) X(should_keep_alive) X(feed_data) X(send) \
+    X(router) X(by_url) X(out) X(date) X(url) X(headers) X(body) X(waiting_since) X(spare)
+
 static int HttpCore_traverse(HttpCore *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->parser);
-    Py_VISIT(self->get_method);
-    Py_VISIT(self->should_keep_alive);
-    Py_VISIT(self->feed_data);
-    Py_VISIT(self->send);
-    Py_VISIT(self->router);
-    Py_VISIT(self->by_url);
-    Py_VISIT(self->out);
-    Py_VISIT(self->date);
-    Py_VISIT(self->url);
-    Py_VISIT(self->headers);
-    Py_VISIT(self->body);
-    Py_VISIT(self->waiting_since);
-    Py_VISIT(self->spare);
+#define VISIT_FIELD(field) Py_VISIT(self->field);
+    OBJECT_FIELDS(VISIT_FIELD)
+#undef VISIT_FIELD
     return 0;
 }
 
 static int HttpCore_clear(HttpCore *self)
 {
-    Py_CLEAR(self->parser);
-    Py_CLEAR(self->get_method);
-    Py_CLEAR(self->should_keep_alive);
-    Py_CLEAR(self->feed_data);
-    Py_CLEAR(self->send);
-    Py_CLEAR(self->router);
-    Py_CLEAR(self->by_url);
-    Py_CLEAR(self->out);
-    Py_CLEAR(self->date);
-    Py_CLEAR(self->url);
-    Py_CLEAR(self->headers);
-    Py_CLEAR(self->body);
-    Py_CLEAR(self->waiting_since);
-    Py_CLEAR(self->spare);
+#define CLEAR_FIELD(field) Py_CLEAR(self->field);
+    OBJECT_FIELDS(CLEAR_FIELD)
+#undef CLEAR_FIELD
     return 0;
 }
 
