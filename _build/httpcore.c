@@ -18,7 +18,8 @@
  * file, not HEAD), append its bytes to the output list, which goes out in
  * one write per chunk. Everything else is HTTPProtocol's Python:
  *     self._respond(request, response)     any other response
- *     self._handler_failed(request, exc)   a handler raised: the 500 response
+ *     self._handler_failed(request, exc)   a handler raised, or returned no
+ *                                          Response: the 500 response
  *     self._input_failed(exc)              feed_data raised: 400, a limit, 500
  *     self._head_incomplete(size)          a head not complete after a chunk
  *     router.handle(request)               a URL not in the exact-URL table
@@ -446,6 +447,11 @@ static PyObject *HttpCore_on_message_complete(HttpCore *self, PyObject *unused)
     if (request == NULL)
         return NULL;
     PyObject *response = route(self, request), *result = NULL;
+    if (response != NULL && !PyObject_TypeCheck(response, response_type)) {
+        PyErr_Format(PyExc_TypeError, "the handler returned %.100s, not a Response",
+                     Py_TYPE(response)->tp_name);
+        Py_SETREF(response, NULL);
+    }
     if (response == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception))
             goto done;   /* KeyboardInterrupt and the like go on up */
@@ -456,9 +462,12 @@ static PyObject *HttpCore_on_message_complete(HttpCore *self, PyObject *unused)
         Py_XDECREF(exc);
         if (response == NULL)
             goto done;
+        if (!PyObject_TypeCheck(response, response_type)) {
+            PyErr_SetString(PyExc_TypeError, "_handler_failed() returned no Response");
+            goto done;
+        }
     }
     if (!is_head && SLOT(request, rq_version) == s_v11 && SLOT(request, rq_keep_alive) == Py_True
-            && PyObject_TypeCheck(response, response_type)
             && SLOT(response, rs_headers) == Py_None && SLOT(response, rs_file) == Py_None) {
         PyObject *wire = common_response(self, response);
         if (wire != NULL) {

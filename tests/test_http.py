@@ -336,6 +336,27 @@ def test_a_handler_that_raises_gets_500_and_the_next_request_is_answered(caplog)
     assert failed[0].exc_info[0] is ValueError   # with its traceback, for the log
 
 
+def test_a_handler_that_returns_no_response_gets_500(caplog):
+    from uringio.http import Response, Router
+    router = Router()
+
+    @router.route("/text")
+    def text(request):
+        return "not a Response"
+
+    @router.route("/ok")
+    def ok(request):
+        return Response(b"fine")
+
+    get = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+    with caplog.at_level("ERROR", logger="uringio"):
+        responses = exchange(router, get % b"/text" + get % b"/ok")
+    assert [head.split(b"\r\n")[0] for head, _ in responses] == [
+        b"HTTP/1.1 500 Internal Server Error", b"HTTP/1.1 200 OK"]
+    failed, = [r for r in caplog.records if "raised" in r.getMessage()]
+    assert failed.exc_info[0] is TypeError and "str" in str(failed.exc_info[1])
+
+
 def test_a_fixed_response_follows_its_status_and_the_date():
     # The whole response of a fixed page is kept between requests: a new
     # status or a new Date second must show in the next one.
