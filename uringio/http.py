@@ -1,9 +1,11 @@
 """HTTP/1.1 on uringio: the protocol, a small router, static files.
 
-Parsing is httptools (llhttp, the parser of Node.js): this module only
-reacts to its callbacks. Requests on a connection are answered in order,
-pipelined or not; every response a chunk of input produces goes out with one
-write, so a pipelined batch costs one send.
+Parsing is httptools (llhttp, the parser of Node.js); its callbacks, and
+the common request from there to its response bytes, are the C base class
+``HttpCore`` (``_build/httpcore.c``), and the rest is here. Requests on a
+connection are answered in order, pipelined or not; every response a chunk
+of input produces goes out with one write, so a pipelined batch costs one
+send.
 
 Limits, each answered with its status and a closed connection, without
 disturbing other connections: a malformed request (400), headers over
