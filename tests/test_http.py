@@ -422,3 +422,16 @@ def test_nothing_is_written_after_a_response_that_closes():
     protocol.data_received(get % b"Connection: close\r\n" + get % b"" + get % b"")
     protocol.data_received(get % b"")
     assert conn.closed and conn.data.count(b"HTTP/1.1 200 OK") == 1
+
+
+def test_the_in_process_benchmark_runs():
+    # docs/http.md quotes it; a short run must get both protocols' requests
+    # through (it exits non-zero when one writes nothing).
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "http_inprocess.py"),
+                          "--chunks", "20", "--repeats", "1"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert re.search(r"serve http .* ns/request +\(147 bytes a response\)", out), out
+    assert re.search(r"minimal httptools protocol .* ns/request +\(147 bytes a response\)", out), out
+    assert "serve http / minimal:" in out
