@@ -567,6 +567,11 @@ static PyObject *HttpCore_data_received(HttpCore *self, PyObject *data)
 
 static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
+    if (request_type == NULL) {   /* the callbacks would have no types to build */
+        PyErr_SetString(PyExc_RuntimeError, "uringio._httpcore.setup() has not been called "
+                        "(import uringio.http, which calls it)");
+        return NULL;
+    }
     HttpCore *self = (HttpCore *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
