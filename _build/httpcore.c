@@ -54,7 +54,7 @@ static Py_ssize_t rq_method, rq_url, rq_headers, rq_body, rq_keep_alive, rq_vers
 static Py_ssize_t rs_status, rs_headers, rs_file, rs_tail, rs_wire, rs_wire_date, rs_wire_status;
 
 /* Interned names and constants, made at import. */
-static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data, *s_get_http_version,
+static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data, *s_by_url, *s_get_http_version,
     *s_handle, *s_keep_alive_tail, *s_respond, *s_handler_failed, *s_input_failed,
     *s_head_incomplete, *s_join, *s_v11, *b_empty, *b_content_length;
 
@@ -103,7 +103,7 @@ typedef struct {
     PyObject *feed_data;
     PyObject *send;           /* the connection's write() */
     PyObject *router;         /* http.Router */
-    PyObject *by_url;         /* router._by_url: {url bytes: (handler, methods)} */
+    PyObject *by_url;         /* ...its _by_url, {url bytes: (handler, methods)} */
     PyObject *out;            /* list: the responses of this chunk of input */
     PyObject *date;           /* b"Date: ...\r\n" for this chunk */
     PyObject *url;            /* the request target so far (bytes) */
@@ -624,28 +624,6 @@ static void HttpCore_dealloc(HttpCore *self)
 
 /* The typed members refuse None or a wrong type with TypeError, so the C
  * code above can rely on what they hold. A cleared one reads as None. */
-#define TYPED_MEMBER(NAME, FIELD, CHECK, WHAT)                                          \
-    static PyObject *get_##FIELD(HttpCore *self, void *c)                               \
-    {                                                                                   \
-        return Py_NewRef(self->FIELD ? self->FIELD : Py_None);                          \
-    }                                                                                   \
-    static int set_##FIELD(HttpCore *self, PyObject *value, void *c)                    \
-    {                                                                                   \
-        if (value == NULL || !CHECK(value)) {                                           \
-            PyErr_SetString(PyExc_TypeError, NAME " must be " WHAT);                    \
-            return -1;                                                                  \
-        }                                                                               \
-        Py_XSETREF(self->FIELD, Py_NewRef(value));                                      \
-        return 0;                                                                       \
-    }
-
-TYPED_MEMBER("_by_url", by_url, PyDict_Check, "a dict")
-TYPED_MEMBER("_out", out, PyList_CheckExact, "a list")
-TYPED_MEMBER("_date", date, PyBytes_Check, "bytes")
-TYPED_MEMBER("_url", url, PyBytes_Check, "bytes")
-TYPED_MEMBER("_headers", headers, PyDict_Check, "a dict")
-TYPED_MEMBER("_body", body, PyList_CheckExact, "a list")
-
 static PyObject *get_parser(HttpCore *self, void *c)
 {
     return Py_NewRef(self->parser ? self->parser : Py_None);
@@ -672,22 +650,44 @@ static int set_parser(HttpCore *self, PyObject *parser, void *c)
     return 0;
 }
 
-#define GETSET(NAME, FIELD) {NAME, (getter)get_##FIELD, (setter)set_##FIELD, NULL, NULL}
+static PyObject *get_router(HttpCore *self, void *c)
+{
+    return Py_NewRef(self->router ? self->router : Py_None);
+}
 
+static int set_router(HttpCore *self, PyObject *router, void *c)
+{
+    if (router == NULL) {
+        PyErr_SetString(PyExc_TypeError, "_router cannot be deleted");
+        return -1;
+    }
+    PyObject *by_url = PyObject_GetAttr(router, s_by_url);
+    if (by_url == NULL)
+        return -1;
+    if (!PyDict_Check(by_url)) {
+        Py_DECREF(by_url);
+        PyErr_SetString(PyExc_TypeError, "router._by_url must be a dict");
+        return -1;
+    }
+    Py_XSETREF(self->router, Py_NewRef(router));
+    Py_XSETREF(self->by_url, by_url);   /* the same dict: later routes are seen */
+    return 0;
+}
+
+/* Setting either also takes what the per-request path needs from it. */
 static PyGetSetDef HttpCore_getset[] = {
-    GETSET("_parser", parser), GETSET("_by_url", by_url), GETSET("_out", out), GETSET("_date", date),
-    GETSET("_url", url), GETSET("_headers", headers), GETSET("_body", body),
+    {"_parser", (getter)get_parser, (setter)set_parser, NULL, NULL},
+    {"_router", (getter)get_router, (setter)set_router, NULL, NULL},
     {NULL}
 };
 
+/* What http.py reads or sets; the rest of the state is this file's alone. */
 static PyMemberDef HttpCore_members[] = {
-    {"_router", T_OBJECT, offsetof(HttpCore, router), 0, NULL},
+    {"_out", T_OBJECT, offsetof(HttpCore, out), READONLY, NULL},
+    {"_date", T_OBJECT, offsetof(HttpCore, date), READONLY, NULL},
     {"_waiting_since", T_OBJECT, offsetof(HttpCore, waiting_since), 0, NULL},
-    {"_header_bytes", T_PYSSIZET, offsetof(HttpCore, header_bytes), 0, NULL},
-    {"_body_size", T_PYSSIZET, offsetof(HttpCore, body_size), 0, NULL},
     {"_max_body", T_PYSSIZET, offsetof(HttpCore, max_body), 0, NULL},
     {"_stalled", T_PYSSIZET, offsetof(HttpCore, stalled), 0, NULL},
-    {"_in_head", T_BOOL, offsetof(HttpCore, in_head), 0, NULL},
     {"_done", T_BOOL, offsetof(HttpCore, done), 0, NULL},
     {"_send", T_OBJECT, offsetof(HttpCore, send), 0, NULL},
     {NULL}
@@ -741,6 +741,7 @@ PyMODINIT_FUNC PyInit__httpcore(void)
     if ((s_get_method = PyUnicode_InternFromString("get_method")) == NULL ||
         (s_should_keep_alive = PyUnicode_InternFromString("should_keep_alive")) == NULL ||
         (s_feed_data = PyUnicode_InternFromString("feed_data")) == NULL ||
+        (s_by_url = PyUnicode_InternFromString("_by_url")) == NULL ||
         (s_get_http_version = PyUnicode_InternFromString("get_http_version")) == NULL ||
         (s_handle = PyUnicode_InternFromString("handle")) == NULL ||
         (s_keep_alive_tail = PyUnicode_InternFromString("_keep_alive_tail")) == NULL ||

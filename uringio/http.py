@@ -248,8 +248,7 @@ class HTTPProtocol(HttpCore, Protocol):
         # HttpCore starts with an empty URL, headers, body, output list and
         # Date line, no head begun, and not _done (a response said "close":
         # ignore the rest).
-        self._router = router
-        self._by_url = router._by_url
+        self._router = router   # HttpCore takes its exact-URL table too
         self._max_body = max_body
         self._header_timeout = header_timeout
         self._parser = httptools.HttpRequestParser(self)
