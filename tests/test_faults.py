@@ -266,67 +266,243 @@ def test_idle_timeout_closes_quiet_connections_only(loop):
     busy.close()
 
 
-def test_idle_timeout_spares_a_slow_download_and_closes_a_stalled_one(loop):
-    # The server answers each connection with 12 MiB, far more than the
-    # socket buffers hold, written at once or sent as a file. Neither client
-    # sends anything. One reads slowly for about two seconds, much longer
-    # than the 0.3 s idle timeout: our bytes still going out keep it open,
-    # and it gets them all. The other reads nothing and is closed (about
-    # 0.6 s in: the first check still sees its bytes going out).
+def wmem_max() -> int:
+    with open("/proc/sys/net/core/wmem_max") as f:
+        return int(f.read())
+
+
+class PacedReader(threading.Thread):
+    """A client that takes ``chunk`` bytes every ``period`` seconds until
+    EOF or an error, whatever this machine's speed: the rate is fixed."""
+
+    def __init__(self, address, chunk: int = 64 * 1024, period: float = 0.04,
+                 deadline: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        # A small receive buffer, so the server holds the bytes not yet read.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, chunk)
+        self.sock.connect(address)
+        self.sock.settimeout(deadline)
+        self.chunk, self.period = chunk, period
+        self.received = bytearray()
+        self.end: object = None     # b"" for a clean EOF, or the error
+
+    def run(self) -> None:
+        next_read = time.monotonic()
+        try:
+            while True:
+                data = self.sock.recv(self.chunk)
+                if not data:
+                    self.end = b""
+                    return
+                self.received += data
+                next_read += self.period
+                time.sleep(max(0.0, next_read - time.monotonic()))
+        except OSError as exc:
+            self.end = exc
+        finally:
+            self.sock.close()
+
+
+def stalled_client(address) -> socket.socket:
+    """A client that never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.connect(address)
+    return sock
+
+
+def read_to_end(sock: socket.socket) -> object:
+    """Drain a socket: b"" if it ends with a FIN, else the error."""
+    sock.settimeout(10)
+    try:
+        while sock.recv(1 << 20):
+            pass
+        return b""
+    except OSError as exc:
+        return exc
+    finally:
+        sock.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sndbuf", ["default", "max"])
+def test_idle_timeout_spares_paced_downloads_and_resets_stalled_ones(loop, sndbuf):
+    # Each connection is answered with 12 MiB, written by the application or
+    # sent as a file: far more than the socket buffers hold. Two clients read
+    # 64 KiB every 40 ms, about 8 s for the whole answer against a 1 s idle
+    # timeout; two never read. The paced readers get every byte and then a
+    # clean EOF (idle once they have it all); the stalled ones are reset,
+    # their answers cut short, well before the paced ones finish.
+    idle = 1.0
     payload = os.urandom(12 * MiB)
     path = f"/tmp/uringio-idle-{os.getpid()}"
     with open(path, "wb") as out:
         out.write(payload)
     lost = {}
+    sndbufs = []
 
     class Download(Protocol):
-        as_file = False
-
         def connection_made(self, conn):
+            self.conn = conn
             self.start = time.monotonic()
-            if Download.as_file:
-                conn.sendfile(open(path, "rb"), close=True)
+            sock = socket.socket(fileno=conn.fd)
+            try:
+                if sndbuf == "max":   # the kernel doubles what it is given
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wmem_max())
+                sndbufs.append(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+            finally:
+                sock.detach()
+
+        def data_received(self, kind):   # which answer the client wants
+            self.kind = kind
+            if kind == b"f":
+                self.conn.sendfile(open(path, "rb"), close=True)
             else:
-                conn.write(payload)
+                self.conn.write(payload)
 
         def connection_lost(self, exc):
-            lost[self] = (time.monotonic() - self.start, exc)
+            lost[self.kind, len(lost)] = (time.monotonic() - self.start, exc)
 
-    def client() -> socket.socket:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.connect(server.address)
-        sock.setblocking(False)
-        return sock
-
-    server = Server(loop, Download, listen("127.0.0.1", 0), idle_timeout=0.3).start()
+    server = Server(loop, Download, listen("127.0.0.1", 0), idle_timeout=idle).start()
     try:
-        for _kind in ("write", "sendfile"):
-            Download.as_file = _kind == "sendfile"
-            lost.clear()
-            slow, stalled = client(), client()
-            received = bytearray()
-            deadline = time.monotonic() + 20
-            while len(received) < len(payload) and time.monotonic() < deadline:
-                loop.run_until(lambda: False, 0.01)
-                try:
-                    chunk = slow.recv(64 * 1024)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    break
-                received += chunk
-            assert len(received) == len(payload) and received == payload, _kind
-            assert loop.run_until(lambda: len(lost) == 2, 5.0), _kind  # both idle now
-            stalled_time, exc = min(lost.values(), key=lambda v: v[0])
-            assert isinstance(exc, TimeoutError) and stalled_time < 1.5, (_kind, stalled_time)
-            assert max(v[0] for v in lost.values()) > 1.5, _kind   # the download outlived it
-            slow.close()
-            stalled.close()
+        readers, stalled = [], []
+        for kind in (b"w", b"f"):
+            reader = PacedReader(server.address)
+            reader.sock.sendall(kind)
+            readers.append(reader)
+            sock = stalled_client(server.address)
+            sock.sendall(kind)
+            stalled.append(sock)
+        for reader in readers:
+            reader.start()
+        # The loop runs until the readers have had their EOF: the server's
+        # close is submitted by a turn of the loop.
+        assert loop.run_until(lambda: not any(r.is_alive() for r in readers), 60.0)
+        if sndbuf == "max":
+            # A reader slower than the old rule allowed: it saw progress only
+            # when a third of the send buffer had drained, per idle period.
+            rate = readers[0].chunk / readers[0].period
+            assert rate * idle < min(sndbufs) / 3, sndbufs
+        for reader in readers:
+            reader.join(10)
+            assert reader.end == b"", reader.end
+            assert len(reader.received) == len(payload) and reader.received == payload
+        assert loop.run_until(lambda: len(lost) == 4, 5.0)
+        elapsed = sorted(lost.values(), key=lambda v: v[0])
+        for stalled_time, exc in elapsed[:2]:
+            assert isinstance(exc, TimeoutError), exc
+            assert stalled_time < elapsed[2][0] / 2, elapsed   # long before the downloads ended
+        for sock in stalled:
+            assert isinstance(read_to_end(sock), ConnectionResetError)
     finally:
         server.close()
         loop.run_until(lambda: False, 0.1)
         os.unlink(path)
+
+
+def test_idle_timeout_closes_a_peer_that_sends_and_never_reads(loop):
+    # An echo server pauses reading while its answers back up. A peer that
+    # keeps sending and never reads is still idle -- it takes nothing -- and
+    # is cut off a little after the idle timeout once its sends stall.
+    idle = 0.5
+    lost = []
+
+    class Echo(Protocol):
+        def connection_made(self, conn):
+            self.conn = conn
+
+        def data_received(self, data):
+            self.conn.write(data)
+
+        def pause_writing(self):
+            self.conn.pause_reading()
+
+        def resume_writing(self):
+            self.conn.resume_reading()
+
+        def connection_lost(self, exc):
+            lost.append((time.monotonic(), exc))
+
+    server = Server(loop, Echo, listen("127.0.0.1", 0), idle_timeout=idle).start()
+    client = stalled_client(server.address)
+    client.setblocking(False)
+    last_sent, sent, end = time.monotonic(), 0, None
+    deadline = last_sent + 30
+    try:
+        while end is None and time.monotonic() < deadline:
+            loop.run_until(lambda: False, 0.01)
+            try:
+                n = client.send(b"x" * 65536)
+            except BlockingIOError:
+                continue
+            except OSError as exc:   # the reset reaches the sender first
+                end = exc
+                break
+            sent += n
+            last_sent = time.monotonic()
+        assert loop.run_until(lambda: lost, 10.0)
+        [(when, exc)] = lost
+        assert isinstance(exc, TimeoutError), exc
+        assert sent > 65536
+        # Closed within the idle timeout and a half of its last act, plus
+        # a turn's delay: 3 idle periods is a wide margin.
+        assert when - last_sent < 3 * idle, when - last_sent
+        assert isinstance(end, ConnectionResetError), end
+    finally:
+        server.close()
+        client.close()
+        loop.run_until(lambda: False, 0.1)
+
+
+def test_abort_with_unsent_data_resets_and_close_does_not(loop):
+    payload = os.urandom(8 * MiB)   # more than the socket buffers hold
+    lost = []
+
+    class Answer(Protocol):
+        def connection_made(self, conn):
+            conn.write(payload)
+            self.conn = conn
+
+        def connection_lost(self, exc):
+            lost.append(exc)
+
+        def data_received(self, data):
+            if data == b"abort":
+                self.conn.abort()
+            else:
+                self.conn.close()
+
+    server = Server(loop, Answer, listen("127.0.0.1", 0)).start()
+    try:
+        ends = {}
+        for how in (b"abort", b"close"):
+            client = stalled_client(server.address)
+            client.sendall(how)
+            if how == b"close":
+                # close() waits for the queued bytes: they all come, then EOF.
+                reader = threading.Thread(target=lambda: ends.update(close=recv_all(client)))
+                reader.start()
+                loop.run_until(lambda: not reader.is_alive(), 30.0)
+                reader.join(5)
+            else:
+                assert loop.run_until(lambda: lost, 5.0)
+                loop.run_until(lambda: False, 0.05)   # a turn submits the close
+                ends["abort"] = read_to_end(client)
+        assert isinstance(ends["abort"], ConnectionResetError), ends["abort"]
+        assert ends["close"] == payload
+    finally:
+        server.close()
+        loop.run_until(lambda: False, 0.1)
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    sock.settimeout(20)
+    chunks = []
+    while chunk := sock.recv(1 << 20):
+        chunks.append(chunk)
+    sock.close()
+    return b"".join(chunks)
 
 
 def test_pause_and_resume_reading_lose_nothing(loop):

@@ -10,9 +10,13 @@ into the next send, all of it kept out of Python on the io_uring backend.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
+import struct
+import sys
+import termios
 from collections import deque
 from typing import Callable
 
@@ -23,9 +27,51 @@ log = logging.getLogger("uringio")
 # Write-buffer limits, as in asyncio: pause_writing above HIGH, resume at LOW.
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
-# A file goes to the loop's sendfile in slices this large: each one sent is
-# a sign of life for the idle timeout (a slow download is not an idle peer).
-FILE_SLICE = 256 * 1024
+
+# struct tcp_info (linux/tcp.h, Linux 4.1+): tcpi_bytes_acked and
+# tcpi_bytes_received, two u64 at offset 120.
+_TCP_INFO_LEN = 136
+_ACKED_AND_RECEIVED = struct.Struct("=120xQQ")
+# SO_LINGER on, with a zero timeout: close() sends RST and drops what the
+# kernel still holds, instead of a FIN after it.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _sock(fd: int) -> socket.socket:
+    """A socket object over ``fd`` for one call; detach() it after."""
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+
+
+def peer_progress(fd: int) -> int:
+    """What the peer of TCP socket ``fd`` has done so far: bytes of ours it
+    acknowledged plus bytes it sent us, from TCP_INFO.
+
+    Discussion: the idle timeout measures this, not what our own buffers
+    took. Bytes accepted into a socket's send buffer say nothing about the
+    peer: TCP wakes a blocked writer only once a third of that buffer has
+    drained, so with a multi-megabyte send buffer a steady reader looked
+    idle, and a peer that never reads looked busy until the buffer filled.
+    An acknowledgement is the peer's kernel taking our bytes, which it does
+    only as fast as its application reads; bytes received count whether we
+    read them or not (reading may be paused by backpressure).
+    Raises OSError for a socket that is not TCP."""
+    sock = _sock(fd)
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    finally:
+        sock.detach()
+    if len(info) < _TCP_INFO_LEN:
+        raise OSError(f"TCP_INFO of {len(info)} bytes has no tcpi_bytes_acked (Linux < 4.1)")
+    acked, received = _ACKED_AND_RECEIVED.unpack(info)
+    return acked + received
+
+
+def unacknowledged(fd: int) -> int:
+    """Bytes the kernel holds for TCP socket ``fd`` that the peer has not
+    acknowledged yet (SIOCOUTQ)."""
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.TIOCOUTQ, buf)   # SIOCOUTQ is TIOCOUTQ's number
+    return int.from_bytes(buf, sys.byteorder, signed=True)
 
 
 class Protocol:
@@ -59,8 +105,8 @@ class Connection:
 
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
-                 "_paused_reading", "_on_data", "_deliver", "_idle_timeout", "_idle_timer",
-                 "_last_data", "_progress", "_file_slices", "_pool", "_work", "_eof_pending",
+                 "_paused_reading", "_deliver", "_idle_timeout", "_idle_timer",
+                 "_peer_seen", "_peer_at", "_pool", "_work", "_eof_pending",
                  "_queue", "__weakref__")
 
     def __init__(self, loop, fd: int, protocol: Protocol,
@@ -81,36 +127,38 @@ class Connection:
         self._paused_writing = False
         self._eof_pending = False
         # While a file is being sent: it, and what was written or sent after
-        # it, in order (bytes, or (file, offset, count)).
-        self._queue: deque = deque()
-        self._file_slices = 0         # file slices sent so far
-        self._progress = 0            # bytes and slices sent, at the last idle check
+        # it, in order (bytes, or (file, offset, count, close)). None until
+        # the first file, as _work until the first offloaded chunk: an idle
+        # connection should cost little, and an empty deque is 600 bytes.
+        self._queue: deque | None = None
         self._paused_reading = False
         self._idle_timeout = idle_timeout
         self._idle_timer = None
-        self._last_data = 0.0
+        self._peer_seen = 0           # peer_progress() when it last changed
+        self._peer_at = 0.0           # and when we saw that
         self._pool = pool
-        self._work: deque = deque()   # [done, result] per offloaded chunk, in arrival order
+        self._work: deque | None = None   # [done, result] per offloaded chunk, in order
         # Data goes straight to the protocol unless its data_received is
-        # @blocking (run in the pool, or inline and its result written) or
-        # idle time is watched.
+        # @blocking (run in the pool, or inline and its result written).
         if not is_blocking(protocol.data_received):
             self._deliver = protocol.data_received
         elif pool is not None:
             self._deliver = self._offload
         else:
             self._deliver = self._run_blocking
-        self._on_data = self._deliver if idle_timeout is None else self._on_data_timed
 
     def start(self) -> None:
         """Tell the protocol, then start receiving."""
+        if self._idle_timeout is not None:
+            # Raises OSError for a socket that is not TCP, before anything started.
+            self._peer_seen = peer_progress(self.fd)
+            self._peer_at = self._loop.time()
         self._protocol.connection_made(self)
         if self._closing:
             return
-        self._loop.start_recv(self.fd, self._on_data, self._on_recv_end)
+        self._loop.start_recv(self.fd, self._deliver, self._on_recv_end)
         if self._idle_timeout is not None:
-            self._last_data = self._loop.time()
-            self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
+            self._idle_timer = self._loop.call_later(self._idle_timeout / 2, self._check_idle)
 
     def pause_reading(self) -> None:
         """Stop delivering data_received() until resume_reading(); the peer is
@@ -122,11 +170,7 @@ class Connection:
     def resume_reading(self) -> None:
         if self._paused_reading and not self._closed:
             self._paused_reading = False
-            self._loop.start_recv(self.fd, self._on_data, self._on_recv_end)
-
-    def _on_data_timed(self, data: bytes) -> None:
-        self._last_data = self._loop.time()
-        self._deliver(data)
+            self._loop.start_recv(self.fd, self._deliver, self._on_recv_end)
 
     # -- blocking work (pool.py) ---------------------------------------------
 
@@ -137,6 +181,8 @@ class Connection:
 
     def _offload(self, data: bytes) -> None:
         entry = [False, None]
+        if self._work is None:
+            self._work = deque()
         self._work.append(entry)
         self._pool.submit(self._protocol.data_received, data, self._work_done, entry)
 
@@ -158,24 +204,31 @@ class Connection:
             self._finish_if_drained()
 
     def _check_idle(self) -> None:
-        # A timer per connection, re-armed for the time left, rather than one
-        # reset per message: watching idle time costs one clock read per chunk.
-        # Our bytes going out count too, seen at each check: a peer that is
-        # still taking a long response is not idle, one that stopped
-        # reading it is.
+        # A timer per connection that looks at what the peer did
+        # (peer_progress) every half idle timeout, rather than a reset per
+        # message: watching costs nothing on the data path. The peer is
+        # seen idle from at most half a period after its last act, so a
+        # connection is closed between 1 and 1.5 idle timeouts after it,
+        # paused reading or not.
         if self._closed:
             return
         now = self._loop.time()
-        progress = self._stream.sent + self._file_slices
-        if progress != self._progress or self._paused_reading:
-            # (we stopped reading: that is not the peer idling either)
-            self._progress = progress
-            self._last_data = now
-        left = self._last_data + self._idle_timeout - now
-        if left > 0:
-            self._idle_timer = self._loop.call_later(left, self._check_idle)
-        else:
-            self._fail(TimeoutError(f"idle for {self._idle_timeout:g} s: nothing received or sent"))
+        seen = peer_progress(self.fd)
+        if seen != self._peer_seen:
+            self._peer_seen, self._peer_at = seen, now
+        elif now - self._peer_at >= self._idle_timeout:
+            log.debug("closing the connection from %s: its peer sent and acknowledged "
+                      "nothing for %g s", self._peer_label(), self._idle_timeout)
+            self._fail(TimeoutError(f"idle for {self._idle_timeout:g} s: "
+                                    "the peer sent and acknowledged nothing"))
+            return
+        self._idle_timer = self._loop.call_later(self._idle_timeout / 2, self._check_idle)
+
+    def _peer_label(self) -> str:
+        try:
+            return "%s:%s" % self.peername[:2]
+        except OSError:
+            return f"fd {self.fd}"
 
     @property
     def protocol(self) -> Protocol:
@@ -189,7 +242,7 @@ class Connection:
     @property
     def peername(self):
         """The peer's (host, port)."""
-        sock = socket.socket(fileno=self.fd)
+        sock = _sock(self.fd)
         try:
             return sock.getpeername()
         finally:
@@ -245,16 +298,16 @@ class Connection:
             raise RuntimeError("sendfile() after close()")
         if count is None:
             count = os.fstat(file.fileno()).st_size - offset
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append((file, offset, count, close))
         if len(self._queue) == 1 and self._stream.notify(0):
             self._next_file()
 
     def _next_file(self) -> None:
-        # What was written before the file is out: the file's turn, a slice
-        # at a time.
+        # What was written before the file is out: the file's turn.
         file, offset, count, _close = self._queue[0]
-        self._loop.sendfile(self.fd, file.fileno(), offset, min(count, FILE_SLICE),
-                            self._file_sent)
+        self._loop.sendfile(self.fd, file.fileno(), offset, count, self._file_sent)
 
     def _file_sent(self, res) -> None:
         if res.__class__ is not int:
@@ -263,13 +316,7 @@ class Connection:
         if self._closed:
             return
         queue = self._queue
-        self._file_slices += 1
-        file, offset, count, close = queue[0]
-        if res == min(count, FILE_SLICE) < count:   # a slice out, more to go
-            queue[0] = (file, offset + res, count - res, close)
-            self._next_file()
-            return
-        queue.popleft()
+        file, _offset, _count, close = queue.popleft()
         if close:
             file.close()
         # Bytes queued behind the file go to the stream; a file behind them
@@ -348,7 +395,8 @@ class Connection:
             self._finish()
 
     def abort(self) -> None:
-        """Close now, dropping queued writes."""
+        """Close now, dropping queued writes: if any were dropped, the peer
+        gets a reset, so a stream cut short never looks complete."""
         self._closing = True
         self._finish()
 
@@ -359,16 +407,32 @@ class Connection:
         self._closing = True
         self._finish()
 
+    def _cut_short(self) -> bool:
+        # Bytes the peer was meant to get and will not: ours not yet taken
+        # by the kernel, or -- when it is the peer who stopped -- the
+        # kernel's own, unacknowledged, which a FIN would only queue behind.
+        if self._stream.buffered or self._queue:
+            return True
+        return self._exc.__class__ is TimeoutError and unacknowledged(self.fd) > 0
+
     def _finish(self) -> None:
         if self._closed:
             return
+        if self._cut_short():
+            sock = _sock(self.fd)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass   # already reset by the peer: nothing to cut
+            finally:
+                sock.detach()
         self._closed = True
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        for item in self._queue:
+        for item in self._queue or ():
             if item.__class__ is tuple and item[3]:
                 item[0].close()   # the loop's own sendfile holds its fd until cancelled
-        self._queue.clear()
+        self._queue = None
         self._stream.close()
         self._loop.close_fd(self.fd)
         try:
