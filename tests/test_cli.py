@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import REPO, start_server, stop_server
+from seccomp import deny_io_uring
 
 ECHO = ["-m", "uringio", "serve", "echo", "--host", "127.0.0.1", "--port", "0"]
 
@@ -69,17 +70,88 @@ def test_serve_closes_every_fd_before_exit(backend):
     assert set(os.listdir("/proc/self/fd")) == before
 
 
-def test_uring_backend_fails_with_the_reason_when_unavailable():
-    # kernel.io_uring_disabled can't be flipped in a test; a ring that cannot
-    # be set up is simulated by an absurd RLIMIT_MEMLOCK-free failure instead:
-    # entries far beyond the kernel's maximum give EINVAL for every flag set.
-    code = ("import uringio.ring as r, uringio.proactor as p\n"
-            "p.Ring = lambda *a, **k: r.Ring(1 << 20, 1 << 30)\n"
-            "from uringio.cli import main\n"
-            "main(['serve', 'echo', '--backend', 'uring', '--port', '0'])\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30)
-    assert proc.returncode != 0
-    assert "UringUnavailable" in proc.stderr and "use --backend epoll" in proc.stderr
+def serve_expecting_error(args: list[str], preexec_fn=None) -> str:
+    """Run ``python -m uringio serve ARGS`` as a user would, expect it to
+    fail as a user's mistake or environment should (exit status 2, one line
+    on stderr, no traceback), and return that line."""
+    proc = subprocess.run([sys.executable, "-m", "uringio", "serve", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=30, preexec_fn=preexec_fn)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, (proc.returncode, proc.stderr)
+    return lines[0]
+
+
+@pytest.fixture
+def taken_port():
+    """A port some other socket is listening on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def test_port_in_use_is_one_line(backend, taken_port):
+    line = serve_expecting_error(["echo", "--port", str(taken_port), "--backend", backend])
+    assert line == (f"uringio: error: cannot listen on 127.0.0.1:{taken_port}: address already "
+                    "in use; pick another --port, or 0 for a free one")
+
+
+def test_port_in_use_under_multi_is_one_line(taken_port):
+    # The supervisor reserves the port in the parent, before any worker starts.
+    line = serve_expecting_error(["echo", "--port", str(taken_port), "--backend", "epoll",
+                                  "--model", "multi", "--workers", "2"])
+    assert line.startswith(f"uringio: error: cannot listen on 127.0.0.1:{taken_port}: "
+                           "address already in use")
+
+
+@pytest.mark.parametrize("model", [["--model", "single"], ["--model", "multi", "--workers", "2"]],
+                         ids=["single", "multi"])
+def test_uring_refused_is_one_line(model):
+    # The kernel itself refuses: io_uring_setup gets EPERM from a seccomp
+    # filter, as in a container. Under multi the workers inherit the filter,
+    # and the first one's failure ends the supervisor instead of a restart.
+    line = serve_expecting_error(["echo", "--port", "0", "--backend", "uring", *model],
+                                 preexec_fn=deny_io_uring)
+    assert line.startswith("uringio: error: io_uring_queue_init failed: io_uring is disabled here")
+    assert line.endswith("; use --backend epoll")
+
+
+def test_auto_falls_back_to_epoll_when_uring_refused():
+    proc, port = start_server(ECHO, "auto", preexec_fn=deny_io_uring)
+    try:
+        assert proc.listening_line == f"listening on 127.0.0.1:{port} (backend=epoll)"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(b"ping")
+            assert client.recv(100) == b"ping"
+        assert stop_server(proc) == 0
+        lines = [line for line in proc.stderr.read().splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("WARNING uringio: io_uring unavailable")
+        assert "(EPERM: io_uring_queue_init failed: io_uring is disabled here" in lines[0] and lines[0].endswith("using epoll")
+    finally:
+        stop_server(proc)
+
+
+def test_missing_static_directory_is_one_line(tmp_path):
+    missing = tmp_path / "nope"
+    line = serve_expecting_error(["http", "--port", "0", "--static", str(missing)])
+    assert line == (f"python -m uringio serve: error: argument --static: '{missing}' is not a "
+                    "directory; give the directory whose files to serve")
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--workers", "-1", "0 (one worker process per CPU) or more"),
+    ("--threads", "0", "1 or more worker threads"),
+    ("--idle-timeout", "0", "a number of seconds above 0"),
+    ("--drain-timeout", "-1", "a number of seconds above 0"),
+    ("--header-timeout", "nan", "a number of seconds above 0"),
+    ("--max-body", "0", "1 or more bytes"),
+])
+def test_bad_value_is_one_line(option, value, expected):
+    line = serve_expecting_error(["echo", "--port", "0", option, value])
+    assert line == f"python -m uringio serve: error: argument {option}: expected {expected}, got '{value}'"
 
 
 def test_info_reports_kernel_liburing_and_auto_backend():

@@ -1,17 +1,66 @@
-"""``python -m uringio``: serve, info, bench and demo."""
+"""``python -m uringio``: serve, info, bench and demo.
+
+An error the user can fix (a bad argument, io_uring refused with
+``--backend uring``, an address that cannot be bound) is one line on stderr,
+naming the cause and the fix, and exit status 2. A traceback means a bug.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import runpy
 import sys
+from typing import Callable, NoReturn
 
+from .errors import ListenError, UringUnavailable
 from .loop import BACKENDS
 from .models import MODELS
 
 APPS = ("echo", "whoami", "http", "resp")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, without the usage text above it:
+    each of our messages names the fix, and ``--help`` has the rest."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _checked(convert: Callable[[str], object], ok: Callable, expected: str) -> Callable[[str], object]:
+    """An argparse ``type``: ``convert(text)`` if ``ok`` accepts it, else an
+    "expected ..., got ..." error."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+# NaN fails every comparison, so these refuse it; an infinite timeout is refused too.
+_PORT = _checked(int, lambda n: 0 <= n <= 65535, "a port from 1 to 65535, or 0 for a free one")
+_WORKERS = _checked(int, lambda n: n >= 0, "0 (one worker process per CPU) or more")
+_THREADS = _checked(int, lambda n: n >= 1, "1 or more worker threads")
+_BYTES = _checked(int, lambda n: n >= 1, "1 or more bytes")
+_SECONDS = _checked(float, lambda s: 0 < s < math.inf, "a number of seconds above 0")
+_MILLISECONDS = _checked(float, lambda ms: 0 <= ms < math.inf, "0 or more milliseconds")
+_LOG_LEVEL = _checked(str.upper, lambda name: name in logging.getLevelNamesMapping(),
+                      "DEBUG, INFO, WARNING or ERROR")
+
+
+def _directory(path: str) -> str:
+    """An argparse ``type``: ``path``, if it is a directory."""
+    if not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{path!r} is not a directory; give the directory "
+                                         "whose files to serve")
+    return path
 
 
 def _repo_file(*parts: str) -> str:
@@ -27,8 +76,6 @@ def _serve(args: argparse.Namespace) -> int:
     from .apps import APPS, blocking_echo
     from .models import serve
 
-    if args.work_ms and args.app != "echo":
-        raise SystemExit("--work-ms goes with the echo app")
     if args.app == "http":
         from .http import default_router, http_factory
         factory = http_factory(default_router(args.static), args.max_body, args.header_timeout)
@@ -65,9 +112,10 @@ def _run_script(relpath: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m uringio",
-                                     description="TCP servers on io_uring, with an epoll reactor beside it.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser = _Parser(prog="python -m uringio",
+                     description="TCP servers on io_uring, with an epoll reactor beside it.")
+    parser.add_argument("--log-level", type=_LOG_LEVEL, default="INFO",
+                        help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a server until SIGINT/SIGTERM")
@@ -76,26 +124,28 @@ def main(argv: list[str] | None = None) -> int:
                        help="single loop (default); pool: a loop plus worker threads for blocking "
                             "work; multi: worker processes on SO_REUSEPORT; threads: a thread "
                             "per connection")
-    serve.add_argument("--threads", type=int, default=None, metavar="N",
+    serve.add_argument("--threads", type=_THREADS, default=None, metavar="N",
                        help="worker threads of the pool model (default 4)")
-    serve.add_argument("--workers", type=int, default=0, metavar="N",
+    serve.add_argument("--workers", type=_WORKERS, default=0, metavar="N",
                        help="worker processes of the multi model (0: one per CPU)")
-    serve.add_argument("--work-ms", type=float, default=0, metavar="MS",
+    serve.add_argument("--work-ms", type=_MILLISECONDS, default=0, metavar="MS",
                        help="echo with MS milliseconds of blocking work per chunk (a sleep)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     http = serve.add_argument_group("http")
-    http.add_argument("--static", metavar="DIR", help="serve the files in DIR under /static/")
-    http.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
+    http.add_argument("--static", type=_directory, metavar="DIR",
+                      help="serve the files in DIR under /static/")
+    http.add_argument("--max-body", type=_BYTES, default=1024 * 1024, metavar="BYTES",
                       help="larger request bodies get 413 (default 1 MiB)")
-    http.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+    http.add_argument("--header-timeout", type=_SECONDS, default=10.0, metavar="S",
                       help="a request head not complete after S seconds gets 408 (default 10)")
     serve.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="uring, epoll, or auto: io_uring where it works (default)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8888, help="0 picks a free port")
-    serve.add_argument("--idle-timeout", type=float, default=None, metavar="S",
-                       help="close connections idle for S seconds: nothing received and none of our bytes sent")
-    serve.add_argument("--drain-timeout", type=float, default=5.0, metavar="S",
+    serve.add_argument("--port", type=_PORT, default=8888, help="0 picks a free port")
+    serve.add_argument("--idle-timeout", type=_SECONDS, default=None, metavar="S",
+                       help="close connections whose peer sends and acknowledges nothing for S seconds "
+                            "(a reset when that cuts an answer short)")
+    serve.add_argument("--drain-timeout", type=_SECONDS, default=5.0, metavar="S",
                        help="on SIGINT/SIGTERM, let queued writes drain this long (default 5)")
 
     info = sub.add_parser("info", help="what this machine offers io_uring")
@@ -107,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("bench", "demo"):
         if args.command == "demo":
             rest = ["--demo", *rest]
@@ -115,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "serve":
-        return _serve(args)
+        if args.work_ms and args.app != "echo":
+            serve.error("--work-ms goes with the echo app")
+        try:
+            return _serve(args)
+        except (UringUnavailable, ListenError) as exc:
+            # Where it runs, not a bug: the message names the cause and the fix.
+            print(f"uringio: error: {exc.strerror}", file=sys.stderr)
+            return 2
     from . import info as info_mod
     return info_mod.main(args.json)

@@ -22,6 +22,7 @@ started its operation, on either backend.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import logging
 import os
@@ -241,6 +242,7 @@ def open_loop(backend: str = "auto", **options: Any) -> BaseLoop:
         except UringUnavailable as exc:
             if backend == "uring":
                 raise
-            log.warning("io_uring unavailable (%s); using epoll", exc.strerror)
+            log.warning("io_uring unavailable (%s: %s); using epoll",
+                        errno.errorcode.get(exc.errno, exc.errno), exc.strerror)
     from .reactor import ReactorLoop
     return ReactorLoop(**{k: v for k, v in options.items() if k in ReactorLoop.OPTIONS})

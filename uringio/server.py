@@ -8,6 +8,7 @@ import socket
 from typing import Callable
 
 from .connection import Connection, Protocol
+from .errors import ListenError
 
 log = logging.getLogger("uringio")
 
@@ -17,7 +18,11 @@ ACCEPT_RETRY_DELAY = 0.1
 
 def listen(host: str, port: int, backlog: int = 4096, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket. TCP_NODELAY set here is inherited by every
-    accepted socket on Linux, which saves a setsockopt per connection."""
+    accepted socket on Linux, which saves a setsockopt per connection.
+
+    Raises ListenError (an OSError keeping the errno) when the address
+    cannot be bound: the port in use, a privileged port, not our address.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -25,8 +30,13 @@ def listen(host: str, port: int, backlog: int = 4096, reuse_port: bool = False) 
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
+        try:
+            sock.bind((host, port))
+            sock.listen(backlog)
+        except OSError as exc:
+            # What the environment refuses, said with its fix; the setsockopt
+            # calls above fail only on a bug, and keep their own error.
+            raise ListenError.from_bind(exc, host, port) from exc
     except BaseException:
         sock.close()
         raise

@@ -6,6 +6,11 @@ forked before any loop exists, and each opens its listener and its ring
 after it starts: a ring is never shared across fork. The supervisor
 restarts a worker that dies, and on SIGINT or SIGTERM passes SIGTERM on,
 waits for the workers to drain, and returns with no process left behind.
+
+A worker that fails before listening because of where it runs (io_uring
+refused, the address refused) would fail the same way however often it is
+restarted: it reports the error through its ready pipe, and the supervisor
+raises that same error rather than restart it.
 """
 
 from __future__ import annotations
@@ -19,21 +24,33 @@ import socket
 import time
 from typing import Callable
 
+from .errors import ListenError, UringUnavailable
+
 log = logging.getLogger("uringio")
 
 RESTART_POLL = 0.1        # how often the supervisor looks at its workers
 START_TIMEOUT = 10.0      # a worker must be listening within this
 PR_SET_PDEATHSIG = 1
 
+# The set-up errors a worker reports to the supervisor by name (``_start``).
+SETUP_ERRORS = {cls.__name__: cls for cls in (UringUnavailable, ListenError)}
+
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """A bound, never listening, SO_REUSEPORT socket: it fixes the port
-    (``port`` 0 picks one) without taking any connections."""
+    (``port`` 0 picks one) without taking any connections.
+
+    Raises ListenError when the address cannot be bound, as ``listen`` does.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError.from_bind(exc, host, port) from exc
     return sock
 
 
@@ -63,14 +80,19 @@ class Supervisor:
         return list(self._pids)
 
     def _start(self) -> int:
+        """Fork a worker and wait until it listens; returns its pid.
+
+        Raises the worker's UringUnavailable or ListenError when it fails
+        to set up, and RuntimeError when it fails otherwise (a bug: the
+        worker logs the traceback) or does not listen within START_TIMEOUT.
+        """
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:   # the worker
             os.close(ready_r)
             code = 1
             try:
-                self._become_worker(ready_w)
-                code = 0
+                code = self._become_worker(ready_w)
             except BaseException:
                 log.exception("worker failed")
             finally:
@@ -78,34 +100,50 @@ class Supervisor:
         os.close(ready_w)
         try:
             ready, _, _ = select.select([ready_r], [], [], START_TIMEOUT)
-            line = os.read(ready_r, 256).decode() if ready else ""
+            # One line, written at once and shorter than PIPE_BUF: one read has it all.
+            line = os.read(ready_r, 4096).decode() if ready else ""
         finally:
             os.close(ready_r)
         if not line.startswith("ready"):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            if line.startswith("failed"):
+                _, name, err, message = line.rstrip("\n").split(" ", 3)
+                raise SETUP_ERRORS[name](int(err), message)
             raise RuntimeError("a worker did not start listening")
         self.backend = line.split()[1]
         return pid
 
-    def _become_worker(self, ready_w: int) -> None:
+    def _become_worker(self, ready_w: int) -> int:
+        """Serve until SIGTERM, writing one line to ``ready_w``: "ready
+        BACKEND" once listening, or "failed NAME ERRNO MESSAGE" if set-up
+        fails. Returns the exit status."""
         # If the supervisor is killed outright, the kernel sends us SIGTERM.
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         self._reserved.close()
 
+        # ready_w stays open until the worker exits, so its number is never
+        # reused by a socket that a late write would then corrupt.
         def on_listening(server) -> None:
             os.write(ready_w, f"ready {server.backend}\n".encode())
-            os.close(ready_w)
 
-        self._serve_worker(self.port, on_listening)
+        try:
+            self._serve_worker(self.port, on_listening)
+        except (UringUnavailable, ListenError) as exc:
+            # Not a bug, and no traceback: the supervisor says it in one line.
+            os.write(ready_w, f"failed {type(exc).__name__} {exc.errno} {exc.strerror}\n".encode())
+            return 2
+        return 0
 
     def run(self, on_listening=None) -> int:
         """Start the workers, keep them running until SIGINT/SIGTERM, stop them."""
         old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._pids = [self._start() for _ in range(self.workers)]
+            for _ in range(self.workers):
+                # One by one, so a failing start still leaves the started in _pids to stop.
+                self._pids.append(self._start())
             if on_listening is not None:
                 on_listening(self)
             while not self._stopping:
