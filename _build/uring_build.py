@@ -129,13 +129,13 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
              unsigned wait_nr, long long timeout_ns, int64_t *out, unsigned max);
 
 #define UIO_WRITER_LEVEL ...
+#define UIO_CQE_WORDS ...
 struct uio_writers *uio_writers_new(void);
 void uio_writers_destroy(struct uio_writers *ws);
 unsigned uio_writers_inflight(struct uio_writers *ws);
 int uio_writer_open(struct uio_writers *ws, int fd, uint64_t report_ud);
 void uio_writer_release(struct uio_writers *ws, int wid);
-long long uio_write(struct io_uring *ring, struct uio_writers *ws, int wid,
-                    const char *data, size_t len);
+long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t len);
 long long uio_writer_buffered(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_sends(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_sent(struct uio_writers *ws, int wid);
@@ -188,6 +188,8 @@ _static = _liburing_static()
 ffibuilder.set_source(
     "uringio._liburing",
     SOURCE,
+    include_dirs=[HERE],   # uring_shared.h, which _fastpath includes too
+    depends=[os.path.join(HERE, name) for name in ("uring_helpers.c", "uring_shared.h", "keep_gil.h")],
     extra_objects=_static,
     libraries=[] if _static else ["uring"],
     extra_compile_args=["-O2"],

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <liburing.h>
 
+#include "uring_shared.h"
+
 /* liburing 2.3 has no version macros: the build passes what pkg-config says. */
 const char *uio_liburing_version(void) { return UIO_LIBURING_VERSION; }
 
@@ -215,8 +217,6 @@ int uio_submit(struct io_uring *ring) { return io_uring_submit(ring); }
  * The data is copied in during uio_write(), while cffi's pointer to the
  * caller's bytes is valid; after that the kernel only ever sees C memory.
  */
-#define UIO_WRITER_TAG (1ULL << 63)
-#define UIO_WRITER_LEVEL (1U << 31)   /* report flag: a level was reached */
 #define UIO_SHRINK_ABOVE (256 * 1024) /* give back buffers grown past this */
 
 enum { UIO_W_FREE, UIO_W_OPEN, UIO_W_RELEASED };
@@ -397,12 +397,11 @@ static int uio_writer_flush(struct io_uring *ring, struct uio_writers *ws, int w
 }
 
 /* Queue len bytes, to go out with this turn's submit; returns the bytes
- * buffered (not yet sent), or -errno of the send that failed earlier. */
-long long uio_write(struct io_uring *ring, struct uio_writers *ws, int wid,
-                    const char *data, size_t len)
+ * buffered (not yet sent), or -errno of the send that failed earlier.
+ * An uio_write_fn (uring_shared.h): _fastpath's Writer calls it. */
+long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t len)
 {
     struct uio_writer *w = &ws->w[wid];
-    (void)ring;
 
     if (w->failed)
         return -w->failed;
@@ -495,7 +494,7 @@ static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
         out[0] = (int64_t)w->report_ud;
         out[1] = res;
         out[2] = 0;
-        return 1;
+        return 1;   /* one UIO_CQE_WORDS triple */
     }
     if (w->notify_at >= 0 && uio_buffered(w) <= w->notify_at) {
         w->notify_at = -1;
@@ -555,14 +554,14 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
         seen++;
         if (cqe->user_data & UIO_WRITER_TAG) {
             if (ws != NULL)
-                n += uio_writer_complete(ring, ws, cqe, out + 3 * n);
+                n += uio_writer_complete(ring, ws, cqe, out + UIO_CQE_WORDS * n);
             continue;
         }
         if (br != NULL && (cqe->flags & IORING_CQE_F_BUFFER) && br->nlent < br->entries)
             br->lent[br->nlent++] = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        out[3 * n] = (int64_t)cqe->user_data;
-        out[3 * n + 1] = cqe->res;
-        out[3 * n + 2] = cqe->flags;
+        out[UIO_CQE_WORDS * n] = (int64_t)cqe->user_data;
+        out[UIO_CQE_WORDS * n + 1] = cqe->res;
+        out[UIO_CQE_WORDS * n + 2] = cqe->flags;
         n++;
     }
     io_uring_cq_advance(ring, seen);

@@ -1,8 +1,12 @@
 """The uring backend's C per-message paths (_build/fastpath.c), fed synthetic
 CQEs: the dispatcher must make exactly the decisions the loop promises, and
-survive handlers that raise or rewire their op while they run."""
+survive handlers that raise or rewire their op while they run; and none of
+the C types may crash, whatever Python does with them."""
 
 import gc
+import subprocess
+import sys
+import threading
 
 import pytest
 
@@ -32,14 +36,21 @@ class Fixture:
         for bid in range(BUF_COUNT):
             ffi.memmove(self.bufs + bid * BUF_SIZE, bytes([65 + bid]) * BUF_SIZE, BUF_SIZE)
         self.cqes = ffi.new("int64_t[]", 3 * 64)
-        self.dispatch = ring_mod.Dispatcher(
-            int(ffi.cast("uintptr_t", self.cqes)), self.slots, Op,
-            int(ffi.cast("uintptr_t", self.bufs)), BUF_SIZE, BUF_COUNT, int(OpKind.RECV_STREAM))
+        self.writers = ffi.gc(ring_mod.lib.uio_writers_new(), ring_mod.lib.uio_writers_destroy)
+        self.memory = ring_mod.RingMemory(
+            address(self.cqes), 64, address(self.writers),
+            address(ffi.addressof(ring_mod.lib, "uio_write")))
+        self.memory.attach_buffers(address(self.bufs), BUF_SIZE, BUF_COUNT)
+        self.dispatch = ring_mod.Dispatcher(self.memory, self.slots, Op, int(OpKind.RECV_STREAM))
 
     def post(self, *triples) -> int:
         for i, (user_data, res, flags) in enumerate(triples):
             self.cqes[3 * i:3 * i + 3] = [user_data, res, flags]
         return len(triples)
+
+
+def address(cdata) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
 
 
 def data_flags(bid: int) -> int:
@@ -151,3 +162,112 @@ def test_writer_takes_bytes_only_and_reports_what_is_buffered():
         ring.writer_release(wid)
     finally:
         ring.close()
+
+
+def test_a_batch_beyond_the_cqe_array_is_refused():
+    fx = Fixture()
+    with pytest.raises(IndexError, match="outside the 64 CQEs"):
+        fx.dispatch(0, 65)
+    assert fx.events == []
+
+
+def test_without_buffers_attached_stream_bytes_go_to_on_complete():
+    fx = Fixture()
+    fx.memory.attach_buffers(0, 0, 0)
+    fx.dispatch(0, fx.post((1, 5, data_flags(2))))
+    assert fx.events == [("complete", 1, 5, data_flags(2))]
+
+
+def test_a_closed_memory_stops_its_dispatcher_and_writers():
+    fx = Fixture()
+    wid = ring_mod.lib.uio_writer_open(fx.writers, -1, 5)
+    write = ring_mod.Writer(fx.memory, wid)
+    assert write(b"abc") == 3
+    fx.memory.close()
+    assert fx.memory.closed
+    with pytest.raises(RuntimeError, match="the ring is closed"):
+        fx.dispatch(0, fx.post((1, 5, data_flags(2))))
+    with pytest.raises(RuntimeError, match="the ring is closed"):
+        write(b"abc")
+    assert fx.events == []
+
+
+def test_a_writer_refuses_other_threads_and_leaves_its_buffer_alone():
+    ring = ring_mod.Ring(8, 16)
+    try:
+        wid = ring.writer_open(-1, 5)
+        write = ring.writer(wid)
+        assert write(b"abc") == 3
+        errors = []
+
+        def other_thread():
+            try:
+                write(b"from elsewhere")
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join(5)
+        assert len(errors) == 1 and "thread other than its loop's" in str(errors[0])
+        assert ring.writer_buffered(wid) == 3
+        write.release()
+        assert write(b"x") < 0     # -EBADF: released, nothing written
+        ring.writer_release(wid)
+    finally:
+        ring.close()
+
+
+def run_guarded(code: str) -> str:
+    """Run ``code`` in a fresh interpreter: a guard that is missing shows as
+    a crash (a negative exit status) there, not as a dead test run."""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    return proc.stdout
+
+
+UNINITIALISED = """
+from uringio import ring
+for make, call in [
+    (lambda: ring.Dispatcher.__new__(ring.Dispatcher), lambda d: d(0, 1)),
+    (lambda: ring.Writer.__new__(ring.Writer), lambda w: w(b"x")),
+    (lambda: ring.Dispatcher(ring.RingMemory.__new__(ring.RingMemory), [], ring_op(), 3),
+     lambda d: d(0, 1)),
+    (lambda: ring.Writer(ring.RingMemory.__new__(ring.RingMemory), 0), lambda w: w(b"x")),
+]:
+    try:
+        call(make())
+    except RuntimeError as exc:
+        print("refused:", exc)
+"""
+
+
+def test_c_types_made_without_init_refuse_instead_of_crashing():
+    code = "from uringio.ops import Op\nring_op = lambda: Op\n" + UNINITIALISED
+    out = run_guarded(code).splitlines()
+    assert out == ["refused: not initialised: __init__ was never called"] * 2 + \
+        ["refused: the ring is closed"] * 2, out
+
+
+USE_AFTER_CLOSE = """
+from uringio.ring import Ring
+ring = Ring(8, 16)
+wid = ring.writer_open(-1, 5)
+write = ring.writer(wid)
+write(b"queued, never sent")
+ring.close()
+for name, call in [("write", lambda: write(b"x")), ("turn", lambda: ring.turn(0)),
+                   ("prep", lambda: ring.prep_nop(1, 0)), ("submit", ring.submit),
+                   ("notify", lambda: ring.writer_notify(wid, 0)),
+                   ("open", lambda: ring.writer_open(-1, 6))]:
+    try:
+        call()
+    except RuntimeError as exc:
+        print(name, exc)
+"""
+
+
+def test_a_closed_ring_and_its_writers_raise_instead_of_touching_freed_memory():
+    out = run_guarded(USE_AFTER_CLOSE).splitlines()
+    assert out == [f"{name} the ring is closed" for name in
+                   ("write", "turn", "prep", "submit", "notify", "open")], out

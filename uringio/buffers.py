@@ -55,6 +55,8 @@ class BufRing:
         # One char* per buffer id, so copying a buffer out is a single
         # foreign call: unpack(pointers[bid], nbytes).
         self.pointers = [base + i * size for i in range(entries)]
+        # The C dispatcher copies receive streams' bytes out of these buffers.
+        ring.memory.attach_buffers(self.address, size, entries)
 
     @property
     def in_circulation(self) -> int:
@@ -74,4 +76,6 @@ class BufRing:
 
     def close(self) -> None:
         if self._br.base != ffi.NULL:
+            self._ring.memory.attach_buffers(0, 0, 0)
+            self.pointers = []   # take() raises from now on, it reads no freed memory
             lib.uio_bufring_free(self._ring._ptr if not self._ring.closed else ffi.NULL, self._br)

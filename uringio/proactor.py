@@ -79,8 +79,7 @@ class ProactorLoop(BaseLoop):
         self._prep_recv_multishot = ring.prep_recv_multishot
         self._bgid = self._bufs.bgid
         self._turn = ring.turn
-        self._dispatch = Dispatcher(ring.cqes_address, self._slots, Op, self._bufs.address,
-                                    self._bufs.size, self._bufs.entries, _RECV_STREAM)
+        self._dispatch = Dispatcher(ring.memory, self._slots, Op, _RECV_STREAM)
         self._readers: dict[int, Op] = {}    # fd -> RECV or RECV_STREAM op
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
         self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
@@ -89,6 +88,12 @@ class ProactorLoop(BaseLoop):
         self._wakeup_buf = bytearray(8)
         self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
         self._arm_wakeup()
+
+    def _bind_thread(self, thread_id: int) -> None:
+        # IORING_SETUP_SINGLE_ISSUER: only the creating thread may submit,
+        # and the C send streams are bound to it (_build/fastpath.c).
+        if thread_id != self._thread_id:
+            raise RuntimeError("an io_uring loop runs in the thread that created it")
 
     # -- the turn ------------------------------------------------------------
 
@@ -582,6 +587,8 @@ class SendStream(BaseSendStream):
 
     @property
     def buffered(self) -> int:
+        if self._closed:   # the writer may serve another stream now
+            return 0
         return max(self._loop._ring.writer_buffered(self._wid), 0)
 
     @property
@@ -597,6 +604,8 @@ class SendStream(BaseSendStream):
     def notify(self, level: int) -> bool:
         """Call the handler once the buffered bytes fall to ``level`` or less.
         Returns True (and arms nothing) when that is already the case."""
+        if self._closed:
+            return True
         return bool(self._loop._ring.writer_notify(self._wid, level))
 
     def close(self) -> None:

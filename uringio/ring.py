@@ -22,9 +22,9 @@ from .errors import UringUnavailable
 
 try:
     from ._liburing import ffi, lib
-    from ._fastpath import Dispatcher, Writer
+    from ._fastpath import Dispatcher, RingMemory, Writer
 except ImportError as exc:  # pragma: no cover - depends on the build
-    ffi = lib = Dispatcher = Writer = None
+    ffi = lib = Dispatcher = RingMemory = Writer = None
     _IMPORT_ERROR: ImportError | None = exc
 else:
     _IMPORT_ERROR = None
@@ -41,6 +41,7 @@ if lib is not None:
     IORING_ASYNC_CANCEL_ALL = lib.IORING_ASYNC_CANCEL_ALL
     IORING_ASYNC_CANCEL_ANY = lib.IORING_ASYNC_CANCEL_ANY
     UIO_WRITER_LEVEL = lib.UIO_WRITER_LEVEL
+    UIO_CQE_WORDS = lib.UIO_CQE_WORDS
 
 # The opcodes `python -m uringio info` reports on, by their liburing names.
 OPCODES_OF_INTEREST = (
@@ -63,6 +64,16 @@ _SETUP_CHOICES = (
 MULTISHOT_ACCEPT_KERNEL = (5, 19)
 MULTISHOT_RECV_KERNEL = (6, 0)
 BUF_RING_KERNEL = (5, 19)
+
+
+def _address(cdata) -> int:
+    """A cffi pointer as an integer, for _fastpath (its owner stays with us)."""
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def _ring_closed(*args) -> None:
+    """What the ring's bound helpers become once it is closed."""
+    raise RuntimeError("the ring is closed")
 
 
 def kernel_release() -> tuple[int, int]:
@@ -158,20 +169,28 @@ class Ring:
         self.prep_cancel64 = partial(lib.uio_prep_cancel64, ptr)
         self.prep_cancel_fd = partial(lib.uio_prep_cancel_fd, ptr)
         self._out_max = max(cq, 256)
-        self._out = ffi.new("int64_t[]", 3 * self._out_max)
+        self._out = ffi.new("int64_t[]", UIO_CQE_WORDS * self._out_max)
         # Send streams ("writers") live in C; see uio_write in the build script.
         self._writers = lib.uio_writers_new()
         if self._writers == ffi.NULL:
             self._closed = True
             lib.uio_queue_exit(self._ptr)
             raise MemoryError("cannot allocate the writer table")
-        self._write_fn = int(ffi.cast("uintptr_t", ffi.addressof(lib, "uio_write")))
-        self._ptr_address = int(ffi.cast("uintptr_t", ptr))
-        self._writers_address = int(ffi.cast("uintptr_t", self._writers))
         self.writer_notify = partial(lib.uio_writer_notify, self._writers)
         self.writer_buffered = partial(lib.uio_writer_buffered, self._writers)
         self.writer_sends = partial(lib.uio_writer_sends, self._writers)
         self.writer_sent = partial(lib.uio_writer_sent, self._writers)
+        # What the C per-message paths (Dispatcher, Writer) may touch, for
+        # as long as this ring is open: close() closes it first.
+        self.memory = RingMemory(_address(self._out), self._out_max, _address(self._writers),
+                                 _address(ffi.addressof(lib, "uio_write")))
+
+    # Everything bound to the ring's C memory; after close() each raises
+    # instead of touching memory the kernel has unmapped or we have freed.
+    _BOUND = ("prep_nop", "prep_accept", "prep_recv", "prep_recv_multishot", "prep_recv_deadline",
+              "prep_send", "prep_read", "prep_close", "prep_splice", "prep_timeout",
+              "prep_cancel64", "prep_cancel_fd", "writer_notify", "writer_buffered",
+              "writer_sends", "writer_sent")
 
     @staticmethod
     def timespec(seconds: float):
@@ -188,6 +207,7 @@ class Ring:
         res < 0 when a send failed, or flags & UIO_WRITER_LEVEL with res the
         bytes still buffered once an asked-for level was reached.
         ``writer(wid)`` is the callable that queues bytes on it."""
+        self._check_open()
         wid = lib.uio_writer_open(self._writers, fd, report_user_data)
         if wid < 0:
             raise MemoryError("cannot allocate a writer")
@@ -195,15 +215,18 @@ class Ring:
 
     def writer_release(self, wid: int) -> None:
         """Done with the writer; a send in flight keeps its buffer until its CQE."""
-        lib.uio_writer_release(self._writers, wid)
+        if not self._closed:   # else the table is gone with the ring
+            lib.uio_writer_release(self._writers, wid)
 
     def writers_inflight(self) -> int:
+        self._check_open()
         return lib.uio_writers_inflight(self._writers)
 
     # -- completions ---------------------------------------------------------
 
     def submit(self) -> int:
         """Submit what is queued without waiting; returns how many SQEs went."""
+        self._check_open()
         res = lib.uio_submit(self._ptr)
         if res < 0 and res not in (-errno.EINTR, -errno.EAGAIN, -errno.EBUSY):
             raise OSError(-res, os.strerror(-res))
@@ -222,13 +245,15 @@ class Ring:
         Raises OSError for any other failure.
         """
         n = self.turn(wait_nr, timeout, bufring)
-        return ffi.unpack(self._out, 3 * n) if n else []
+        return ffi.unpack(self._out, UIO_CQE_WORDS * n) if n else []
 
     def turn(self, wait_nr: int = 1, timeout: float | None = None, bufring=None) -> int:
         """``submit_and_wait`` that leaves the CQEs in C memory: returns how
-        many triples it wrote at ``cqes_address`` (the loop's dispatcher
+        many triples it wrote into the CQE array of ``memory`` (the loop's dispatcher
         reads them there, see _build/fastpath.c). They stay valid until the
-        next call."""
+        next call. Raises RuntimeError once the ring is closed."""
+        if self._closed:
+            raise RuntimeError("the ring is closed")
         n = lib.uio_turn(self._ptr, ffi.NULL if bufring is None else bufring._br,
                          self._writers, wait_nr,
                          -1 if timeout is None else int(timeout * 1e9),
@@ -239,20 +264,17 @@ class Ring:
             raise OSError(-n, os.strerror(-n))
         return n
 
-    @property
-    def cqes_address(self) -> int:
-        """Where ``turn`` writes its (user_data, res, flags) int64 triples."""
-        return int(ffi.cast("uintptr_t", self._out))
-
     def cqe(self, i: int) -> tuple[int, int, int]:
         """Triple ``i`` of the last ``turn``."""
-        return self._out[3 * i], self._out[3 * i + 1], self._out[3 * i + 2]
+        base = UIO_CQE_WORDS * i
+        return self._out[base], self._out[base + 1], self._out[base + 2]
 
     def writer(self, wid: int):
         """A callable that queues bytes on writer ``wid``: ``w(data)``
         returns the bytes buffered, or -errno once a send failed (one C call,
-        see _build/fastpath.c)."""
-        return Writer(self._write_fn, self._ptr_address, self._writers_address, wid)
+        see _build/fastpath.c). It raises RuntimeError once the ring is
+        closed, or when called from another thread than the ring's."""
+        return Writer(self.memory, wid)
 
     # -- probing -------------------------------------------------------------
 
@@ -282,13 +304,22 @@ class Ring:
     def closed(self) -> bool:
         return self._closed
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the ring is closed")
+
     def close(self) -> None:
         """Unmap the ring and close its fd. Only call once no operation is in
-        flight (the loop waits for that): the kernel may still write buffers."""
+        flight (the loop waits for that): the kernel may still write buffers.
+        From then on every use of the ring, and of the writers and
+        dispatchers made on its memory, raises RuntimeError."""
         if not self._closed:
             self._closed = True
+            self.memory.close()
+            for name in self._BOUND:
+                setattr(self, name, _ring_closed)
             lib.uio_queue_exit(self._ptr)
-            if self.writers_inflight() == 0:
+            if lib.uio_writers_inflight(self._writers) == 0:
                 lib.uio_writers_destroy(self._writers)
             # else: the kernel may still read those buffers: leak them.
 

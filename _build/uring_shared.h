@@ -1,0 +1,29 @@
+/*
+ * What the cffi binding (uringio._liburing: uring_helpers.c) and the C-API
+ * module (uringio._fastpath: fastpath.c) agree on, written once: both
+ * include this header, so a change to either side's view of the other is
+ * a compile error, not memory read the wrong way.
+ */
+#ifndef URINGIO_URING_SHARED_H
+#define URINGIO_URING_SHARED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct uio_writers;
+
+/* uio_write (uring_helpers.c), called by _fastpath's Writer through this
+ * pointer: queue len bytes of data on writer wid; returns the bytes it
+ * holds and has not sent, or -errno of an earlier send that failed. */
+typedef long long (*uio_write_fn)(struct uio_writers *ws, int wid, const char *data,
+                                  size_t len);
+
+/* uio_turn's output: per CQE, three int64 -- user_data, res, flags. */
+#define UIO_CQE_WORDS 3
+
+/* The user_data of a writer's own sends (settled in C, never seen by
+ * Python), and the report flag set when a writer's level was reached. */
+#define UIO_WRITER_TAG (1ULL << 63)
+#define UIO_WRITER_LEVEL (1U << 31)
+
+#endif
