@@ -122,3 +122,90 @@ def test_ring_setup_failure_names_the_cause_and_fix(monkeypatch):
 
 def test_public_api_exports():
     assert set(uringio.BACKENDS) == {"auto", "uring", "epoll"}
+
+
+def _served_connection(loop):
+    """A Server on ``loop`` with one accepted connection: (server, conn, client)."""
+    from uringio import Protocol, Server, listen
+    import socket
+    conns = []
+
+    class Keep(Protocol):
+        def connection_made(self, conn):
+            conns.append(conn)
+
+    server = Server(loop, Keep, listen("127.0.0.1", 0)).start()
+    client = socket.create_connection(server.address, timeout=5)
+    assert loop.run_until(lambda: conns, 5.0)
+    return server, conns[0], client
+
+
+def test_a_closed_loop_refuses_to_run_and_its_connections_refuse_writes(backend):
+    loop = open_loop(backend)
+    server, conn, client = _served_connection(loop)
+    conn.write(b"before")
+    assert loop.run_until(lambda: False, 0.05) is False
+    assert client.recv(16) == b"before"
+    loop.close()
+    with pytest.raises(LoopClosedError):
+        loop.run_until(lambda: True, 1.0)
+    with pytest.raises(LoopClosedError):
+        loop.run()
+    with pytest.raises(RuntimeError, match="closed"):
+        conn.write(b"after")
+    server.sock.close()
+    client.close()
+
+
+def test_a_write_from_another_thread_is_refused(loop):
+    server, conn, client = _served_connection(loop)
+    errors = []
+
+    def writer():
+        try:
+            conn.write(b"from another thread")
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    thread.join(5)
+    assert len(errors) == 1 and "thread other than its loop's" in str(errors[0])
+    assert conn.get_write_buffer_size() == 0   # nothing of it was queued
+    # The loop's own thread still writes.
+    conn.write(b"ok")
+    loop.run_until(lambda: False, 0.05)
+    assert client.recv(16) == b"ok"
+    server.close()
+    loop.run_until(lambda: not server.connections, 5.0)
+    client.close()
+
+
+def test_a_uring_loop_runs_only_in_the_thread_that_made_it(uring_loop):
+    errors = []
+
+    def run_elsewhere():
+        try:
+            uring_loop.run_until(lambda: True, 1.0)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_elsewhere)
+    thread.start()
+    thread.join(5)
+    assert len(errors) == 1 and "thread that created it" in str(errors[0])
+    assert uring_loop.run_until(lambda: True, 1.0)   # its own thread still may
+
+
+def test_run_until_refuses_to_nest(loop):
+    errors = []
+
+    def nested():
+        try:
+            loop.run_until(lambda: True, 1.0)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    loop.call_soon(nested)
+    loop.run_until(lambda: errors, 2.0)
+    assert "already running" in str(errors[0])

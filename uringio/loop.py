@@ -84,7 +84,9 @@ class BaseLoop:
         self._stopping = False
         self._running = False
         self._closed = False
-        self._thread_id: int | None = None
+        # The thread that may use the loop: its creator until it runs
+        # somewhere (see _enter); send streams refuse writes from others.
+        self._thread_id = threading.get_ident()
         self._signals: dict[int, Any] = {}
         # eventfd: a thread-safe wakeup the backend keeps a read pending on.
         self._wakeup_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -130,13 +132,8 @@ class BaseLoop:
     def run(self) -> None:
         """Run until ``stop()``. Handler exceptions are logged, not raised:
         one connection's failure never ends the loop."""
-        if self._closed:
-            raise LoopClosedError("the loop is closed")
-        if self._running:
-            raise RuntimeError("the loop is already running")
-        self._running = True
+        self._enter()
         self._stopping = False
-        self._thread_id = threading.get_ident()
         try:
             while not self._stopping:
                 self._run_once()
@@ -147,7 +144,7 @@ class BaseLoop:
         """Run turns until ``predicate()`` is true or ``timeout`` seconds pass;
         returns the predicate's last value. For tests and shutdown."""
         deadline = monotonic() + timeout
-        self._running = True
+        self._enter()
         try:
             while not predicate():
                 left = deadline - monotonic()
@@ -157,6 +154,21 @@ class BaseLoop:
             return True
         finally:
             self._running = False
+
+    def _enter(self) -> None:
+        # Raises LoopClosedError, or RuntimeError when the loop is already
+        # running or may not run in this thread.
+        if self._closed:
+            raise LoopClosedError("the loop is closed")
+        if self._running:
+            raise RuntimeError("the loop is already running")
+        self._bind_thread(threading.get_ident())
+        self._running = True
+
+    def _bind_thread(self, thread_id: int) -> None:
+        """The loop is about to run in ``thread_id``; a backend whose
+        kernel object belongs to one thread refuses any other."""
+        self._thread_id = thread_id
 
     def stop(self) -> None:
         """Make ``run()`` return after the current turn."""

@@ -27,8 +27,9 @@ import select
 import socket
 from collections import deque
 from itertools import islice
+from threading import get_ident
 
-from .errors import BusyResourceError, os_error
+from .errors import BusyResourceError, LoopClosedError, os_error
 from .loop import BaseLoop, BaseSendStream
 
 _EPOLLIN = select.EPOLLIN
@@ -449,6 +450,9 @@ class ReactorLoop(BaseLoop):
             return
         if self._running:
             raise RuntimeError("cannot close a running loop")
+        for st in list(self._fds.values()):
+            if st.stream is not None:
+                st.stream.close()   # its writes refuse from now on
         self._fds.clear()
         self._epoll.close()
         super().close()
@@ -476,7 +480,13 @@ class SendStream(BaseSendStream):
         The bytes go out before the loop next waits, coalesced with whatever
         else this stream was given meanwhile."""
         st = self._st
+        if get_ident() != self._loop._thread_id:
+            # The loop thread may be flushing this very queue.
+            raise RuntimeError("a send stream was written from a thread other than its "
+                               "loop's; use loop.call_soon_threadsafe()")
         if self.failed or self._closed:
+            if self._loop._closed:
+                raise LoopClosedError("the loop is closed")
             return -(self.failed or errno.EBADF)
         if not st.writes and not st.dirty:
             st.dirty = True
