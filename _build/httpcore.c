@@ -227,7 +227,7 @@ static int length_over(PyObject *value, Py_ssize_t limit)
 static PyObject *HttpCore_on_headers_complete(HttpCore *self, PyObject *unused)
 {
     self->in_head = 0;
-    Py_SETREF(self->waiting_since, Py_NewRef(Py_None));
+    Py_XSETREF(self->waiting_since, Py_NewRef(Py_None));   /* deletable: may be NULL */
     self->stalled = 0;
     if (self->header_bytes + PyBytes_GET_SIZE(self->url) > max_header_bytes)
         return raise_limit(431);

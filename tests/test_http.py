@@ -423,3 +423,34 @@ def test_the_in_process_benchmark_runs():
     assert re.search(r"serve http .* ns/request +\(147 bytes a response\)", out), out
     assert re.search(r"minimal httptools protocol .* ns/request +\(147 bytes a response\)", out), out
     assert "serve http / minimal:" in out
+
+
+DELETED_MEMBERS = """
+import sys
+sys.path.insert(0, "tests")
+from test_http import FakeConn
+from uringio.http import HTTPProtocol, default_router
+for member in ("_waiting_since", "_send"):
+    protocol = HTTPProtocol(default_router())
+    protocol.connection_made(FakeConn())
+    delattr(protocol, member)
+    try:
+        protocol.data_received(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        print(member, "answered")
+    except RuntimeError as exc:
+        print(member, "refused:", exc)
+"""
+
+
+def test_deleting_the_c_members_python_may_set_never_crashes():
+    # HttpCore's writable members can be deleted (NULL in C): the per-request
+    # path must answer or refuse, never read the NULL. In a fresh interpreter,
+    # so that a crash shows as a failed test.
+    import subprocess
+    import sys
+    from conftest import REPO
+    proc = subprocess.run([sys.executable, "-c", DELETED_MEMBERS], capture_output=True,
+                          text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.splitlines() == ["_waiting_since answered",
+                                        "_send refused: HTTPProtocol._send is not set"], proc.stdout
