@@ -129,16 +129,18 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
              unsigned wait_nr, long long timeout_ns, int64_t *out, unsigned max);
 
 #define UIO_WRITER_LEVEL ...
+#define UIO_WRITER_ID_MASK ...
 #define UIO_CQE_WORDS ...
-struct uio_writers *uio_writers_new(void);
+struct uio_writers *uio_writers_new(uint64_t report_ud);
 void uio_writers_destroy(struct uio_writers *ws);
 unsigned uio_writers_inflight(struct uio_writers *ws);
-int uio_writer_open(struct uio_writers *ws, int fd, uint64_t report_ud);
+int uio_writer_open(struct uio_writers *ws, int fd);
 void uio_writer_release(struct uio_writers *ws, int wid);
 long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t len);
 long long uio_writer_buffered(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_sends(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_sent(struct uio_writers *ws, int wid);
+unsigned long long uio_writer_held(struct uio_writers *ws, int wid);
 int uio_writer_notify(struct uio_writers *ws, int wid, long long level);
 
 int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,

@@ -217,20 +217,29 @@ int uio_submit(struct io_uring *ring) { return io_uring_submit(ring); }
  * The data is copied in during uio_write(), while cffi's pointer to the
  * caller's bytes is valid; after that the kernel only ever sees C memory.
  */
-#define UIO_SHRINK_ABOVE (256 * 1024) /* give back buffers grown past this */
-
 enum { UIO_W_FREE, UIO_W_OPEN, UIO_W_RELEASED };
 
+/* Buffers come from per-size pools shared by every writer of a ring, and a
+ * writer with nothing to send gives both of its buffers back: an idle
+ * connection holds no send buffer at all, while a busy one takes a warm
+ * buffer from the pool per send and pays no malloc. Sizes are powers of
+ * two from UIO_BUF_MIN; larger ones than the biggest class are freed. */
+#define UIO_BUF_MIN 512
+#define UIO_BUF_CLASSES 8            /* 512 B .. 64 KiB */
+#define UIO_POOL_DEPTH 64            /* spare buffers kept per class */
+
+struct uio_pool {
+    unsigned n;
+    char *bufs[UIO_POOL_DEPTH];
+};
+
 struct uio_writer {
-    int fd;
-    int state;
-    int inflight;
-    int dirty;               /* on the dirty list */
+    int fd;                  /* a free slot: the next free slot's index */
+    unsigned char state, inflight, dirty;   /* dirty: on the dirty list */
     int failed;              /* errno after a failed send, else 0 */
-    uint64_t report_ud;      /* the Python op reports go to */
     long long notify_at;     /* report when buffered <= this; -1: off */
     unsigned long long sends;   /* send SQEs made, for diagnostics */
-    unsigned long long sent;    /* bytes the kernel took: progress */
+    unsigned long long sent;    /* bytes the kernel took */
     char *active;
     size_t active_cap, active_len, active_off;
     char *pending;
@@ -243,32 +252,77 @@ struct uio_writers {
     unsigned cap;
     int free_head;           /* index of the first free slot, -1: none */
     unsigned inflight;
+    uint64_t report_ud;      /* the user_data of every writer's reports */
     int *dirty;              /* writers with bytes to send this turn */
     unsigned ndirty, dirty_cap;
+    struct uio_pool pools[UIO_BUF_CLASSES];
 };
 
-struct uio_writers *uio_writers_new(void)
+struct uio_writers *uio_writers_new(uint64_t report_ud)
 {
     struct uio_writers *ws = calloc(1, sizeof(*ws));
-    if (ws)
+    if (ws) {
         ws->free_head = -1;
+        ws->report_ud = report_ud;
+    }
     return ws;
 }
 
-static void uio_writer_clear(struct uio_writer *w)
+/* The pool class of a buffer of cap bytes, or -1 for none. */
+static int uio_buf_class(size_t cap)
 {
-    free(w->active);
-    free(w->pending);
-    memset(w, 0, sizeof(*w));
+    int c = 0;
+    size_t size = UIO_BUF_MIN;
+    while (size < cap && c < UIO_BUF_CLASSES) {
+        size <<= 1;
+        c++;
+    }
+    return size == cap && c < UIO_BUF_CLASSES ? c : -1;
+}
+
+static char *uio_buf_take(struct uio_writers *ws, size_t cap)
+{
+    int c = uio_buf_class(cap);
+    if (c >= 0 && ws->pools[c].n)
+        return ws->pools[c].bufs[--ws->pools[c].n];
+    return malloc(cap);
+}
+
+static void uio_buf_give(struct uio_writers *ws, char *buf, size_t cap)
+{
+    int c;
+    if (buf == NULL)
+        return;
+    c = uio_buf_class(cap);
+    if (c >= 0 && ws->pools[c].n < UIO_POOL_DEPTH)
+        ws->pools[c].bufs[ws->pools[c].n++] = buf;
+    else
+        free(buf);
+}
+
+/* The writer has nothing to send: its buffers go back to the pools. */
+static void uio_writer_idle(struct uio_writers *ws, struct uio_writer *w)
+{
+    uio_buf_give(ws, w->active, w->active_cap);
+    uio_buf_give(ws, w->pending, w->pending_cap);
+    w->active = w->pending = NULL;
+    w->active_cap = w->active_len = w->active_off = 0;
+    w->pending_cap = w->pending_len = 0;
 }
 
 void uio_writers_destroy(struct uio_writers *ws)
 {
     unsigned i;
+    int c;
     if (ws == NULL)
         return;
-    for (i = 0; i < ws->n; i++)
-        uio_writer_clear(&ws->w[i]);
+    for (i = 0; i < ws->n; i++) {
+        free(ws->w[i].active);
+        free(ws->w[i].pending);
+    }
+    for (c = 0; c < UIO_BUF_CLASSES; c++)
+        while (ws->pools[c].n)
+            free(ws->pools[c].bufs[--ws->pools[c].n]);
     free(ws->w);
     free(ws->dirty);
     free(ws);
@@ -276,7 +330,7 @@ void uio_writers_destroy(struct uio_writers *ws)
 
 unsigned uio_writers_inflight(struct uio_writers *ws) { return ws->inflight; }
 
-int uio_writer_open(struct uio_writers *ws, int fd, uint64_t report_ud)
+int uio_writer_open(struct uio_writers *ws, int fd)
 {
     struct uio_writer *w;
     int wid;
@@ -300,7 +354,6 @@ int uio_writer_open(struct uio_writers *ws, int fd, uint64_t report_ud)
     memset(w, 0, sizeof(*w));
     w->fd = fd;
     w->state = UIO_W_OPEN;
-    w->report_ud = report_ud;
     w->notify_at = -1;
     return wid;
 }
@@ -308,7 +361,8 @@ int uio_writer_open(struct uio_writers *ws, int fd, uint64_t report_ud)
 static void uio_writer_free(struct uio_writers *ws, int wid)
 {
     struct uio_writer *w = &ws->w[wid];
-    uio_writer_clear(w);
+    uio_writer_idle(ws, w);
+    memset(w, 0, sizeof(*w));
     w->state = UIO_W_FREE;
     w->fd = ws->free_head;
     ws->free_head = wid;
@@ -345,20 +399,30 @@ unsigned long long uio_writer_sent(struct uio_writers *ws, int wid)
     return ws->w[wid].sent;
 }
 
-static int uio_grow(char **buf, size_t *cap, size_t need)
+/* Bytes of buffer the writer holds: 0 whenever it has nothing to send. */
+unsigned long long uio_writer_held(struct uio_writers *ws, int wid)
+{
+    return ws->w[wid].active_cap + ws->w[wid].pending_cap;
+}
+
+/* Make room for need bytes in the pending buffer, keeping its contents. */
+static int uio_pending_room(struct uio_writers *ws, struct uio_writer *w, size_t need)
 {
     size_t ncap;
     char *nbuf;
-    if (need <= *cap)
+    if (need <= w->pending_cap)
         return 0;
-    ncap = *cap ? *cap : 512;   /* small: a server has many mostly idle writers */
+    ncap = w->pending_cap ? w->pending_cap : UIO_BUF_MIN;
     while (ncap < need)
         ncap *= 2;
-    nbuf = realloc(*buf, ncap);
+    nbuf = uio_buf_take(ws, ncap);
     if (nbuf == NULL)
         return -ENOMEM;
-    *buf = nbuf;
-    *cap = ncap;
+    if (w->pending_len)
+        memcpy(nbuf, w->pending, w->pending_len);
+    uio_buf_give(ws, w->pending, w->pending_cap);
+    w->pending = nbuf;
+    w->pending_cap = ncap;
     return 0;
 }
 
@@ -405,11 +469,13 @@ long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t le
 
     if (w->failed)
         return -w->failed;
-    if (uio_grow(&w->pending, &w->pending_cap, w->pending_len + len))
+    if (len == 0)
+        return uio_buffered(w);
+    if (uio_pending_room(ws, w, w->pending_len + len))
         return -ENOMEM;
     memcpy(w->pending + w->pending_len, data, len);
     w->pending_len += len;
-    if (!w->inflight && !w->dirty && w->pending_len) {
+    if (!w->inflight && !w->dirty) {
         if (ws->ndirty == ws->dirty_cap) {
             unsigned cap = ws->dirty_cap ? ws->dirty_cap * 2 : 64;
             int *nd = realloc(ws->dirty, cap * sizeof(int));
@@ -453,8 +519,19 @@ int uio_writer_notify(struct uio_writers *ws, int wid, long long level)
     return 0;
 }
 
+/* A report for Python: one UIO_CQE_WORDS triple for the writers' report
+ * user_data, the writer's id in the flags. */
+static int uio_writer_report(struct uio_writers *ws, int wid, long long res, uint32_t level,
+                             int64_t *out)
+{
+    out[0] = (int64_t)ws->report_ud;
+    out[1] = res;
+    out[2] = level | (uint32_t)wid;
+    return 1;
+}
+
 /* A writer's send completed. Returns 1 when a report for Python was written
- * to out (user_data, res, flags), else 0. */
+ * to out, else 0. */
 static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
                                const struct io_uring_cqe *cqe, int64_t *out)
 {
@@ -475,33 +552,24 @@ static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
             if (uio_writer_submit(ring, ws, wid) == 0)
                 return 0;
             res = -EBUSY;
-        } else {
+        } else if (w->pending_len) {
             w->active_len = w->active_off = 0;
-            if (w->active_cap > UIO_SHRINK_ABOVE) {
-                free(w->active);
-                w->active = NULL;
-                w->active_cap = 0;
-            }
-            if (w->pending_len && uio_writer_flush(ring, ws, wid))
-                res = -EBUSY;    /* the bytes written meanwhile go out next */
+            if (uio_writer_flush(ring, ws, wid))   /* what was written meanwhile */
+                res = -EBUSY;
+        } else {
+            uio_writer_idle(ws, w);
         }
     } else if (res == 0) {
         res = -EPIPE;   /* a stream socket that takes nothing is broken */
     }
     if (res < 0) {
         w->failed = -res;
-        w->active_len = w->active_off = w->pending_len = 0;
-        out[0] = (int64_t)w->report_ud;
-        out[1] = res;
-        out[2] = 0;
-        return 1;   /* one UIO_CQE_WORDS triple */
+        uio_writer_idle(ws, w);
+        return uio_writer_report(ws, wid, res, 0, out);
     }
     if (w->notify_at >= 0 && uio_buffered(w) <= w->notify_at) {
         w->notify_at = -1;
-        out[0] = (int64_t)w->report_ud;
-        out[1] = uio_buffered(w);
-        out[2] = UIO_WRITER_LEVEL;
-        return 1;
+        return uio_writer_report(ws, wid, uio_buffered(w), UIO_WRITER_LEVEL, out);
     }
     return 0;
 }

@@ -22,8 +22,11 @@ typedef long long (*uio_write_fn)(struct uio_writers *ws, int wid, const char *d
 #define UIO_CQE_WORDS 3
 
 /* The user_data of a writer's own sends (settled in C, never seen by
- * Python), and the report flag set when a writer's level was reached. */
+ * Python). Writers report to Python as CQEs for the one user_data given to
+ * uio_writers_new: res is -errno of a failed send or, with UIO_WRITER_LEVEL
+ * in flags, the bytes still buffered; the rest of flags is the writer id. */
 #define UIO_WRITER_TAG (1ULL << 63)
 #define UIO_WRITER_LEVEL (1U << 31)
+#define UIO_WRITER_ID_MASK (UIO_WRITER_LEVEL - 1)
 
 #endif

@@ -36,7 +36,7 @@ class Fixture:
         for bid in range(BUF_COUNT):
             ffi.memmove(self.bufs + bid * BUF_SIZE, bytes([65 + bid]) * BUF_SIZE, BUF_SIZE)
         self.cqes = ffi.new("int64_t[]", 3 * 64)
-        self.writers = ffi.gc(ring_mod.lib.uio_writers_new(), ring_mod.lib.uio_writers_destroy)
+        self.writers = ffi.gc(ring_mod.lib.uio_writers_new(5), ring_mod.lib.uio_writers_destroy)
         self.memory = ring_mod.RingMemory(
             address(self.cqes), 64, address(self.writers),
             address(ffi.addressof(ring_mod.lib, "uio_write")))
@@ -149,7 +149,7 @@ def test_a_handler_may_replace_itself_and_free_its_op_references():
 def test_writer_takes_bytes_only_and_reports_what_is_buffered():
     ring = ring_mod.Ring(8, 16)
     try:
-        wid = ring.writer_open(-1, 5)
+        wid = ring.writer_open(-1)
         write = ring.writer(wid)
         assert write(b"abc") == 3
         assert write(b"") == 3
@@ -180,7 +180,7 @@ def test_without_buffers_attached_stream_bytes_go_to_on_complete():
 
 def test_a_closed_memory_stops_its_dispatcher_and_writers():
     fx = Fixture()
-    wid = ring_mod.lib.uio_writer_open(fx.writers, -1, 5)
+    wid = ring_mod.lib.uio_writer_open(fx.writers, -1)
     write = ring_mod.Writer(fx.memory, wid)
     assert write(b"abc") == 3
     fx.memory.close()
@@ -195,7 +195,7 @@ def test_a_closed_memory_stops_its_dispatcher_and_writers():
 def test_a_writer_refuses_other_threads_and_leaves_its_buffer_alone():
     ring = ring_mod.Ring(8, 16)
     try:
-        wid = ring.writer_open(-1, 5)
+        wid = ring.writer_open(-1)
         write = ring.writer(wid)
         assert write(b"abc") == 3
         errors = []
@@ -252,14 +252,14 @@ def test_c_types_made_without_init_refuse_instead_of_crashing():
 USE_AFTER_CLOSE = """
 from uringio.ring import Ring
 ring = Ring(8, 16)
-wid = ring.writer_open(-1, 5)
+wid = ring.writer_open(-1)
 write = ring.writer(wid)
 write(b"queued, never sent")
 ring.close()
 for name, call in [("write", lambda: write(b"x")), ("turn", lambda: ring.turn(0)),
                    ("prep", lambda: ring.prep_nop(1, 0)), ("submit", ring.submit),
                    ("notify", lambda: ring.writer_notify(wid, 0)),
-                   ("open", lambda: ring.writer_open(-1, 6))]:
+                   ("open", lambda: ring.writer_open(-1))]:
     try:
         call()
     except RuntimeError as exc:
@@ -271,3 +271,29 @@ def test_a_closed_ring_and_its_writers_raise_instead_of_touching_freed_memory():
     out = run_guarded(USE_AFTER_CLOSE).splitlines()
     assert out == [f"{name} the ring is closed" for name in
                    ("write", "turn", "prep", "submit", "notify", "open")], out
+
+
+def test_a_send_stream_with_nothing_to_send_holds_no_buffer(uring_loop):
+    # Buffers go back to the ring's pools once sent: an idle connection
+    # costs no send buffer, and the next write takes one again.
+    from conftest import connected_pair, recv_exactly
+    loop = uring_loop
+    fd, client = connected_pair()
+    events = []
+    stream = loop.open_send_stream(fd, events.append)
+    held = loop._ring.writer_held
+    for size in (64, 5000, 200_000):   # pooled sizes, and one too big to pool
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        stream.write(data)
+        assert held(stream._wid) >= size
+        got = []
+        reader = threading.Thread(target=lambda: got.append(recv_exactly(client, size)))
+        reader.start()
+        assert loop.run_until(lambda: stream.buffered == 0 and not reader.is_alive(), 10.0)
+        reader.join(5)
+        assert got == [data]
+        assert held(stream._wid) == 0, size
+    assert events == []
+    stream.close()
+    loop.close_fd(fd)
+    client.close()

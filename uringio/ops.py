@@ -27,7 +27,7 @@ class OpKind(enum.IntEnum):
     SEND = 4
     CLOSE = 5
     WAKEUP = 6      # the read kept pending on the loop's eventfd
-    SEND_STREAM = 7 # reports from a C-side send stream (a "writer")
+    SEND_STREAM = 7 # reports from the C-side send streams ("writers"): one op for all
     SPLICE_IN = 8   # file -> pipe half of a sendfile
     SENDFILE = 9    # pipe -> socket half of a sendfile
 
@@ -39,6 +39,9 @@ _FREE = int(OpKind.FREE)
 # Reserved id whose CQEs are dropped: a cancel request's result says nothing
 # its target's own final CQE does not, and nobody waits on those closes.
 IGNORED_USER_DATA = 0
+# Reserved id of every send stream's reports; the CQE's flags name the
+# stream (_build/uring_shared.h). One record for all, not one per stream.
+WRITER_REPORTS_USER_DATA = 1
 
 
 class Op:
@@ -69,19 +72,31 @@ class Op:
 class OpTable:
     """Hands out op records and finds the one a CQE's user_data names.
 
-    ``slots[user_data]`` is the record; slot 0 is the IGNORED op. A CQE that
-    names a FREE record calls ``on_stale`` (the loop treats that as a broken
+    ``slots[user_data]`` is the record; slot 0 is the IGNORED op, and
+    ``reserve`` adds more records that are never freed. A CQE that names a
+    FREE record calls ``on_stale`` (the loop treats that as a broken
     invariant).
     """
 
     def __init__(self, ignore: Callable[[Op, int, int], None],
                  on_stale: Callable[[Op, int, int], None]) -> None:
-        first = Op(IGNORED_USER_DATA)
-        first.kind = OpKind.IGNORED
-        first.on_complete = ignore
-        self.slots: list[Op] = [first]
+        self.slots: list[Op] = []
         self._free: list[Op] = []
         self._on_stale = on_stale
+        self._reserved = 0     # the first ids, made by reserve()
+        self.reserve(IGNORED_USER_DATA, OpKind.IGNORED, ignore)
+
+    def reserve(self, op_id: int, kind: OpKind, on_complete) -> Op:
+        """A permanent record at ``op_id`` (the next id), for CQEs that come
+        for the loop's whole life; it is not counted as in flight."""
+        if op_id != len(self.slots) or self._free:
+            raise ValueError(f"reserve ids in order, before any add: {op_id}")
+        op = Op(op_id)
+        op.kind = kind
+        op.on_complete = on_complete
+        self.slots.append(op)
+        self._reserved += 1
+        return op
 
     def add(self, kind: OpKind, fd: int, handler, on_complete) -> Op:
         """A record for a new operation; it is in flight until ``pop``."""
@@ -112,14 +127,14 @@ class OpTable:
 
     def get(self, op_id: int) -> Op | None:
         """The in-flight op with this id, or None."""
-        if 0 < op_id < len(self.slots) and self.slots[op_id].kind != _FREE:
+        if self._reserved <= op_id < len(self.slots) and self.slots[op_id].kind != _FREE:
             return self.slots[op_id]
         return None
 
     def live(self) -> list[Op]:
         """The ops in flight, for shutdown and tests."""
-        return [op for op in self.slots[1:] if op.kind != _FREE]
+        return [op for op in self.slots[self._reserved:] if op.kind != _FREE]
 
     def __len__(self) -> int:
         """How many ops are in flight."""
-        return len(self.slots) - 1 - len(self._free)
+        return len(self.slots) - self._reserved - len(self._free)

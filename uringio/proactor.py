@@ -33,9 +33,10 @@ import socket
 from .buffers import BufRing, pin, pin_writable
 from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .loop import BaseLoop, BaseSendStream, log
-from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
+from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Op, OpKind, OpTable
 from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
-                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, IOSQE_IO_LINK, UIO_WRITER_LEVEL, Dispatcher,
+                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, IOSQE_IO_LINK, UIO_WRITER_ID_MASK,
+                   UIO_WRITER_LEVEL, Dispatcher,
                    Ring, kernel_release)
 
 _ECANCELED = errno.ECANCELED
@@ -57,7 +58,8 @@ class ProactorLoop(BaseLoop):
 
     def __init__(self, entries: int = 1024, buffers: int = 1024,
                  buffer_size: int = 16384, cq_entries: int | None = None) -> None:
-        ring = Ring(entries, cq_entries if cq_entries is not None else entries * 16)
+        ring = Ring(entries, cq_entries if cq_entries is not None else entries * 16,
+                    writer_reports=WRITER_REPORTS_USER_DATA)
         try:
             feats = ring.probe()
             if not (feats.multishot_accept and feats.multishot_recv and feats.buf_ring):
@@ -73,6 +75,7 @@ class ProactorLoop(BaseLoop):
         self._ring = ring
         self.features = feats
         self._ops = OpTable(self._on_ignored, self._on_stale)
+        self._ops.reserve(WRITER_REPORTS_USER_DATA, OpKind.SEND_STREAM, self._on_writer_report)
         self._slots = self._ops.slots
         # Hot-path callables, bound once.
         self._prep_send = ring.prep_send
@@ -80,11 +83,15 @@ class ProactorLoop(BaseLoop):
         self._bgid = self._bufs.bgid
         self._turn = ring.turn
         self._dispatch = Dispatcher(ring.memory, self._slots, Op, _RECV_STREAM)
+        # Bound once: every receive stream's op holds it (a bound method
+        # per op would be 64 bytes an idle connection).
+        self._recv_stream_done = self._on_recv_stream
         self._readers: dict[int, Op] = {}    # fd -> RECV or RECV_STREAM op
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
         self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
         self._draining: dict[int, Op] = {}   # fd -> stopped stream awaiting its final CQE
-        self._send_streams: dict[int, SendStream] = {}
+        self._send_streams: dict[int, SendStream] = {}   # by fd
+        self._streams_by_wid: list[SendStream | None] = []   # the C writer ids are dense
         self._wakeup_buf = bytearray(8)
         self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
         self._arm_wakeup()
@@ -181,7 +188,7 @@ class ProactorLoop(BaseLoop):
         self._check_open()
         if fd in self._readers:
             raise BusyResourceError(f"a recv is already in flight on fd {fd}")
-        op = self._ops.add(OpKind.RECV_STREAM, fd, handler, self._on_recv_stream)
+        op = self._ops.add(OpKind.RECV_STREAM, fd, handler, self._recv_stream_done)
         op.end_handler = end_handler or handler
         self._readers[fd] = op
         held = self._held.pop(fd, None)
@@ -442,16 +449,23 @@ class ProactorLoop(BaseLoop):
         self._check_open()
         if fd in self._send_streams:
             raise BusyResourceError(f"a send stream is already open on fd {fd}")
-        op = self._ops.add(OpKind.SEND_STREAM, fd, handler, self._on_send_stream)
-        stream = op.extra = SendStream(self, op, self._ring.writer_open(fd, op.id))
+        wid = self._ring.writer_open(fd)
+        stream = SendStream(self, fd, wid, handler)
         self._send_streams[fd] = stream
+        by_wid = self._streams_by_wid
+        if wid >= len(by_wid):
+            by_wid.extend([None] * (wid + 1 - len(by_wid)))
+        by_wid[wid] = stream
         return stream
 
-    def _on_send_stream(self, op: Op, res: int, flags: int) -> None:
-        # A writer's report (the C side settles every successful send itself):
-        # res < 0 is the -errno of a failed send, which ends the stream; with
-        # UIO_WRITER_LEVEL, res is the bytes still buffered.
-        op.handler(res if flags & UIO_WRITER_LEVEL else os_error(-res))
+    def _on_writer_report(self, op: Op, res: int, flags: int) -> None:
+        # A writer's report (the C side settles every successful send itself),
+        # flags & UIO_WRITER_ID_MASK naming it: res < 0 is the -errno of a
+        # failed send, which ends the stream; with UIO_WRITER_LEVEL, res is
+        # the bytes still buffered.
+        stream = self._streams_by_wid[flags & UIO_WRITER_ID_MASK]
+        if stream is not None:   # else released in this batch: nobody listens
+            stream.handler(res if flags & UIO_WRITER_LEVEL else os_error(-res))
 
     # -- close and cancel ----------------------------------------------------
 
@@ -531,10 +545,9 @@ class ProactorLoop(BaseLoop):
             return
         if self._running:
             raise RuntimeError("cannot close a running loop")
+        for stream in list(self._send_streams.values()):
+            stream.close()
         for op in self._ops.live():
-            if op.kind == OpKind.SEND_STREAM:
-                op.extra.close()
-                continue
             op.cancelled = True
             op.handler = op.end_handler = _drop
             if op.kind == OpKind.RECV_STREAM and op.extra is not None:
@@ -574,13 +587,13 @@ class SendStream(BaseSendStream):
     only told when a send fails or when a level it asked for is reached.
     """
 
-    __slots__ = ("_loop", "_op", "_wid", "write_bytes", "_closed", "fd", "_sends", "_sent")
+    __slots__ = ("_loop", "_wid", "write_bytes", "handler", "_closed", "fd", "_sends", "_sent")
 
-    def __init__(self, loop: ProactorLoop, op: Op, wid: int) -> None:
+    def __init__(self, loop: ProactorLoop, fd: int, wid: int, handler) -> None:
         self._loop = loop
-        self._op = op
         self._wid = wid
-        self.fd = op.fd
+        self.fd = fd
+        self.handler = handler
         self._closed = False
         # write_bytes(data) for bytes: the hot path, one C call.
         self.write_bytes = loop._ring.writer(wid)
@@ -618,6 +631,6 @@ class SendStream(BaseSendStream):
             self._closed = True
             self.write_bytes.release()   # a late write must not reach a reused wid
             loop._ring.writer_release(self._wid)
-            loop._ops.pop(self._op)
+            loop._streams_by_wid[self._wid] = None
             if loop._send_streams.get(self.fd) is self:
                 del loop._send_streams[self.fd]

@@ -41,6 +41,7 @@ if lib is not None:
     IORING_ASYNC_CANCEL_ALL = lib.IORING_ASYNC_CANCEL_ALL
     IORING_ASYNC_CANCEL_ANY = lib.IORING_ASYNC_CANCEL_ANY
     UIO_WRITER_LEVEL = lib.UIO_WRITER_LEVEL
+    UIO_WRITER_ID_MASK = lib.UIO_WRITER_ID_MASK
     UIO_CQE_WORDS = lib.UIO_CQE_WORDS
 
 # The opcodes `python -m uringio info` reports on, by their liburing names.
@@ -125,7 +126,7 @@ class Ring:
     """
 
     def __init__(self, entries: int = 1024, cq_entries: int | None = None,
-                 setup: tuple[str, ...] | None = None) -> None:
+                 setup: tuple[str, ...] | None = None, writer_reports: int = 1) -> None:
         if lib is None:
             raise UringUnavailable(errno.ENOSYS, f"the uringio binding is not built "
                                    f"({_IMPORT_ERROR}); reinstall uringio or use --backend epoll")
@@ -170,8 +171,9 @@ class Ring:
         self.prep_cancel_fd = partial(lib.uio_prep_cancel_fd, ptr)
         self._out_max = max(cq, 256)
         self._out = ffi.new("int64_t[]", UIO_CQE_WORDS * self._out_max)
-        # Send streams ("writers") live in C; see uio_write in the build script.
-        self._writers = lib.uio_writers_new()
+        # Send streams ("writers") live in C (uio_write in uring_helpers.c);
+        # their reports come as CQEs for user_data ``writer_reports``.
+        self._writers = lib.uio_writers_new(writer_reports)
         if self._writers == ffi.NULL:
             self._closed = True
             lib.uio_queue_exit(self._ptr)
@@ -180,6 +182,7 @@ class Ring:
         self.writer_buffered = partial(lib.uio_writer_buffered, self._writers)
         self.writer_sends = partial(lib.uio_writer_sends, self._writers)
         self.writer_sent = partial(lib.uio_writer_sent, self._writers)
+        self.writer_held = partial(lib.uio_writer_held, self._writers)
         # What the C per-message paths (Dispatcher, Writer) may touch, for
         # as long as this ring is open: close() closes it first.
         self.memory = RingMemory(_address(self._out), self._out_max, _address(self._writers),
@@ -190,7 +193,7 @@ class Ring:
     _BOUND = ("prep_nop", "prep_accept", "prep_recv", "prep_recv_multishot", "prep_recv_deadline",
               "prep_send", "prep_read", "prep_close", "prep_splice", "prep_timeout",
               "prep_cancel64", "prep_cancel_fd", "writer_notify", "writer_buffered",
-              "writer_sends", "writer_sent")
+              "writer_sends", "writer_sent", "writer_held")
 
     @staticmethod
     def timespec(seconds: float):
@@ -202,13 +205,15 @@ class Ring:
 
     # -- writers -------------------------------------------------------------
 
-    def writer_open(self, fd: int, report_user_data: int) -> int:
-        """A send stream for ``fd``; reports come as CQEs for ``report_user_data``:
-        res < 0 when a send failed, or flags & UIO_WRITER_LEVEL with res the
-        bytes still buffered once an asked-for level was reached.
-        ``writer(wid)`` is the callable that queues bytes on it."""
+    def writer_open(self, fd: int) -> int:
+        """A send stream for ``fd``: its id ``wid``. Reports come as CQEs for
+        the ring's ``writer_reports`` user_data, with ``flags &
+        UIO_WRITER_ID_MASK`` == wid: res < 0 when a send failed, or, with
+        flags & UIO_WRITER_LEVEL, res is the bytes still buffered once an
+        asked-for level was reached. ``writer(wid)`` is the callable that
+        queues bytes on it."""
         self._check_open()
-        wid = lib.uio_writer_open(self._writers, fd, report_user_data)
+        wid = lib.uio_writer_open(self._writers, fd)
         if wid < 0:
             raise MemoryError("cannot allocate a writer")
         return wid
