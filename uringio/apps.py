@@ -10,15 +10,13 @@ from .pool import blocking
 class EchoProtocol(Protocol):
     """Writes back every byte it receives, in order."""
 
-    __slots__ = ("conn", "write")
+    __slots__ = ("conn",)
 
     def connection_made(self, conn: Connection) -> None:
         self.conn = conn
-        # Bind once: data_received is the per-message hot path.
-        self.write = conn.write
 
     def data_received(self, data: bytes) -> None:
-        self.write(data)
+        self.conn.write(data)
 
     # A peer that sends faster than it reads would otherwise grow our write
     # buffer without bound: stop reading until it catches up.

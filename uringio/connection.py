@@ -75,7 +75,13 @@ def unacknowledged(fd: int) -> int:
 
 
 class Protocol:
-    """Base class for connection callbacks; override what you need."""
+    """Base class for connection callbacks; override what you need.
+
+    It has no instance dict of its own: a subclass that declares
+    ``__slots__`` costs only those (an idle connection should cost little);
+    one that does not gets a dict, as usual."""
+
+    __slots__ = ()
 
     def connection_made(self, conn: "Connection") -> None:
         """The connection is up; ``conn`` is its Connection."""
@@ -105,7 +111,7 @@ class Connection:
 
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
-                 "_paused_reading", "_deliver", "_idle_timeout", "_idle_timer",
+                 "_paused_reading", "_deliver", "_events", "_idle_timeout", "_idle_timer",
                  "_peer_seen", "_peer_at", "_pool", "_work", "_eof_pending",
                  "_queue", "__weakref__")
 
@@ -115,7 +121,9 @@ class Connection:
         self._loop = loop
         self.fd = fd
         self._protocol = protocol
-        self._stream = loop.open_send_stream(fd, self._on_send_event)
+        # One bound method, made once, for both streams' events (_on_event).
+        self._events = self._on_event
+        self._stream = loop.open_send_stream(fd, self._events)
         # Bound once: write() is the per-message hot path.
         self._write = self._stream.write_bytes
         self._closing = False
@@ -156,7 +164,7 @@ class Connection:
         self._protocol.connection_made(self)
         if self._closing:
             return
-        self._loop.start_recv(self.fd, self._deliver, self._on_recv_end)
+        self._loop.start_recv(self.fd, self._deliver, self._events)
         if self._idle_timeout is not None:
             self._idle_timer = self._loop.call_later(self._idle_timeout / 2, self._check_idle)
 
@@ -170,7 +178,7 @@ class Connection:
     def resume_reading(self) -> None:
         if self._paused_reading and not self._closed:
             self._paused_reading = False
-            self._loop.start_recv(self.fd, self._deliver, self._on_recv_end)
+            self._loop.start_recv(self.fd, self._deliver, self._events)
 
     # -- blocking work (pool.py) ---------------------------------------------
 
@@ -264,12 +272,20 @@ class Connection:
 
     # -- receiving -----------------------------------------------------------
 
-    def _on_recv_end(self, end) -> None:
-        # The receive stream ended: b"" at EOF, or an OSError.
-        if end.__class__ is not bytes:
-            self._fail(end)
-        elif not self._closed and not self._protocol.eof_received():
-            self.close()
+    def _on_event(self, event) -> None:
+        # Everything but data, from both streams, through one bound method
+        # (an idle connection should cost little): an OSError ends the
+        # connection, whichever stream it broke; b"" is the receive stream's
+        # EOF; an int is the send stream's report of the bytes still
+        # buffered, once they fell to the level we asked for.
+        cls = event.__class__
+        if cls is int:
+            self._on_send_level(event)
+        elif cls is bytes:
+            if not self._closed and not self._protocol.eof_received():
+                self.close()
+        else:
+            self._fail(event)
 
     # -- sending -------------------------------------------------------------
 
@@ -338,12 +354,7 @@ class Connection:
         self._stream.notify(self._low)
         self._protocol.pause_writing()
 
-    def _on_send_event(self, res) -> None:
-        # The send stream's report: an OSError (the stream is broken), or the
-        # bytes still buffered once the level we asked for was reached.
-        if res.__class__ is not int:
-            self._fail(res)
-            return
+    def _on_send_level(self, res: int) -> None:
         if self._closed:
             return
         if self._paused_writing and res <= self._low:

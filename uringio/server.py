@@ -54,6 +54,7 @@ class Server:
         self.idle_timeout = idle_timeout
         self.pool = pool
         self.connections: set[Connection] = set()
+        self._forget = self.connections.discard   # one bound method for all connections
         self._accepting = False
         self._closed = False
 
@@ -74,7 +75,7 @@ class Server:
         if fd.__class__ is not int:
             self._accept_failed(fd)
             return
-        conn = Connection(self.loop, fd, self._factory(), self.connections.discard,
+        conn = Connection(self.loop, fd, self._factory(), self._forget,
                           self.idle_timeout, self.pool)
         self.connections.add(conn)
         conn.start()
