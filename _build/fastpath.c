@@ -23,8 +23,9 @@
  *     d(start, n) dispatches CQEs start..n-1 of the array, each to its Op
  *     (slots[user_data]): a receive stream's bytes that go on
  *     (res > 0, IORING_CQE_F_MORE, not cancelled) are copied out of their
- *     provided buffer into a bytes object for op.handler(data); every other
- *     CQE goes to op.on_complete(op, res, flags). When a handler raises, the
+ *     provided buffer (from the offset uio_turn put above the flags) into a
+ *     bytes object for op.handler(data); every other CQE goes to
+ *     op.on_complete(op, res, flags), flags with that offset above bit 32. When a handler raises, the
  *     exception propagates and d.failed is the index of that CQE, so the
  *     caller can report it and go on from the next one.
  *
@@ -202,8 +203,9 @@ static int Dispatcher_init(Dispatcher *self, PyObject *args, PyObject *kwds)
 
 /* The bytes of a receive stream that goes on, or NULL (no exception set)
  * when this CQE is not that case and on_complete must judge it. */
-static inline PyObject *stream_bytes(Dispatcher *self, PyObject *op, int32_t res, uint32_t flags)
+static inline PyObject *stream_bytes(Dispatcher *self, PyObject *op, int32_t res, int64_t word)
 {
+    uint32_t flags = (uint32_t)word;
     if (res <= 0 || !(flags & IORING_CQE_F_MORE) || SLOT(op, self->off_cancelled) != Py_False)
         return NULL;
     PyObject *kind = SLOT(op, self->off_kind);   /* an int, or an OpKind member */
@@ -212,9 +214,10 @@ static inline PyObject *stream_bytes(Dispatcher *self, PyObject *op, int32_t res
         return NULL;
     RingMemory *m = self->mem;
     Py_ssize_t bid = flags >> IORING_CQE_BUFFER_SHIFT;
-    if (bid >= m->buf_count || res > m->buf_size)   /* none attached: count 0 */
+    Py_ssize_t offset = (Py_ssize_t)((uint64_t)word >> UIO_CQE_OFFSET_SHIFT);
+    if (bid >= m->buf_count || offset + res > m->buf_size)   /* none attached: count 0 */
         return NULL;
-    return PyBytes_FromStringAndSize(m->buf_base + bid * m->buf_size, res);
+    return PyBytes_FromStringAndSize(m->buf_base + bid * m->buf_size + offset, res);
 }
 
 static PyObject *Dispatcher_call(Dispatcher *self, PyObject *const *args, Py_ssize_t nargs)
@@ -241,7 +244,7 @@ static PyObject *Dispatcher_call(Dispatcher *self, PyObject *const *args, Py_ssi
         const int64_t *cqe = self->mem->cqes + UIO_CQE_WORDS * i;
         int64_t user_data = cqe[0];
         int32_t res = (int32_t)cqe[1];
-        uint32_t flags = (uint32_t)cqe[2];
+        int64_t flags = cqe[2];   /* the CQE's flags, and a buffer offset above them */
         if (user_data < 0 || user_data >= PyList_GET_SIZE(self->slots)) {
             self->failed = i;
             PyErr_Format(PyExc_IndexError, "CQE for unknown user_data %lld", (long long)user_data);
@@ -269,7 +272,7 @@ static PyObject *Dispatcher_call(Dispatcher *self, PyObject *const *args, Py_ssi
             result = NULL;
         } else {
             PyObject *on_complete = SLOT(op, self->off_on_complete);
-            PyObject *call[3] = {op, PyLong_FromLong(res), PyLong_FromUnsignedLong(flags)};
+            PyObject *call[3] = {op, PyLong_FromLong(res), PyLong_FromLongLong(flags)};
             if (on_complete == NULL || call[1] == NULL || call[2] == NULL) {
                 if (on_complete == NULL && !PyErr_Occurred())
                     PyErr_SetString(PyExc_AttributeError, "op has no on_complete");

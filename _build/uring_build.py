@@ -85,6 +85,7 @@ struct uio_bufring {
     int bgid;
     char *base;
     unsigned added;
+    int incremental;
     ...;
 };
 
@@ -131,6 +132,7 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
 #define UIO_WRITER_LEVEL ...
 #define UIO_WRITER_ID_MASK ...
 #define UIO_CQE_WORDS ...
+#define UIO_CQE_OFFSET_SHIFT ...
 struct uio_writers *uio_writers_new(uint64_t report_ud);
 void uio_writers_destroy(struct uio_writers *ws);
 unsigned uio_writers_inflight(struct uio_writers *ws);
@@ -144,7 +146,8 @@ unsigned long long uio_writer_held(struct uio_writers *ws, int wid);
 int uio_writer_notify(struct uio_writers *ws, int wid, long long level);
 
 int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
-                      unsigned entries, unsigned size, int bgid, unsigned initial);
+                      unsigned entries, unsigned size, int bgid, unsigned initial,
+                      int incremental);
 unsigned uio_bufring_grow(struct uio_bufring *br, unsigned n);
 void uio_bufring_free(struct io_uring *ring, struct uio_bufring *br);
 """

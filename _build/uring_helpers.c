@@ -27,7 +27,24 @@ struct uio_bufring {
     unsigned short *lent;    /* buffer ids reported last turn */
     unsigned nlent;
     unsigned added;          /* buffers put in circulation: ids 0..added-1 */
+    int incremental;         /* IOU_PBUF_RING_INC: buffers consumed piece by piece */
+    unsigned *consumed;      /* incremental: per buffer id, bytes the kernel has used */
 };
+
+/* Linux 6.12's incremental consumption (io_uring_register_buf_ring(3)):
+ * each receive takes only what it fills of the buffer at the ring's head,
+ * and the next receive, on any socket, goes on in the same buffer. Small
+ * messages from many connections then share a few warm buffers instead of
+ * touching a page of a different buffer each: less memory, fewer cache
+ * misses. A CQE says IORING_CQE_F_BUF_MORE while its buffer has room left;
+ * where its bytes start in the buffer is ours to count. Older headers and
+ * kernels lack it (the kernel then refuses the flag with EINVAL). */
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
 
 int uio_queue_init(struct io_uring *ring, unsigned entries, unsigned cq_entries,
                    unsigned flags, unsigned *features)
@@ -625,11 +642,22 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
                 n += uio_writer_complete(ring, ws, cqe, out + UIO_CQE_WORDS * n);
             continue;
         }
-        if (br != NULL && (cqe->flags & IORING_CQE_F_BUFFER) && br->nlent < br->entries)
-            br->lent[br->nlent++] = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        out[UIO_CQE_WORDS * n + 2] = cqe->flags;
+        if (br != NULL && (cqe->flags & IORING_CQE_F_BUFFER)) {
+            unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+            int done = 1;
+            if (br->incremental && bid < br->entries) {
+                /* The bytes start where the last piece of this buffer ended;
+                 * it goes back to the ring only once the kernel is done with it. */
+                out[UIO_CQE_WORDS * n + 2] |= (int64_t)br->consumed[bid] << UIO_CQE_OFFSET_SHIFT;
+                done = !(cqe->flags & IORING_CQE_F_BUF_MORE);
+                br->consumed[bid] = done ? 0 : br->consumed[bid] + (cqe->res > 0 ? cqe->res : 0);
+            }
+            if (done && br->nlent < br->entries)
+                br->lent[br->nlent++] = (unsigned short)bid;
+        }
         out[UIO_CQE_WORDS * n] = (int64_t)cqe->user_data;
         out[UIO_CQE_WORDS * n + 1] = cqe->res;
-        out[UIO_CQE_WORDS * n + 2] = cqe->flags;
         n++;
     }
     io_uring_cq_advance(ring, seen);
@@ -643,7 +671,8 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
 unsigned uio_bufring_grow(struct uio_bufring *br, unsigned n);
 
 int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
-                      unsigned entries, unsigned size, int bgid, unsigned initial)
+                      unsigned entries, unsigned size, int bgid, unsigned initial,
+                      int incremental)
 {
     struct io_uring_buf_reg reg;
     long page = sysconf(_SC_PAGESIZE);
@@ -664,9 +693,12 @@ int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
     }
     br->base = mem;
     br->lent = calloc(entries, sizeof(unsigned short));
-    if (br->lent == NULL) {
+    br->consumed = calloc(entries, sizeof(unsigned));
+    if (br->lent == NULL || br->consumed == NULL) {
         free(br->br);
         free(br->base);
+        free(br->lent);
+        free(br->consumed);
         memset(br, 0, sizeof(*br));
         return -ENOMEM;
     }
@@ -674,14 +706,22 @@ int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
     reg.ring_addr = (unsigned long)br->br;
     reg.ring_entries = entries;
     reg.bgid = bgid;
+    reg.pad = incremental ? IOU_PBUF_RING_INC : 0;   /* "flags" in newer headers */
     ret = io_uring_register_buf_ring(ring, &reg, 0);
+    if (ret == -EINVAL && incremental) {   /* a kernel before 6.12 */
+        reg.pad = 0;
+        incremental = 0;
+        ret = io_uring_register_buf_ring(ring, &reg, 0);
+    }
     if (ret) {
         free(br->br);
         free(br->base);
         free(br->lent);
+        free(br->consumed);
         memset(br, 0, sizeof(*br));
         return ret;
     }
+    br->incremental = incremental;
     br->entries = entries;
     br->size = size;
     br->bgid = bgid;
@@ -721,5 +761,6 @@ void uio_bufring_free(struct io_uring *ring, struct uio_bufring *br)
     free(br->br);
     free(br->base);
     free(br->lent);
+    free(br->consumed);
     memset(br, 0, sizeof(*br));
 }

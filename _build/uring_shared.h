@@ -18,8 +18,12 @@ struct uio_writers;
 typedef long long (*uio_write_fn)(struct uio_writers *ws, int wid, const char *data,
                                   size_t len);
 
-/* uio_turn's output: per CQE, three int64 -- user_data, res, flags. */
+/* uio_turn's output: per CQE, three int64 -- user_data, res, flags. For a
+ * CQE that names a provided buffer, the flags word's bits from
+ * UIO_CQE_OFFSET_SHIFT up say where in that buffer its bytes start (not 0
+ * only when buffers are consumed incrementally). */
 #define UIO_CQE_WORDS 3
+#define UIO_CQE_OFFSET_SHIFT 32
 
 /* The user_data of a writer's own sends (settled in C, never seen by
  * Python). Writers report to Python as CQEs for the one user_data given to

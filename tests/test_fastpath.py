@@ -297,3 +297,17 @@ def test_a_send_stream_with_nothing_to_send_holds_no_buffer(uring_loop):
     stream.close()
     loop.close_fd(fd)
     client.close()
+
+
+def test_stream_bytes_start_at_the_offset_given_above_the_flags():
+    # Incrementally consumed buffers: uio_turn puts where a CQE's bytes
+    # start in its buffer above the 32 bits of flags.
+    fx = Fixture()
+    for bid in range(BUF_COUNT):
+        ffi.memmove(fx.bufs + bid * BUF_SIZE, bytes(range(bid * BUF_SIZE, (bid + 1) * BUF_SIZE)),
+                    BUF_SIZE)
+    n = fx.post((1, 4, data_flags(1) | 10 << 32), (2, 6, data_flags(0) | 26 << 32),
+                (3, 7, data_flags(2) | 26 << 32))   # this one would run past its buffer
+    fx.dispatch(0, n)
+    assert fx.events[:2] == [("data", 1, bytes(range(42, 46))), ("data", 2, bytes(range(26, 32)))]
+    assert fx.events[2] == ("complete", 3, 7, data_flags(2) | 26 << 32)

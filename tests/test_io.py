@@ -316,3 +316,54 @@ def test_a_closed_send_stream_takes_no_more_bytes_and_leaks_none_to_the_next(loo
     assert client_a.recv(10) == b""   # nothing stale ever went out
     client_a.close()
     client_b.close()
+
+
+@pytest.mark.parametrize("incremental", [True, False], ids=["incremental", "whole-buffers"])
+def test_receive_streams_sharing_few_small_buffers_lose_nothing(incremental):
+    # Few, small provided buffers, so they run dry (ENOBUFS) and, consumed
+    # incrementally, hold pieces of many connections' messages at once;
+    # each connection's bytes must still arrive whole and in order.
+    from conftest import _URING_SKIP
+    if _URING_SKIP:
+        pytest.skip(_URING_SKIP)
+    from uringio.proactor import ProactorLoop
+    loop = ProactorLoop(buffers=16, buffer_size=4096, incremental_buffers=incremental)
+    if incremental and not loop.incremental_buffers:
+        loop.close()
+        pytest.skip("the kernel lacks incremental buffer consumption (Linux 6.12+)")
+    try:
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(64)
+        fds, received = [], {}
+        loop.accept(lst, fds.append)
+        clients = [socket.create_connection(lst.getsockname()) for _ in range(32)]
+        run(loop, lambda: len(fds) == len(clients))
+        for fd in fds:
+            received[fd] = bytearray()
+            loop.start_recv(fd, received[fd].extend)
+        rng = __import__("random").Random(7)
+        payloads = [b"".join(os.urandom(rng.randrange(1, 9000)) for _ in range(8))
+                    for _ in clients]
+        senders = [threading.Thread(target=c.sendall, args=(p,)) for c, p in zip(clients, payloads)]
+        for t in senders:
+            t.start()
+        total = sum(map(len, payloads))
+        run(loop, lambda: sum(map(len, received.values())) >= total, 30.0)
+        for t in senders:
+            t.join(5)
+        # Which server fd is which client: match by the first bytes.
+        by_start = {bytes(data[:64]): bytes(data) for data in received.values()}
+        assert sorted(by_start) == sorted(p[:64] for p in payloads)
+        for p in payloads:
+            assert by_start[p[:64]] == p
+        assert loop.enobufs_rearms > 0   # the buffers did run dry
+        for fd in fds:
+            loop.close_fd(fd)
+        loop.cancel_accept(lst)
+        loop.run_until(lambda: False, 0.05)
+        for c in clients:
+            c.close()
+        lst.close()
+    finally:
+        loop.close()

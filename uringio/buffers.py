@@ -36,15 +36,17 @@ class BufRing:
     ``initial`` of them are in circulation at first, and ``grow`` adds more.
 
     The kernel owns a buffer from the moment it is in the ring until a CQE
-    names it (cqe.flags >> IORING_CQE_BUFFER_SHIFT); the loop copies the bytes
-    out and hands the id back in its next ``submit_and_wait``.
+    names it (cqe.flags >> IORING_CQE_BUFFER_SHIFT) -- with ``incremental``,
+    until the CQE that names it without IORING_CQE_F_BUF_MORE -- and the loop
+    copies the bytes out and hands the id back in its next turn.
     """
 
     def __init__(self, ring: Ring, entries: int = 1024, size: int = 16384, bgid: int = 0,
-                 initial: int = 16) -> None:
+                 initial: int = 16, incremental: bool = True) -> None:
         self._ring = ring
         self._br = ffi.new("struct uio_bufring *")
-        res = lib.uio_bufring_setup(ring._ptr, self._br, entries, size, bgid, initial)
+        res = lib.uio_bufring_setup(ring._ptr, self._br, entries, size, bgid, initial,
+                                    incremental)
         if res < 0:
             raise ring_mod._unavailable(-res, "io_uring_register_buf_ring failed")
         self.entries = entries
@@ -59,6 +61,12 @@ class BufRing:
         ring.memory.attach_buffers(self.address, size, entries)
 
     @property
+    def incremental(self) -> bool:
+        """Whether the kernel consumes each buffer piece by piece, many
+        receives sharing one (Linux 6.12+, asked for and granted)."""
+        return bool(self._br.incremental)
+
+    @property
     def in_circulation(self) -> int:
         """Buffers the kernel may pick from: ``initial`` at first, more after
         each ``grow``, ``entries`` at most."""
@@ -70,9 +78,11 @@ class BufRing:
         were added, 0 once all ``entries`` are in."""
         return lib.uio_bufring_grow(self._br, self._br.added)
 
-    def take(self, bid: int, nbytes: int) -> bytes:
-        """Copy ``nbytes`` out of buffer ``bid`` (the caller then recycles it)."""
-        return unpack(self.pointers[bid], nbytes)
+    def take(self, word: int, nbytes: int) -> bytes:
+        """Copy out the ``nbytes`` a receive CQE reported, ``word`` being its
+        flags as uio_turn gives them: the buffer id in bits 16-31, where the
+        bytes start in it from bit 32 (_build/uring_shared.h)."""
+        return unpack(self.pointers[word >> 16 & 0xFFFF] + (word >> 32), nbytes)
 
     def close(self) -> None:
         if self._br.base != ffi.NULL:

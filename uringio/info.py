@@ -45,7 +45,9 @@ def gather() -> dict:
     }
     try:
         from .proactor import ProactorLoop
-        ProactorLoop().close()
+        loop = ProactorLoop()
+        report["features"]["incremental buffers"] = loop.incremental_buffers
+        loop.close()
         report["auto_backend"] = "uring"
     except UringUnavailable as exc:
         report["auto_backend"] = "epoll"

@@ -57,7 +57,8 @@ class ProactorLoop(BaseLoop):
     backend = "uring"
 
     def __init__(self, entries: int = 1024, buffers: int = 1024,
-                 buffer_size: int = 16384, cq_entries: int | None = None) -> None:
+                 buffer_size: int = 16384, cq_entries: int | None = None,
+                 incremental_buffers: bool = True) -> None:
         ring = Ring(entries, cq_entries if cq_entries is not None else entries * 16,
                     writer_reports=WRITER_REPORTS_USER_DATA)
         try:
@@ -67,7 +68,7 @@ class ProactorLoop(BaseLoop):
                 raise UringUnavailable(
                     errno.ENOSYS, f"kernel {major}.{minor} lacks multishot accept/recv with "
                     "provided-buffer rings (needs Linux 6.0+); use --backend epoll")
-            self._bufs = BufRing(ring, buffers, buffer_size)
+            self._bufs = BufRing(ring, buffers, buffer_size, incremental=incremental_buffers)
         except BaseException:
             ring.close()
             raise
@@ -230,7 +231,7 @@ class ProactorLoop(BaseLoop):
         # IORING_CQE_F_MORE clear: this SQE is over; re-arm if still wanted.
         if res > 0:
             # Copied out now: the ring takes the buffer back next turn.
-            data = self._bufs.take(flags >> 16, res)
+            data = self._bufs.take(flags, res)
             if op.cancelled:
                 self._hold(op, data)
                 if not flags & IORING_CQE_F_MORE:
@@ -528,6 +529,11 @@ class ProactorLoop(BaseLoop):
         self._submit(self._ring.prep_read(self._wakeup_fd, op.pin, 8, 0, op.id))
 
     # -- plumbing ------------------------------------------------------------
+
+    @property
+    def incremental_buffers(self) -> bool:
+        """Whether receive buffers are consumed piece by piece (Linux 6.12+)."""
+        return self._bufs.incremental
 
     @property
     def ops(self) -> OpTable:
