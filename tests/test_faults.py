@@ -34,6 +34,7 @@ def pattern_chunk(i: int, size: int = 64 * 1024) -> bytes:
     return hashlib.shake_128(i.to_bytes(8, "little")).digest(size)
 
 
+@pytest.mark.slow
 def test_slow_reader_keeps_server_memory_bounded(backend):
     """200 MiB pushed, read back slowly: the echo server stops reading while
     its writes back up, so its RSS stays flat, and every byte returns in order."""
@@ -102,6 +103,7 @@ def _exchange_many(port: int, count: int, timeout: float) -> int:
         sel.close()
 
 
+@pytest.mark.slow
 def test_five_thousand_concurrent_connections(backend):
     raise_fd_limit(5000 + 200)
     proc, port = start_server(ECHO, backend)
@@ -111,6 +113,7 @@ def test_five_thousand_concurrent_connections(backend):
         stop_server(proc)
 
 
+@pytest.mark.slow
 def test_twenty_thousand_cycles_leak_no_fd_and_no_memory(backend):
     proc, port = start_server(ECHO, backend)
     try:
@@ -158,6 +161,7 @@ def test_emfile_pauses_accepting_and_recovers(backend):
         stop_server(proc)
 
 
+@pytest.mark.slow
 def test_graceful_shutdown_drains_a_large_response(backend):
     proc, port = start_server(["tests/apps/bulk_server.py"], backend)
     try:
