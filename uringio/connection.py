@@ -38,7 +38,9 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 def _sock(fd: int) -> socket.socket:
-    """A socket object over ``fd`` for one call; detach() it after."""
+    """A socket object over ``fd`` for one socket-option call; detach() it
+    after. Its family is not asked of the kernel (three system calls), so
+    it must not be used for addresses."""
     return socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
 
 
@@ -250,7 +252,7 @@ class Connection:
     @property
     def peername(self):
         """The peer's (host, port)."""
-        sock = _sock(self.fd)
+        sock = socket.socket(fileno=self.fd)
         try:
             return sock.getpeername()
         finally:
