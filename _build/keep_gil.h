@@ -1,6 +1,6 @@
 /*
  * Which cffi calls release the GIL; prepended to the C source of both cffi
- * modules (uring_build.py, resp_build.py).
+ * modules (_core/uring_build.py, protocols/resp_build.py).
  *
  * cffi releases the GIL around every call, but for a helper that returns at
  * once (prepare an SQE, copy bytes into a send stream, scan a RESP chunk)

@@ -42,7 +42,7 @@ def test_serve_closes_every_fd_before_exit(backend):
     import threading
 
     from uringio import run_server
-    from uringio.apps import EchoProtocol
+    from uringio.protocols.apps import EchoProtocol
 
     before = set(os.listdir("/proc/self/fd"))
     ready = []

@@ -1,4 +1,4 @@
-"""The uring backend's C per-message paths (_build/fastpath.c), fed synthetic
+"""The uring backend's C per-message paths (_build/_core/fastpath.c), fed synthetic
 CQEs: the dispatcher must make exactly the decisions the loop promises, and
 survive handlers that raise or rewire their op while they run; and none of
 the C types may crash, whatever Python does with them."""
@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from uringio import ring as ring_mod
-from uringio.ops import Op, OpKind
+from uringio._core import ring as ring_mod
+from uringio._core.ops import Op, OpKind
 
 if ring_mod.Dispatcher is None:
     pytest.skip("binding not built", allow_module_level=True)
@@ -227,7 +227,7 @@ def run_guarded(code: str) -> str:
 
 
 UNINITIALISED = """
-from uringio import ring
+from uringio._core import ring
 for make, call in [
     (lambda: ring.Dispatcher.__new__(ring.Dispatcher), lambda d: d(0, 1)),
     (lambda: ring.Writer.__new__(ring.Writer), lambda w: w(b"x")),
@@ -243,14 +243,14 @@ for make, call in [
 
 
 def test_c_types_made_without_init_refuse_instead_of_crashing():
-    code = "from uringio.ops import Op\nring_op = lambda: Op\n" + UNINITIALISED
+    code = "from uringio._core.ops import Op\nring_op = lambda: Op\n" + UNINITIALISED
     out = run_guarded(code).splitlines()
     assert out == ["refused: not initialised: __init__ was never called"] * 2 + \
         ["refused: the ring is closed"] * 2, out
 
 
 USE_AFTER_CLOSE = """
-from uringio.ring import Ring
+from uringio._core.ring import Ring
 ring = Ring(8, 16)
 wid = ring.writer_open(-1)
 write = ring.writer(wid)

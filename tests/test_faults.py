@@ -15,7 +15,7 @@ import pytest
 
 from conftest import connected_pair, proc_status, start_server, stop_server
 from uringio import Protocol, Server, listen, open_loop
-from uringio.ops import OpKind
+from uringio._core.ops import OpKind
 
 ECHO = ["-m", "uringio", "serve", "echo", "--host", "127.0.0.1", "--port", "0"]
 MiB = 1 << 20
@@ -539,7 +539,7 @@ def test_cq_overflow_loses_no_completion():
     from conftest import _URING_SKIP
     if _URING_SKIP:
         pytest.skip(_URING_SKIP)
-    from uringio.ring import Ring
+    from uringio._core.ring import Ring
     ring = Ring(8, cq_entries=16)
     try:
         for ud in range(1, 501):

@@ -326,7 +326,7 @@ def test_receive_streams_sharing_few_small_buffers_lose_nothing(incremental):
     from conftest import _URING_SKIP
     if _URING_SKIP:
         pytest.skip(_URING_SKIP)
-    from uringio.proactor import ProactorLoop
+    from uringio._core.proactor import ProactorLoop
     loop = ProactorLoop(buffers=16, buffer_size=4096, incremental_buffers=incremental)
     if incremental and not loop.incremental_buffers:
         loop.close()

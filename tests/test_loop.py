@@ -80,7 +80,7 @@ def test_unknown_backend_is_a_clear_error():
 
 
 def test_auto_falls_back_to_epoll_with_one_log_line(monkeypatch, caplog):
-    import uringio.proactor as proactor
+    import uringio._core.proactor as proactor
 
     def refuse(*args, **kwargs):
         raise UringUnavailable(1, "io_uring is disabled here (sysctl kernel.io_uring_disabled); use --backend epoll")
@@ -99,7 +99,7 @@ def test_auto_falls_back_to_epoll_with_one_log_line(monkeypatch, caplog):
 
 
 def test_ring_setup_failure_names_the_cause_and_fix(monkeypatch):
-    from uringio import ring as ring_mod
+    from uringio._core import ring as ring_mod
     if ring_mod.lib is None:
         pytest.skip("binding not built")
 

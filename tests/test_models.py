@@ -8,7 +8,7 @@ import time
 
 from conftest import start_server, stop_server
 from uringio import Protocol, Server, blocking, listen
-from uringio.pool import WorkerPool
+from uringio.models.pool import WorkerPool
 
 SERVE = ["-m", "uringio", "serve", "--host", "127.0.0.1", "--port", "0"]
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(bool(_URING_SKIP), reason=f"io_uring unavailable
 
 @pytest.fixture
 def ring():
-    from uringio.ring import Ring
+    from uringio._core.ring import Ring
     r = Ring(64)
     yield r
     r.close()
@@ -52,7 +52,7 @@ def test_full_sq_is_flushed_not_lost(ring):
 
 
 def test_timeout_op_expires_with_etime(ring):
-    from uringio.ring import ffi
+    from uringio._core.ring import ffi
     ts = ffi.new("struct __kernel_timespec *", {"tv_sec": 0, "tv_nsec": 20_000_000})
     assert ring.prep_timeout(ts, 0, 0, 7) == 0
     got = triples(ring.submit_and_wait(1, timeout=2.0))
@@ -60,7 +60,7 @@ def test_timeout_op_expires_with_etime(ring):
 
 
 def test_cancel64_cancels_a_pending_timeout(ring):
-    from uringio.ring import ffi
+    from uringio._core.ring import ffi
     ts = ffi.new("struct __kernel_timespec *", {"tv_sec": 10, "tv_nsec": 0})
     ring.prep_timeout(ts, 0, 0, 9)
     ring.submit()
@@ -76,7 +76,7 @@ def test_wait_with_timeout_returns_empty(ring):
 
 
 def test_close_releases_the_ring_fd():
-    from uringio.ring import Ring
+    from uringio._core.ring import Ring
     r = Ring(8)
     fd = r.fd
     assert os.path.exists(f"/proc/self/fd/{fd}")
@@ -86,7 +86,7 @@ def test_close_releases_the_ring_fd():
 
 
 def test_buffer_ring_registers_and_copies_out(ring):
-    from uringio.buffers import BufRing
+    from uringio._core.buffers import BufRing
     br = BufRing(ring, entries=8, size=4096)
     assert br.take(0, 0) == b""
     br.close()
@@ -97,7 +97,7 @@ def test_buffer_ring_registers_and_copies_out(ring):
 def test_buffer_ring_starts_with_few_buffers_and_grows_to_all(ring):
     # Few buffers in circulation keep the kernel's copies cache-warm; each
     # grow doubles them (the loop grows on -ENOBUFS) up to the ring's size.
-    from uringio.buffers import BufRing
+    from uringio._core.buffers import BufRing
     br = BufRing(ring, entries=64, size=512, initial=4)
     try:
         assert br.in_circulation == 4
@@ -114,8 +114,8 @@ def test_recv_uses_only_the_buffers_in_circulation(ring):
     import socket
     import time
 
-    from uringio.buffers import BufRing
-    from uringio.ring import lib
+    from uringio._core.buffers import BufRing
+    from uringio._core.ring import lib
     a, b = socket.socketpair()
     br = BufRing(ring, entries=8, size=16, initial=2, bgid=3)
     try:

@@ -1,16 +1,26 @@
 """uringio: TCP servers on Linux io_uring (a Proactor), with an epoll Reactor
-that runs the same code. Pick one with ``backend="uring" | "epoll" | "auto"``."""
+that runs the same code. Pick one with ``backend="uring" | "epoll" | "auto"``.
 
-from .connection import Connection, Protocol
+The package is built in layers, each a folder that imports only those
+below it:
+
+* ``uringio._core``: the engine -- the ring, the op table, the buffers, the
+  two loops behind one ``Loop`` interface, and the choice between them;
+* ``uringio.net``: ``Protocol``, ``Connection`` and ``Server``, uringio's own
+  callback API on that interface;
+* ``uringio.models``: the server models (single, pool, multi, threads);
+* ``uringio.protocols``: the applications -- echo, HTTP/1.1, RESP;
+* ``uringio.cli``: ``python -m uringio``.
+"""
+
+from ._core import BACKENDS, BaseLoop, Loop, open_loop
+from ._version import __version__
 from .errors import BusyResourceError, LoopClosedError, UringUnavailable
-from .loop import BACKENDS, BaseLoop, open_loop
-from .models import MODELS, serve
-from .pool import blocking
-from .server import Server, listen, run_server
+from .models import MODELS, run_server, serve
+from .net import Connection, Protocol, Server, blocking, listen
 
 __all__ = [
-    "BACKENDS", "BaseLoop", "BusyResourceError", "Connection", "LoopClosedError", "MODELS",
-    "Protocol", "Server", "UringUnavailable", "blocking", "listen", "open_loop", "run_server",
-    "serve",
+    "BACKENDS", "BaseLoop", "BusyResourceError", "Connection", "Loop", "LoopClosedError",
+    "MODELS", "Protocol", "Server", "UringUnavailable", "blocking", "listen", "open_loop",
+    "run_server", "serve",
 ]
-__version__ = "0.1.0"

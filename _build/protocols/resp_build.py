@@ -1,4 +1,4 @@
-"""cffi API-mode build of ``uringio._resp``: the RESP server's framing check
+"""cffi API-mode build of ``uringio.protocols._resp``: the RESP server's framing check
 (``resp_scan.c``). It needs nothing but a C compiler, so it is its own module,
 apart from the liburing binding."""
 
@@ -15,8 +15,8 @@ struct uio_resp_scan uio_resp_scan(const char *buf, size_t len);
 # keeps the GIL (keep_gil.h, shared with the liburing binding).
 HERE = os.path.dirname(os.path.abspath(__file__))
 ffibuilder.set_source(
-    "uringio._resp",
-    open(os.path.join(HERE, "keep_gil.h")).read() + open(os.path.join(HERE, "resp_scan.c")).read(),
+    "uringio.protocols._resp",
+    open(os.path.join(HERE, os.pardir, "keep_gil.h")).read() + open(os.path.join(HERE, "resp_scan.c")).read(),
     extra_compile_args=["-O2"],
 )
 

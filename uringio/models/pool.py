@@ -19,18 +19,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from ..net.blocking import blocking, is_blocking  # noqa: F401  (where users found them)
+
 log = logging.getLogger("uringio")
-
-
-def blocking(method: Callable) -> Callable:
-    """Mark ``Protocol.data_received`` as blocking work that returns the
-    bytes to send back (or None). It must not use the connection."""
-    method.__uringio_blocking__ = True
-    return method
-
-
-def is_blocking(method: Callable) -> bool:
-    return getattr(method, "__uringio_blocking__", False)
 
 
 class WorkerPool:

@@ -15,9 +15,9 @@ import runpy
 import sys
 from typing import Callable, NoReturn
 
-from .errors import ListenError, UringUnavailable
-from .loop import BACKENDS
-from .models import MODELS
+from .._core.backend import BACKENDS
+from ..errors import ListenError, UringUnavailable
+from ..models import MODELS
 
 APPS = ("echo", "whoami", "http", "resp")
 
@@ -73,14 +73,14 @@ def _repo_file(*parts: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .apps import APPS, blocking_echo
-    from .models import serve
+    from ..models import serve
+    from ..protocols.apps import APPS, blocking_echo
 
     if args.app == "http":
-        from .http import default_router, http_factory
+        from ..protocols.http import default_router, http_factory
         factory = http_factory(default_router(args.static), args.max_body, args.header_timeout)
     elif args.app == "resp":
-        from .resp import RespProtocol
+        from ..protocols.resp import RespProtocol
         factory = RespProtocol
     else:
         factory = blocking_echo(args.work_ms) if args.work_ms else APPS[args.app]

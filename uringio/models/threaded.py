@@ -16,9 +16,9 @@ import threading
 import time
 from typing import Callable
 
-from .connection import Protocol
-from .pool import is_blocking
-from .server import listen
+from ..net.blocking import is_blocking
+from ..net.connection import Protocol
+from ..net.server import listen
 
 log = logging.getLogger("uringio")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import platform
 
-from .errors import UringUnavailable
-from .ring import OPCODES_OF_INTEREST, Ring, liburing_version
+from .._core.ring import OPCODES_OF_INTEREST, Ring, liburing_version
+from ..errors import UringUnavailable
 
 
 def gather() -> dict:
@@ -44,7 +44,7 @@ def gather() -> dict:
         "send_zc": feats.opcodes.get("SEND_ZC", False),
     }
     try:
-        from .proactor import ProactorLoop
+        from .._core.proactor import ProactorLoop
         loop = ProactorLoop()
         report["features"]["incremental buffers"] = loop.incremental_buffers
         loop.close()

@@ -1,5 +1,5 @@
 """What both loops share: the operation interface, timers, callbacks,
-thread-safe wakeup, run/stop, and choosing the backend.
+thread-safe wakeup, run/stop. Choosing the backend is ``backend.py``'s.
 
 The operation interface is completion-based on both backends. A caller
 *starts* an operation with a completion handler; the handler runs later, on
@@ -22,7 +22,6 @@ started its operation, on either backend.
 
 from __future__ import annotations
 
-import errno
 import heapq
 import logging
 import os
@@ -32,12 +31,9 @@ from collections import deque
 from time import monotonic
 from typing import Any, Callable
 
-from .errors import LoopClosedError, UringUnavailable
+from ..errors import LoopClosedError
 
 log = logging.getLogger("uringio")
-
-BACKENDS = ("auto", "uring", "epoll")
-
 
 class Timer:
     """A callback scheduled by ``call_later``; ``cancel()`` stops it."""
@@ -236,25 +232,3 @@ class BaseLoop:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def open_loop(backend: str = "auto", **options: Any) -> BaseLoop:
-    """The loop for ``backend``: "uring", "epoll", or "auto" (io_uring when it
-    can be set up here, else epoll, saying why in one log line).
-
-    Raises UringUnavailable for "uring" when io_uring cannot be used, and
-    ValueError for an unknown backend name.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'uring' or 'epoll'")
-    if backend in ("auto", "uring"):
-        from .proactor import ProactorLoop
-        try:
-            return ProactorLoop(**options)
-        except UringUnavailable as exc:
-            if backend == "uring":
-                raise
-            log.warning("io_uring unavailable (%s: %s); using epoll",
-                        errno.errorcode.get(exc.errno, exc.errno), exc.strerror)
-    from .reactor import ReactorLoop
-    return ReactorLoop(**{k: v for k, v in options.items() if k in ReactorLoop.OPTIONS})

@@ -24,7 +24,7 @@ import socket
 import time
 from typing import Callable
 
-from .errors import ListenError, UringUnavailable
+from ..errors import ListenError, UringUnavailable
 
 log = logging.getLogger("uringio")
 

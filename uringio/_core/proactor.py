@@ -20,7 +20,7 @@ What the kernel guarantees, and what it forces on this code:
 
 Per turn: one foreign call submits the SQEs queued since the last turn,
 waits, and leaves every ready CQE in an array; then the C dispatcher
-(_build/fastpath.c) hands the bytes of each receive stream CQE to the
+(_build/_core/fastpath.c) hands the bytes of each receive stream CQE to the
 stream's handler, and every other CQE to its op's ``_on_<kind>`` method.
 """
 
@@ -31,7 +31,7 @@ import os
 import socket
 
 from .buffers import BufRing, pin, pin_writable
-from .errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
+from ..errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .loop import BaseLoop, BaseSendStream, log
 from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Op, OpKind, OpTable
 from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
@@ -99,7 +99,7 @@ class ProactorLoop(BaseLoop):
 
     def _bind_thread(self, thread_id: int) -> None:
         # IORING_SETUP_SINGLE_ISSUER: only the creating thread may submit,
-        # and the C send streams are bound to it (_build/fastpath.c).
+        # and the C send streams are bound to it (_build/_core/fastpath.c).
         if thread_id != self._thread_id:
             raise RuntimeError("an io_uring loop runs in the thread that created it")
 
@@ -111,7 +111,7 @@ class ProactorLoop(BaseLoop):
         i = 0
         while i < n:
             try:
-                # In C (_build/fastpath.c): for each CQE, the hot case --
+                # In C (_build/_core/fastpath.c): for each CQE, the hot case --
                 # bytes from a receive stream that goes on -- is copied out
                 # for op.handler(data); any other goes to op.on_complete.
                 dispatch(i, n)

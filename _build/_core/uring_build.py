@@ -1,4 +1,4 @@
-"""cffi API-mode build of ``uringio._liburing``.
+"""cffi API-mode build of ``uringio._core._liburing``.
 
 Most of liburing is ``static inline`` (IOURINGINLINE), so it cannot be reached
 through ``dlopen``: this script compiles a small extension against liburing's
@@ -156,7 +156,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The helpers themselves live in a real C file beside this one, after the
 # rule for which of them release the GIL (keep_gil.h: all but uio_turn keep it).
-SOURCE = (open(os.path.join(HERE, "keep_gil.h")).read()
+SOURCE = (open(os.path.join(HERE, os.pardir, "keep_gil.h")).read()
           + open(os.path.join(HERE, "uring_helpers.c")).read())
 
 
@@ -191,10 +191,11 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 _static = _liburing_static()
 ffibuilder.set_source(
-    "uringio._liburing",
+    "uringio._core._liburing",
     SOURCE,
     include_dirs=[HERE],   # uring_shared.h, which _fastpath includes too
-    depends=[os.path.join(HERE, name) for name in ("uring_helpers.c", "uring_shared.h", "keep_gil.h")],
+    depends=[os.path.join(HERE, name) for name in ("uring_helpers.c", "uring_shared.h",
+                                                     os.path.join(os.pardir, "keep_gil.h"))],
     extra_objects=_static,
     libraries=[] if _static else ["uring"],
     extra_compile_args=["-O2"],

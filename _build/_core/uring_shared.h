@@ -1,6 +1,6 @@
 /*
- * What the cffi binding (uringio._liburing: uring_helpers.c) and the C-API
- * module (uringio._fastpath: fastpath.c) agree on, written once: both
+ * What the cffi binding (uringio._core._liburing: uring_helpers.c) and the C-API
+ * module (uringio._core._fastpath: fastpath.c) agree on, written once: both
  * include this header, so a change to either side's view of the other is
  * a compile error, not memory read the wrong way.
  */

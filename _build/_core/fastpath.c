@@ -1,5 +1,5 @@
 /*
- * uringio._fastpath: the two per-message paths of the io_uring backend, as
+ * uringio._core._fastpath: the two per-message paths of the io_uring backend, as
  * CPython C-API code.
  *
  * Why this is not cffi: a cffi call converts each argument through its type
@@ -128,7 +128,7 @@ static PyGetSetDef RingMemory_getset[] = {
 
 static PyTypeObject RingMemoryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "uringio._fastpath.RingMemory",
+    .tp_name = "uringio._core._fastpath.RingMemory",
     .tp_doc = "RingMemory(cqes, ncqes, writers, write_fn): one Ring's C memory, until close()",
     .tp_basicsize = sizeof(RingMemory),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -336,7 +336,7 @@ static PyMemberDef Dispatcher_members[] = {
 
 static PyTypeObject DispatcherType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "uringio._fastpath.Dispatcher",
+    .tp_name = "uringio._core._fastpath.Dispatcher",
     .tp_doc = "Dispatcher(memory, slots, op_type, recv_stream)",
     .tp_basicsize = sizeof(Dispatcher),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -434,7 +434,7 @@ static PyMethodDef Writer_methods[] = {
 
 static PyTypeObject WriterType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "uringio._fastpath.Writer",
+    .tp_name = "uringio._core._fastpath.Writer",
     .tp_doc = "Writer(memory, wid): w(data) queues bytes on a C send stream",
     .tp_basicsize = sizeof(Writer),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
@@ -450,8 +450,8 @@ static PyTypeObject WriterType = {
 
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "uringio._fastpath",
-    .m_doc = "The io_uring backend's per-message paths in C (see _build/fastpath.c).",
+    .m_name = "uringio._core._fastpath",
+    .m_doc = "The io_uring backend's per-message paths in C (see _build/_core/fastpath.c).",
     .m_size = -1,
 };
 

@@ -1,6 +1,6 @@
 /*
  * uringio's C helpers around liburing, compiled into uringio._liburing by
- * _build/uring_build.py (cffi API mode; the declarations Python sees are
+ * _build/_core/uring_build.py (cffi API mode; the declarations Python sees are
  * that file's CDEF). Most of liburing is static inline, hence helpers at all;
  * their shapes follow the cost model of Python, where a foreign call costs
  * far more than the C work inside it.

@@ -1,5 +1,5 @@
 /*
- * uringio._httpcore: the per-request path of uringio.http, as CPython C-API
+ * uringio.protocols._httpcore: the per-request path of uringio.http, as CPython C-API
  * code. Parsing stays httptools' (llhttp); this is what httptools calls back.
  *
  * Why C: with 16 pipelined requests per read, a request costs the kernel
@@ -568,7 +568,7 @@ static PyObject *HttpCore_data_received(HttpCore *self, PyObject *data)
 static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     if (request_type == NULL) {   /* the callbacks would have no types to build */
-        PyErr_SetString(PyExc_RuntimeError, "uringio._httpcore.setup() has not been called "
+        PyErr_SetString(PyExc_RuntimeError, "uringio.protocols._httpcore.setup() has not been called "
                         "(import uringio.http, which calls it)");
         return NULL;
     }
@@ -707,7 +707,7 @@ static PyMethodDef HttpCore_methods[] = {
 
 static PyTypeObject HttpCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "uringio._httpcore.HttpCore",
+    .tp_name = "uringio.protocols._httpcore.HttpCore",
     .tp_doc = "The httptools callbacks of http.HTTPProtocol and its per-request state.",
     .tp_basicsize = sizeof(HttpCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -730,8 +730,8 @@ static PyMethodDef module_methods[] = {
 
 static struct PyModuleDef httpcore_module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "uringio._httpcore",
-    .m_doc = "uringio.http's per-request path in C (see _build/httpcore.c).",
+    .m_name = "uringio.protocols._httpcore",
+    .m_doc = "uringio.http's per-request path in C (see _build/protocols/httpcore.c).",
     .m_size = -1,
     .m_methods = module_methods,
 };

@@ -3,8 +3,8 @@
 import os
 import time
 
-from .connection import Connection, Protocol
-from .pool import blocking
+from ..net.blocking import blocking
+from ..net.connection import Connection, Protocol
 
 
 class EchoProtocol(Protocol):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .connection import Protocol
-from .server import run_server
+from ..net.connection import Protocol
+from .single import run_server
 from .supervisor import Supervisor
 from .threaded import run_threaded_server
 

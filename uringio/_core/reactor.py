@@ -29,7 +29,7 @@ from collections import deque
 from itertools import islice
 from threading import get_ident
 
-from .errors import BusyResourceError, LoopClosedError, os_error
+from ..errors import BusyResourceError, LoopClosedError, os_error
 from .loop import BaseLoop, BaseSendStream
 
 _EPOLLIN = select.EPOLLIN

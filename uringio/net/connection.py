@@ -20,7 +20,7 @@ import termios
 from collections import deque
 from typing import Callable
 
-from .pool import is_blocking
+from .blocking import is_blocking
 
 log = logging.getLogger("uringio")
 

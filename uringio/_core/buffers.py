@@ -74,14 +74,14 @@ class BufRing:
 
     def grow(self) -> int:
         """Double the buffers in circulation (see uio_bufring_grow in
-        _build/uring_helpers.c for why they start few); returns how many
+        _build/_core/uring_helpers.c for why they start few); returns how many
         were added, 0 once all ``entries`` are in."""
         return lib.uio_bufring_grow(self._br, self._br.added)
 
     def take(self, word: int, nbytes: int) -> bytes:
         """Copy out the ``nbytes`` a receive CQE reported, ``word`` being its
         flags as uio_turn gives them: the buffer id in bits 16-31, where the
-        bytes start in it from bit 32 (_build/uring_shared.h)."""
+        bytes start in it from bit 32 (_build/_core/uring_shared.h)."""
         return unpack(self.pointers[word >> 16 & 0xFFFF] + (word >> 32), nbytes)
 
     def close(self) -> None:

@@ -40,7 +40,7 @@ _FREE = int(OpKind.FREE)
 # its target's own final CQE does not, and nobody waits on those closes.
 IGNORED_USER_DATA = 0
 # Reserved id of every send stream's reports; the CQE's flags name the
-# stream (_build/uring_shared.h). One record for all, not one per stream.
+# stream (_build/_core/uring_shared.h). One record for all, not one per stream.
 WRITER_REPORTS_USER_DATA = 1
 
 

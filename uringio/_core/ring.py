@@ -18,7 +18,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 
-from .errors import UringUnavailable
+from ..errors import UringUnavailable
 
 try:
     from ._liburing import ffi, lib
@@ -255,7 +255,7 @@ class Ring:
     def turn(self, wait_nr: int = 1, timeout: float | None = None, bufring=None) -> int:
         """``submit_and_wait`` that leaves the CQEs in C memory: returns how
         many triples it wrote into the CQE array of ``memory`` (the loop's dispatcher
-        reads them there, see _build/fastpath.c). They stay valid until the
+        reads them there, see _build/_core/fastpath.c). They stay valid until the
         next call. Raises RuntimeError once the ring is closed."""
         if self._closed:
             raise RuntimeError("the ring is closed")
@@ -277,7 +277,7 @@ class Ring:
     def writer(self, wid: int):
         """A callable that queues bytes on writer ``wid``: ``w(data)``
         returns the bytes buffered, or -errno once a send failed (one C call,
-        see _build/fastpath.c). It raises RuntimeError once the ring is
+        see _build/_core/fastpath.c). It raises RuntimeError once the ring is
         closed, or when called from another thread than the ring's."""
         return Writer(self.memory, wid)
 

@@ -1,0 +1,104 @@
+"""The package's layers, read from its source: no import cycle, and each
+layer imports only the layers below it (uringio/__init__.py says which)."""
+
+import ast
+import pathlib
+
+import pytest
+
+from conftest import REPO
+
+PACKAGE = pathlib.Path(REPO) / "uringio"
+
+# Lower first. A module may import its own layer's modules and those of
+# lower ones; models and protocols stand side by side and import neither.
+LAYERS = {
+    "uringio._version": 0, "uringio.errors": 0,
+    "uringio._core": 1,
+    "uringio.net": 2,
+    "uringio.models": 3, "uringio.protocols": 3,
+    "uringio.cli": 4,
+    "uringio": 5,   # the package itself, __main__, and the old paths it keeps
+}
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, pathlib.Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(name: str, path: pathlib.Path, known: set[str]) -> set[str]:
+    """The package's modules ``name`` imports, anywhere in the file (an
+    import inside a function is a dependency all the same)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # "from pkg import mod" imports the module pkg.mod, not all of pkg.
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                       for alias in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in known and t != name)
+    return found
+
+
+def layer_of(name: str) -> tuple[str, int]:
+    best = max((key for key in LAYERS if name == key or name.startswith(key + ".")), key=len)
+    return best, LAYERS[best]
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    return {name: imports_of(name, path, known) for name, path in mods.items()}
+
+
+def test_the_graph_is_read_from_real_imports():
+    edges = graph()
+    assert "uringio._core.loop" in edges["uringio._core.proactor"]
+    assert "uringio._core.proactor" in edges["uringio._core.backend"]
+    assert "uringio.net.connection" in edges["uringio.protocols.http"]
+
+
+def test_no_module_imports_itself_through_others():
+    edges = graph()
+    state: dict[str, int] = {}   # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for dep in sorted(edges[name]):
+            if state.get(dep) == 1:
+                cycle = path[path.index(dep):] + [dep]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep)
+        path.pop()
+        state[name] = 2
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name)
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    wrong = []
+    for name, deps in graph().items():
+        home, level = layer_of(name)
+        for dep in deps:
+            dep_home, dep_level = layer_of(dep)
+            if dep_home != home and dep_level >= level:
+                wrong.append(f"{name} imports {dep}")
+    assert not wrong, wrong

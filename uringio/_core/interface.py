@@ -1,0 +1,222 @@
+"""The completion interface: what every loop offers, in one place.
+
+Both backends implement ``Loop``: ``ProactorLoop`` (backend "uring")
+submits each operation to io_uring and the kernel does the IO;
+``ReactorLoop`` (backend "epoll") waits for readiness and makes the
+non-blocking system call itself. Everything above this module -- the
+connection layer, the server models, the protocols -- is written against
+``Loop`` and never knows which backend it runs on. The type checker holds
+both backends to it (``backend.open_loop`` returns a ``Loop``).
+
+An operation is *started* with a completion handler, and the handler runs
+later, on the loop thread, with the result or an ``OSError`` carrying the
+errno: never inside the call that started it, on either backend. A loop
+belongs to one thread: other threads reach it through
+``call_soon_threadsafe`` only.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Callable, Protocol
+
+# A completion handler: called once with the result or an OSError (for a
+# stream: once per chunk, then once with its end).
+Handler = Callable[[Any], Any]
+
+
+class TimerHandle(Protocol):
+    """What ``call_later`` returns."""
+
+    def cancel(self) -> None:
+        """The callback will not run (a no-op once it has)."""
+
+
+class SendStream(Protocol):
+    """An ordered, buffered byte stream to one socket (``open_send_stream``):
+    writes made in one loop turn leave in one send, one send is in flight
+    at a time, short sends are continued, and the caller hears only of
+    failures and of the buffered level it asked for."""
+
+    fd: int
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue ``data`` (copied now), behind everything written before.
+        Returns the bytes buffered and not yet sent, or -errno of the send
+        that failed earlier (already reported to the handler). Raises
+        RuntimeError when called from another thread than the loop's, or
+        once the loop is closed."""
+        ...
+
+    def write_bytes(self, data: bytes) -> int:
+        """``write`` for ``bytes`` only: the per-message hot path."""
+        ...
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        ...
+
+    @property
+    def sent(self) -> int:
+        """Bytes the kernel has taken from this stream so far."""
+        ...
+
+    @property
+    def sends(self) -> int:
+        """Send operations (or system calls) this stream made (diagnostics)."""
+        ...
+
+    def notify(self, level: int) -> bool:
+        """Call the stream's handler with the bytes still buffered once they
+        fall to ``level`` or below. Returns True, and arms nothing, when
+        that is already the case."""
+        ...
+
+    def close(self) -> None:
+        """Release the stream: bytes not yet sent are dropped (a send in
+        flight keeps its buffer until its completion), later writes return
+        -EBADF."""
+        ...
+
+
+class Loop(Protocol):
+    """The operations both backends offer, each documented here once."""
+
+    backend: str
+    """``"uring"`` or ``"epoll"``."""
+
+    # -- callbacks and timers ------------------------------------------------
+
+    def time(self) -> float:
+        """The loop's clock (monotonic seconds). Every timer reads time here
+        and nowhere else, so a test can replace it."""
+        ...
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop thread, in this turn or the
+        next; callbacks run in the order they were given."""
+        ...
+
+    def call_later(self, delay: float, callback: Callable[..., Any],
+                   *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` once ``delay`` seconds have passed."""
+        ...
+
+    def call_soon_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """``call_soon`` from any thread, or a signal handler: wakes the loop."""
+        ...
+
+    def add_signal_handler(self, signum: int, callback: Callable[..., Any],
+                           *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop when ``signum`` arrives. From
+        the main thread only."""
+        ...
+
+    def remove_signal_handlers(self) -> None:
+        """Put back the signal handlers ``add_signal_handler`` replaced."""
+        ...
+
+    # -- running -------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until ``stop()``. A handler's exception is logged, never
+        raised: one connection's failure never ends the loop. Raises
+        LoopClosedError once closed, RuntimeError when already running (or,
+        on uring, when called from another thread than the creator's)."""
+        ...
+
+    def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Run turns until ``predicate()`` is true or ``timeout`` seconds
+        pass; returns its last value. For tests and shutdown. Raises as
+        ``run`` does."""
+        ...
+
+    def stop(self) -> None:
+        """Make ``run()`` return after the current turn."""
+        ...
+
+    def is_running(self) -> bool:
+        ...
+
+    def is_closed(self) -> bool:
+        ...
+
+    def close(self) -> None:
+        """Release the loop's resources. Operations still in flight are
+        cancelled first, and their handlers are not called; send streams
+        refuse writes from then on. Raises RuntimeError while running."""
+        ...
+
+    # -- accepting -----------------------------------------------------------
+
+    def accept(self, sock: socket.socket, handler: Handler) -> None:
+        """Accept connections on listening ``sock``: ``handler(fd)`` for each
+        new connection, until ``cancel_accept(sock)``; ``handler(OSError)``
+        means accepting has stopped (the caller decides when to start
+        again). Raises BusyResourceError when an accept is already in
+        flight on ``sock``."""
+        ...
+
+    def cancel_accept(self, sock: socket.socket) -> None:
+        """Stop accepting on ``sock``; connections the kernel accepted
+        meanwhile are closed."""
+        ...
+
+    # -- receiving -----------------------------------------------------------
+
+    def start_recv(self, fd: int, handler: Handler, end_handler: Handler | None = None) -> None:
+        """Receive on ``fd`` until EOF, an error or ``stop_recv``:
+        ``handler(bytes)`` per chunk, then ``handler(b"")`` at EOF or
+        ``handler(OSError)``, which end the stream -- or, when
+        ``end_handler`` is given, EOF and errors go to it, so ``handler``
+        sees only data. Raises BusyResourceError when a receive is already
+        in flight on ``fd``."""
+        ...
+
+    def stop_recv(self, fd: int) -> None:
+        """Stop receiving on ``fd``. Nothing received is lost: the next
+        ``start_recv(fd, ...)`` delivers it first. A one-shot ``recv`` is
+        cancelled: its handler gets ``OSError(ECANCELED)``, or its data if
+        that won the race."""
+        ...
+
+    def recv(self, fd: int, nbytes: int, handler: Handler,
+             timeout: float | None = None) -> None:
+        """One receive of at most ``nbytes``: ``handler(bytes)`` (``b""`` at
+        EOF) or ``handler(OSError)``; ``OSError(ETIMEDOUT)`` when
+        ``timeout`` seconds pass first. The buffer is the operation's until
+        its completion, also after a cancel."""
+        ...
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, fd: int, data: bytes | bytearray | memoryview, handler: Handler) -> None:
+        """Send all of ``data`` (copied unless it is bytes):
+        ``handler(len(data))`` once the last byte is out, or
+        ``handler(OSError)``."""
+        ...
+
+    def sendfile(self, fd: int, file_fd: int, offset: int, count: int,
+                 handler: Handler) -> None:
+        """Send ``count`` bytes of ``file_fd`` from ``offset`` to socket
+        ``fd`` without copying them through Python: ``handler(count)`` or
+        ``handler(OSError)``. Raises BusyResourceError where the backend
+        cannot queue it behind other sends on ``fd``."""
+        ...
+
+    def open_send_stream(self, fd: int, handler: Handler) -> SendStream:
+        """A ``SendStream`` to ``fd``. ``handler(OSError)`` when a send fails
+        (the stream is then broken); ``handler(n)`` when the bytes still
+        buffered fall to the level asked for with ``notify``. Raises
+        BusyResourceError when ``fd`` has one already."""
+        ...
+
+    # -- closing -------------------------------------------------------------
+
+    def close_fd(self, fd: int, handler: Handler | None = None) -> None:
+        """Cancel every operation on ``fd``, then close it: ``handler(0)`` or
+        ``handler(OSError)``. Pending one-shot operations get
+        ``OSError(ECANCELED)``; a receive stream just ends; a send stream
+        is released."""
+        ...
