@@ -23,14 +23,14 @@ def test_ids_are_small_and_slot_zero_is_reserved():
 def test_pop_frees_the_record_for_reuse_and_drops_buffers():
     table = OpTable(noop, stale)
     op = table.add(OpKind.SEND, 3, print, noop)
-    op.buf, op.pin, op.cancelled, op.offset = b"data", object(), True, 4
+    op.buf, op.pin, op.cancelled, op.done = b"data", object(), True, 4
     table.pop(op)
     assert op.buf is None and op.pin is None and op.handler is None
     assert table.get(op.id) is None and len(table) == 0
     with pytest.raises(RuntimeError):   # a CQE for a free record is a broken invariant
         op.on_complete(op, 0, 0)
     again = table.add(OpKind.RECV, 4, None, noop)
-    assert again is op and not again.cancelled and again.offset == 0
+    assert again is op and not again.cancelled and again.done == 0
     assert table.get(op.id) is again
 
 

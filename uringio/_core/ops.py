@@ -44,25 +44,64 @@ IGNORED_USER_DATA = 0
 WRITER_REPORTS_USER_DATA = 1
 
 
+class Backlog:
+    """The state of a receive stream started while bytes wait for it: what
+    arrived on its fd after the previous stream's ``stop_recv`` (bytes, then
+    maybe ``b""`` for EOF or an OSError). They are delivered before its
+    multishot receive is submitted."""
+
+    __slots__ = ("items", "scheduled")
+
+    def __init__(self, items: list) -> None:
+        self.items = items
+        self.scheduled = False   # a delivery is pending; it frees a stopped op
+
+
+class Splice:
+    """The state of one sendfile, shared by its two ops: SPLICE_IN (file ->
+    pipe) and SENDFILE (pipe -> socket, the one the caller hears from)."""
+
+    __slots__ = ("file_fd", "offset", "left", "pipe_r", "pipe_w", "in_pipe", "sent",
+                 "file_error", "splice_in")
+
+    def __init__(self, file_fd: int, offset: int, count: int, pipe_r: int, pipe_w: int,
+                 splice_in: Op) -> None:
+        self.file_fd = file_fd
+        self.offset = offset      # of the file's next byte to read
+        self.left = count         # bytes still to read from the file
+        self.pipe_r, self.pipe_w = pipe_r, pipe_w
+        self.in_pipe = 0          # bytes read into the pipe, not yet sent
+        self.sent = 0             # bytes the socket took
+        self.file_error = 0       # -errno of a failed file -> pipe splice
+        self.splice_in = splice_in
+
+
 class Op:
     """One operation. ``on_complete(op, res, flags)`` is the loop's
-    ``_on_<kind>`` method; ``handler`` is the caller's completion handler."""
+    ``_on_<kind>`` method; ``handler`` is the caller's completion handler.
+
+    ``buf`` and ``pin`` are the memory the kernel reads or writes (RECV,
+    SEND, WAKEUP); ``done`` counts what a SEND has sent of it. ``state`` is
+    the kind's own record, or None: a ``Backlog`` for a RECV_STREAM not yet
+    armed, a ``Splice`` for SENDFILE and SPLICE_IN, the timespec a RECV's
+    linked timeout reads.
+    """
 
     __slots__ = ("id", "kind", "fd", "handler", "end_handler", "on_complete", "buf",
-                 "pin", "offset", "cancelled", "extra")
+                 "pin", "done", "cancelled", "state")
 
     def __init__(self, id: int) -> None:
         self.id = id
-        self.kind = _FREE
+        self.kind: int = _FREE
         self.fd = -1
         self.handler: Callable[[Any], Any] | None = None
         self.end_handler: Callable[[Any], Any] | None = None   # receive streams
         self.on_complete: Callable[[Op, int, int], None] | None = None
         self.buf: Any = None
         self.pin: Any = None
-        self.offset = 0
+        self.done = 0
         self.cancelled = False
-        self.extra: Any = None
+        self.state: Backlog | Splice | Any = None
 
     def __repr__(self) -> str:
         return (f"<Op {self.id} {OpKind(self.kind).name} fd={self.fd}"
@@ -86,7 +125,7 @@ class OpTable:
         self._reserved = 0     # the first ids, made by reserve()
         self.reserve(IGNORED_USER_DATA, OpKind.IGNORED, ignore)
 
-    def reserve(self, op_id: int, kind: OpKind, on_complete) -> Op:
+    def reserve(self, op_id: int, kind: int, on_complete) -> Op:
         """A permanent record at ``op_id`` (the next id), for CQEs that come
         for the loop's whole life; it is not counted as in flight."""
         if op_id != len(self.slots) or self._free:
@@ -98,7 +137,7 @@ class OpTable:
         self._reserved += 1
         return op
 
-    def add(self, kind: OpKind, fd: int, handler, on_complete) -> Op:
+    def add(self, kind: int, fd: int, handler, on_complete) -> Op:
         """A record for a new operation; it is in flight until ``pop``."""
         free = self._free
         if free:
@@ -110,7 +149,7 @@ class OpTable:
         op.fd = fd
         op.handler = handler
         op.on_complete = on_complete
-        op.offset = 0
+        op.done = 0
         op.cancelled = False
         return op
 
@@ -121,7 +160,7 @@ class OpTable:
         handler = op.handler
         op.kind = _FREE
         op.on_complete = self._on_stale
-        op.buf = op.pin = op.handler = op.end_handler = op.extra = None
+        op.buf = op.pin = op.handler = op.end_handler = op.state = None
         self._free.append(op)
         return handler
 

@@ -29,11 +29,12 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from time import monotonic
 
 from .buffers import BufRing, pin, pin_writable
 from ..errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .loop import BaseLoop, BaseSendStream, log
-from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Op, OpKind, OpTable
+from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Backlog, Op, OpKind, OpTable, Splice
 from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
                    IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, IOSQE_IO_LINK, UIO_WRITER_ID_MASK,
                    UIO_WRITER_LEVEL, Dispatcher,
@@ -51,8 +52,9 @@ _RECV_STREAM = int(OpKind.RECV_STREAM)
 
 
 class ProactorLoop(BaseLoop):
-    """io_uring loop. Raises UringUnavailable when the ring cannot be set up
-    or the kernel lacks multishot accept/recv (Linux 6.0+)."""
+    """The ``Loop`` (interface.py) on io_uring. Raises UringUnavailable when
+    the ring cannot be set up or the kernel lacks multishot accept/recv
+    (Linux 6.0+)."""
 
     backend = "uring"
 
@@ -140,8 +142,6 @@ class ProactorLoop(BaseLoop):
     # -- accept --------------------------------------------------------------
 
     def accept(self, sock: socket.socket, handler) -> None:
-        """Accept connections on listening ``sock``: handler(fd) for each,
-        until ``cancel_accept(sock)``; handler(OSError) ends accepting."""
         self._check_open()
         fd = sock.fileno()
         if fd in self._acceptors:
@@ -183,9 +183,6 @@ class ProactorLoop(BaseLoop):
     # -- receive -------------------------------------------------------------
 
     def start_recv(self, fd: int, handler, end_handler=None) -> None:
-        """Receive on ``fd`` until EOF, an error or ``stop_recv``: handler(bytes),
-        then handler(b"") at EOF or handler(OSError) -- or, when given,
-        end_handler(b"" | OSError), so ``handler`` sees only data."""
         self._check_open()
         if fd in self._readers:
             raise BusyResourceError(f"a recv is already in flight on fd {fd}")
@@ -196,29 +193,27 @@ class ProactorLoop(BaseLoop):
         if fd in self._draining:
             # The stream stopped before this one may still post bytes: this
             # one starts, held bytes first, once that one's last CQE is in.
-            op.extra = held or []
+            op.state = Backlog(held or [])
         elif held is not None:
-            op.extra = held
+            op.state = Backlog(held)
             self._schedule_held(op)
         else:
             self._submit(self._prep_recv_multishot(fd, self._bgid, 0, op.id))
 
     def stop_recv(self, fd: int) -> None:
-        """Stop receiving on ``fd``. For a receive stream, bytes the kernel
-        already received are kept and delivered first by the next
-        ``start_recv(fd, ...)``. A one-shot ``recv`` is cancelled: its handler
-        gets OSError(ECANCELED) (or its data, if that won the race) once the
-        kernel gives the buffer back."""
+        # A cancelled multishot receive may still post bytes: they are held
+        # (_hold) and the next start_recv on fd delivers them first.
         op = self._readers.pop(fd, None)
         if op is None:
             return
         op.cancelled = True
-        if op.kind == OpKind.RECV_STREAM and op.extra is not None:
+        backlog = op.state
+        if op.kind == OpKind.RECV_STREAM and backlog is not None:
             # Never submitted: what it held stays held, ahead of anything the
             # stream before it still posts.
-            self._held[fd] = op.extra + self._held.pop(fd, [])
-            op.extra = None
-            if not op.offset:    # no _deliver_held pending, which would free it
+            self._held[fd] = backlog.items + self._held.pop(fd, [])
+            backlog.items = []
+            if not backlog.scheduled:   # else the pending delivery frees it
                 self._ops.pop(op)
             return
         if op.kind == OpKind.RECV_STREAM:
@@ -271,17 +266,18 @@ class ProactorLoop(BaseLoop):
         if self._draining.get(op.fd) is op:
             del self._draining[op.fd]
             successor = self._readers.get(op.fd)
-            if successor is not None and successor.extra is not None and not successor.offset:
-                successor.extra.extend(self._held.pop(op.fd, ()))
+            if (successor is not None and successor.state is not None
+                    and not successor.state.scheduled):
+                successor.state.items.extend(self._held.pop(op.fd, ()))
                 self._schedule_held(successor)
         self._ops.pop(op)
 
     def _schedule_held(self, op: Op) -> None:
-        op.offset = 1   # a _deliver_held call is pending: it frees the op if stopped
+        op.state.scheduled = True   # _deliver_held frees the op if it is stopped by then
         self.call_soon(self._deliver_held, op)
 
     def _deliver_held(self, op: Op) -> None:
-        held = op.extra
+        held = op.state.items
         while held and not op.cancelled:
             item = held.pop(0)
             if item.__class__ is bytes and item:
@@ -297,14 +293,11 @@ class ProactorLoop(BaseLoop):
         if op.cancelled:   # stopped or closed before it was ever submitted
             self._ops.pop(op)
             return
-        op.offset = 0
-        op.extra = None
+        op.state = None
         self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
 
     def recv(self, fd: int, nbytes: int, handler, timeout: float | None = None) -> None:
-        """One receive of at most ``nbytes``: handler(bytes) (b"" at EOF) or
-        handler(OSError); OSError(ETIMEDOUT) when ``timeout`` seconds pass
-        first (a linked timeout SQE). The buffer is the op's until its CQE."""
+        # The deadline is a linked timeout SQE (IORING_OP_LINK_TIMEOUT).
         self._check_open()
         if fd in self._readers:
             raise BusyResourceError(f"a recv is already in flight on fd {fd}")
@@ -325,15 +318,15 @@ class ProactorLoop(BaseLoop):
         if timeout is None:
             self._submit(self._ring.prep_recv(fd, op.pin, nbytes, 0, op.id))
         else:
-            op.extra = self._ring.timespec(timeout)   # the kernel's until the CQE
-            self._submit(self._ring.prep_recv_deadline(fd, op.pin, nbytes, 0, op.id, op.extra))
+            op.state = self._ring.timespec(timeout)   # the kernel's until the CQE
+            self._submit(self._ring.prep_recv_deadline(fd, op.pin, nbytes, 0, op.id, op.state))
 
     def _on_recv(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_recv(3): res is the byte count (0 at EOF) or -errno;
         # -ECANCELED that we did not ask for is the linked timeout firing.
         if res >= 0:
             result = bytes(op.buf[:res])
-        elif res == -_ECANCELED and not op.cancelled and op.extra is not None:
+        elif res == -_ECANCELED and not op.cancelled and op.state is not None:
             result = os_error(errno.ETIMEDOUT)
         else:
             result = os_error(-res)
@@ -344,8 +337,6 @@ class ProactorLoop(BaseLoop):
     # -- send ----------------------------------------------------------------
 
     def send(self, fd: int, data, handler) -> None:
-        """Send all of ``data`` (copied unless it is bytes): handler(len(data))
-        when the last byte is out, or handler(OSError)."""
         if self._closed:
             raise LoopClosedError("the loop is closed")
         if data.__class__ is not bytes:
@@ -364,10 +355,10 @@ class ProactorLoop(BaseLoop):
         # io_uring_prep_send(3): res is the bytes sent, maybe fewer than
         # asked (then we continue from there), or -errno.
         if res > 0:
-            sent = op.offset + res
+            sent = op.done + res
             left = len(op.buf) - sent
             if left and not op.cancelled:
-                op.offset = sent
+                op.done = sent
                 self._submit(self._prep_send(op.fd, op.pin + sent, left, _MSG_NOSIGNAL, op.id))
                 return
             result = sent
@@ -381,72 +372,65 @@ class ProactorLoop(BaseLoop):
     # -- sendfile --------------------------------------------------------------
 
     def sendfile(self, fd: int, file_fd: int, offset: int, count: int, handler) -> None:
-        """Send ``count`` bytes of ``file_fd`` from ``offset`` to socket ``fd``
-        without copying them through Python: handler(count) or handler(OSError).
-
-        io_uring has no sendfile; a pipe stands in for it: each round is a
-        splice file -> pipe linked to a splice pipe -> socket (IOSQE_IO_LINK),
-        one submission, the bytes moved by the kernel alone."""
+        # io_uring has no sendfile; a pipe stands in for it: each round is a
+        # splice file -> pipe linked to a splice pipe -> socket (IOSQE_IO_LINK),
+        # one submission, the bytes moved by the kernel alone.
         self._check_open()
         if count <= 0:
             self.call_soon(handler, 0)
             return
         pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
         out = self._ops.add(OpKind.SENDFILE, fd, handler, self._on_sendfile)
-        # State: [file_fd, next offset, bytes left to read, pipe_r, pipe_w,
-        #         bytes in the pipe, bytes sent]
-        out.extra = [file_fd, offset, count, pipe_r, pipe_w, 0, 0]
-        out.buf = self._ops.add(OpKind.SPLICE_IN, fd, None, self._on_splice_in)
-        out.buf.extra = out
+        splice_in = self._ops.add(OpKind.SPLICE_IN, fd, None, self._on_splice_in)
+        out.state = splice_in.state = Splice(file_fd, offset, count, pipe_r, pipe_w, splice_in)
         self._splice_round(out)
 
     def _splice_round(self, out: Op) -> None:
-        state = out.extra
-        file_fd, offset, left, pipe_r, pipe_w, in_pipe, _sent = state
-        if in_pipe:   # the socket took less than the pipe held: send the rest
-            self._submit(self._ring.prep_splice(pipe_r, -1, out.fd, -1, in_pipe, out.id, 0))
+        st: Splice = out.state
+        if st.in_pipe:   # the socket took less than the pipe held: send the rest
+            self._submit(self._ring.prep_splice(st.pipe_r, -1, out.fd, -1, st.in_pipe, out.id, 0))
             return
-        chunk = min(left, _PIPE_CHUNK)
-        self._submit(self._ring.prep_splice(file_fd, offset, pipe_w, -1, chunk,
-                                            out.buf.id, IOSQE_IO_LINK))
-        self._submit(self._ring.prep_splice(pipe_r, -1, out.fd, -1, chunk, out.id, 0))
+        chunk = min(st.left, _PIPE_CHUNK)
+        self._submit(self._ring.prep_splice(st.file_fd, st.offset, st.pipe_w, -1, chunk,
+                                            st.splice_in.id, IOSQE_IO_LINK))
+        self._submit(self._ring.prep_splice(st.pipe_r, -1, out.fd, -1, chunk, out.id, 0))
 
     def _on_splice_in(self, op: Op, res: int, flags: int) -> None:
         # splice(2) file -> pipe: bytes now in the pipe, or -errno (then the
         # linked pipe -> socket half completes with -ECANCELED).
-        state = op.extra.extra
+        st: Splice = op.state
         if res > 0:
-            state[1] += res
-            state[2] -= res
-            state[5] += res
+            st.offset += res
+            st.left -= res
+            st.in_pipe += res
         elif res < 0:
-            state[5] = res   # remembered for the other half's report
+            st.file_error = res   # for the other half to report
 
     def _on_sendfile(self, out: Op, res: int, flags: int) -> None:
         # splice(2) pipe -> socket: bytes sent, or -errno.
-        state = out.extra
-        if state[5] < 0:             # the file side failed
-            res = state[5]
-        elif res == 0 and state[5]:  # the socket took nothing: it is broken
+        st: Splice = out.state
+        if st.file_error:
+            res = st.file_error
+        elif res == 0 and st.in_pipe:   # the socket took nothing: it is broken
             res = -errno.EPIPE
         if res >= 0 and not out.cancelled:
-            state[5] -= res
-            state[6] += res
-            if state[5] or state[2]:
+            st.in_pipe -= res
+            st.sent += res
+            if st.in_pipe or st.left:
                 self._splice_round(out)
                 return
-        os.close(state[3])
-        os.close(state[4])
-        self._ops.pop(out.buf)
+        os.close(st.pipe_r)
+        os.close(st.pipe_w)
+        self._ops.pop(st.splice_in)
         handler = self._ops.pop(out)
-        handler(state[6] if res >= 0 and not out.cancelled else os_error(-res if res < 0 else errno.ECANCELED))
+        if res >= 0 and not out.cancelled:
+            handler(st.sent)
+        else:
+            handler(os_error(-res if res < 0 else errno.ECANCELED))
 
     # -- send streams --------------------------------------------------------
 
     def open_send_stream(self, fd: int, handler) -> "SendStream":
-        """A buffered, ordered byte stream to ``fd`` (see SendStream).
-        handler(OSError) when a send fails; handler(n) when the bytes still
-        buffered fall to a level asked for with ``notify``."""
         self._check_open()
         if fd in self._send_streams:
             raise BusyResourceError(f"a send stream is already open on fd {fd}")
@@ -471,16 +455,13 @@ class ProactorLoop(BaseLoop):
     # -- close and cancel ----------------------------------------------------
 
     def close_fd(self, fd: int, handler=None) -> None:
-        """Cancel every operation on ``fd``, then close it: handler(0) or
-        handler(OSError). Cancelled sends get handler(OSError(ECANCELED));
-        a receive stream on fd just ends."""
         self._check_open()
         reader = self._readers.pop(fd, None)
         if reader is not None:
             reader.cancelled = True
             if reader.kind == OpKind.RECV_STREAM:
                 reader.handler = reader.end_handler = _drop
-                if reader.extra is not None and not reader.offset:
+                if reader.state is not None and not reader.state.scheduled:
                     self._ops.pop(reader)   # never submitted, nothing pending
             # a one-shot recv's handler gets its ECANCELED
         draining = self._draining.pop(fd, None)
@@ -556,15 +537,15 @@ class ProactorLoop(BaseLoop):
         for op in self._ops.live():
             op.cancelled = True
             op.handler = op.end_handler = _drop
-            if op.kind == OpKind.RECV_STREAM and op.extra is not None:
+            if op.kind == OpKind.RECV_STREAM and op.state is not None:
                 self._ops.pop(op)   # never submitted: no CQE will come
         self._readers.clear()
         self._acceptors.clear()
         self._held.clear()
         self._draining.clear()
         self._submit(self._ring.prep_cancel64(0, IORING_ASYNC_CANCEL_ANY, IGNORED_USER_DATA, 0))
-        deadline = self.time() + 2.0
-        while (len(self._ops) or self._ring.writers_inflight()) and self.time() < deadline:
+        deadline = monotonic() + 2.0   # real time, whatever clock the loop was given
+        while (len(self._ops) or self._ring.writers_inflight()) and monotonic() < deadline:
             self._poll(0.05)
         if len(self._ops):
             # The kernel still owns these buffers: leak them rather than free
@@ -612,24 +593,20 @@ class SendStream(BaseSendStream):
 
     @property
     def sends(self) -> int:
-        """Send operations this stream submitted (diagnostics)."""
         return self._sends if self._closed else self._loop._ring.writer_sends(self._wid)
 
     @property
     def sent(self) -> int:
-        """Bytes the kernel has taken from this stream so far."""
         return self._sent if self._closed else self._loop._ring.writer_sent(self._wid)
 
     def notify(self, level: int) -> bool:
-        """Call the handler once the buffered bytes fall to ``level`` or less.
-        Returns True (and arms nothing) when that is already the case."""
         if self._closed:
             return True
         return bool(self._loop._ring.writer_notify(self._wid, level))
 
     def close(self) -> None:
-        """Release the stream. Bytes not yet sent are dropped; a send still
-        in flight keeps its buffer until its completion (close_fd cancels it)."""
+        # A send still in flight keeps its buffer until its completion
+        # (close_fd cancels it).
         if not self._closed:
             loop = self._loop
             self._sends = loop._ring.writer_sends(self._wid)
