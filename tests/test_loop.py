@@ -209,3 +209,22 @@ def test_run_until_refuses_to_nest(loop):
     loop.call_soon(nested)
     loop.run_until(lambda: errors, 2.0)
     assert "already running" in str(errors[0])
+
+
+def test_timers_follow_the_loop_clock_so_tests_need_no_sleeps(loop):
+    # Every timer reads the loop's time() and nothing else: a test that
+    # replaces it moves an hour in no time.
+    now = [1000.0]
+    loop.time = lambda: now[0]
+    fired = []
+    loop.call_later(3600, fired.append, "hour")
+    loop.call_later(60, fired.append, "minute")
+    loop.call_later(60, fired.append, "cancelled").cancel()
+    loop.run_until(lambda: False, 0.02)
+    assert fired == []
+    now[0] += 60
+    assert loop.run_until(lambda: fired, 1.0)
+    assert fired == ["minute"]
+    now[0] += 3540
+    assert loop.run_until(lambda: len(fired) == 2, 1.0)
+    assert fired == ["minute", "hour"]

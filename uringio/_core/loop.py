@@ -1,23 +1,11 @@
-"""What both loops share: the operation interface, timers, callbacks,
-thread-safe wakeup, run/stop. Choosing the backend is ``backend.py``'s.
+"""What both loops share: callbacks, timers, the thread-safe wakeup and
+the turn. The operations themselves, and what each promises, are in
+``interface.py``; each backend implements them its own way, and
+``backend.py`` chooses between them.
 
-The operation interface is completion-based on both backends. A caller
-*starts* an operation with a completion handler; the handler runs later, on
-the loop thread, with the result or an `OSError` carrying the errno:
-
-| operation | handler |
-| --- | --- |
-| `accept(sock, h)` | `h(fd)` per new connection, until `cancel_accept` or an error (`h(OSError)`: accepting has stopped) |
-| `start_recv(fd, h, e=None)` | `h(bytes)` per chunk, then `h(b"")` at EOF or `h(OSError)`, which end the stream; with `e` given, EOF and errors go to `e` instead |
-| `stop_recv(fd)` | stops a stream; nothing received is lost: the next `start_recv` on that fd delivers it |
-| `recv(fd, n, h, timeout=None)` | one receive of at most `n` bytes: `h(bytes | OSError)` |
-| `send(fd, data, h)` | a full send: `h(len(data))` once every byte is out, or `h(OSError)` |
-| `close_fd(fd, h=None)` | cancels what is in flight on fd, then closes it: `h(0 | OSError)` |
-
-`ProactorLoop` (backend "uring") submits these to io_uring and the kernel
-does the IO. `ReactorLoop` (backend "epoll") waits for readiness and does
-the non-blocking syscall itself. A handler never runs inside the call that
-started its operation, on either backend.
+One turn: wait for IO (not at all when callbacks are ready, else at most
+until the next timer), dispatch what completed, fire the due timers, run
+the callbacks queued before this point.
 """
 
 from __future__ import annotations
@@ -60,8 +48,6 @@ class BaseSendStream:
     __slots__ = ()
 
     def write(self, data) -> int:
-        """Queue ``data``; returns the bytes buffered and not yet sent
-        (negative: -errno of the send that failed, already reported)."""
         if data.__class__ is not bytes:
             data = bytes(data)   # the caller may change it after we return
         return self.write_bytes(data)
@@ -93,17 +79,14 @@ class BaseLoop:
         return monotonic()
 
     def call_soon(self, callback: Callable, *args: Any) -> None:
-        """Run ``callback(*args)`` on the loop thread in this or the next turn."""
         self._ready.append((callback, args))
 
     def call_later(self, delay: float, callback: Callable, *args: Any) -> Timer:
-        """Run ``callback(*args)`` after ``delay`` seconds; returns a Timer."""
-        timer = Timer(monotonic() + delay, callback, args)
+        timer = Timer(self.time() + delay, callback, args)
         heapq.heappush(self._timers, timer)
         return timer
 
     def call_soon_threadsafe(self, callback: Callable, *args: Any) -> None:
-        """``call_soon`` from any thread (or a signal handler): wakes the loop."""
         self._ready.append((callback, args))  # deque.append is atomic
         try:
             os.eventfd_write(self._wakeup_fd, 1)
@@ -111,8 +94,6 @@ class BaseLoop:
             pass  # counter full (already pending) or loop closed
 
     def add_signal_handler(self, signum: int, callback: Callable, *args: Any) -> None:
-        """Run ``callback(*args)`` on the loop when ``signum`` arrives.
-        Must be called from the main thread."""
         def on_signal(_signum, _frame):
             self.call_soon_threadsafe(callback, *args)
         old = signal.signal(signum, on_signal)
@@ -126,8 +107,6 @@ class BaseLoop:
     # -- running -------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until ``stop()``. Handler exceptions are logged, not raised:
-        one connection's failure never ends the loop."""
         self._enter()
         self._stopping = False
         try:
@@ -137,8 +116,8 @@ class BaseLoop:
             self._running = False
 
     def run_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Run turns until ``predicate()`` is true or ``timeout`` seconds pass;
-        returns the predicate's last value. For tests and shutdown."""
+        # Real time, not self.time(): this bounds how long the caller waits,
+        # also when a test has replaced the loop's clock.
         deadline = monotonic() + timeout
         self._enter()
         try:
@@ -167,7 +146,6 @@ class BaseLoop:
         self._thread_id = thread_id
 
     def stop(self) -> None:
-        """Make ``run()`` return after the current turn."""
         self._stopping = True
 
     def is_running(self) -> bool:
@@ -182,7 +160,7 @@ class BaseLoop:
         if ready or self._stopping:
             timeout = 0.0
         elif timers:
-            timeout = max(0.0, timers[0].when - monotonic())
+            timeout = max(0.0, timers[0].when - self.time())
             if max_wait is not None:
                 timeout = min(timeout, max_wait)
         else:
@@ -190,7 +168,7 @@ class BaseLoop:
         self._poll(timeout)
 
         if timers:
-            now = monotonic()
+            now = self.time()
             while timers and timers[0].when <= now:
                 timer = heapq.heappop(timers)
                 if not timer.cancelled:
@@ -215,8 +193,6 @@ class BaseLoop:
             raise LoopClosedError("the loop is closed")
 
     def close(self) -> None:
-        """Release the loop's resources. Operations still in flight are
-        cancelled first; their handlers are not called."""
         if self._closed:
             return
         if self._running:

@@ -63,7 +63,7 @@ class _FdState:
 
 
 class ReactorLoop(BaseLoop):
-    """epoll loop with the proactor's operation interface."""
+    """The ``Loop`` (interface.py) on epoll, emulated over readiness."""
 
     backend = "epoll"
     OPTIONS = ("recv_size", "max_events")
@@ -154,8 +154,6 @@ class ReactorLoop(BaseLoop):
     # -- accept --------------------------------------------------------------
 
     def accept(self, sock: socket.socket, handler) -> None:
-        """Accept connections on listening ``sock``: handler(fd) for each,
-        until ``cancel_accept(sock)``; handler(OSError) ends accepting."""
         sock.setblocking(False)
         st = self._set_reader(sock.fileno(), self._read_accept, handler, "an accept")
         st.sock = sock
@@ -184,15 +182,11 @@ class ReactorLoop(BaseLoop):
     # -- receive -------------------------------------------------------------
 
     def start_recv(self, fd: int, handler, end_handler=None) -> None:
-        """Receive on ``fd`` until EOF, an error or ``stop_recv``: handler(bytes),
-        then handler(b"") at EOF or handler(OSError) -- or, when given,
-        end_handler(b"" | OSError), so ``handler`` sees only data."""
         st = self._set_reader(fd, self._read_stream, handler, "a recv")
         st.end_handler = end_handler or handler
 
     def stop_recv(self, fd: int) -> None:
-        """Stop receiving on ``fd``; unread bytes stay in the socket. A
-        one-shot ``recv`` is cancelled: its handler gets OSError(ECANCELED)."""
+        # Unread bytes simply stay in the socket until the next start_recv.
         st = self._fds.get(fd)
         if st is None or st.on_readable is None or st.on_readable == self._read_accept:
             return
@@ -220,8 +214,6 @@ class ReactorLoop(BaseLoop):
         end_handler(_EMPTY)
 
     def recv(self, fd: int, nbytes: int, handler, timeout: float | None = None) -> None:
-        """One receive of at most ``nbytes``: handler(bytes) (b"" at EOF) or
-        handler(OSError); OSError(ETIMEDOUT) when ``timeout`` seconds pass first."""
         st = self._set_reader(fd, self._read_once, handler, "a recv")
         st.nbytes = nbytes
         if timeout is not None:
@@ -247,8 +239,6 @@ class ReactorLoop(BaseLoop):
     # -- send ----------------------------------------------------------------
 
     def send(self, fd: int, data, handler) -> None:
-        """Send all of ``data`` (copied unless it is bytes): handler(len(data))
-        when the last byte is out, or handler(OSError)."""
         self._check_open()
         if data.__class__ is not bytes:
             data = bytes(data)
@@ -367,9 +357,7 @@ class ReactorLoop(BaseLoop):
     # -- sendfile --------------------------------------------------------------
 
     def sendfile(self, fd: int, file_fd: int, offset: int, count: int, handler) -> None:
-        """Send ``count`` bytes of ``file_fd`` from ``offset`` to socket ``fd``
-        with sendfile(2), never through Python: handler(count) or
-        handler(OSError). Tried at once; EPOLLOUT when the socket is full."""
+        # sendfile(2), tried at once; EPOLLOUT when the socket is full.
         self._check_open()
         st = self._state(fd)
         if st.sendfile is not None or st.writes:
@@ -403,9 +391,6 @@ class ReactorLoop(BaseLoop):
     # -- send streams --------------------------------------------------------
 
     def open_send_stream(self, fd: int, handler) -> "SendStream":
-        """A buffered, ordered byte stream to ``fd`` (see SendStream).
-        handler(OSError) when a send fails; handler(n) when the bytes still
-        buffered fall to a level asked for with ``notify``."""
         self._check_open()
         st = self._state(fd)
         if st.stream is not None:
@@ -416,9 +401,6 @@ class ReactorLoop(BaseLoop):
     # -- close ---------------------------------------------------------------
 
     def close_fd(self, fd: int, handler=None) -> None:
-        """Cancel every operation on ``fd``, then close it: handler(0) or
-        handler(OSError). Pending sends get handler(OSError(ECANCELED));
-        a receive stream on fd just ends."""
         self._check_open()
         st = self._fds.pop(fd, None)
         if st is not None:
@@ -476,9 +458,8 @@ class SendStream(BaseSendStream):
         self.sends = 0   # write/writev calls made for this stream (diagnostics)
 
     def write_bytes(self, data: bytes) -> int:
-        """``write`` for ``bytes``: the hot path.
-        The bytes go out before the loop next waits, coalesced with whatever
-        else this stream was given meanwhile."""
+        # The bytes go out before the loop next waits, coalesced with whatever
+        # else this stream was given meanwhile (_flush_streams).
         st = self._st
         if get_ident() != self._loop._thread_id:
             # The loop thread may be flushing this very queue.
@@ -502,12 +483,9 @@ class SendStream(BaseSendStream):
 
     @property
     def sent(self) -> int:
-        """Bytes the kernel has taken from this socket's writes so far."""
         return self._st.sent
 
     def notify(self, level: int) -> bool:
-        """Call the handler once the buffered bytes fall to ``level`` or less.
-        Returns True (and arms nothing) when that is already the case."""
         if self._st.buffered <= level:
             self.notify_at = -1
             return True
@@ -515,7 +493,6 @@ class SendStream(BaseSendStream):
         return False
 
     def close(self) -> None:
-        """Release the stream; bytes it queued and did not send are dropped."""
         if self._closed:
             return
         self._closed = True
