@@ -17,7 +17,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "servers"))
 
 from _http_minimal import MinimalHttpProtocol  # noqa: E402
-
 from uringio.http import HTTPProtocol, default_router  # noqa: E402
 
 # What wrk sends with pipeline.lua: 16 GETs of / in one write.

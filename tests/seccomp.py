@@ -57,5 +57,6 @@ def deny_io_uring() -> None:
     # Without root, seccomp(2) takes a filter only once no_new_privs is set.
     if libc.prctl(PR_SET_NO_NEW_PRIVS, arg(1), arg(0), arg(0), arg(0)) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    if libc.prctl(PR_SET_SECCOMP, arg(SECCOMP_MODE_FILTER), ctypes.byref(prog), arg(0), arg(0)) != 0:
+    if libc.prctl(PR_SET_SECCOMP, arg(SECCOMP_MODE_FILTER), ctypes.byref(prog),
+                  arg(0), arg(0)) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")

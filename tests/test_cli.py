@@ -129,7 +129,8 @@ def test_auto_falls_back_to_epoll_when_uring_refused():
         lines = [line for line in proc.stderr.read().splitlines() if line.strip()]
         assert len(lines) == 1, lines
         assert lines[0].startswith("WARNING uringio: io_uring unavailable")
-        assert "(EPERM: io_uring_queue_init failed: io_uring is disabled here" in lines[0] and lines[0].endswith("using epoll")
+        assert "(EPERM: io_uring_queue_init failed: io_uring is disabled here" in lines[0]
+        assert lines[0].endswith("using epoll")
     finally:
         stop_server(proc)
 
@@ -151,7 +152,8 @@ def test_missing_static_directory_is_one_line(tmp_path):
 ])
 def test_bad_value_is_one_line(option, value, expected):
     line = serve_expecting_error(["echo", "--port", "0", option, value])
-    assert line == f"python -m uringio serve: error: argument {option}: expected {expected}, got '{value}'"
+    assert line == (f"python -m uringio serve: error: argument {option}: "
+                    f"expected {expected}, got '{value}'")
 
 
 def test_info_reports_kernel_liburing_and_auto_backend():

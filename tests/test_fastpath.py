@@ -31,7 +31,8 @@ class Fixture:
         for op in self.slots:
             op.kind = int(OpKind.RECV_STREAM)
             op.handler = lambda data, op=op: self.events.append(("data", op.id, data))
-            op.on_complete = lambda op, res, flags: self.events.append(("complete", op.id, res, flags))
+            op.on_complete = lambda op, res, flags: self.events.append(
+                ("complete", op.id, res, flags))
         self.bufs = ffi.new("char[]", BUF_SIZE * BUF_COUNT)
         for bid in range(BUF_COUNT):
             ffi.memmove(self.bufs + bid * BUF_SIZE, bytes([65 + bid]) * BUF_SIZE, BUF_SIZE)
@@ -287,9 +288,11 @@ def test_a_send_stream_with_nothing_to_send_holds_no_buffer(uring_loop):
         stream.write(data)
         assert held(stream._wid) >= size
         got = []
-        reader = threading.Thread(target=lambda: got.append(recv_exactly(client, size)))
+        reader = threading.Thread(
+            target=lambda got=got, size=size: got.append(recv_exactly(client, size)))
         reader.start()
-        assert loop.run_until(lambda: stream.buffered == 0 and not reader.is_alive(), 10.0)
+        assert loop.run_until(
+            lambda reader=reader: stream.buffered == 0 and not reader.is_alive(), 10.0)
         reader.join(5)
         assert got == [data]
         assert held(stream._wid) == 0, size

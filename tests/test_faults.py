@@ -485,9 +485,10 @@ def test_abort_with_unsent_data_resets_and_close_does_not(loop):
             client.sendall(how)
             if how == b"close":
                 # close() waits for the queued bytes: they all come, then EOF.
-                reader = threading.Thread(target=lambda: ends.update(close=recv_all(client)))
+                reader = threading.Thread(
+                    target=lambda client=client: ends.update(close=recv_all(client)))
                 reader.start()
-                loop.run_until(lambda: not reader.is_alive(), 30.0)
+                loop.run_until(lambda reader=reader: not reader.is_alive(), 30.0)
                 reader.join(5)
             else:
                 assert loop.run_until(lambda: lost, 5.0)

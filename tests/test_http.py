@@ -123,7 +123,8 @@ def test_limits_answer_with_their_status_and_close(server):
     assert status_of(raw(server, b"NOT HTTP AT ALL\r\n\r\n")) == 400
     huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
     assert status_of(raw(server, huge)) == 431
-    many = b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(300)) + b"\r\n"
+    many = (b"GET / HTTP/1.1\r\n"
+            + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(300)) + b"\r\n")
     assert status_of(raw(server, many)) == 431
     big_body = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"
     assert status_of(raw(server, big_body)) == 413
@@ -309,8 +310,9 @@ def test_a_request_not_kept_is_not_seen_changed_by_the_next():
         return Response(b"%s %s" % (request.headers.get(b"x-n", b"-"), request.body))
 
     post = b"POST /a HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s"
-    bodies = [body for _, body in exchange(router, post % (b"X-N: 1\r\n", 3, b"one")
-                                           + post % (b"", 0, b"") + post % (b"X-N: 3\r\n", 5, b"three"))]
+    pipelined = (post % (b"X-N: 1\r\n", 3, b"one") + post % (b"", 0, b"")
+                 + post % (b"X-N: 3\r\n", 5, b"three"))
+    bodies = [body for _, body in exchange(router, pipelined)]
     assert bodies == [b"1 one", b"- ", b"3 three"]
 
 
@@ -377,6 +379,7 @@ def test_a_protocol_and_its_parser_are_freed_after_use():
     # holds the protocol's callbacks): the cycle must be collectable.
     import gc
     import weakref
+
     from uringio.http import HTTPProtocol, default_router
     protocol = HTTPProtocol(default_router())
     protocol.connection_made(FakeConn())
@@ -421,7 +424,8 @@ def test_the_in_process_benchmark_runs():
                           "--chunks", "20", "--repeats", "1"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert re.search(r"serve http .* ns/request +\(147 bytes a response\)", out), out
-    assert re.search(r"minimal httptools protocol .* ns/request +\(147 bytes a response\)", out), out
+    assert re.search(r"minimal httptools protocol .* ns/request +\(147 bytes a response\)",
+                     out), out
     assert "serve http / minimal:" in out
 
 
@@ -448,6 +452,7 @@ def test_deleting_the_c_members_python_may_set_never_crashes():
     # so that a crash shows as a failed test.
     import subprocess
     import sys
+
     from conftest import REPO
     proc = subprocess.run([sys.executable, "-c", DELETED_MEMBERS], capture_output=True,
                           text=True, timeout=60, cwd=REPO)

@@ -345,7 +345,8 @@ def test_receive_streams_sharing_few_small_buffers_lose_nothing(incremental):
         rng = __import__("random").Random(7)
         payloads = [b"".join(os.urandom(rng.randrange(1, 9000)) for _ in range(8))
                     for _ in clients]
-        senders = [threading.Thread(target=c.sendall, args=(p,)) for c, p in zip(clients, payloads)]
+        senders = [threading.Thread(target=c.sendall, args=(p,))
+                   for c, p in zip(clients, payloads, strict=True)]
         for t in senders:
             t.start()
         total = sum(map(len, payloads))

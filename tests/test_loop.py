@@ -33,7 +33,8 @@ def test_call_later_order_and_cancel(loop):
 
 def test_call_soon_threadsafe_wakes_a_waiting_loop(loop):
     seen = []
-    thread = threading.Thread(target=lambda: (time.sleep(0.1), loop.call_soon_threadsafe(seen.append, "x"),
+    thread = threading.Thread(target=lambda: (time.sleep(0.1),
+                                             loop.call_soon_threadsafe(seen.append, "x"),
                                              loop.call_soon_threadsafe(loop.stop)))
     watchdog = loop.call_later(5.0, loop.stop)  # bound the test if wakeup is broken
     start = time.monotonic()
@@ -83,7 +84,8 @@ def test_auto_falls_back_to_epoll_with_one_log_line(monkeypatch, caplog):
     import uringio._core.proactor as proactor
 
     def refuse(*args, **kwargs):
-        raise UringUnavailable(1, "io_uring is disabled here (sysctl kernel.io_uring_disabled); use --backend epoll")
+        raise UringUnavailable(1, "io_uring is disabled here (sysctl kernel.io_uring_disabled); "
+                                  "use --backend epoll")
 
     monkeypatch.setattr(proactor, "ProactorLoop", refuse)
     with caplog.at_level(logging.WARNING, logger="uringio"):
@@ -93,7 +95,8 @@ def test_auto_falls_back_to_epoll_with_one_log_line(monkeypatch, caplog):
     finally:
         loop.close()
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "io_uring unavailable" in lines[0] and "kernel.io_uring_disabled" in lines[0]
+    assert len(lines) == 1
+    assert "io_uring unavailable" in lines[0] and "kernel.io_uring_disabled" in lines[0]
     with pytest.raises(UringUnavailable, match="use --backend epoll"):
         open_loop("uring")
 
@@ -126,8 +129,9 @@ def test_public_api_exports():
 
 def _served_connection(loop):
     """A Server on ``loop`` with one accepted connection: (server, conn, client)."""
-    from uringio import Protocol, Server, listen
     import socket
+
+    from uringio import Protocol, Server, listen
     conns = []
 
     class Keep(Protocol):

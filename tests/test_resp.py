@@ -32,8 +32,9 @@ uringio.run_server(RespProtocol, "127.0.0.1", 0, backend=sys.argv[sys.argv.index
                    on_listening=on_listening)
 """]
 
-needs_redis_tools = pytest.mark.skipif(not shutil.which("redis-cli") or not shutil.which("redis-benchmark"),
-                                       reason="redis-tools (redis-cli, redis-benchmark) not installed")
+needs_redis_tools = pytest.mark.skipif(
+    not shutil.which("redis-cli") or not shutil.which("redis-benchmark"),
+    reason="redis-tools (redis-cli, redis-benchmark) not installed")
 
 
 @pytest.fixture
@@ -69,11 +70,12 @@ def test_every_command_through_redis_py(port):
         r = client(port, protocol=protocol, client_name=f"test{protocol}")
         assert r.ping() is True
         assert r.echo(b"a\r\nb") == b"a\r\nb"
-        assert r.client_getname() in (f"test{protocol}", b"test%d" % protocol)   # redis-py decodes in RESP2
+        # redis-py decodes in RESP2
+        assert r.client_getname() in (f"test{protocol}", b"test%d" % protocol)
         assert r.client_setinfo("LIB-NAME", "x") is True
         hello = r.execute_command("HELLO")             # a map in RESP3, a flat array in RESP2
         if isinstance(hello, list):
-            hello = dict(zip(hello[::2], hello[1::2]))
+            hello = dict(zip(hello[::2], hello[1::2], strict=True))
         assert hello[b"proto"] == protocol and hello[b"server"] == b"uringio"
 
         p = f"p{protocol}:"
@@ -95,7 +97,8 @@ def test_every_command_through_redis_py(port):
         assert r.set(p + "s", "abc")
         for value in ("abc", "01", " 1", "1.5", str(1 << 63)):
             r.set(p + "s", value)
-            with pytest.raises(redis.ResponseError, match="value is not an integer or out of range"):
+            with pytest.raises(redis.ResponseError,
+                               match="value is not an integer or out of range"):
                 r.execute_command("INCR", p + "s")
         r.set(p + "s", str((1 << 63) - 1))
         with pytest.raises(redis.ResponseError, match="overflow"):
@@ -131,7 +134,8 @@ def test_set_options_and_expiry(port):
     assert r.get("ex") == b"v" and r.get("kept") == b"2"
     assert r.get("counter") is None
     assert r.set("px", "again", nx=True) is True      # an expired key is absent for NX too
-    for bad, message in [(("EX", "0"), "invalid expire time"), (("PX", "-5"), "invalid expire time"),
+    for bad, message in [(("EX", "0"), "invalid expire time"),
+                         (("PX", "-5"), "invalid expire time"),
                          (("EX", "abc"), "not an integer"), (("EX",), "syntax error"),
                          (("NX", "XX"), "syntax error"), (("EX", "1", "PX", "1"), "syntax error"),
                          (("KEEPTTL",), "syntax error")]:
@@ -193,8 +197,9 @@ def test_redis_cli(port):
 @needs_redis_tools
 @pytest.mark.timeout(120)
 def test_redis_benchmark(port):
-    proc = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "ping,set,get",
-                           "-n", "100000", "-P", "16", "-q"], capture_output=True, text=True, timeout=100)
+    proc = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port),
+                           "-t", "ping,set,get", "-n", "100000", "-P", "16", "-q"],
+                          capture_output=True, text=True, timeout=100)
     output = proc.stdout.replace("\r", "\n") + proc.stderr
     assert proc.returncode == 0, output
     assert "error" not in output.lower() and "warning" not in output.lower(), output
@@ -259,7 +264,7 @@ def test_every_cut_point_gives_the_same_replies():
     rng = random.Random(7)
     for _ in range(200):
         cuts = sorted(rng.sample(range(1, len(REQUEST)), rng.randint(2, 30)))
-        pieces = [REQUEST[a:b] for a, b in zip([0, *cuts], [*cuts, len(REQUEST)])]
+        pieces = [REQUEST[a:b] for a, b in zip([0, *cuts], [*cuts, len(REQUEST)], strict=True)]
         assert b"".join(feed(pieces).writes) == REPLIES, cuts
 
 
@@ -376,7 +381,8 @@ def test_a_protocol_error_closes_only_that_connection(port):
 @pytest.mark.timeout(30)
 def test_command_errors_keep_the_connection(port):
     sock = raw(port)
-    sock.sendall(b"FOO bar\r\nGET\r\n*1\r\n$6\r\nCLIENT\r\nCLIENT LIST\r\nHELLO 4\r\nPING a b\r\nPING\r\n")
+    sock.sendall(b"FOO bar\r\nGET\r\n*1\r\n$6\r\nCLIENT\r\nCLIENT LIST\r\n"
+                 b"HELLO 4\r\nPING a b\r\nPING\r\n")
     expected = (b"-ERR unknown command 'FOO'\r\n"
                 b"-ERR wrong number of arguments for 'get' command\r\n"
                 b"-ERR wrong number of arguments for 'client' command\r\n"

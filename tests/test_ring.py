@@ -24,7 +24,8 @@ def triples(flat):
 
 def test_setup_flags_and_probe(ring):
     feats = ring.probe()
-    assert ring.setup_flags in (("SINGLE_ISSUER", "DEFER_TASKRUN"), ("COOP_TASKRUN", "TASKRUN_FLAG"), ())
+    assert ring.setup_flags in (("SINGLE_ISSUER", "DEFER_TASKRUN"),
+                                ("COOP_TASKRUN", "TASKRUN_FLAG"), ())
     for name in ("ACCEPT", "RECV", "SEND", "CLOSE", "TIMEOUT", "ASYNC_CANCEL", "NOP"):
         assert feats.opcodes[name], name
 
@@ -81,7 +82,8 @@ def test_close_releases_the_ring_fd():
     fd = r.fd
     assert os.path.exists(f"/proc/self/fd/{fd}")
     r.close()
-    assert not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[io_uring]"
+    assert (not os.path.exists(f"/proc/self/fd/{fd}")
+            or os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[io_uring]")
     r.close()  # idempotent
 
 

@@ -14,7 +14,7 @@ below it:
 """
 
 from ._core import BACKENDS, BaseLoop, Loop, open_loop
-from ._version import __version__
+from ._version import __version__ as __version__
 from .errors import BusyResourceError, LoopClosedError, UringUnavailable
 from .models import MODELS, run_server, serve
 from .net import Connection, Protocol, Server, blocking, listen

@@ -42,7 +42,7 @@ class ListenError(OSError):
     kernel's; the message names the address, the cause and the fix."""
 
     @classmethod
-    def from_bind(cls, exc: OSError, host: str, port: int) -> "ListenError":
+    def from_bind(cls, exc: OSError, host: str, port: int) -> ListenError:
         """The ListenError for ``exc``, raised by bind(2) or listen(2) on ``host:port``."""
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if exc.errno == errno.EADDRINUSE:

@@ -36,7 +36,9 @@ def open_loop(backend: str = "auto", **options: Any) -> Loop:
         except UringUnavailable as exc:
             if backend == "uring":
                 raise
+            code = exc.errno
             log.warning("io_uring unavailable (%s: %s); using epoll",
-                        errno.errorcode.get(exc.errno, exc.errno), exc.strerror)
+                        code if code is None else errno.errorcode.get(code, code),
+                        exc.strerror)
     from .reactor import ReactorLoop
     return ReactorLoop(**{k: v for k, v in options.items() if k in ReactorLoop.OPTIONS})

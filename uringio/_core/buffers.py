@@ -10,7 +10,6 @@ from __future__ import annotations
 from . import ring as ring_mod
 from .ring import Ring, ffi, lib
 
-
 # pin(data): a pointer to data's bytes, valid while the returned object
 # lives; for a bytearray it also stops resizing while pinned. It is cffi's
 # own function, not a wrapper: a send pins on every call.

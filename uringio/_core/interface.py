@@ -18,7 +18,8 @@ belongs to one thread: other threads reach it through
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 # A completion handler: called once with the result or an OSError (for a
 # stream: once per chunk, then once with its end).

@@ -16,8 +16,9 @@ import os
 import signal
 import threading
 from collections import deque
+from collections.abc import Callable
 from time import monotonic
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import LoopClosedError
 
@@ -37,7 +38,7 @@ class Timer:
     def cancel(self) -> None:
         self.cancelled = True
 
-    def __lt__(self, other: "Timer") -> bool:
+    def __lt__(self, other: Timer) -> bool:
         return self.when < other.when
 
 
@@ -46,6 +47,9 @@ class BaseSendStream:
     ``write_bytes(data)``, for bytes, is each backend's own hot path."""
 
     __slots__ = ()
+
+    # A method (epoll) or, on io_uring, a C writer held in a slot.
+    write_bytes: Callable[[bytes], int]
 
     def write(self, data) -> int:
         if data.__class__ is not bytes:
@@ -157,6 +161,7 @@ class BaseLoop:
     def _run_once(self, max_wait: float | None = None) -> None:
         ready = self._ready
         timers = self._timers
+        timeout: float | None
         if ready or self._stopping:
             timeout = 0.0
         elif timers:

@@ -15,7 +15,8 @@ get results, never records.
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class OpKind(enum.IntEnum):

@@ -30,15 +30,25 @@ import errno
 import os
 import socket
 from time import monotonic
+from typing import cast
 
-from .buffers import BufRing, pin, pin_writable
 from ..errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
+from .buffers import BufRing, pin, pin_writable
 from .loop import BaseLoop, BaseSendStream, log
 from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Backlog, Op, OpKind, OpTable, Splice
-from .ring import (IORING_ASYNC_CANCEL_ALL, IORING_ASYNC_CANCEL_ANY,
-                   IORING_CQE_F_MORE, IOSQE_IO_HARDLINK, IOSQE_IO_LINK, UIO_WRITER_ID_MASK,
-                   UIO_WRITER_LEVEL, Dispatcher,
-                   Ring, kernel_release)
+from .ring import (
+    IORING_ASYNC_CANCEL_ALL,
+    IORING_ASYNC_CANCEL_ANY,
+    IORING_CQE_F_MORE,
+    IOSQE_IO_HARDLINK,
+    IOSQE_IO_LINK,
+    UIO_WRITER_ID_MASK,
+    UIO_WRITER_LEVEL,
+    Dispatcher,
+    Ring,
+    Writer,
+    kernel_release,
+)
 
 _ECANCELED = errno.ECANCELED
 _ENOBUFS = errno.ENOBUFS
@@ -168,6 +178,7 @@ class ProactorLoop(BaseLoop):
         if res >= 0:
             if not more:
                 self._submit(self._ring.prep_accept(op.fd, 1, _ACCEPT_FLAGS, op.id))
+            assert op.handler is not None   # an accept always has one
             op.handler(res)
             return
         # An error ends accepting; the caller decides when to start again.
@@ -178,6 +189,7 @@ class ProactorLoop(BaseLoop):
             self._cancel(op)
         else:
             handler = self._ops.pop(op)
+        assert handler is not None   # an accept always has one
         handler(os_error(-res))
 
     # -- receive -------------------------------------------------------------
@@ -207,8 +219,8 @@ class ProactorLoop(BaseLoop):
         if op is None:
             return
         op.cancelled = True
-        backlog = op.state
-        if op.kind == OpKind.RECV_STREAM and backlog is not None:
+        if op.kind == OpKind.RECV_STREAM and op.state is not None:
+            backlog = cast(Backlog, op.state)   # a stream's state
             # Never submitted: what it held stays held, ahead of anything the
             # stream before it still posts.
             self._held[fd] = backlog.items + self._held.pop(fd, [])
@@ -234,6 +246,7 @@ class ProactorLoop(BaseLoop):
                 return
             if not flags & IORING_CQE_F_MORE:
                 self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
+            assert op.handler is not None   # a live stream always has one
             op.handler(data)
             return
         if res == -_ENOBUFS and not op.cancelled:
@@ -252,6 +265,7 @@ class ProactorLoop(BaseLoop):
         if self._readers.get(op.fd) is op:
             del self._readers[op.fd]
         end_handler = op.end_handler
+        assert end_handler is not None   # start_recv set it
         self._ops.pop(op)
         end_handler(_EMPTY if res == 0 else os_error(-res))
 
@@ -266,27 +280,32 @@ class ProactorLoop(BaseLoop):
         if self._draining.get(op.fd) is op:
             del self._draining[op.fd]
             successor = self._readers.get(op.fd)
-            if (successor is not None and successor.state is not None
-                    and not successor.state.scheduled):
-                successor.state.items.extend(self._held.pop(op.fd, ()))
-                self._schedule_held(successor)
+            if successor is not None and successor.state is not None:
+                # recv() refuses while a stream drains: the successor is a stream.
+                backlog = cast(Backlog, successor.state)
+                if not backlog.scheduled:
+                    backlog.items.extend(self._held.pop(op.fd, ()))
+                    self._schedule_held(successor)
         self._ops.pop(op)
 
     def _schedule_held(self, op: Op) -> None:
-        op.state.scheduled = True   # _deliver_held frees the op if it is stopped by then
+        # _deliver_held frees the op if it is stopped by then.
+        cast(Backlog, op.state).scheduled = True
         self.call_soon(self._deliver_held, op)
 
     def _deliver_held(self, op: Op) -> None:
-        held = op.state.items
+        held = cast(Backlog, op.state).items
         while held and not op.cancelled:
             item = held.pop(0)
             if item.__class__ is bytes and item:
+                assert op.handler is not None   # a live stream always has one
                 op.handler(item)
                 continue
             # EOF or an error: the stream is over.
             if self._readers.get(op.fd) is op:
                 del self._readers[op.fd]
             end_handler = op.end_handler
+            assert end_handler is not None   # start_recv set it
             self._ops.pop(op)
             end_handler(item)
             return
@@ -324,6 +343,7 @@ class ProactorLoop(BaseLoop):
     def _on_recv(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_recv(3): res is the byte count (0 at EOF) or -errno;
         # -ECANCELED that we did not ask for is the linked timeout firing.
+        result: bytes | OSError
         if res >= 0:
             result = bytes(op.buf[:res])
         elif res == -_ECANCELED and not op.cancelled and op.state is not None:
@@ -354,6 +374,7 @@ class ProactorLoop(BaseLoop):
     def _on_send(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_send(3): res is the bytes sent, maybe fewer than
         # asked (then we continue from there), or -errno.
+        result: int | OSError
         if res > 0:
             sent = op.done + res
             left = len(op.buf) - sent
@@ -386,7 +407,7 @@ class ProactorLoop(BaseLoop):
         self._splice_round(out)
 
     def _splice_round(self, out: Op) -> None:
-        st: Splice = out.state
+        st = cast(Splice, out.state)
         if st.in_pipe:   # the socket took less than the pipe held: send the rest
             self._submit(self._ring.prep_splice(st.pipe_r, -1, out.fd, -1, st.in_pipe, out.id, 0))
             return
@@ -398,7 +419,7 @@ class ProactorLoop(BaseLoop):
     def _on_splice_in(self, op: Op, res: int, flags: int) -> None:
         # splice(2) file -> pipe: bytes now in the pipe, or -errno (then the
         # linked pipe -> socket half completes with -ECANCELED).
-        st: Splice = op.state
+        st = cast(Splice, op.state)
         if res > 0:
             st.offset += res
             st.left -= res
@@ -408,7 +429,7 @@ class ProactorLoop(BaseLoop):
 
     def _on_sendfile(self, out: Op, res: int, flags: int) -> None:
         # splice(2) pipe -> socket: bytes sent, or -errno.
-        st: Splice = out.state
+        st = cast(Splice, out.state)
         if st.file_error:
             res = st.file_error
         elif res == 0 and st.in_pipe:   # the socket took nothing: it is broken
@@ -430,7 +451,7 @@ class ProactorLoop(BaseLoop):
 
     # -- send streams --------------------------------------------------------
 
-    def open_send_stream(self, fd: int, handler) -> "SendStream":
+    def open_send_stream(self, fd: int, handler) -> SendStream:
         self._check_open()
         if fd in self._send_streams:
             raise BusyResourceError(f"a send stream is already open on fd {fd}")
@@ -461,7 +482,8 @@ class ProactorLoop(BaseLoop):
             reader.cancelled = True
             if reader.kind == OpKind.RECV_STREAM:
                 reader.handler = reader.end_handler = _drop
-                if reader.state is not None and not reader.state.scheduled:
+                backlog = cast("Backlog | None", reader.state)   # a stream's state
+                if backlog is not None and not backlog.scheduled:
                     self._ops.pop(reader)   # never submitted, nothing pending
             # a one-shot recv's handler gets its ECANCELED
         draining = self._draining.pop(fd, None)
@@ -575,6 +597,8 @@ class SendStream(BaseSendStream):
     """
 
     __slots__ = ("_loop", "_wid", "write_bytes", "handler", "_closed", "fd", "_sends", "_sent")
+
+    write_bytes: Writer   # the C writer: write_bytes(data) -> int, and release()
 
     def __init__(self, loop: ProactorLoop, fd: int, wid: int, handler) -> None:
         self._loop = loop

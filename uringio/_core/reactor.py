@@ -26,11 +26,14 @@ import os
 import select
 import socket
 from collections import deque
+from collections.abc import Callable
 from itertools import islice
 from threading import get_ident
+from typing import Any
 
 from ..errors import BusyResourceError, LoopClosedError, os_error
-from .loop import BaseLoop, BaseSendStream
+from .interface import Handler
+from .loop import BaseLoop, BaseSendStream, Timer
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -42,24 +45,25 @@ _IOV_MAX = 1024   # writev(2) takes at most IOV_MAX buffers
 class _FdState:
     """What the loop wants from one fd: a reader and queued writes."""
 
-    __slots__ = ("fd", "on_readable", "handler", "end_handler", "nbytes", "sock", "writes", "buffered",
-                 "sent", "stream", "mask", "dirty", "timer", "sendfile")
+    __slots__ = ("fd", "on_readable", "handler", "end_handler", "nbytes", "sock", "writes",
+                 "buffered", "sent", "stream", "mask", "dirty", "timer", "sendfile")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.on_readable = None   # the loop's _read_stream, _read_once or _read_accept
-        self.handler = None       # the caller's handler for that reader
-        self.end_handler = None   # a receive stream's handler for EOF and errors
+        # the loop's _read_stream, _read_once or _read_accept
+        self.on_readable: Callable[[_FdState], None] | None = None
+        self.handler: Handler | None = None       # the caller's handler for that reader
+        self.end_handler: Handler | None = None   # a receive stream's, for EOF and errors
         self.nbytes = 0
-        self.sock = None          # the listening socket, for accept
+        self.sock: socket.socket | None = None    # the listening socket, for accept
         self.writes: deque = deque()   # [memoryview left, handler or None, total]
         self.buffered = 0         # bytes in writes
         self.sent = 0             # bytes of writes the kernel took: progress
         self.stream: SendStream | None = None
         self.mask = 0
         self.dirty = False        # stream bytes to write before the next wait
-        self.timer = None         # a one-shot recv's deadline
-        self.sendfile = None      # [file_fd, offset, left, handler, total]
+        self.timer: Timer | None = None          # a one-shot recv's deadline
+        self.sendfile: list[Any] | None = None   # [file_fd, offset, left, handler, total]
 
 
 class ReactorLoop(BaseLoop):
@@ -165,6 +169,7 @@ class ReactorLoop(BaseLoop):
 
     def _read_accept(self, st: _FdState) -> None:
         handler = st.handler
+        assert handler is not None and st.sock is not None   # accept() set both
         for _ in range(64):   # a bounded batch, so a flood cannot starve IO
             try:
                 conn, _addr = st.sock.accept()
@@ -194,6 +199,7 @@ class ReactorLoop(BaseLoop):
         handler = st.handler
         self._clear_reader(st)
         if once:
+            assert handler is not None   # recv() set it
             self._ready.append((handler, (os_error(errno.ECANCELED),)))
 
     def _read_stream(self, st: _FdState) -> None:
@@ -203,13 +209,16 @@ class ReactorLoop(BaseLoop):
             return   # stale readiness
         except OSError as exc:
             end_handler = st.end_handler
+            assert end_handler is not None   # start_recv set it
             self._clear_reader(st)
             end_handler(exc)
             return
         if data:
+            assert st.handler is not None   # set while reading
             st.handler(data)
             return
         end_handler = st.end_handler
+        assert end_handler is not None   # start_recv set it
         self._clear_reader(st)
         end_handler(_EMPTY)
 
@@ -219,13 +228,14 @@ class ReactorLoop(BaseLoop):
         if timeout is not None:
             st.timer = self.call_later(timeout, self._recv_expired, st, handler)
 
-    def _recv_expired(self, st: _FdState, handler) -> None:
+    def _recv_expired(self, st: _FdState, handler: Handler) -> None:
         if st.handler is handler and st.on_readable == self._read_once:
             st.timer = None
             self._clear_reader(st)
             handler(os_error(errno.ETIMEDOUT))
 
     def _read_once(self, st: _FdState) -> None:
+        result: bytes | OSError
         try:
             result = os.read(st.fd, st.nbytes)
         except BlockingIOError:
@@ -233,6 +243,7 @@ class ReactorLoop(BaseLoop):
         except OSError as exc:
             result = exc
         handler = st.handler
+        assert handler is not None   # recv() set it
         self._clear_reader(st)
         handler(result)
 
@@ -303,7 +314,7 @@ class ReactorLoop(BaseLoop):
             except Exception:
                 self._handler_failed(stream)
 
-    def _check_level(self, stream: "SendStream", st: _FdState) -> None:
+    def _check_level(self, stream: SendStream, st: _FdState) -> None:
         if 0 <= stream.notify_at and st.buffered <= stream.notify_at:
             stream.notify_at = -1
             stream.handler(st.buffered)
@@ -367,6 +378,7 @@ class ReactorLoop(BaseLoop):
 
     def _sendfile_more(self, st: _FdState) -> None:
         job = st.sendfile
+        assert job is not None   # sendfile() set it
         file_fd, offset, left, handler, total = job
         result = total
         while left:
@@ -390,7 +402,7 @@ class ReactorLoop(BaseLoop):
 
     # -- send streams --------------------------------------------------------
 
-    def open_send_stream(self, fd: int, handler) -> "SendStream":
+    def open_send_stream(self, fd: int, handler) -> SendStream:
         self._check_open()
         st = self._state(fd)
         if st.stream is not None:
@@ -419,6 +431,7 @@ class ReactorLoop(BaseLoop):
                 self._ready.append((op_handler, (os_error(errno.ECANCELED),)))
             if st.stream is not None:
                 st.stream.close()
+        result: int | OSError
         try:
             os.close(fd)
             result = 0

@@ -13,16 +13,16 @@ or -EBUSY when the SQ is full and the kernel would not take any of it.
 from __future__ import annotations
 
 import errno
-from functools import partial
 import os
 import platform
 from dataclasses import dataclass, field
+from functools import partial
 
 from ..errors import UringUnavailable
 
 try:
-    from ._liburing import ffi, lib
     from ._fastpath import Dispatcher, RingMemory, Writer
+    from ._liburing import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the build
     ffi = lib = Dispatcher = RingMemory = Writer = None
     _IMPORT_ERROR: ImportError | None = exc
@@ -298,7 +298,8 @@ class Ring:
             finally:
                 lib.io_uring_free_probe(probe)
         release = kernel_release()
-        feats.multishot_accept = feats.opcodes.get("ACCEPT", False) and release >= MULTISHOT_ACCEPT_KERNEL
+        feats.multishot_accept = (feats.opcodes.get("ACCEPT", False)
+                                  and release >= MULTISHOT_ACCEPT_KERNEL)
         feats.multishot_recv = feats.opcodes.get("RECV", False) and release >= MULTISHOT_RECV_KERNEL
         feats.buf_ring = release >= BUF_RING_KERNEL
         return feats

@@ -13,11 +13,15 @@ import math
 import os
 import runpy
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 from .._core.backend import BACKENDS
 from ..errors import ListenError, UringUnavailable
 from ..models import MODELS
+
+if TYPE_CHECKING:
+    from ..net.connection import Protocol
 
 APPS = ("echo", "whoami", "http", "resp")
 
@@ -30,7 +34,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _checked(convert: Callable[[str], object], ok: Callable, expected: str) -> Callable[[str], object]:
+def _checked(convert: Callable[[str], object], ok: Callable,
+             expected: str) -> Callable[[str], object]:
     """An argparse ``type``: ``convert(text)`` if ``ok`` accepts it, else an
     "expected ..., got ..." error."""
     def parse(text: str):
@@ -51,8 +56,17 @@ _THREADS = _checked(int, lambda n: n >= 1, "1 or more worker threads")
 _BYTES = _checked(int, lambda n: n >= 1, "1 or more bytes")
 _SECONDS = _checked(float, lambda s: 0 < s < math.inf, "a number of seconds above 0")
 _MILLISECONDS = _checked(float, lambda ms: 0 <= ms < math.inf, "0 or more milliseconds")
-_LOG_LEVEL = _checked(str.upper, lambda name: name in logging.getLevelNamesMapping(),
-                      "DEBUG, INFO, WARNING or ERROR")
+
+
+def _is_level_name(name: str) -> bool:
+    # logging.getLevelNamesMapping() is Python 3.11+; on 3.10, getLevelName
+    # gives a registered name's number (and a "Level X" string otherwise).
+    if sys.version_info >= (3, 11):
+        return name in logging.getLevelNamesMapping()
+    return isinstance(logging.getLevelName(name), int)
+
+
+_LOG_LEVEL = _checked(str.upper, _is_level_name, "DEBUG, INFO, WARNING or ERROR")
 
 
 def _directory(path: str) -> str:
@@ -68,7 +82,8 @@ def _repo_file(*parts: str) -> str:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.path.join(root, *parts)
     if not os.path.exists(path):
-        raise SystemExit(f"{os.path.join(*parts)} not found: run this from a uringio source checkout")
+        raise SystemExit(f"{os.path.join(*parts)} not found: "
+                         "run this from a uringio source checkout")
     return path
 
 
@@ -76,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ..models import serve
     from ..protocols.apps import APPS, blocking_echo
 
+    factory: Callable[[], Protocol]
     if args.app == "http":
         from ..protocols.http import default_router, http_factory
         factory = http_factory(default_router(args.static), args.max_body, args.header_timeout)
@@ -143,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_PORT, default=8888, help="0 picks a free port")
     serve.add_argument("--idle-timeout", type=_SECONDS, default=None, metavar="S",
-                       help="close connections whose peer sends and acknowledges nothing for S seconds "
-                            "(a reset when that cuts an answer short)")
+                       help="close connections whose peer sends and acknowledges nothing "
+                            "for S seconds (a reset when that cuts an answer short)")
     serve.add_argument("--drain-timeout", type=_SECONDS, default=5.0, metavar="S",
                        help="on SIGINT/SIGTERM, let queued writes drain this long (default 5)")
 

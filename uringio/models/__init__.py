@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..net.connection import Protocol
 from .single import run_server
@@ -35,7 +36,7 @@ def serve(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1", por
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    options = dict(drain_timeout=drain_timeout, idle_timeout=idle_timeout)
+    options: dict[str, Any] = dict(drain_timeout=drain_timeout, idle_timeout=idle_timeout)
     if model == "threads":
         run_threaded_server(protocol_factory, host, port, on_listening, drain_timeout, reuse_port)
         return 0

@@ -16,8 +16,8 @@ protocol runs under every model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 from ..net.blocking import blocking, is_blocking  # noqa: F401  (where users found them)
 

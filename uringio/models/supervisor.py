@@ -22,7 +22,7 @@ import select
 import signal
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import ListenError, UringUnavailable
 

@@ -14,10 +14,11 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 from ..net.blocking import is_blocking
-from ..net.connection import Protocol
+from ..net.connection import Connection, Protocol
 from ..net.server import listen
 
 log = logging.getLogger("uringio")
@@ -43,7 +44,7 @@ class ThreadedConnection:
         return self._protocol
 
     @property
-    def loop(self) -> "_ThreadTimers":
+    def loop(self) -> _ThreadTimers:
         """No loop here: timers run in threads of their own."""
         return _THREAD_TIMERS
 
@@ -100,7 +101,8 @@ class ThreadedConnection:
         blocking_work = is_blocking(protocol.data_received)
         exc = None
         try:
-            protocol.connection_made(self)
+            # Connection's interface, duck-typed over a blocking socket.
+            protocol.connection_made(cast(Connection, self))
             while not self._closing:
                 self._reading.wait()
                 data = self.sock.recv(RECV_SIZE)
@@ -109,7 +111,9 @@ class ThreadedConnection:
                         break
                     continue
                 if blocking_work:
-                    result = protocol.data_received(data)
+                    # @blocking: the bytes to send back, or None.
+                    work: Callable[[bytes], bytes | None] = protocol.data_received
+                    result = work(data)
                     if result:
                         self.write(result)
                 else:
@@ -145,7 +149,8 @@ def run_threaded_server(protocol_factory: Callable[[], Protocol], host: str = "1
     """Accept in this thread and serve each connection in a thread of its
     own, until SIGINT or SIGTERM; then close them and join their threads."""
     stop = threading.Event()
-    old = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old = {sig: signal.signal(sig, lambda *_: stop.set())
+           for sig in (signal.SIGINT, signal.SIGTERM)}
     sock = listen(host, port, reuse_port=reuse_port)
     sock.settimeout(ACCEPT_POLL)
     conns: dict[threading.Thread, ThreadedConnection] = {}
@@ -155,7 +160,7 @@ def run_threaded_server(protocol_factory: Callable[[], Protocol], host: str = "1
         while not stop.is_set():
             try:
                 client, _addr = sock.accept()
-            except (socket.timeout, InterruptedError):
+            except (TimeoutError, InterruptedError):
                 continue
             except OSError as exc:   # EMFILE and friends: wait, as the loops do
                 log.warning("accept failed (%s); pausing accepts for 0.1s", exc)

@@ -7,13 +7,14 @@ it can run off the loop thread; what each server model does with it is in
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 
 def blocking(method: Callable) -> Callable:
     """Mark ``Protocol.data_received`` as blocking work that returns the
     bytes to send back (or None). It must not use the connection."""
-    method.__uringio_blocking__ = True
+    cast(Any, method).__uringio_blocking__ = True   # a function attribute
     return method
 
 

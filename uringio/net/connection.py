@@ -18,7 +18,7 @@ import struct
 import sys
 import termios
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from .blocking import is_blocking
 
@@ -85,7 +85,7 @@ class Protocol:
 
     __slots__ = ()
 
-    def connection_made(self, conn: "Connection") -> None:
+    def connection_made(self, conn: Connection) -> None:
         """The connection is up; ``conn`` is its Connection."""
 
     def data_received(self, data: bytes) -> None:
@@ -118,7 +118,7 @@ class Connection:
                  "_queue", "__weakref__")
 
     def __init__(self, loop, fd: int, protocol: Protocol,
-                 on_closed: Callable[["Connection"], None] | None = None,
+                 on_closed: Callable[[Connection], None] | None = None,
                  idle_timeout: float | None = None, pool=None) -> None:
         self._loop = loop
         self.fd = fd
@@ -185,7 +185,9 @@ class Connection:
     # -- blocking work (pool.py) ---------------------------------------------
 
     def _run_blocking(self, data: bytes) -> None:
-        result = self._protocol.data_received(data)
+        # A @blocking data_received returns the bytes to send back, or None.
+        work: Callable[[bytes], bytes | None] = self._protocol.data_received
+        result = work(data)
         if result:
             self.write(result)
 
@@ -222,6 +224,7 @@ class Connection:
         # paused reading or not.
         if self._closed:
             return
+        assert self._idle_timeout is not None   # the timer runs only with one
         now = self._loop.time()
         seen = peer_progress(self.fd)
         if seen != self._peer_seen:
@@ -236,7 +239,8 @@ class Connection:
 
     def _peer_label(self) -> str:
         try:
-            return "%s:%s" % self.peername[:2]
+            host, port = self.peername[:2]
+            return f"{host}:{port}"
         except OSError:
             return f"fd {self.fd}"
 
@@ -324,6 +328,7 @@ class Connection:
 
     def _next_file(self) -> None:
         # What was written before the file is out: the file's turn.
+        assert self._queue is not None   # sendfile() made it
         file, offset, count, _close = self._queue[0]
         self._loop.sendfile(self.fd, file.fileno(), offset, count, self._file_sent)
 
@@ -334,6 +339,7 @@ class Connection:
         if self._closed:
             return
         queue = self._queue
+        assert queue is not None   # sendfile() made it
         file, _offset, _count, close = queue.popleft()
         if close:
             file.close()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from typing import Callable
+from collections.abc import Callable
 
-from .connection import Connection, Protocol
 from ..errors import ListenError
+from .connection import Connection, Protocol
 
 log = logging.getLogger("uringio")
 
@@ -66,7 +66,7 @@ class Server:
     def backend(self) -> str:
         return self.loop.backend
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         self._accepting = True
         self.loop.accept(self.sock, self._on_accept)
         return self

@@ -20,16 +20,17 @@ import logging
 import mimetypes
 import os
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Callable
+from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
 
+from ..net.connection import Connection, Protocol
 from . import _httpcore
 from ._httpcore import HttpCore
-from ..net.connection import Connection, Protocol
 
 log = logging.getLogger("uringio")
 
@@ -100,15 +101,17 @@ class Response:
     __slots__ = ("status", "_body", "_content_type", "headers", "file", "file_size", "_tail",
                  "_wire", "_wire_date", "_wire_status")
 
+    file_size: int   # set with file, by from_file
+
     def __init__(self, body: bytes | str = b"", status: int = 200,
                  content_type: str = "text/plain; charset=utf-8",
                  headers: list[tuple[str, str]] | None = None) -> None:
-        self._body = body if body.__class__ is bytes else body.encode()
+        self._body = body if body.__class__ is bytes else cast(str, body).encode()
         self.status = status
         self._content_type = content_type
         self.headers = headers   # extra (name, value) pairs, or None
-        self.file = None   # an open file sent as the body, by sendfile
-        self._tail = None
+        self.file: Any = None   # an open file sent as the body, by sendfile
+        self._tail: bytes | None = None
 
     @property
     def body(self) -> bytes:
@@ -116,7 +119,7 @@ class Response:
 
     @body.setter
     def body(self, body: bytes | str) -> None:
-        self._body = body if body.__class__ is bytes else body.encode()
+        self._body = body if body.__class__ is bytes else cast(str, body).encode()
         self._tail = self._wire = None
 
     @property
@@ -130,12 +133,13 @@ class Response:
 
     def _keep_alive_tail(self) -> bytes:
         """Content-Type, Content-Length, the blank line and the body."""
-        self._tail = b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+        tail = b"Content-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
             _content_type(self._content_type), len(self._body), self._body)
-        return self._tail
+        self._tail = tail
+        return tail
 
     @classmethod
-    def from_file(cls, file, content_type: str) -> "Response":
+    def from_file(cls, file, content_type: str) -> Response:
         """The whole of an open file as the body; it goes out without being
         read into Python (sendfile on epoll, splice on io_uring), and is
         closed once sent."""
@@ -145,7 +149,7 @@ class Response:
         return response
 
     @classmethod
-    def json(cls, value, status: int = 200) -> "Response":
+    def json(cls, value, status: int = 200) -> Response:
         return cls(json.dumps(value, separators=(",", ":")), status, "application/json")
 
 
@@ -183,13 +187,15 @@ class Router:
         if entry is not None:
             handler, methods = entry
             if request.method not in methods:
-                return Response(b"method not allowed\n", 405, headers=[("Allow", ", ".join(methods))])
+                return Response(b"method not allowed\n", 405,
+                                headers=[("Allow", ", ".join(methods))])
             return handler(request)
         if self._static is not None and request.path.startswith(self._static[0]):
             return self._file(request)
         return Response(b"not found\n", 404)
 
     def _file(self, request: Request) -> Response:
+        assert self._static is not None   # handle() asks only when set
         prefix, root = self._static
         if request.method not in ("GET", "HEAD"):
             return Response(b"method not allowed\n", 405, headers=[("Allow", "GET, HEAD")])
@@ -222,7 +228,7 @@ class _Limit(Exception):
 
 # [when the next second begins, the Date header line for this one]. The
 # per-request path reads this very list: change its items, never rebind it.
-_date = [0.0, b""]
+_date: list[Any] = [0.0, b""]
 
 
 def _date_line() -> bytes:
@@ -230,7 +236,8 @@ def _date_line() -> bytes:
     now = time.time()
     if now >= _date[0]:
         second = int(now)
-        _date[0], _date[1] = second + 1.0, b"Date: %s\r\n" % formatdate(second, usegmt=True).encode()
+        line = b"Date: %s\r\n" % formatdate(second, usegmt=True).encode()
+        _date[0], _date[1] = second + 1.0, line
     return _date[1]
 
 
@@ -296,6 +303,7 @@ class HTTPProtocol(HttpCore, Protocol):
             self._fail(431)
             return
         if self._waiting_since is None:
+            assert self._conn is not None   # set by connection_made
             self._waiting_since = self._conn.loop.time()
         if self._timer is None:
             self._arm_timer(self._header_timeout)
@@ -330,6 +338,7 @@ class HTTPProtocol(HttpCore, Protocol):
                 file.close()
             else:
                 self._flush()
+                assert self._conn is not None   # set by connection_made
                 self._conn.sendfile(file, close=True)
         elif request.method != "HEAD":
             self._out.append(body)
@@ -353,6 +362,7 @@ class HTTPProtocol(HttpCore, Protocol):
         self._flush()
         if self._timer is not None:
             self._timer.cancel()
+        assert self._conn is not None   # set by connection_made
         self._conn.write_eof()
         self._timer = self._conn.loop.call_later(LINGER_TIMEOUT, self._conn.close)
 
@@ -363,11 +373,13 @@ class HTTPProtocol(HttpCore, Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        assert self._conn is not None   # set by connection_made
         self._conn.close()
 
     # -- the 408 timer -------------------------------------------------------
 
     def _arm_timer(self, delay: float) -> None:
+        assert self._conn is not None   # set by connection_made
         self._timer = self._conn.loop.call_later(delay, self._check_head_timeout)
 
     def _check_head_timeout(self) -> None:
@@ -376,6 +388,7 @@ class HTTPProtocol(HttpCore, Protocol):
         self._timer = None
         if self._done or self._waiting_since is None:
             return
+        assert self._conn is not None   # set by connection_made
         left = self._waiting_since + self._header_timeout - self._conn.loop.time()
         if left > 0:
             self._arm_timer(left)

@@ -33,12 +33,12 @@ never on a length a client declares.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from time import monotonic
-from typing import Callable
 
-from ._resp import lib as _resp_lib
 from .._version import __version__
 from ..net.connection import Connection, Protocol
+from ._resp import lib as _resp_lib
 
 resp_scan = _resp_lib.uio_resp_scan
 
@@ -517,9 +517,10 @@ class RespProtocol(Protocol):
         # HELLO [protover [SETNAME name]]: redis-py 8 opens with HELLO 3.
         proto = self._proto
         if len(args) > 1:
-            proto = to_int(args[1])
-            if proto not in (2, 3):
+            asked = to_int(args[1])
+            if asked not in (2, 3):
                 return b"-NOPROTO unsupported protocol version\r\n"
+            proto = asked
         options = args[2:]
         if options:
             if len(options) != 2 or options[0].upper() != b"SETNAME":
