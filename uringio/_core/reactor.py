@@ -29,7 +29,6 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 from threading import get_ident
-from typing import Any
 
 from ..errors import BusyResourceError, LoopClosedError, os_error
 from .interface import Handler
@@ -40,6 +39,19 @@ _EPOLLOUT = select.EPOLLOUT
 _EPOLL_ERRS = select.EPOLLERR | select.EPOLLHUP
 _EMPTY = b""
 _IOV_MAX = 1024   # writev(2) takes at most IOV_MAX buffers
+
+
+class _Sendfile:
+    """A sendfile(2) in progress on one socket."""
+
+    __slots__ = ("file_fd", "offset", "left", "handler", "total")
+
+    def __init__(self, file_fd: int, offset: int, count: int, handler: Handler) -> None:
+        self.file_fd = file_fd
+        self.offset = offset     # of the file's next byte to send
+        self.left = count        # bytes still to send
+        self.handler = handler
+        self.total = count
 
 
 class _FdState:
@@ -63,7 +75,7 @@ class _FdState:
         self.mask = 0
         self.dirty = False        # stream bytes to write before the next wait
         self.timer: Timer | None = None          # a one-shot recv's deadline
-        self.sendfile: list[Any] | None = None   # [file_fd, offset, left, handler, total]
+        self.sendfile: _Sendfile | None = None
 
 
 class ReactorLoop(BaseLoop):
@@ -373,19 +385,17 @@ class ReactorLoop(BaseLoop):
         st = self._state(fd)
         if st.sendfile is not None or st.writes:
             raise BusyResourceError(f"a send is already in flight on fd {fd}")
-        st.sendfile = [file_fd, offset, count, handler, count]
+        st.sendfile = _Sendfile(file_fd, offset, count, handler)
         self._sendfile_more(st)
 
     def _sendfile_more(self, st: _FdState) -> None:
         job = st.sendfile
         assert job is not None   # sendfile() set it
-        file_fd, offset, left, handler, total = job
-        result = total
-        while left:
+        result: int | OSError = job.total
+        while job.left:
             try:
-                sent = os.sendfile(st.fd, file_fd, offset, left)
+                sent = os.sendfile(st.fd, job.file_fd, job.offset, job.left)
             except BlockingIOError:
-                job[1], job[2] = offset, left
                 self._update(st)   # wait for EPOLLOUT
                 return
             except OSError as exc:
@@ -394,11 +404,11 @@ class ReactorLoop(BaseLoop):
             if sent == 0:          # the file is shorter than promised
                 result = os_error(errno.EPIPE)
                 break
-            offset += sent
-            left -= sent
+            job.offset += sent
+            job.left -= sent
         st.sendfile = None
         self._update(st)
-        self._ready.append((handler, (result,)))
+        self._ready.append((job.handler, (result,)))
 
     # -- send streams --------------------------------------------------------
 
@@ -424,7 +434,7 @@ class ReactorLoop(BaseLoop):
             # stream just ends.
             cancelled = [h for _view, h, _total in st.writes if h is not None]
             if st.sendfile is not None:
-                cancelled.append(st.sendfile[3])
+                cancelled.append(st.sendfile.handler)
             if st.on_readable == self._read_once:
                 cancelled.append(st.handler)
             for op_handler in cancelled:
