@@ -85,6 +85,25 @@ def recv_until_eof(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def raised_in_thread(fn) -> BaseException | None:
+    """Call ``fn()`` in a thread of its own; what it raised, or None."""
+    import threading
+
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:   # handed to the caller, which asserts on it
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the thread did not finish"
+    return raised[0] if raised else None
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

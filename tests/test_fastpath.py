@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from conftest import raised_in_thread
 from uringio._core import ring as ring_mod
 from uringio._core.ops import Op, OpKind
 
@@ -199,18 +200,8 @@ def test_a_writer_refuses_other_threads_and_leaves_its_buffer_alone():
         wid = ring.writer_open(-1)
         write = ring.writer(wid)
         assert write(b"abc") == 3
-        errors = []
-
-        def other_thread():
-            try:
-                write(b"from elsewhere")
-            except RuntimeError as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=other_thread)
-        thread.start()
-        thread.join(5)
-        assert len(errors) == 1 and "thread other than its loop's" in str(errors[0])
+        exc = raised_in_thread(lambda: write(b"from elsewhere"))
+        assert isinstance(exc, RuntimeError) and "thread other than its loop's" in str(exc)
         assert ring.writer_buffered(wid) == 3
         write.release()
         assert write(b"x") < 0     # -EBADF: released, nothing written

@@ -7,6 +7,7 @@ import time
 import pytest
 
 import uringio
+from conftest import raised_in_thread
 from uringio import LoopClosedError, UringUnavailable, open_loop
 
 
@@ -163,18 +164,8 @@ def test_a_closed_loop_refuses_to_run_and_its_connections_refuse_writes(backend)
 
 def test_a_write_from_another_thread_is_refused(loop):
     server, conn, client = _served_connection(loop)
-    errors = []
-
-    def writer():
-        try:
-            conn.write(b"from another thread")
-        except RuntimeError as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=writer)
-    thread.start()
-    thread.join(5)
-    assert len(errors) == 1 and "thread other than its loop's" in str(errors[0])
+    exc = raised_in_thread(lambda: conn.write(b"from another thread"))
+    assert isinstance(exc, RuntimeError) and "thread other than its loop's" in str(exc)
     assert conn.get_write_buffer_size() == 0   # nothing of it was queued
     # The loop's own thread still writes.
     conn.write(b"ok")
@@ -186,18 +177,8 @@ def test_a_write_from_another_thread_is_refused(loop):
 
 
 def test_a_uring_loop_runs_only_in_the_thread_that_made_it(uring_loop):
-    errors = []
-
-    def run_elsewhere():
-        try:
-            uring_loop.run_until(lambda: True, 1.0)
-        except RuntimeError as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run_elsewhere)
-    thread.start()
-    thread.join(5)
-    assert len(errors) == 1 and "thread that created it" in str(errors[0])
+    exc = raised_in_thread(lambda: uring_loop.run_until(lambda: True, 1.0))
+    assert isinstance(exc, RuntimeError) and "thread that created it" in str(exc)
     assert uring_loop.run_until(lambda: True, 1.0)   # its own thread still may
 
 

@@ -262,12 +262,17 @@ class ProactorLoop(BaseLoop):
                 self._hold(op, _EMPTY if res == 0 else os_error(-res))
             self._end_draining(op)
             return
+        self._end_stream(op, _EMPTY if res == 0 else os_error(-res))
+
+    def _end_stream(self, op: Op, end: bytes | OSError) -> None:
+        # EOF or an error ends a receive stream: its op is done, its end
+        # handler hears why.
         if self._readers.get(op.fd) is op:
             del self._readers[op.fd]
         end_handler = op.end_handler
         assert end_handler is not None   # start_recv set it
         self._ops.pop(op)
-        end_handler(_EMPTY if res == 0 else os_error(-res))
+        end_handler(end)
 
     def _hold(self, op: Op, item) -> None:
         # Arrived after stop_recv: nothing is lost, start_recv delivers it.
@@ -301,13 +306,7 @@ class ProactorLoop(BaseLoop):
                 assert op.handler is not None   # a live stream always has one
                 op.handler(item)
                 continue
-            # EOF or an error: the stream is over.
-            if self._readers.get(op.fd) is op:
-                del self._readers[op.fd]
-            end_handler = op.end_handler
-            assert end_handler is not None   # start_recv set it
-            self._ops.pop(op)
-            end_handler(item)
+            self._end_stream(op, item)   # EOF or an error: the stream is over
             return
         if op.cancelled:   # stopped or closed before it was ever submitted
             self._ops.pop(op)
