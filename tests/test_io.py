@@ -368,3 +368,41 @@ def test_receive_streams_sharing_few_small_buffers_lose_nothing(incremental):
         lst.close()
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6", "unix"])
+def test_connect_reaches_a_listener_and_reports_a_refusal(loop, family, tmp_path):
+    if family == "unix":
+        path = str(tmp_path / "sock")
+        lst = socket.socket(socket.AF_UNIX)
+        lst.bind(path)
+        address, refused = path, str(tmp_path / "nobody")
+    else:
+        fam, host = (socket.AF_INET, "127.0.0.1") if family == "ipv4" else (socket.AF_INET6, "::1")
+        try:
+            lst = socket.socket(fam)
+            lst.bind((host, 0))
+        except OSError as exc:
+            pytest.skip(f"{family}: {exc}")
+        address = lst.getsockname()
+        spare = socket.socket(fam)   # a port nobody listens on: bound, then closed
+        spare.bind((host, 0))
+        refused = spare.getsockname()
+        spare.close()
+    lst.listen(4)
+    results: list = []
+    for i, target in enumerate((address, refused)):
+        sock = socket.socket(lst.family)
+        sock.setblocking(False)
+        loop.connect(sock, target, results.append)
+        run(loop, lambda i=i: len(results) > i)
+        if target == address:
+            peer, _ = lst.accept()
+            sock.sendall(b"over the connection")
+            assert peer.recv(64) == b"over the connection"
+            peer.close()
+        sock.close()
+    assert results[0] == 0
+    expected = FileNotFoundError if family == "unix" else ConnectionRefusedError
+    assert isinstance(results[1], expected), results[1]
+    lst.close()

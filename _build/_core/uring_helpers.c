@@ -151,6 +151,17 @@ int uio_prep_recv_deadline(struct io_uring *ring, int fd, void *buf, unsigned le
     return 0;
 }
 
+/* io_uring_prep_connect(3): addr is a struct sockaddr of len bytes, the
+ * kernel's to read until the CQE. */
+int uio_prep_connect(struct io_uring *ring, int fd, const void *addr, unsigned len,
+                     uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)addr, len);
+    sqe->user_data = user_data;
+    return 0;
+}
+
 int uio_prep_send(struct io_uring *ring, int fd, const void *buf, unsigned len,
                   int flags, uint64_t user_data)
 {

@@ -137,6 +137,14 @@ class Loop(Protocol):
         """Make ``run()`` return after the current turn."""
         ...
 
+    def run_once(self, max_wait: float | None) -> None:
+        """One turn, for a loop that runs this one inside its own (uringio's
+        asyncio event loop): wait for IO at most ``max_wait`` seconds
+        (None: until something happens; not at all while callbacks are
+        ready), dispatch the completions, fire the due timers, run the
+        callbacks queued so far."""
+        ...
+
     def is_running(self) -> bool:
         ...
 
@@ -188,6 +196,12 @@ class Loop(Protocol):
         EOF) or ``handler(OSError)``; ``OSError(ETIMEDOUT)`` when
         ``timeout`` seconds pass first. The buffer is the operation's until
         its completion, also after a cancel."""
+        ...
+
+    def connect(self, sock: socket.socket, address: Any, handler: Handler) -> None:
+        """Connect ``sock`` (non-blocking, not yet connected) to ``address``,
+        a resolved address of its family: ``handler(0)`` once connected, or
+        ``handler(OSError)``."""
         ...
 
     # -- sending -------------------------------------------------------------

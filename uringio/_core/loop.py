@@ -134,6 +134,13 @@ class BaseLoop:
         finally:
             self._running = False
 
+    def run_once(self, max_wait: float | None) -> None:
+        if self._closed:
+            raise LoopClosedError("the loop is closed")
+        if not self._running:   # embedded: the outer loop's thread is ours
+            self._bind_thread(threading.get_ident())
+        self._run_once(max_wait)
+
     def _enter(self) -> None:
         # Raises LoopClosedError, or RuntimeError when the loop is already
         # running or may not run in this thread.

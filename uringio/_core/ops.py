@@ -31,6 +31,7 @@ class OpKind(enum.IntEnum):
     SEND_STREAM = 7 # reports from the C-side send streams ("writers"): one op for all
     SPLICE_IN = 8   # file -> pipe half of a sendfile
     SENDFILE = 9    # pipe -> socket half of a sendfile
+    CONNECT = 10
 
 
 # Plain ints for the hot paths: an enum member lookup costs more than the

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from time import monotonic
 from typing import cast
 
@@ -353,6 +354,24 @@ class ProactorLoop(BaseLoop):
             del self._readers[op.fd]
         self._ops.pop(op)(result)
 
+    # -- connect -------------------------------------------------------------
+
+    def connect(self, sock: socket.socket, address, handler) -> None:
+        # io_uring_prep_connect(3) waits for a non-blocking socket's
+        # handshake itself; the sockaddr is the kernel's until the CQE.
+        self._check_open()
+        addr = sockaddr(sock.family, address)
+        op = self._ops.add(OpKind.CONNECT, sock.fileno(), handler, self._on_connect)
+        op.buf = addr
+        op.pin = _pin(addr)
+        self._submit(self._ring.prep_connect(op.fd, op.pin, len(addr), op.id))
+
+    def _on_connect(self, op: Op, res: int, flags: int) -> None:
+        # io_uring_prep_connect(3): res is 0 or -errno.
+        handler = self._ops.pop(op)
+        assert handler is not None
+        handler(0 if res >= 0 else os_error(-res))
+
     # -- send ----------------------------------------------------------------
 
     def send(self, fd: int, data, handler) -> None:
@@ -580,6 +599,24 @@ class ProactorLoop(BaseLoop):
 
 
 _LEAKED: list = []
+
+
+def sockaddr(family: int, address) -> bytes:
+    """``address`` (as the socket module takes it, resolved) as the kernel's
+    struct sockaddr: what connect(2) reads. Raises ValueError for a family
+    this does not know."""
+    if family == socket.AF_INET:
+        host, port = address[:2]
+        return (struct.pack("=H", family) + struct.pack("!H", port)
+                + socket.inet_pton(family, host) + bytes(8))
+    if family == socket.AF_INET6:
+        host, port, flowinfo, scope_id = (tuple(address) + (0, 0))[:4]
+        return (struct.pack("=H", family) + struct.pack("!HI", port, flowinfo)
+                + socket.inet_pton(family, host.partition("%")[0]) + struct.pack("=I", scope_id))
+    if family == socket.AF_UNIX:
+        path = address.encode() if isinstance(address, str) else bytes(address)
+        return struct.pack("=H", family) + path + (b"" if path[:1] == b"\0" else b"\0")
+    raise ValueError(f"connect: unsupported address family {family}")
 
 
 def _drop(result) -> None:

@@ -58,7 +58,8 @@ class _FdState:
     """What the loop wants from one fd: a reader and queued writes."""
 
     __slots__ = ("fd", "on_readable", "handler", "end_handler", "nbytes", "sock", "writes",
-                 "buffered", "sent", "stream", "mask", "dirty", "timer", "sendfile")
+                 "buffered", "sent", "stream", "mask", "dirty", "timer", "sendfile",
+                 "connecting")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -76,6 +77,7 @@ class _FdState:
         self.dirty = False        # stream bytes to write before the next wait
         self.timer: Timer | None = None          # a one-shot recv's deadline
         self.sendfile: _Sendfile | None = None
+        self.connecting: Handler | None = None   # a connect's handler, until writable
 
 
 class ReactorLoop(BaseLoop):
@@ -118,6 +120,8 @@ class ReactorLoop(BaseLoop):
                         self._write_more(st)
                     elif st.sendfile is not None and ev & (_EPOLLOUT | _EPOLL_ERRS):
                         self._sendfile_more(st)
+                    elif st.connecting is not None and ev & (_EPOLLOUT | _EPOLL_ERRS):
+                        self._connected(st)
             except Exception:
                 self._handler_failed(events[i - 1])
 
@@ -138,7 +142,7 @@ class ReactorLoop(BaseLoop):
         # only when that changes; forget an fd nothing is wanted from (its
         # number may be reused once it is closed).
         mask = ((_EPOLLIN if st.on_readable is not None else 0)
-                | (_EPOLLOUT if st.writes or st.sendfile else 0))
+                | (_EPOLLOUT if st.writes or st.sendfile or st.connecting else 0))
         if mask != st.mask:
             if mask == 0:
                 self._epoll.unregister(st.fd)
@@ -258,6 +262,34 @@ class ReactorLoop(BaseLoop):
         assert handler is not None   # recv() set it
         self._clear_reader(st)
         handler(result)
+
+    # -- connect -------------------------------------------------------------
+
+    def connect(self, sock: socket.socket, address, handler) -> None:
+        # Tried at once; a handshake in progress completes when the socket
+        # is writable, its result in SO_ERROR (connect(2), EINPROGRESS).
+        self._check_open()
+        err = sock.connect_ex(address)
+        if err in (errno.EINPROGRESS, errno.EAGAIN):
+            st = self._state(sock.fileno())
+            if st.connecting is not None:
+                raise BusyResourceError(f"a connect is already in flight on fd {st.fd}")
+            st.connecting = handler
+            self._update(st)
+            return
+        self._ready.append((handler, (os_error(err) if err else 0,)))
+
+    def _connected(self, st: _FdState) -> None:
+        handler = st.connecting
+        assert handler is not None
+        st.connecting = None
+        self._update(st)
+        sock = socket.socket(fileno=st.fd)
+        try:
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        finally:
+            sock.detach()
+        handler(os_error(err) if err else 0)
 
     # -- send ----------------------------------------------------------------
 
@@ -435,6 +467,8 @@ class ReactorLoop(BaseLoop):
             cancelled = [h for _view, h, _total in st.writes if h is not None]
             if st.sendfile is not None:
                 cancelled.append(st.sendfile.handler)
+            if st.connecting is not None:
+                cancelled.append(st.connecting)
             if st.on_readable == self._read_once:
                 cancelled.append(st.handler)
             for op_handler in cancelled:

@@ -10,6 +10,7 @@ into the next send, all of it kept out of Python on the io_uring backend.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -19,6 +20,7 @@ import sys
 import termios
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from .blocking import is_blocking
 
@@ -108,20 +110,32 @@ class Protocol:
         """The buffer drained to the low-water mark: writing may go on."""
 
 
-class Connection:
-    """One TCP connection on a loop. Not thread-safe: use it from the loop."""
+class Connection(asyncio.Transport):
+    """One TCP connection on a loop. Not thread-safe: use it from the loop.
+
+    It is an ``asyncio.Transport`` too: the same object serves uringio's
+    ``Protocol`` and asyncio's ``Protocol`` or ``BufferedProtocol`` (the
+    asyncio event loop, ``uringio.aio``, makes one per socket). As asyncio
+    does, it calls ``connection_lost`` soon after the connection ends, never
+    inside the call that ended it.
+    """
 
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
                  "_paused_reading", "_deliver", "_events", "_idle_timeout", "_idle_timer",
-                 "_peer_seen", "_peer_at", "_pool", "_work", "_eof_pending",
-                 "_queue", "__weakref__")
+                 "_peer_seen", "_peer_at", "_pool", "_work", "_eof",
+                 "_queue", "_sock", "__weakref__")
 
-    def __init__(self, loop, fd: int, protocol: Protocol,
+    def __init__(self, loop, fd: int, protocol: Protocol | asyncio.BaseProtocol,
                  on_closed: Callable[[Connection], None] | None = None,
-                 idle_timeout: float | None = None, pool=None) -> None:
+                 idle_timeout: float | None = None, pool=None, *,
+                 sock: socket.socket | None = None, extra: dict | None = None) -> None:
         self._loop = loop
         self.fd = fd
+        # The socket object that owns fd, if the caller has one: detached
+        # before fd is closed, so that it never closes a reused number.
+        self._sock = sock
+        self._extra = extra   # get_extra_info()'s, beside what it asks the kernel
         self._protocol = protocol
         # One bound method, made once, for both streams' events (_on_event).
         self._events = self._on_event
@@ -135,7 +149,7 @@ class Connection:
         self._high = DEFAULT_HIGH_WATER
         self._low = DEFAULT_LOW_WATER
         self._paused_writing = False
-        self._eof_pending = False
+        self._eof = 0   # write_eof(): 1 once asked for, 2 once the FIN is sent
         # While a file is being sent: it, and what was written or sent after
         # it, in order (bytes, or (file, offset, count, close)). None until
         # the first file, as _work until the first offloaded chunk: an idle
@@ -148,14 +162,17 @@ class Connection:
         self._peer_at = 0.0           # and when we saw that
         self._pool = pool
         self._work: deque | None = None   # [done, result] per offloaded chunk, in order
-        # Data goes straight to the protocol unless its data_received is
-        # @blocking (run in the pool, or inline and its result written).
+        self._deliver = self._receiver(protocol)
+
+    def _receiver(self, protocol) -> Callable[[bytes], object]:
+        # Data goes straight to the protocol's data_received, unless that is
+        # @blocking (run in the pool, or inline and its result written), or
+        # the protocol is asyncio's BufferedProtocol (into its own buffer).
+        if isinstance(protocol, asyncio.BufferedProtocol):
+            return self._into_buffer
         if not is_blocking(protocol.data_received):
-            self._deliver = protocol.data_received
-        elif pool is not None:
-            self._deliver = self._offload
-        else:
-            self._deliver = self._run_blocking
+            return protocol.data_received
+        return self._offload if self._pool is not None else self._run_blocking
 
     def start(self) -> None:
         """Tell the protocol, then start receiving."""
@@ -182,11 +199,28 @@ class Connection:
             self._paused_reading = False
             self._loop.start_recv(self.fd, self._deliver, self._events)
 
+    def is_reading(self) -> bool:
+        return not self._paused_reading and not self._closing
+
+    def _into_buffer(self, data: bytes) -> None:
+        # asyncio's BufferedProtocol: the bytes go into the buffer it hands
+        # out, in as many rounds as that takes.
+        protocol = cast(asyncio.BufferedProtocol, self._protocol)
+        view = memoryview(data)
+        while view:
+            buf = memoryview(protocol.get_buffer(len(view))).cast("B")
+            n = min(len(buf), len(view))
+            if not n:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            buf[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
+
     # -- blocking work (pool.py) ---------------------------------------------
 
     def _run_blocking(self, data: bytes) -> None:
         # A @blocking data_received returns the bytes to send back, or None.
-        work: Callable[[bytes], bytes | None] = self._protocol.data_received
+        work: Callable[[bytes], bytes | None] = self.protocol.data_received
         result = work(data)
         if result:
             self.write(result)
@@ -196,7 +230,7 @@ class Connection:
         if self._work is None:
             self._work = deque()
         self._work.append(entry)
-        self._pool.submit(self._protocol.data_received, data, self._work_done, entry)
+        self._pool.submit(self.protocol.data_received, data, self._work_done, entry)
 
     def _work_done(self, entry: list, result) -> None:
         # On the loop thread. Results go out in arrival order: one that
@@ -246,7 +280,42 @@ class Connection:
 
     @property
     def protocol(self) -> Protocol:
+        return cast(Protocol, self._protocol)
+
+    def get_protocol(self):
         return self._protocol
+
+    def set_protocol(self, protocol) -> None:
+        """Hand the connection to another protocol; what is received from
+        now on goes to it (asyncio's ``Transport.set_protocol``)."""
+        self._protocol = protocol
+        self._deliver = self._receiver(protocol)
+        if not self._paused_reading and not self._closing:
+            # Restart the stream with the new handler: nothing is lost
+            # across a stop and a start.
+            self._loop.stop_recv(self.fd)
+            self._loop.start_recv(self.fd, self._deliver, self._events)
+
+    def get_extra_info(self, name: str, default=None):
+        """asyncio's: ``socket``, ``sockname``, ``peername``, and what the
+        connection was made with."""
+        if self._extra is not None and name in self._extra:
+            return self._extra[name]
+        if name in ("peername", "sockname") and not self._closed:
+            sock = socket.socket(fileno=self.fd)
+            try:
+                return sock.getpeername() if name == "peername" else sock.getsockname()
+            except OSError:
+                return default
+            finally:
+                sock.detach()
+        return default
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low, self._high
+
+    def can_write_eof(self) -> bool:
+        return True
 
     @property
     def loop(self):
@@ -288,7 +357,7 @@ class Connection:
         if cls is int:
             self._on_send_level(event)
         elif cls is bytes:
-            if not self._closed and not self._protocol.eof_received():
+            if not self._closed and not self.protocol.eof_received():
                 self.close()
         else:
             self._fail(event)
@@ -302,6 +371,8 @@ class Connection:
             if self._closed:
                 return
             raise RuntimeError("write() after close()")
+        if self._eof:
+            raise RuntimeError("write() after write_eof()")
         if data.__class__ is not bytes:
             data = bytes(data)   # the caller may change it after we return
         if self._queue:   # a file goes out first; these bytes wait their turn
@@ -372,7 +443,7 @@ class Connection:
             if res == 0:
                 self._next_file()   # what was written before the file is out
             return
-        if self._eof_pending and (res == 0 or self._stream.notify(0)):
+        if self._eof == 1 and (res == 0 or self._stream.notify(0)):
             self._shutdown_write()
         self._finish_if_drained()
 
@@ -380,14 +451,14 @@ class Connection:
         """Send FIN once the queued writes are out; receiving goes on (a
         server that refuses a request reads the rest before closing, so the
         peer sees the answer and not a reset)."""
-        if self._closing or self._eof_pending:
+        if self._closing or self._eof:
             return
-        self._eof_pending = True
+        self._eof = 1
         if self._stream.notify(0):
             self._shutdown_write()
 
     def _shutdown_write(self) -> None:
-        self._eof_pending = False
+        self._eof = 2
         sock = socket.socket(fileno=self.fd)
         try:
             sock.shutdown(socket.SHUT_WR)
@@ -453,7 +524,12 @@ class Connection:
                 item[0].close()   # the loop's own sendfile holds its fd until cancelled
         self._queue = None
         self._stream.close()
+        if self._sock is not None:
+            self._sock.detach()   # fd is ours to close, and it is closed now
         self._loop.close_fd(self.fd)
+        self._loop.call_soon(self._connection_lost)
+
+    def _connection_lost(self) -> None:
         try:
             self._protocol.connection_lost(self._exc)
         finally:
