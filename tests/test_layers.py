@@ -11,12 +11,13 @@ from conftest import REPO
 PACKAGE = pathlib.Path(REPO) / "uringio"
 
 # Lower first. A module may import its own layer's modules and those of
-# lower ones; models and protocols stand side by side and import neither.
+# lower ones; aio, models and protocols stand side by side and import
+# one another not at all.
 LAYERS = {
     "uringio._version": 0, "uringio.errors": 0,
     "uringio._core": 1,
     "uringio.net": 2,
-    "uringio.models": 3, "uringio.protocols": 3,
+    "uringio.aio": 3, "uringio.models": 3, "uringio.protocols": 3,
     "uringio.cli": 4,
     "uringio": 5,   # the package itself, __main__, and the old paths it keeps
 }

@@ -8,6 +8,7 @@ below it:
   two loops behind one ``Loop`` interface, and the choice between them;
 * ``uringio.net``: ``Protocol``, ``Connection`` and ``Server``, uringio's own
   callback API on that interface;
+* ``uringio.aio``: asyncio's event loop on the same interface;
 * ``uringio.models``: the server models (single, pool, multi, threads);
 * ``uringio.protocols``: the applications -- echo, HTTP/1.1, RESP;
 * ``uringio.cli``: ``python -m uringio``.
@@ -19,8 +20,21 @@ from .errors import BusyResourceError, LoopClosedError, UringUnavailable
 from .models import MODELS, run_server, serve
 from .net import Connection, Protocol, Server, blocking, listen
 
+# The asyncio loop is imported when first asked for: a program that uses
+# only the callback API does not pay for it (and Python 3.10 can still
+# import the rest).
+_AIO_NAMES = ("EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run")
+
+
+def __getattr__(name: str):
+    if name in _AIO_NAMES:
+        from . import aio
+        return getattr(aio, name)
+    raise AttributeError(f"module 'uringio' has no attribute {name!r}")
+
+
 __all__ = [
-    "BACKENDS", "BaseLoop", "BusyResourceError", "Connection", "Loop", "LoopClosedError",
-    "MODELS", "Protocol", "Server", "UringUnavailable", "blocking", "listen", "open_loop",
-    "run_server", "serve",
+    "BACKENDS", "BaseLoop", "BusyResourceError", "Connection", "EventLoop", "EventLoopPolicy",
+    "Loop", "LoopClosedError", "MODELS", "Protocol", "Server", "UringUnavailable", "blocking",
+    "install", "listen", "new_event_loop", "open_loop", "run", "run_server", "serve",
 ]

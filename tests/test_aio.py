@@ -1,0 +1,367 @@
+"""uringio's asyncio event loop, on both backends: asyncio's own APIs (streams,
+protocols, TLS, socket operations, timers, executors, signals) running on it,
+and the faults asyncio documents. CPython's own test suite is the judge of
+compatibility beyond these (docs/asyncio.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import signal
+import socket
+import ssl
+import threading
+import warnings
+
+import pytest
+
+import uringio
+from conftest import open_fds, recv_exactly
+from uringio.aio import EventLoop, EventLoopPolicy
+
+MiB = 1 << 20
+
+
+def run(backend: str, coro_fn, timeout: float = 30.0):
+    """Run ``coro_fn()`` to completion on a fresh uringio loop, bounded in time."""
+    async def bounded():
+        return await asyncio.wait_for(coro_fn(), timeout)
+    return uringio.run(bounded(), backend=backend)
+
+
+async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+def test_the_loop_is_uringios_on_the_backend_asked_for(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        return type(loop), loop.backend, isinstance(loop, asyncio.AbstractEventLoop)
+
+    assert run(backend, main) == (EventLoop, backend, True)
+
+
+def test_streams_echo_small_and_large_messages_and_eof(backend):
+    async def main():
+        server = await asyncio.start_server(echo_handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in range(50):
+            writer.write(b"message %03d" % i)
+            assert await reader.readexactly(11) == b"message %03d" % i
+        big = os.urandom(4 * MiB)
+        writer.write(big)
+        assert await reader.readexactly(len(big)) == big
+        writer.write_eof()
+        assert await reader.read() == b""   # the server saw EOF and closed
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run(backend, main)
+
+
+def test_protocol_transport_is_an_asyncio_transport_with_its_extra_info(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        made = loop.create_future()
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+                made.set_result(transport)
+
+            def data_received(self, data):
+                self.transport.write(data)
+
+        server = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        got = bytearray()
+        done = loop.create_future()
+
+        class Client(asyncio.Protocol):
+            def data_received(self, data):
+                got.extend(data)
+                if len(got) >= 5:
+                    done.set_result(None)
+
+        transport, _ = await loop.create_connection(Client, "127.0.0.1", port)
+        transport.write(b"hello")
+        await done
+        server_side = await made
+        assert bytes(got) == b"hello"
+        assert isinstance(transport, asyncio.Transport)
+        assert transport.get_extra_info("peername") == ("127.0.0.1", port)
+        assert server_side.get_extra_info("sockname") == ("127.0.0.1", port)
+        assert transport.get_extra_info("socket").fileno() >= 0
+        assert transport.get_extra_info("no such thing", "dflt") == "dflt"
+        transport.close()
+        server.close()
+        await server.wait_closed()
+
+    run(backend, main)
+
+
+def test_a_buffered_protocol_receives_into_its_own_buffer(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        payload = os.urandom(3 * MiB)
+        received = bytearray()
+        done = loop.create_future()
+
+        class Buffered(asyncio.BufferedProtocol):
+            def __init__(self):
+                self.buf = bytearray(1000)   # smaller than what arrives at once
+
+            def get_buffer(self, sizehint):
+                return self.buf
+
+            def buffer_updated(self, nbytes):
+                received.extend(self.buf[:nbytes])
+
+            def eof_received(self):
+                done.set_result(None)
+
+        server = await loop.create_server(Buffered, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        writer.write_eof()
+        await done
+        assert bytes(received) == payload
+        writer.close()
+        server.close()
+
+    run(backend, main)
+
+
+def test_flow_control_pauses_and_resumes_writing(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        events = []
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+
+        class Writer(asyncio.Protocol):
+            def pause_writing(self):
+                events.append("pause")
+
+            def resume_writing(self):
+                events.append("resume")
+
+        transport, _ = await loop.create_connection(Writer, *lst.getsockname())
+        peer, _ = lst.accept()   # connected already: no wait
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        transport.set_write_buffer_limits(high=64 * 1024)
+        # More than both sockets' buffers can hold: some of it must wait in
+        # ours, so the protocol is paused; reading it all resumes it.
+        sndbuf = transport.get_extra_info("socket").getsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF)
+        payload = os.urandom(4 * sndbuf + 8 * MiB)
+        transport.write(payload)
+        assert events == ["pause"]
+        got = await loop.run_in_executor(None, recv_exactly, peer, len(payload))
+        for _ in range(100):
+            if "resume" in events:
+                break
+            await asyncio.sleep(0.01)
+        assert got == payload and events == ["pause", "resume"]
+        transport.close()
+        peer.close()
+        lst.close()
+
+    run(backend, main)
+
+
+def test_a_peer_reset_reaches_connection_lost_with_the_error(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        lost = loop.create_future()
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+
+        class Watch(asyncio.Protocol):
+            def connection_lost(self, exc):
+                lost.set_result(exc)
+
+        transport, _ = await loop.create_connection(Watch, *lst.getsockname())
+        peer, _ = lst.accept()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        peer.close()   # with SO_LINGER 0: a reset
+        exc = await lost
+        assert isinstance(exc, ConnectionResetError), exc
+        assert transport.is_closing()
+        lst.close()
+
+    run(backend, main)
+
+
+def test_socket_operations_and_a_cancelled_receive(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        sock = socket.socket()
+        sock.setblocking(False)
+        await loop.sock_connect(sock, lst.getsockname())
+        peer, _ = lst.accept()
+        await loop.sock_sendall(sock, b"x" * (2 * MiB))
+        assert recv_exactly(peer, 2 * MiB) == b"x" * (2 * MiB)
+        peer.sendall(b"reply")
+        assert await loop.sock_recv(sock, 100) == b"reply"
+        buf = bytearray(10)
+        peer.sendall(b"into")
+        assert await loop.sock_recv_into(sock, buf) == 4 and buf[:4] == b"into"
+        # A receive cancelled while waiting: nothing is left that could
+        # write into its buffer, and the next receive gets the next bytes.
+        task = asyncio.ensure_future(loop.sock_recv(sock, 100))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        peer.sendall(b"after")
+        assert await loop.sock_recv(sock, 100) == b"after"
+        refused = socket.socket()
+        refused.setblocking(False)
+        spare = socket.socket()
+        spare.bind(("127.0.0.1", 0))
+        address = spare.getsockname()
+        spare.close()
+        with pytest.raises(ConnectionRefusedError):
+            await loop.sock_connect(refused, address)
+        for s in (refused, sock, peer, lst):
+            s.close()
+
+    run(backend, main)
+
+
+def test_tls_server_and_client_with_asyncios_sslproto(backend):
+    import test as cpython_tests
+    certs = os.path.join(os.path.dirname(cpython_tests.__file__), "certdata", "keycert.pem")
+    if not os.path.exists(certs):
+        pytest.skip("CPython's test certificates are not installed")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(certs)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+
+    async def main():
+        server = await asyncio.start_server(echo_handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+        payload = os.urandom(MiB)
+        writer.write(payload)
+        assert await reader.readexactly(len(payload)) == payload
+        assert writer.get_extra_info("sslcontext") is client_ctx
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run(backend, main)
+
+
+def test_timers_executor_and_threadsafe_callbacks(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        order = []
+        loop.call_later(0.02, order.append, "later")
+        loop.call_at(loop.time() + 0.01, order.append, "at")
+        loop.call_soon(order.append, "soon")
+        await asyncio.sleep(0.05)
+        assert order == ["soon", "at", "later"]
+        assert await loop.run_in_executor(None, sum, range(10)) == 45
+        woken = loop.create_future()
+        # From another thread, while the loop waits in the kernel.
+        threading.Timer(0.05, loop.call_soon_threadsafe, (woken.set_result, "woken")).start()
+        assert await woken == "woken"
+        infos = await loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+        assert infos[0][4] == ("127.0.0.1", 80)
+
+    run(backend, main)
+
+
+def test_a_signal_handler_runs_on_the_loop(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        loop.add_signal_handler(signal.SIGUSR1, got.set_result, "usr1")
+        try:
+            threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+            assert await got == "usr1"
+        finally:
+            assert loop.remove_signal_handler(signal.SIGUSR1)
+        assert not loop.remove_signal_handler(signal.SIGUSR1)
+
+    run(backend, main)
+
+
+def test_closing_the_loop_with_a_transport_open_warns_and_closes_it(backend):
+    before = open_fds()
+    loop = uringio.new_event_loop(backend)
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(1)
+    transport, _ = loop.run_until_complete(
+        loop.create_connection(asyncio.Protocol, *lst.getsockname()))
+    peer, _ = lst.accept()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loop.close()
+    assert any(issubclass(w.category, ResourceWarning) for w in caught)
+    assert transport.is_closing()
+    peer.settimeout(5)
+    assert peer.recv(10) == b""   # closed on our side
+    peer.close()
+    lst.close()
+    gc.collect()
+    assert open_fds() == before   # the loop's own, and the transport's
+
+
+def test_the_policy_and_install_make_uringio_loops(backend):
+    policy = EventLoopPolicy(backend)
+    loop = policy.new_event_loop()
+    try:
+        assert isinstance(loop, EventLoop) and loop.backend == backend
+    finally:
+        loop.close()
+    old = asyncio.get_event_loop_policy()
+    try:
+        uringio.install(backend)
+        loop = asyncio.new_event_loop()
+        assert isinstance(loop, EventLoop) and loop.backend == backend
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(old)
+
+
+@pytest.mark.parametrize("cycles", [2000, pytest.param(20000, marks=pytest.mark.slow)])
+def test_connect_close_cycles_leak_no_fd(backend, cycles):
+    async def main():
+        server = await asyncio.start_server(echo_handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        baseline = open_fds()
+        for _ in range(cycles):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            writer.close()
+            await writer.wait_closed()
+        for _ in range(200):   # the server's side closes after our FIN
+            if open_fds() == baseline:
+                break
+            await asyncio.sleep(0.01)
+        assert open_fds() == baseline
+        server.close()
+        await server.wait_closed()
+
+    run(backend, main, timeout=120)

@@ -1,0 +1,297 @@
+"""``EventLoop``: asyncio's event loop on uringio's completion interface.
+
+asyncio's ``BaseEventLoop`` already holds everything about an event loop
+that does not touch a socket: handles, timers, futures and tasks (its C
+``Future`` and ``Task``), the executor, name resolution, the server object,
+the connection logic of ``create_connection`` and ``create_server``. What it
+leaves to a subclass is the IO, and that is uringio's:
+
+* **the wait**: asyncio's turn calls ``self._selector.select(timeout)``;
+  here that is one turn of the core loop (``Loop.run_once``), which waits in
+  ``io_uring_enter`` or ``epoll_wait`` and dispatches every completion;
+* **transports**: a ``uringio.net.Connection`` per socket, which is an
+  ``asyncio.Transport``. Its receive stream hands each chunk straight to
+  ``Protocol.data_received`` (from the C dispatcher on uring), and
+  ``transport.write`` appends to its C send stream: no ``Handle``,
+  ``Future`` or ``call_soon`` per message;
+* **the socket operations** (``sock_recv``, ``sock_sendall``,
+  ``sock_connect``): one core operation each, a future the caller awaits.
+
+A loop is bound to the thread that creates it (an io_uring ring with
+``IORING_SETUP_SINGLE_ISSUER`` may only be entered from its creator):
+create it in the thread that runs it, as ``asyncio.run`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import logging
+import signal
+import socket
+import sys
+import threading
+import warnings
+import weakref
+from asyncio import base_events, constants, events, sslproto, trsock
+from collections.abc import Callable
+from typing import Any
+
+from .._core import Loop, open_loop
+from ..net.connection import Connection
+
+if sys.version_info < (3, 11):
+    # BaseEventLoop's hooks and sslproto's shutdown timeout, as used here,
+    # are those of 3.11; 3.10's differ.
+    raise ImportError("uringio's asyncio event loop needs Python 3.11 or newer")
+
+log = logging.getLogger("uringio")
+
+# How long accepting pauses when the process is out of fds (as asyncio).
+ACCEPT_RETRY_DELAY = 1.0
+
+
+class _CoreTurn:
+    """What asyncio's turn calls its selector: ``select(timeout)`` is one
+    turn of the core loop. Completions are dispatched inside it, straight to
+    their handlers, so there are no events to hand back."""
+
+    def __init__(self, core: Loop) -> None:
+        self._core = core
+
+    def select(self, timeout: float | None) -> tuple:
+        self._core.run_once(timeout)
+        return ()
+
+    def close(self) -> None:
+        pass
+
+
+def _nothing() -> None:
+    """What a wakeup runs: waking is all it is for."""
+
+
+def _resolve(fut: asyncio.Future, result: object) -> None:
+    # A core operation's handler: its result, or the OSError, into the
+    # future (unless the caller has stopped waiting).
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
+class EventLoop(base_events.BaseEventLoop):
+    """An ``asyncio.AbstractEventLoop`` on io_uring (``backend="uring"``) or
+    epoll (``"epoll"``); ``"auto"`` picks io_uring where it works."""
+
+    def __init__(self, backend: str = "auto", **options: Any) -> None:
+        super().__init__()
+        self._core = open_loop(backend, **options)
+        self._selector = _CoreTurn(self._core)
+        self._transports: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._signal_handlers: dict[int, events.Handle] = {}
+
+    @property
+    def backend(self) -> str:
+        """``"uring"`` or ``"epoll"``: the core loop under this one."""
+        return self._core.backend
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} backend={self.backend} running={self.is_running()} "
+                f"closed={self.is_closed()} debug={self.get_debug()}>")
+
+    # -- what BaseEventLoop leaves to its subclass -----------------------------
+
+    def _process_events(self, event_list: object) -> None:
+        pass   # _CoreTurn.select has dispatched them already
+
+    def _write_to_self(self) -> None:
+        # call_soon_threadsafe and signal handlers: wake the core's wait.
+        if not self._core.is_closed():
+            self._core.call_soon_threadsafe(_nothing)
+
+    def close(self) -> None:
+        """Close the loop. Transports still open are aborted, with a
+        ResourceWarning; the core loop cancels what is in flight."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        still_open = [t for t in self._transports if not t.is_closing()]
+        if still_open:
+            warnings.warn(f"{self!r} closed with {len(still_open)} transport(s) open",
+                          ResourceWarning, stacklevel=2, source=self)
+            for transport in still_open:
+                transport.abort()
+        for signum in list(self._signal_handlers):
+            self.remove_signal_handler(signum)
+        super().close()
+        self._core.close()
+
+    # -- transports ------------------------------------------------------------
+
+    def _make_socket_transport(self, sock: socket.socket, protocol: asyncio.BaseProtocol,
+                               waiter: asyncio.Future | None = None, *,
+                               extra: dict | None = None, server: Any = None) -> Connection:
+        sock.setblocking(False)
+        info = dict(extra or {})
+        info.setdefault("socket", trsock.TransportSocket(sock))
+        for name, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+            if name not in info:
+                try:
+                    info[name] = get()
+                except OSError:
+                    info[name] = None
+        on_closed = None
+        if server is not None:
+            server._attach()
+            on_closed = functools.partial(_detach, server)
+        conn = Connection(self._core, sock.fileno(), protocol, on_closed, sock=sock, extra=info)
+        self._transports.add(conn)
+        # As asyncio's transports do: connection_made, then reading, then the
+        # waiter, all soon and in that order.
+        self.call_soon(self._transport_made, conn, waiter)
+        return conn
+
+    def _transport_made(self, conn: Connection, waiter: asyncio.Future | None) -> None:
+        try:
+            conn.start()
+        except BaseException as exc:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+            conn.abort()
+            raise
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None, extra=None, server=None,
+                            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # asyncio's own TLS over our transport: SSLProtocol is a
+        # BufferedProtocol, which a Connection feeds into its buffer.
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+
+    # -- serving ---------------------------------------------------------------
+
+    def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
+                       ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT) -> None:
+        accepted = functools.partial(self._accepted, protocol_factory, sock, sslcontext, server,
+                                     ssl_handshake_timeout, ssl_shutdown_timeout)
+        self._core.accept(sock, accepted)
+
+    def _accepted(self, protocol_factory, lsock, sslcontext, server, handshake_timeout,
+                  shutdown_timeout, fd) -> None:
+        if not isinstance(fd, int):
+            self._accept_failed(lsock, fd, functools.partial(
+                self._start_serving, protocol_factory, lsock, sslcontext, server, 100,
+                handshake_timeout, shutdown_timeout))
+            return
+        conn = socket.socket(lsock.family, lsock.type, lsock.proto, fileno=fd)
+        protocol = None
+        try:
+            protocol = protocol_factory()
+            if sslcontext:
+                self._make_ssl_transport(conn, protocol, sslcontext, server_side=True,
+                                         server=server,
+                                         ssl_handshake_timeout=handshake_timeout,
+                                         ssl_shutdown_timeout=shutdown_timeout)
+            else:
+                self._make_socket_transport(conn, protocol, server=server)
+        except Exception as exc:
+            conn.close()
+            self.call_exception_handler({
+                "message": "Error on transport creation for incoming connection",
+                "exception": exc, "protocol": protocol})
+
+    def _accept_failed(self, lsock: socket.socket, exc: OSError, restart: Callable) -> None:
+        # Accepting has stopped. Out of fds: say so and try again later; the
+        # backlog holds new clients meanwhile (as asyncio's own loop does).
+        if lsock.fileno() == -1:
+            return   # the server was closed
+        self.call_exception_handler({
+            "message": "socket.accept() out of system resource"
+                       if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+                       else "Error on accepting a connection",
+            "exception": exc, "socket": trsock.TransportSocket(lsock)})
+        self.call_later(ACCEPT_RETRY_DELAY, restart)
+
+    def _stop_serving(self, sock: socket.socket) -> None:
+        self._core.cancel_accept(sock)
+        sock.close()
+
+    # -- socket operations ---------------------------------------------------
+
+    def _check_sock(self, sock: socket.socket) -> None:
+        base_events._check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        self._check_sock(sock)
+        fut = self.create_future()
+        fd = sock.fileno()
+        self._core.recv(fd, n, functools.partial(_resolve, fut))
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            # Cancels the receive; its buffer stays the kernel's until the
+            # cancelled operation's completion (the core's ownership rule).
+            self._core.stop_recv(fd)
+            raise
+
+    async def sock_recv_into(self, sock: socket.socket, buf) -> int:
+        data = await self.sock_recv(sock, len(memoryview(buf)))
+        memoryview(buf).cast("B")[:len(data)] = data
+        return len(data)
+
+    async def sock_sendall(self, sock: socket.socket, data) -> None:
+        self._check_sock(sock)
+        if not data:
+            return
+        fut = self.create_future()
+        self._core.send(sock.fileno(), data, functools.partial(_resolve, fut))
+        await fut
+
+    async def sock_connect(self, sock: socket.socket, address) -> None:
+        self._check_sock(sock)
+        if sock.family != getattr(socket, "AF_UNIX", -1):
+            resolved = await self._ensure_resolved(address, family=sock.family,
+                                                   type=sock.type, proto=sock.proto, loop=self)
+            address = resolved[0][4]
+        fut = self.create_future()
+        self._core.connect(sock, address, functools.partial(_resolve, fut))
+        await fut
+
+    # -- signals -------------------------------------------------------------
+
+    def add_signal_handler(self, sig: int, callback: Callable[..., object],  # type: ignore[override]
+                           *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop when ``sig`` arrives. From the
+        main thread only."""
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("add_signal_handler() works only in the main thread")
+        self._check_closed()
+        handle = events.Handle(callback, args, self, None)
+        signal.signal(sig, lambda _signum, _frame: self._add_callback_signalsafe(handle))
+        signal.siginterrupt(sig, False)   # system calls go on; the wakeup does the rest
+        self._signal_handlers[sig] = handle
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        if self._signal_handlers.pop(sig, None) is None:
+            return False
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+        return True
+
+
+def _detach(server: Any, conn: Connection) -> None:
+    server._detach()
