@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up a uringio checkout on Debian/Ubuntu: system packages (liburing-dev,
 # a C compiler, Python headers, venv), then .venv/ with uringio installed in
-# editable mode. With --test, also the real clients the tests drive (curl,
-# redis-cli, redis-benchmark). Safe to run again: it only does what is missing.
+# editable mode. With --test, also the real clients and servers the tests
+# drive (curl, redis-cli, redis-benchmark, redis-server). Safe to run again:
+# it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ command -v "$PY" >/dev/null || need+=(python3 python3-venv python3-dev)
 if [ "${1:-}" = "--test" ]; then
     command -v curl >/dev/null || need+=(curl)
     command -v redis-benchmark >/dev/null || need+=(redis-tools)
+    command -v redis-server >/dev/null || need+=(redis-server)
 fi
 if command -v "$PY" >/dev/null; then
     "$PY" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)

@@ -365,3 +365,28 @@ def test_connect_close_cycles_leak_no_fd(backend, cycles):
         await server.wait_closed()
 
     run(backend, main, timeout=120)
+
+
+def test_sock_accept_takes_one_connection_and_a_cancelled_one_takes_none(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(8)
+        lst.setblocking(False)
+        waiting = asyncio.ensure_future(loop.sock_accept(lst))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        clients = [socket.create_connection(lst.getsockname()) for _ in range(2)]
+        accepted = [await loop.sock_accept(lst) for _ in clients]
+        for (conn, peer), client in zip(accepted, clients, strict=True):
+            assert peer == client.getsockname()
+            client.sendall(b"hi")
+            assert await loop.sock_recv(conn, 2) == b"hi"
+            conn.close()
+            client.close()
+        lst.close()
+
+    run(backend, main)

@@ -43,7 +43,8 @@ def test_mkdocs_build_strict(site):
     rc, output, site_dir = site
     assert rc == 0, output
     for page in ("tutorial-echo", "tutorial-epoll", "tutorial-models", "tutorial-protocols",
-                 "design", "models", "http", "resp", "benchmarks", "reference"):
+                 "tutorial-asyncio", "design", "models", "http", "resp", "asyncio",
+                 "benchmarks", "reference"):
         assert os.path.exists(os.path.join(site_dir, page, "index.html")), page
     assert os.path.exists(os.path.join(site_dir, "img", "echo_bench.png"))
 
@@ -87,6 +88,7 @@ ECHO_COMMANDS = {
     "echo_server": ["examples/echo_server.py", "--port", "0"],
     "echo_protocol": ["examples/echo_protocol.py", "--port", "0"],
     "serve_echo": ["-m", "uringio", "serve", "echo", "--port", "0"],
+    "asyncio_echo": ["examples/asyncio_echo.py", "--port", "0"],   # tutorial-asyncio.md
 }
 
 
@@ -178,6 +180,26 @@ def test_blocking_pool_tutorial_single_model(backend):
         replies, elapsed = _eight_requests(port)
         assert replies == [b"REQUEST %d" % i for i in range(8)]
         assert elapsed >= 0.75, f"single model answered 8 x 100 ms in {elapsed:.2f} s"
+        _stop(proc)
+    finally:
+        stop_server(proc)
+
+
+def test_aiohttp_app_tutorial(backend):
+    """tutorial-asyncio.md: the unmodified aiohttp app, over one keep-alive
+    connection, with http.client."""
+    pytest.importorskip("aiohttp")
+    proc, port = start_server(["examples/aiohttp_app.py", "--port", "0"], backend)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/hello/you")
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())) == (200, {"hello": "you"})
+        body = os.urandom(512 * 1024)
+        conn.request("POST", "/echo", body=body)
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, body)
+        conn.close()
         _stop(proc)
     finally:
         stop_server(proc)

@@ -87,6 +87,11 @@ class Loop(Protocol):
     backend: str
     """``"uring"`` or ``"epoll"``."""
 
+    on_error: Callable[[object, BaseException], None] | None
+    """Called with the handler or callback that raised and its exception;
+    None (the default) logs them to the "uringio" logger. Either way the
+    loop goes on."""
+
     # -- callbacks and timers ------------------------------------------------
 
     def time(self) -> float:
@@ -159,12 +164,13 @@ class Loop(Protocol):
 
     # -- accepting -----------------------------------------------------------
 
-    def accept(self, sock: socket.socket, handler: Handler) -> None:
+    def accept(self, sock: socket.socket, handler: Handler, once: bool = False) -> None:
         """Accept connections on listening ``sock``: ``handler(fd)`` for each
         new connection, until ``cancel_accept(sock)``; ``handler(OSError)``
         means accepting has stopped (the caller decides when to start
-        again). Raises BusyResourceError when an accept is already in
-        flight on ``sock``."""
+        again). With ``once``, one connection only: ``handler(fd)`` or
+        ``handler(OSError)``, and accepting ends. Raises BusyResourceError
+        when an accept is already in flight on ``sock``."""
         ...
 
     def cancel_accept(self, sock: socket.socket) -> None:

@@ -14,6 +14,7 @@ import heapq
 import logging
 import os
 import signal
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -74,6 +75,9 @@ class BaseLoop:
         # somewhere (see _enter); send streams refuse writes from others.
         self._thread_id = threading.get_ident()
         self._signals: dict[int, Any] = {}
+        # Where a handler's or callback's exception goes: (what raised, the
+        # exception). None: the "uringio" logger, with the traceback.
+        self.on_error: Callable[[object, BaseException], None] | None = None
         # eventfd: a thread-safe wakeup the backend keeps a read pending on.
         self._wakeup_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
 
@@ -191,11 +195,20 @@ class BaseLoop:
             callback, args = ready.popleft()
             try:
                 callback(*args)
-            except Exception:
-                log.exception("callback %r raised", callback)
+            except Exception as exc:
+                self._report(callback, exc)
 
     def _handler_failed(self, handler: object) -> None:
-        log.exception("completion handler %r raised", handler)
+        # In an except block: the exception being handled is the handler's.
+        exc = sys.exc_info()[1]
+        assert exc is not None
+        self._report(handler, exc)
+
+    def _report(self, what: object, exc: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(what, exc)
+        else:
+            log.error("%r raised", what, exc_info=exc)
 
     def _poll(self, timeout: float | None) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

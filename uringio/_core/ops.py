@@ -32,6 +32,7 @@ class OpKind(enum.IntEnum):
     SPLICE_IN = 8   # file -> pipe half of a sendfile
     SENDFILE = 9    # pipe -> socket half of a sendfile
     CONNECT = 10
+    ACCEPT_ONCE = 11
 
 
 # Plain ints for the hot paths: an enum member lookup costs more than the

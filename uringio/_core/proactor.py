@@ -152,14 +152,31 @@ class ProactorLoop(BaseLoop):
 
     # -- accept --------------------------------------------------------------
 
-    def accept(self, sock: socket.socket, handler) -> None:
+    def accept(self, sock: socket.socket, handler, once: bool = False) -> None:
         self._check_open()
         fd = sock.fileno()
         if fd in self._acceptors:
             raise BusyResourceError(f"an accept is already in flight on fd {fd}")
-        op = self._ops.add(OpKind.ACCEPT, fd, handler, self._on_accept)
+        if once:
+            op = self._ops.add(OpKind.ACCEPT_ONCE, fd, handler, self._on_accept_once)
+        else:
+            op = self._ops.add(OpKind.ACCEPT, fd, handler, self._on_accept)
         self._acceptors[fd] = op
-        self._submit(self._ring.prep_accept(fd, 1, _ACCEPT_FLAGS, op.id))
+        self._submit(self._ring.prep_accept(fd, 0 if once else 1, _ACCEPT_FLAGS, op.id))
+
+    def _on_accept_once(self, op: Op, res: int, flags: int) -> None:
+        # io_uring_prep_accept(3): res is the new fd or -errno. A cancelled
+        # one that won the race is closed: nobody waits for it any more.
+        if self._acceptors.get(op.fd) is op:
+            del self._acceptors[op.fd]
+        cancelled = op.cancelled
+        handler = self._ops.pop(op)
+        if cancelled:
+            if res >= 0:
+                os.close(res)
+            return
+        assert handler is not None
+        handler(res if res >= 0 else os_error(-res))
 
     def cancel_accept(self, sock: socket.socket) -> None:
         op = self._acceptors.pop(sock.fileno(), None)

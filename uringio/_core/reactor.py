@@ -173,15 +173,31 @@ class ReactorLoop(BaseLoop):
 
     # -- accept --------------------------------------------------------------
 
-    def accept(self, sock: socket.socket, handler) -> None:
+    def accept(self, sock: socket.socket, handler, once: bool = False) -> None:
         sock.setblocking(False)
-        st = self._set_reader(sock.fileno(), self._read_accept, handler, "an accept")
+        reader = self._read_accept_once if once else self._read_accept
+        st = self._set_reader(sock.fileno(), reader, handler, "an accept")
         st.sock = sock
 
     def cancel_accept(self, sock: socket.socket) -> None:
         st = self._fds.get(sock.fileno())
-        if st is not None and st.on_readable == self._read_accept:
+        if st is not None and st.on_readable in (self._read_accept, self._read_accept_once):
             self._clear_reader(st)
+
+    def _read_accept_once(self, st: _FdState) -> None:
+        handler = st.handler
+        assert handler is not None and st.sock is not None   # accept() set both
+        try:
+            conn, _addr = st.sock.accept()
+        except BlockingIOError:
+            return   # stale readiness: another process took it
+        except OSError as exc:
+            self._clear_reader(st)
+            handler(exc)
+            return
+        self._clear_reader(st)
+        conn.setblocking(False)
+        handler(conn.detach())
 
     def _read_accept(self, st: _FdState) -> None:
         handler = st.handler
@@ -209,7 +225,8 @@ class ReactorLoop(BaseLoop):
     def stop_recv(self, fd: int) -> None:
         # Unread bytes simply stay in the socket until the next start_recv.
         st = self._fds.get(fd)
-        if st is None or st.on_readable is None or st.on_readable == self._read_accept:
+        if st is None or st.on_readable is None or st.on_readable in (
+                self._read_accept, self._read_accept_once):
             return
         once = st.on_readable == self._read_once
         handler = st.handler

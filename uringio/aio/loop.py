@@ -91,6 +91,8 @@ class EventLoop(base_events.BaseEventLoop):
         super().__init__()
         self._core = open_loop(backend, **options)
         self._selector = _CoreTurn(self._core)
+        # A protocol callback that raises reaches asyncio's exception handler.
+        self._core.on_error = self._callback_failed
         self._transports: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._signal_handlers: dict[int, events.Handle] = {}
 
@@ -102,6 +104,10 @@ class EventLoop(base_events.BaseEventLoop):
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} backend={self.backend} running={self.is_running()} "
                 f"closed={self.is_closed()} debug={self.get_debug()}>")
+
+    def _callback_failed(self, what: object, exc: BaseException) -> None:
+        self.call_exception_handler({"message": f"Exception in callback {what!r}",
+                                     "exception": exc})
 
     # -- what BaseEventLoop leaves to its subclass -----------------------------
 
@@ -151,19 +157,24 @@ class EventLoop(base_events.BaseEventLoop):
             on_closed = functools.partial(_detach, server)
         conn = Connection(self._core, sock.fileno(), protocol, on_closed, sock=sock, extra=info)
         self._transports.add(conn)
-        # As asyncio's transports do: connection_made, then reading, then the
-        # waiter, all soon and in that order.
         self.call_soon(self._transport_made, conn, waiter)
         return conn
 
     def _transport_made(self, conn: Connection, waiter: asyncio.Future | None) -> None:
+        # Discussion: as asyncio's transports do -- connection_made, then
+        # reading starts in a callback of its own, queued ahead of the task
+        # the waiter wakes. Completions reach their handlers during the
+        # wait, ahead of asyncio's ready callbacks: started here, a receive
+        # could hand the first bytes to the protocol before the task that
+        # made the connection (create_connection) has its transport.
         try:
-            conn.start()
+            conn.start(reading=False)
         except BaseException as exc:
             if waiter is not None and not waiter.done():
                 waiter.set_exception(exc)
             conn.abort()
             raise
+        self.call_soon(conn.start_reading)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -179,6 +190,19 @@ class EventLoop(base_events.BaseEventLoop):
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
+
+    async def _sendfile_native(self, transp, file, offset: int, count: int | None) -> int:
+        # loop.sendfile(): the Connection's own zero-copy file path (splice
+        # through a pipe on uring, sendfile(2) on epoll), in order with its
+        # writes. As asyncio's does, the file's position ends after the
+        # bytes sent.
+        if not isinstance(transp, Connection):
+            raise asyncio.SendfileNotAvailableError(f"not a uringio transport: {transp!r}")
+        fut = self.create_future()
+        transp.sendfile(file, offset, count, done=functools.partial(_resolve, fut))
+        sent = await fut
+        file.seek(offset + sent)
+        return sent
 
     # -- serving ---------------------------------------------------------------
 
@@ -261,6 +285,22 @@ class EventLoop(base_events.BaseEventLoop):
         fut = self.create_future()
         self._core.send(sock.fileno(), data, functools.partial(_resolve, fut))
         await fut
+
+    async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
+        self._check_sock(sock)
+        fut = self.create_future()
+        self._core.accept(sock, functools.partial(_resolve, fut), once=True)
+        try:
+            fd = await fut
+        except asyncio.CancelledError:
+            self._core.cancel_accept(sock)
+            raise
+        conn = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+        conn.setblocking(False)
+        try:
+            return conn, conn.getpeername()
+        except OSError:   # already reset by the peer: it has no name to give
+            return conn, None
 
     async def sock_connect(self, sock: socket.socket, address) -> None:
         self._check_sock(sock)

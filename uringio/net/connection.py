@@ -18,6 +18,7 @@ import socket
 import struct
 import sys
 import termios
+from asyncio.constants import _SendfileMode
 from collections import deque
 from collections.abc import Callable
 from typing import cast
@@ -120,6 +121,11 @@ class Connection(asyncio.Transport):
     inside the call that ended it.
     """
 
+    # For asyncio's loop.sendfile() (sent by sendfile() below, no copy
+    # through Python) and loop.start_tls().
+    _sendfile_compatible = _SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True
+
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
                  "_closed", "_exc", "_on_closed", "_high", "_low", "_paused_writing",
                  "_paused_reading", "_deliver", "_events", "_idle_timeout", "_idle_timer",
@@ -174,14 +180,21 @@ class Connection(asyncio.Transport):
             return protocol.data_received
         return self._offload if self._pool is not None else self._run_blocking
 
-    def start(self) -> None:
-        """Tell the protocol, then start receiving."""
+    def start(self, reading: bool = True) -> None:
+        """Tell the protocol, then start receiving (unless ``reading`` is
+        false: then ``start_reading()`` does, later)."""
         if self._idle_timeout is not None:
             # Raises OSError for a socket that is not TCP, before anything started.
             self._peer_seen = peer_progress(self.fd)
             self._peer_at = self._loop.time()
         self._protocol.connection_made(self)
-        if self._closing:
+        if reading:
+            self.start_reading()
+
+    def start_reading(self) -> None:
+        """Start receiving, once, after ``start(reading=False)`` (unless the
+        protocol paused reading or closed the connection meanwhile)."""
+        if self._closing or self._paused_reading:
             return
         self._loop.start_recv(self.fd, self._deliver, self._events)
         if self._idle_timeout is not None:
@@ -382,25 +395,27 @@ class Connection(asyncio.Transport):
             self._pause_writing()
 
     def sendfile(self, file, offset: int = 0, count: int | None = None,
-                 close: bool = False) -> None:
+                 close: bool = False, done: Callable[[object], object] | None = None) -> None:
         """Send ``count`` bytes (default: to the end) of ``file`` (an open
         file, kept referenced until sent) from ``offset``, in order with the
         writes around it, without copying them through Python. With
-        ``close``, the file is closed once sent or once the connection is."""
+        ``close``, the file is closed once sent or once the connection is;
+        ``done(count)`` runs once it is sent, ``done(exc)`` if the
+        connection ends first."""
         if self._closing:
             raise RuntimeError("sendfile() after close()")
         if count is None:
             count = os.fstat(file.fileno()).st_size - offset
         if self._queue is None:
             self._queue = deque()
-        self._queue.append((file, offset, count, close))
+        self._queue.append((file, offset, count, close, done))
         if len(self._queue) == 1 and self._stream.notify(0):
             self._next_file()
 
     def _next_file(self) -> None:
         # What was written before the file is out: the file's turn.
         assert self._queue is not None   # sendfile() made it
-        file, offset, count, _close = self._queue[0]
+        file, offset, count, _close, _done = self._queue[0]
         self._loop.sendfile(self.fd, file.fileno(), offset, count, self._file_sent)
 
     def _file_sent(self, res) -> None:
@@ -411,9 +426,11 @@ class Connection(asyncio.Transport):
             return
         queue = self._queue
         assert queue is not None   # sendfile() made it
-        file, _offset, _count, close = queue.popleft()
+        file, _offset, count, close, done = queue.popleft()
         if close:
             file.close()
+        if done is not None:
+            done(count)
         # Bytes queued behind the file go to the stream; a file behind them
         # waits until they are out.
         while queue and queue[0].__class__ is bytes:
@@ -520,8 +537,11 @@ class Connection(asyncio.Transport):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         for item in self._queue or ():
-            if item.__class__ is tuple and item[3]:
-                item[0].close()   # the loop's own sendfile holds its fd until cancelled
+            if item.__class__ is tuple:
+                if item[3]:
+                    item[0].close()   # the loop's own sendfile holds its fd until cancelled
+                if item[4] is not None:
+                    item[4](self._exc or ConnectionAbortedError("the connection was closed"))
         self._queue = None
         self._stream.close()
         if self._sock is not None:
