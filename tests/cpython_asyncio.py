@@ -49,7 +49,8 @@ def policy_for(name: str) -> asyncio.AbstractEventLoopPolicy:
 
 
 def mixins() -> dict[str, tuple[type, ...]]:
-    """Name -> the bases a concrete test case needs (mixin, then TestCase)."""
+    """Name -> the bases a concrete test case needs (mixin, then TestCase).
+    ``unix_events`` is EventLoopTestsMixin and the Unix tests on top."""
     from test.test_asyncio import (
         test_buffered_proto,
         test_events,
@@ -60,7 +61,6 @@ def mixins() -> dict[str, tuple[type, ...]]:
     )
     from test.test_asyncio import utils as test_utils
     return {
-        "events": (test_events.EventLoopTestsMixin, test_utils.TestCase),
         "unix_events": (test_events.UnixEventLoopTestsMixin, test_utils.TestCase),
         "sock_lowlevel": (test_sock_lowlevel.BaseSockTestsMixin, test_utils.TestCase),
         "sendfile": (test_sendfile.SendfileTestsBase, test_utils.TestCase),

@@ -390,3 +390,21 @@ def test_sock_accept_takes_one_connection_and_a_cancelled_one_takes_none(backend
         lst.close()
 
     run(backend, main)
+
+
+def test_unix_socket_server_and_connection(backend, tmp_path):
+    path = str(tmp_path / "echo.sock")
+
+    async def main():
+        server = await asyncio.start_unix_server(echo_handler, path)
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b"over a unix socket")
+        assert await reader.readexactly(18) == b"over a unix socket"
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(FileNotFoundError):
+            await asyncio.open_unix_connection(str(tmp_path / "nobody.sock"))
+
+    run(backend, main)

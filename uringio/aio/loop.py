@@ -28,8 +28,10 @@ import asyncio
 import errno
 import functools
 import logging
+import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import warnings
@@ -204,6 +206,72 @@ class EventLoop(base_events.BaseEventLoop):
         file.seek(offset + sent)
         return sent
 
+    # -- Unix sockets (asyncio keeps these in its Unix loop, not BaseEventLoop)
+
+    async def create_unix_connection(self, protocol_factory, path=None, *, ssl=None, sock=None,
+                                     server_hostname=None, ssl_handshake_timeout=None,
+                                     ssl_shutdown_timeout=None):
+        if not ssl and (server_hostname or ssl_handshake_timeout or ssl_shutdown_timeout):
+            raise ValueError("server_hostname and the ssl timeouts are only meaningful with ssl")
+        if ssl and server_hostname is None:
+            raise ValueError("you have to pass server_hostname when using ssl")
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                await self.sock_connect(sock, os.fspath(path))
+            except BaseException:
+                sock.close()
+                raise
+        elif sock is None:
+            raise ValueError("no path and sock were specified")
+        elif sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+        sock.setblocking(False)
+        return await self._create_connection_transport(
+            sock, protocol_factory, ssl, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+
+    async def create_unix_server(self, protocol_factory, path=None, *, sock=None, backlog=100,
+                                 ssl=None, ssl_handshake_timeout=None,
+                                 ssl_shutdown_timeout=None, start_serving=True):
+        if isinstance(ssl, bool):
+            raise TypeError("ssl argument must be an SSLContext or None")
+        if not ssl and (ssl_handshake_timeout is not None or ssl_shutdown_timeout is not None):
+            raise ValueError("the ssl timeouts are only meaningful with ssl")
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if path[0] not in (0, "\0"):   # not abstract: a stale socket file goes
+                try:
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.remove(path)
+                except FileNotFoundError:
+                    pass
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE, f"Address {path!r} is already in use") from None
+                raise
+        elif sock is None:
+            raise ValueError("path was not specified, and no sock specified")
+        elif sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+            raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+        sock.setblocking(False)
+        server = base_events.Server(self, [sock], protocol_factory, ssl, backlog,
+                                    ssl_handshake_timeout, ssl_shutdown_timeout)
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
     # -- serving ---------------------------------------------------------------
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
@@ -318,19 +386,34 @@ class EventLoop(base_events.BaseEventLoop):
                            *args: Any) -> None:
         """Run ``callback(*args)`` on the loop when ``sig`` arrives. From the
         main thread only."""
+        _check_signal(sig)
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("add_signal_handler() works only in the main thread")
         self._check_closed()
         handle = events.Handle(callback, args, self, None)
-        signal.signal(sig, lambda _signum, _frame: self._add_callback_signalsafe(handle))
+        try:
+            signal.signal(sig, lambda _signum, _frame: self._add_callback_signalsafe(handle))
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+            raise
         signal.siginterrupt(sig, False)   # system calls go on; the wakeup does the rest
         self._signal_handlers[sig] = handle
 
     def remove_signal_handler(self, sig: int) -> bool:
+        _check_signal(sig)
         if self._signal_handlers.pop(sig, None) is None:
             return False
         signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
         return True
+
+
+def _check_signal(sig: object) -> None:
+    # As asyncio's Unix loop checks it.
+    if not isinstance(sig, int):
+        raise TypeError(f"sig must be an int, not {sig!r}")
+    if sig not in signal.valid_signals():
+        raise ValueError(f"invalid signal number {sig}")
 
 
 def _detach(server: Any, conn: Connection) -> None:
