@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 
@@ -134,3 +135,43 @@ def test_anyio_tcp_streams_and_task_groups(backend):
         assert results == {i: True for i in range(20)}
 
     run(backend, main)
+
+
+def test_starlette_under_uvicorn_with_uringios_loop_answers_curl(backend):
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    import json
+    import re
+    import sys
+
+    from conftest import REPO
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "starlette_app:app", "--app-dir", "tests/apps",
+         "--loop", f"uringio.aio:new_event_loop_{backend}", "--host", "127.0.0.1",
+         "--port", "0"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        port = None
+        for _ in range(100):   # uvicorn says where it listens, on stderr
+            line = proc.stderr.readline()
+            if match := re.search(r"running on http://127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+                break
+        assert port, "uvicorn did not start"
+
+        def curl(path: str) -> str:
+            return subprocess.run(["curl", "-sS", "--max-time", "10",
+                                   f"http://127.0.0.1:{port}{path}"],
+                                  capture_output=True, text=True, check=True).stdout
+
+        assert curl("/") == "Hello, World!"
+        assert json.loads(curl("/hello/you")) == {"hello": "you", "loop": "uringio.aio.loop",
+                                                  "backend": backend}
+        assert curl("/stream") == "".join(f"{i:04d}\n" for i in range(100))
+        proc.terminate()
+        # uvicorn shuts down, then re-raises the signal it caught, whatever
+        # the loop (asyncio's own gives -15 too): a clean, prompt exit.
+        assert proc.wait(10) == -signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -25,6 +25,17 @@ def new_event_loop(backend: str = "auto") -> EventLoop:
     return EventLoop(backend)
 
 
+def new_event_loop_uring() -> EventLoop:
+    """``new_event_loop("uring")``, for tools that take a factory by name
+    (``uvicorn --loop uringio.aio:new_event_loop_uring``)."""
+    return EventLoop("uring")
+
+
+def new_event_loop_epoll() -> EventLoop:
+    """``new_event_loop("epoll")``, likewise."""
+    return EventLoop("epoll")
+
+
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """asyncio's default policy, making uringio loops."""
 
@@ -68,4 +79,5 @@ def run(main: Coroutine[Any, Any, T], *, backend: str = "auto",
             loop.close()
 
 
-__all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
+__all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "new_event_loop_epoll",
+           "new_event_loop_uring", "run"]
