@@ -408,3 +408,34 @@ def test_unix_socket_server_and_connection(backend, tmp_path):
             await asyncio.open_unix_connection(str(tmp_path / "nobody.sock"))
 
     run(backend, main)
+
+
+def test_add_reader_is_level_triggered_and_add_writer_fires(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        calls = []
+
+        def readable():
+            calls.append(ours.recv(1))   # one byte a call: the rest keeps it ready
+
+        loop.add_reader(ours, readable)
+        theirs.sendall(b"abc")
+        for _ in range(200):
+            if len(calls) == 3:
+                break
+            await asyncio.sleep(0.005)
+        assert calls == [b"a", b"b", b"c"]
+        assert loop.remove_reader(ours) and not loop.remove_reader(ours)
+        theirs.sendall(b"d")
+        await asyncio.sleep(0.05)
+        assert calls == [b"a", b"b", b"c"]   # removed: not called again
+        writable = loop.create_future()
+        loop.add_writer(ours.fileno(), lambda: writable.done() or writable.set_result(True))
+        assert await writable
+        assert loop.remove_writer(ours.fileno())
+        ours.close()
+        theirs.close()
+
+    run(backend, main)

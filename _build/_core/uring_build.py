@@ -110,6 +110,7 @@ int uio_prep_recv_multishot(struct io_uring *ring, int fd, int bgid, int flags,
                             uint64_t user_data);
 int uio_prep_recv_deadline(struct io_uring *ring, int fd, void *buf, unsigned len,
                            int flags, uint64_t user_data, struct __kernel_timespec *ts);
+int uio_prep_poll_add(struct io_uring *ring, int fd, unsigned mask, uint64_t user_data);
 int uio_prep_connect(struct io_uring *ring, int fd, const void *addr, unsigned len,
                      uint64_t user_data);
 int uio_prep_send(struct io_uring *ring, int fd, const void *buf, unsigned len,

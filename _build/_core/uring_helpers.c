@@ -151,6 +151,15 @@ int uio_prep_recv_deadline(struct io_uring *ring, int fd, void *buf, unsigned le
     return 0;
 }
 
+/* io_uring_prep_poll_add(3): one readiness report, mask POLLIN/POLLOUT. */
+int uio_prep_poll_add(struct io_uring *ring, int fd, unsigned mask, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_poll_add(sqe, fd, mask);
+    sqe->user_data = user_data;
+    return 0;
+}
+
 /* io_uring_prep_connect(3): addr is a struct sockaddr of len bytes, the
  * kernel's to read until the CQE. */
 int uio_prep_connect(struct io_uring *ring, int fd, const void *addr, unsigned len,

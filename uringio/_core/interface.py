@@ -210,6 +210,21 @@ class Loop(Protocol):
         ``handler(OSError)``."""
         ...
 
+    # -- readiness -----------------------------------------------------------
+
+    def watch(self, fd: int, writable: bool, handler: Handler) -> None:
+        """Call ``handler(0)`` whenever ``fd`` is readable (or, with
+        ``writable``, writable), until ``unwatch``: level-triggered, as
+        ``select`` is -- ready again while the condition holds.
+        ``handler(OSError)`` ends the watch. For libraries that do their
+        own IO (asyncio's ``add_reader``). Raises BusyResourceError when
+        ``fd`` is watched that way already."""
+        ...
+
+    def unwatch(self, fd: int, writable: bool) -> bool:
+        """Stop a ``watch``; True if there was one."""
+        ...
+
     # -- sending -------------------------------------------------------------
 
     def send(self, fd: int, data: bytes | bytearray | memoryview, handler: Handler) -> None:

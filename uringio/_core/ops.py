@@ -33,6 +33,7 @@ class OpKind(enum.IntEnum):
     SENDFILE = 9    # pipe -> socket half of a sendfile
     CONNECT = 10
     ACCEPT_ONCE = 11
+    WATCH = 12      # a readiness watch, a one-shot poll re-armed after each report
 
 
 # Plain ints for the hot paths: an enum member lookup costs more than the

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 from time import monotonic
@@ -52,6 +53,8 @@ from .ring import (
 )
 
 _ECANCELED = errno.ECANCELED
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
 _ENOBUFS = errno.ENOBUFS
 _MSG_NOSIGNAL = socket.MSG_NOSIGNAL
 _ACCEPT_FLAGS = socket.SOCK_CLOEXEC
@@ -105,6 +108,7 @@ class ProactorLoop(BaseLoop):
         self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
         self._draining: dict[int, Op] = {}   # fd -> stopped stream awaiting its final CQE
         self._send_streams: dict[int, SendStream] = {}   # by fd
+        self._watches: dict[tuple[int, bool], Op] = {}   # (fd, writable) -> WATCH op
         self._streams_by_wid: list[SendStream | None] = []   # the C writer ids are dense
         self._wakeup_buf = bytearray(8)
         self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
@@ -371,6 +375,43 @@ class ProactorLoop(BaseLoop):
             del self._readers[op.fd]
         self._ops.pop(op)(result)
 
+    # -- readiness -----------------------------------------------------------
+
+    def watch(self, fd: int, writable: bool, handler) -> None:
+        # io_uring_prep_poll_add(3), one-shot and re-armed after each report:
+        # a multishot poll reports edges, and select()'s users expect levels.
+        self._check_open()
+        key = (fd, writable)
+        if key in self._watches:
+            raise BusyResourceError(f"fd {fd} is watched already")
+        op = self._ops.add(OpKind.WATCH, fd, handler, self._on_watch)
+        op.state = _POLLOUT if writable else _POLLIN
+        self._watches[key] = op
+        self._submit(self._ring.prep_poll_add(fd, op.state, op.id))
+
+    def unwatch(self, fd: int, writable: bool) -> bool:
+        op = self._watches.pop((fd, writable), None)
+        if op is None:
+            return False
+        self._cancel(op)
+        return True
+
+    def _on_watch(self, op: Op, res: int, flags: int) -> None:
+        # io_uring_prep_poll_add(3): res is the revents mask, or -errno.
+        if op.cancelled:
+            self._ops.pop(op)
+            return
+        handler = op.handler
+        assert handler is not None
+        if res < 0:
+            del self._watches[(op.fd, op.state == _POLLOUT)]
+            self._ops.pop(op)
+            handler(os_error(-res))
+            return
+        handler(0)
+        if not op.cancelled:   # still wanted: ask again, answered at once if still ready
+            self._submit(self._ring.prep_poll_add(op.fd, op.state, op.id))
+
     # -- connect -------------------------------------------------------------
 
     def connect(self, sock: socket.socket, address, handler) -> None:
@@ -527,6 +568,10 @@ class ProactorLoop(BaseLoop):
         acceptor = self._acceptors.pop(fd, None)
         if acceptor is not None:
             acceptor.cancelled = True
+        for writable in (False, True):
+            watch = self._watches.pop((fd, writable), None)
+            if watch is not None:
+                watch.cancelled = True
         stream = self._send_streams.get(fd)
         if stream is not None:
             stream.close()
@@ -598,6 +643,7 @@ class ProactorLoop(BaseLoop):
                 self._ops.pop(op)   # never submitted: no CQE will come
         self._readers.clear()
         self._acceptors.clear()
+        self._watches.clear()
         self._held.clear()
         self._draining.clear()
         self._submit(self._ring.prep_cancel64(0, IORING_ASYNC_CANCEL_ANY, IGNORED_USER_DATA, 0))

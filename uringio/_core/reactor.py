@@ -59,7 +59,7 @@ class _FdState:
 
     __slots__ = ("fd", "on_readable", "handler", "end_handler", "nbytes", "sock", "writes",
                  "buffered", "sent", "stream", "mask", "dirty", "timer", "sendfile",
-                 "connecting")
+                 "connecting", "watch_read", "watch_write")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -78,6 +78,8 @@ class _FdState:
         self.timer: Timer | None = None          # a one-shot recv's deadline
         self.sendfile: _Sendfile | None = None
         self.connecting: Handler | None = None   # a connect's handler, until writable
+        self.watch_read: Handler | None = None   # watch(): readiness callbacks
+        self.watch_write: Handler | None = None
 
 
 class ReactorLoop(BaseLoop):
@@ -122,6 +124,10 @@ class ReactorLoop(BaseLoop):
                         self._sendfile_more(st)
                     elif st.connecting is not None and ev & (_EPOLLOUT | _EPOLL_ERRS):
                         self._connected(st)
+                    if st.watch_read is not None and ev & (_EPOLLIN | _EPOLL_ERRS):
+                        st.watch_read(0)
+                    if st.watch_write is not None and ev & (_EPOLLOUT | _EPOLL_ERRS):
+                        st.watch_write(0)
             except Exception:
                 self._handler_failed(events[i - 1])
 
@@ -141,8 +147,9 @@ class ReactorLoop(BaseLoop):
         # Keep the registration in step with what is wanted, one epoll_ctl
         # only when that changes; forget an fd nothing is wanted from (its
         # number may be reused once it is closed).
-        mask = ((_EPOLLIN if st.on_readable is not None else 0)
-                | (_EPOLLOUT if st.writes or st.sendfile or st.connecting else 0))
+        mask = ((_EPOLLIN if st.on_readable is not None or st.watch_read else 0)
+                | (_EPOLLOUT if st.writes or st.sendfile or st.connecting or st.watch_write
+                   else 0))
         if mask != st.mask:
             if mask == 0:
                 self._epoll.unregister(st.fd)
@@ -279,6 +286,31 @@ class ReactorLoop(BaseLoop):
         assert handler is not None   # recv() set it
         self._clear_reader(st)
         handler(result)
+
+    # -- readiness -----------------------------------------------------------
+
+    def watch(self, fd: int, writable: bool, handler) -> None:
+        # What epoll does natively: interest for as long as it is wanted.
+        self._check_open()
+        st = self._state(fd)
+        if (st.watch_write if writable else st.watch_read) is not None:
+            raise BusyResourceError(f"fd {fd} is watched already")
+        if writable:
+            st.watch_write = handler
+        else:
+            st.watch_read = handler
+        self._update(st)
+
+    def unwatch(self, fd: int, writable: bool) -> bool:
+        st = self._fds.get(fd)
+        if st is None or (st.watch_write if writable else st.watch_read) is None:
+            return False
+        if writable:
+            st.watch_write = None
+        else:
+            st.watch_read = None
+        self._update(st)
+        return True
 
     # -- connect -------------------------------------------------------------
 

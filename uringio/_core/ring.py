@@ -164,6 +164,7 @@ class Ring:
         self.prep_recv_deadline = partial(lib.uio_prep_recv_deadline, ptr)
         self.prep_send = partial(lib.uio_prep_send, ptr)
         self.prep_connect = partial(lib.uio_prep_connect, ptr)
+        self.prep_poll_add = partial(lib.uio_prep_poll_add, ptr)
         self.prep_read = partial(lib.uio_prep_read, ptr)
         self.prep_close = partial(lib.uio_prep_close, ptr)
         self.prep_splice = partial(lib.uio_prep_splice, ptr)
@@ -192,7 +193,8 @@ class Ring:
     # Everything bound to the ring's C memory; after close() each raises
     # instead of touching memory the kernel has unmapped or we have freed.
     _BOUND = ("prep_nop", "prep_accept", "prep_recv", "prep_recv_multishot", "prep_recv_deadline",
-              "prep_send", "prep_connect", "prep_read", "prep_close", "prep_splice", "prep_timeout",
+              "prep_send", "prep_connect", "prep_poll_add", "prep_read", "prep_close",
+              "prep_splice", "prep_timeout",
               "prep_cancel64", "prep_cancel_fd", "writer_notify", "writer_buffered",
               "writer_sends", "writer_sent", "writer_held")
 

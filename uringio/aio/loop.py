@@ -97,6 +97,8 @@ class EventLoop(base_events.BaseEventLoop):
         self._core.on_error = self._callback_failed
         self._transports: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._signal_handlers: dict[int, events.Handle] = {}
+        # add_reader / add_writer: fd -> the handle the core's watch queues.
+        self._fd_watches: tuple[dict[int, events.Handle], dict[int, events.Handle]] = ({}, {})
 
     @property
     def backend(self) -> str:
@@ -136,6 +138,9 @@ class EventLoop(base_events.BaseEventLoop):
                 transport.abort()
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
+        for writable, watches in enumerate(self._fd_watches):
+            for fd in list(watches):
+                self._remove_watch(fd, bool(writable))
         super().close()
         self._core.close()
 
@@ -380,6 +385,60 @@ class EventLoop(base_events.BaseEventLoop):
         self._core.connect(sock, address, functools.partial(_resolve, fut))
         await fut
 
+    # -- readiness callbacks (for libraries that do their own IO) -----------
+
+    def add_reader(self, fd, callback: Callable[..., object],  # type: ignore[override]
+                   *args: Any) -> None:
+        self._add_watch(fd, False, callback, args)
+
+    def remove_reader(self, fd) -> bool:
+        return self._remove_watch(fd, False)
+
+    def add_writer(self, fd, callback: Callable[..., object],  # type: ignore[override]
+                   *args: Any) -> None:
+        self._add_watch(fd, True, callback, args)
+
+    def remove_writer(self, fd) -> bool:
+        return self._remove_watch(fd, True)
+
+    def _add_watch(self, fd, writable: bool, callback, args) -> None:
+        # The core's level-triggered watch (a re-armed poll on uring, epoll
+        # interest on epoll) queues the handle once per turn while fd is
+        # ready, as asyncio's selector loop does.
+        self._check_closed()
+        fd = _fileno(fd)
+        for transport in self._transports:
+            if transport.fd == fd and not transport.is_closing():
+                raise RuntimeError(f"File descriptor {fd} is used by transport {transport!r}")
+        handle = events.Handle(callback, args, self, None)
+        watches = self._fd_watches[writable]
+        if fd in watches:   # a new callback replaces the old one
+            watches[fd].cancel()
+            watches[fd] = handle
+            return
+        watches[fd] = handle
+        self._core.watch(fd, writable, functools.partial(self._watched, fd, writable))
+
+    def _watched(self, fd: int, writable: bool, result: object) -> None:
+        handle = self._fd_watches[writable].get(fd)
+        if isinstance(result, BaseException):
+            self._fd_watches[writable].pop(fd, None)
+            self.call_exception_handler({"message": f"watching fd {fd} failed",
+                                         "exception": result})
+        elif handle is not None and not handle._cancelled:
+            self._ready.append(handle)
+
+    def _remove_watch(self, fd, writable: bool) -> bool:
+        if self.is_closed():
+            return False
+        fd = _fileno(fd)
+        handle = self._fd_watches[writable].pop(fd, None)
+        if handle is None:
+            return False
+        handle.cancel()
+        self._core.unwatch(fd, writable)
+        return True
+
     # -- signals -------------------------------------------------------------
 
     def add_signal_handler(self, sig: int, callback: Callable[..., object],  # type: ignore[override]
@@ -406,6 +465,14 @@ class EventLoop(base_events.BaseEventLoop):
             return False
         signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
         return True
+
+
+def _fileno(fileobj) -> int:
+    # What selectors accept: an int, or an object with fileno().
+    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
 
 
 def _check_signal(sig: object) -> None:
