@@ -190,14 +190,6 @@ class Ring:
         self.memory = RingMemory(_address(self._out), self._out_max, _address(self._writers),
                                  _address(ffi.addressof(lib, "uio_write")))
 
-    # Everything bound to the ring's C memory; after close() each raises
-    # instead of touching memory the kernel has unmapped or we have freed.
-    _BOUND = ("prep_nop", "prep_accept", "prep_recv", "prep_recv_multishot", "prep_recv_deadline",
-              "prep_send", "prep_connect", "prep_poll_add", "prep_read", "prep_close",
-              "prep_splice", "prep_timeout",
-              "prep_cancel64", "prep_cancel_fd", "writer_notify", "writer_buffered",
-              "writer_sends", "writer_sent", "writer_held")
-
     @staticmethod
     def timespec(seconds: float):
         """A ``struct __kernel_timespec`` for timeout SQEs; keep it referenced
@@ -325,8 +317,12 @@ class Ring:
         if not self._closed:
             self._closed = True
             self.memory.close()
-            for name in self._BOUND:
-                setattr(self, name, _ring_closed)
+            # Every helper bound to the ring's C memory (a partial over its
+            # pointer) raises from now on, instead of touching memory the
+            # kernel has unmapped or we have freed.
+            for name, value in list(vars(self).items()):
+                if isinstance(value, partial):
+                    setattr(self, name, _ring_closed)
             lib.uio_queue_exit(self._ptr)
             if lib.uio_writers_inflight(self._writers) == 0:
                 lib.uio_writers_destroy(self._writers)
