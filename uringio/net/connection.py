@@ -79,6 +79,20 @@ def unacknowledged(fd: int) -> int:
     return int.from_bytes(buf, sys.byteorder, signed=True)
 
 
+class _QueuedFile:
+    """A file ``Connection.sendfile`` was given, waiting for its turn."""
+
+    __slots__ = ("file", "offset", "count", "close", "done")
+
+    def __init__(self, file, offset: int, count: int, close: bool,
+                 done: Callable[[object], object] | None) -> None:
+        self.file = file
+        self.offset = offset
+        self.count = count
+        self.close = close    # close the file once it is sent, or the connection is
+        self.done = done      # done(count) once sent, done(exc) if the connection ends
+
+
 class Protocol:
     """Base class for connection callbacks; override what you need.
 
@@ -157,7 +171,7 @@ class Connection(asyncio.Transport):
         self._paused_writing = False
         self._eof = 0   # write_eof(): 1 once asked for, 2 once the FIN is sent
         # While a file is being sent: it, and what was written or sent after
-        # it, in order (bytes, or (file, offset, count, close)). None until
+        # it, in order (bytes, or a _QueuedFile). None until
         # the first file, as _work until the first offloaded chunk: an idle
         # connection should cost little, and an empty deque is 600 bytes.
         self._queue: deque | None = None
@@ -315,13 +329,10 @@ class Connection(asyncio.Transport):
         if self._extra is not None and name in self._extra:
             return self._extra[name]
         if name in ("peername", "sockname") and not self._closed:
-            sock = socket.socket(fileno=self.fd)
             try:
-                return sock.getpeername() if name == "peername" else sock.getsockname()
+                return self._address(peer=name == "peername")
             except OSError:
                 return default
-            finally:
-                sock.detach()
         return default
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
@@ -338,9 +349,14 @@ class Connection(asyncio.Transport):
     @property
     def peername(self):
         """The peer's (host, port)."""
+        return self._address(peer=True)
+
+    def _address(self, peer: bool):
+        # A socket object that asks the kernel for fd's family, so that the
+        # address is read at its full size (an IPv6 one is longer).
         sock = socket.socket(fileno=self.fd)
         try:
-            return sock.getpeername()
+            return sock.getpeername() if peer else sock.getsockname()
         finally:
             sock.detach()
 
@@ -408,15 +424,15 @@ class Connection(asyncio.Transport):
             count = os.fstat(file.fileno()).st_size - offset
         if self._queue is None:
             self._queue = deque()
-        self._queue.append((file, offset, count, close, done))
+        self._queue.append(_QueuedFile(file, offset, count, close, done))
         if len(self._queue) == 1 and self._stream.notify(0):
             self._next_file()
 
     def _next_file(self) -> None:
         # What was written before the file is out: the file's turn.
         assert self._queue is not None   # sendfile() made it
-        file, offset, count, _close, _done = self._queue[0]
-        self._loop.sendfile(self.fd, file.fileno(), offset, count, self._file_sent)
+        item = self._queue[0]
+        self._loop.sendfile(self.fd, item.file.fileno(), item.offset, item.count, self._file_sent)
 
     def _file_sent(self, res) -> None:
         if res.__class__ is not int:
@@ -426,11 +442,11 @@ class Connection(asyncio.Transport):
             return
         queue = self._queue
         assert queue is not None   # sendfile() made it
-        file, _offset, count, close, done = queue.popleft()
-        if close:
-            file.close()
-        if done is not None:
-            done(count)
+        item = queue.popleft()
+        if item.close:
+            item.file.close()
+        if item.done is not None:
+            item.done(item.count)
         # Bytes queued behind the file go to the stream; a file behind them
         # waits until they are out.
         while queue and queue[0].__class__ is bytes:
@@ -476,7 +492,7 @@ class Connection(asyncio.Transport):
 
     def _shutdown_write(self) -> None:
         self._eof = 2
-        sock = socket.socket(fileno=self.fd)
+        sock = _sock(self.fd)
         try:
             sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -537,11 +553,11 @@ class Connection(asyncio.Transport):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         for item in self._queue or ():
-            if item.__class__ is tuple:
-                if item[3]:
-                    item[0].close()   # the loop's own sendfile holds its fd until cancelled
-                if item[4] is not None:
-                    item[4](self._exc or ConnectionAbortedError("the connection was closed"))
+            if item.__class__ is _QueuedFile:
+                if item.close:
+                    item.file.close()   # the loop's own sendfile holds its fd until cancelled
+                if item.done is not None:
+                    item.done(self._exc or ConnectionAbortedError("the connection was closed"))
         self._queue = None
         self._stream.close()
         if self._sock is not None:
