@@ -435,7 +435,11 @@ def test_add_reader_is_level_triggered_and_add_writer_fires(backend):
         loop.add_writer(ours.fileno(), lambda: writable.done() or writable.set_result(True))
         assert await writable
         assert loop.remove_writer(ours.fileno())
+        # A transport's fd is the transport's: no readiness callbacks on it.
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=theirs)
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_reader(transport.get_extra_info("socket").fileno(), readable)
+        transport.close()
         ours.close()
-        theirs.close()
 
     run(backend, main)

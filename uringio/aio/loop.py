@@ -95,7 +95,9 @@ class EventLoop(base_events.BaseEventLoop):
         self._selector = _CoreTurn(self._core)
         # A protocol callback that raises reaches asyncio's exception handler.
         self._core.on_error = self._callback_failed
-        self._transports: weakref.WeakSet[Connection] = weakref.WeakSet()
+        # The transports by fd (the newest one on a reused number wins).
+        self._transports: weakref.WeakValueDictionary[int, Connection] = (
+            weakref.WeakValueDictionary())
         self._signal_handlers: dict[int, events.Handle] = {}
         # add_reader / add_writer: fd -> the handle the core's watch queues.
         self._fd_watches: tuple[dict[int, events.Handle], dict[int, events.Handle]] = ({}, {})
@@ -144,7 +146,7 @@ class EventLoop(base_events.BaseEventLoop):
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
-        still_open = [t for t in self._transports if not t.is_closing()]
+        still_open = [t for t in self._transports.values() if not t.is_closing()]
         if still_open:
             warnings.warn(f"{self!r} closed with {len(still_open)} transport(s) open",
                           ResourceWarning, stacklevel=2, source=self)
@@ -177,7 +179,7 @@ class EventLoop(base_events.BaseEventLoop):
             server._attach()
             on_closed = functools.partial(_detach, server)
         conn = Connection(self._core, sock.fileno(), protocol, on_closed, sock=sock, extra=info)
-        self._transports.add(conn)
+        self._transports[conn.fd] = conn
         self.call_soon(self._transport_made, conn, waiter)
         return conn
 
@@ -421,9 +423,9 @@ class EventLoop(base_events.BaseEventLoop):
         # ready, as asyncio's selector loop does.
         self._check_closed()
         fd = _fileno(fd)
-        for transport in self._transports:
-            if transport.fd == fd and not transport.is_closing():
-                raise RuntimeError(f"File descriptor {fd} is used by transport {transport!r}")
+        transport = self._transports.get(fd)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd} is used by transport {transport!r}")
         handle = events.Handle(callback, args, self, None)
         watches = self._fd_watches[writable]
         if fd in watches:   # a new callback replaces the old one
