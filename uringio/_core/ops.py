@@ -85,10 +85,11 @@ class Op:
     ``_on_<kind>`` method; ``handler`` is the caller's completion handler.
 
     ``buf`` and ``pin`` are the memory the kernel reads or writes (RECV,
-    SEND, WAKEUP); ``done`` counts what a SEND has sent of it. ``state`` is
-    the kind's own record, or None: a ``Backlog`` for a RECV_STREAM not yet
-    armed, a ``Splice`` for SENDFILE and SPLICE_IN, the timespec a RECV's
-    linked timeout reads.
+    SEND, WAKEUP, and the sockaddr of a CONNECT); ``done`` counts what a
+    SEND has sent of it. ``state`` is the kind's own record, or None: a
+    ``Backlog`` for a RECV_STREAM not yet armed, a ``Splice`` for SENDFILE
+    and SPLICE_IN, the timespec a RECV's linked timeout reads, the poll mask
+    a WATCH asks for each time it is re-armed.
     """
 
     __slots__ = ("id", "kind", "fd", "handler", "end_handler", "on_complete", "buf",
