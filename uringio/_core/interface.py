@@ -237,8 +237,9 @@ class Loop(Protocol):
                  handler: Handler) -> None:
         """Send ``count`` bytes of ``file_fd`` from ``offset`` to socket
         ``fd`` without copying them through Python: ``handler(count)`` or
-        ``handler(OSError)``. Raises BusyResourceError where the backend
-        cannot queue it behind other sends on ``fd``."""
+        ``handler(OSError)``, whose ``sent`` attribute is how many bytes the
+        socket took before the error. Raises BusyResourceError where the
+        backend cannot queue it behind other sends on ``fd``."""
         ...
 
     def open_send_stream(self, fd: int, handler: Handler) -> SendStream:

@@ -423,6 +423,10 @@ class ProactorLoop(BaseLoop):
         op.buf = addr
         op.pin = _pin(addr)
         self._submit(self._ring.prep_connect(op.fd, op.pin, len(addr), op.id))
+        # Sent to the kernel now rather than at the next turn: the SYN goes
+        # out when asked for, as connect(2) sends it (a caller may block in
+        # the peer's accept() before this loop turns again).
+        self._ring.submit()
 
     def _on_connect(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_connect(3): res is 0 or -errno.
@@ -523,7 +527,9 @@ class ProactorLoop(BaseLoop):
         if res >= 0 and not out.cancelled:
             handler(st.sent)
         else:
-            handler(os_error(-res if res < 0 else errno.ECANCELED))
+            exc = os_error(-res if res < 0 else errno.ECANCELED)
+            exc.sent = st.sent   # type: ignore[attr-defined]
+            handler(exc)
 
     # -- send streams --------------------------------------------------------
 

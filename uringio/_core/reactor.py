@@ -96,12 +96,18 @@ class ReactorLoop(BaseLoop):
         self._max_events = max_events
         self._epoll.register(self._wakeup_fd, _EPOLLIN)
         self._dirty: list[_FdState] = []   # send streams written to this turn
+        # Set when a handler ran during the flush before the wait: what it
+        # queued (here, or in a loop above this one) must not wait for IO.
+        self._reported = False
 
     # -- the turn ------------------------------------------------------------
 
     def _poll(self, timeout: float | None) -> None:
         if self._dirty:
+            self._reported = False
             self._flush_streams()
+            if self._reported or self._ready:
+                timeout = 0
         events = self._epoll.poll(-1 if timeout is None else timeout, self._max_events)
         fds = self._fds
         i, n = 0, len(events)
@@ -118,6 +124,8 @@ class ReactorLoop(BaseLoop):
                     if ev & _EPOLLIN or (ev & _EPOLL_ERRS and st.on_readable):
                         if st.on_readable is not None:
                             st.on_readable(st)
+                            if fds.get(fd) is not st:
+                                continue   # its handler closed it
                     if st.writes and ev & (_EPOLLOUT | _EPOLL_ERRS):
                         self._write_more(st)
                     elif st.sendfile is not None and ev & (_EPOLLOUT | _EPOLL_ERRS):
@@ -410,6 +418,7 @@ class ReactorLoop(BaseLoop):
     def _check_level(self, stream: SendStream, st: _FdState) -> None:
         if 0 <= stream.notify_at and st.buffered <= stream.notify_at:
             stream.notify_at = -1
+            self._reported = True
             stream.handler(st.buffered)
 
     def _write_more(self, st: _FdState) -> None:
@@ -436,6 +445,7 @@ class ReactorLoop(BaseLoop):
                 sent -= left
                 writes.popleft()
                 if entry[1] is not None:
+                    self._reported = True
                     entry[1](entry[2])
             else:
                 continue
@@ -450,6 +460,7 @@ class ReactorLoop(BaseLoop):
         st.writes.clear()
         st.buffered = 0
         self._update(st)
+        self._reported = True
         for _view, handler, _total in failed:
             if handler is not None:
                 handler(exc)
@@ -487,6 +498,8 @@ class ReactorLoop(BaseLoop):
                 break
             job.offset += sent
             job.left -= sent
+        if result.__class__ is not int:
+            result.sent = job.total - job.left   # type: ignore[union-attr]
         st.sendfile = None
         self._update(st)
         self._ready.append((job.handler, (result,)))
@@ -514,14 +527,17 @@ class ReactorLoop(BaseLoop):
             # Queued sends and a one-shot recv get ECANCELED; a receive
             # stream just ends.
             cancelled = [h for _view, h, _total in st.writes if h is not None]
-            if st.sendfile is not None:
-                cancelled.append(st.sendfile.handler)
             if st.connecting is not None:
                 cancelled.append(st.connecting)
             if st.on_readable == self._read_once:
                 cancelled.append(st.handler)
             for op_handler in cancelled:
                 self._ready.append((op_handler, (os_error(errno.ECANCELED),)))
+            job = st.sendfile
+            if job is not None:
+                exc = os_error(errno.ECANCELED)
+                exc.sent = job.total - job.left   # type: ignore[attr-defined]
+                self._ready.append((job.handler, (exc,)))
             if st.stream is not None:
                 st.stream.close()
         result: int | OSError

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import socket
@@ -82,15 +83,24 @@ def unacknowledged(fd: int) -> int:
 class _QueuedFile:
     """A file ``Connection.sendfile`` was given, waiting for its turn."""
 
-    __slots__ = ("file", "offset", "count", "close", "done")
+    __slots__ = ("file", "offset", "count", "close", "done", "exclusive", "sending")
 
     def __init__(self, file, offset: int, count: int, close: bool,
-                 done: Callable[[object], object] | None) -> None:
+                 done: Callable[[object], object] | None, exclusive: bool) -> None:
         self.file = file
         self.offset = offset
         self.count = count
         self.close = close    # close the file once it is sent, or the connection is
         self.done = done      # done(count) once sent, done(exc) if the connection ends
+        self.exclusive = exclusive   # write() refuses until it is sent
+        self.sending = False   # in the loop's hands: its end is the loop's to report
+
+    def over(self, result: int | BaseException) -> None:
+        """The file is sent (``result`` is the count) or never will be."""
+        if self.close:
+            self.file.close()
+        if self.done is not None:
+            self.done(result)
 
 
 class Protocol:
@@ -335,6 +345,11 @@ class Connection(asyncio.Transport):
                 return default
         return default
 
+    def is_writing_paused(self) -> bool:
+        """Whether the protocol has been told ``pause_writing()`` and not
+        yet ``resume_writing()``."""
+        return self._paused_writing
+
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._low, self._high
 
@@ -405,26 +420,31 @@ class Connection(asyncio.Transport):
         if data.__class__ is not bytes:
             data = bytes(data)   # the caller may change it after we return
         if self._queue:   # a file goes out first; these bytes wait their turn
+            if self._queue[0].__class__ is _QueuedFile and self._queue[0].exclusive:
+                raise RuntimeError("unable to write; sendfile is in progress")
             self._queue.append(data)
             return
         if self._write(data) > self._high and not self._paused_writing:
             self._pause_writing()
 
     def sendfile(self, file, offset: int = 0, count: int | None = None,
-                 close: bool = False, done: Callable[[object], object] | None = None) -> None:
+                 close: bool = False, done: Callable[[object], object] | None = None,
+                 exclusive: bool = False) -> None:
         """Send ``count`` bytes (default: to the end) of ``file`` (an open
         file, kept referenced until sent) from ``offset``, in order with the
         writes around it, without copying them through Python. With
         ``close``, the file is closed once sent or once the connection is;
         ``done(count)`` runs once it is sent, ``done(exc)`` if the
-        connection ends first."""
+        connection ends first (``exc.sent``, where set, counts the bytes the
+        socket took). With ``exclusive`` (asyncio's ``loop.sendfile``),
+        ``write`` raises RuntimeError until the file is sent."""
         if self._closing:
             raise RuntimeError("sendfile() after close()")
         if count is None:
             count = os.fstat(file.fileno()).st_size - offset
         if self._queue is None:
             self._queue = deque()
-        self._queue.append(_QueuedFile(file, offset, count, close, done))
+        self._queue.append(_QueuedFile(file, offset, count, close, done, exclusive))
         if len(self._queue) == 1 and self._stream.notify(0):
             self._next_file()
 
@@ -432,21 +452,27 @@ class Connection(asyncio.Transport):
         # What was written before the file is out: the file's turn.
         assert self._queue is not None   # sendfile() made it
         item = self._queue[0]
-        self._loop.sendfile(self.fd, item.file.fileno(), item.offset, item.count, self._file_sent)
+        item.sending = True
+        self._loop.sendfile(self.fd, item.file.fileno(), item.offset, item.count,
+                            functools.partial(self._file_sent, item))
 
-    def _file_sent(self, res) -> None:
+    def _file_sent(self, item: _QueuedFile, res) -> None:
+        # The loop's report on the file in flight: its count, or the error
+        # that ended it -- ECANCELED when the connection closed first. Either
+        # way the error carries how far the file got (``sent``).
         if res.__class__ is not int:
-            self._fail(res)
+            self._fail(res)   # (nothing, if the connection had ended already)
+            exc = self._exc or ConnectionAbortedError("the connection was closed")
+            exc.sent = getattr(res, "sent", 0)   # type: ignore[attr-defined]
+            item.over(exc)
             return
         if self._closed:
+            item.over(res)
             return
         queue = self._queue
         assert queue is not None   # sendfile() made it
-        item = queue.popleft()
-        if item.close:
-            item.file.close()
-        if item.done is not None:
-            item.done(item.count)
+        queue.popleft()
+        item.over(res)
         # Bytes queued behind the file go to the stream; a file behind them
         # waits until they are out.
         while queue and queue[0].__class__ is bytes:
@@ -530,6 +556,10 @@ class Connection(asyncio.Transport):
         self._closing = True
         self._finish()
 
+    # asyncio's sslproto ends a connection after a fatal TLS error with its
+    # transports' private _force_close(exc): abort, with exc for connection_lost.
+    _force_close = _fail
+
     def _cut_short(self) -> bool:
         # Bytes the peer was meant to get and will not: ours not yet taken
         # by the kernel, or -- when it is the peer who stopped -- the
@@ -553,11 +583,10 @@ class Connection(asyncio.Transport):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         for item in self._queue or ():
-            if item.__class__ is _QueuedFile:
-                if item.close:
-                    item.file.close()   # the loop's own sendfile holds its fd until cancelled
-                if item.done is not None:
-                    item.done(self._exc or ConnectionAbortedError("the connection was closed"))
+            # The file in flight is over when the loop says so (_file_sent),
+            # which close_fd below brings about.
+            if item.__class__ is _QueuedFile and not item.sending:
+                item.over(self._exc or ConnectionAbortedError("the connection was closed"))
         self._queue = None
         self._stream.close()
         if self._sock is not None:
