@@ -243,6 +243,93 @@ def test_socket_operations_and_a_cancelled_receive(backend):
     run(backend, main)
 
 
+def test_a_receive_taken_over_or_cancelled_late_loses_no_bytes(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock, peer = socket.socketpair()
+        sock.setblocking(False)
+        # A new sock_recv made before a cancelled one's task has run (as
+        # wait_for and a retry do) takes over its receive, and its bytes.
+        first = asyncio.ensure_future(loop.sock_recv(sock, 100))
+        await asyncio.sleep(0.01)
+        peer.sendall(b"one")
+        first.cancel()
+        second = asyncio.ensure_future(loop.sock_recv(sock, 100))
+        assert await second == b"one"
+        assert first.cancelled()
+        # Bytes a receive brought after its caller was cancelled go to the
+        # next caller, ahead of what came later.
+        third = asyncio.ensure_future(loop.sock_recv(sock, 100))
+        await asyncio.sleep(0.01)
+        peer.sendall(b"two")
+        third.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await third
+        peer.sendall(b"three")
+        got = b""
+        while len(got) < len(b"twothree"):
+            got += await loop.sock_recv(sock, 2)   # fewer than it has: the rest waits
+        assert got == b"twothree"
+        sock.close()
+        peer.close()
+
+    run(backend, main)
+
+
+def test_concurrent_sock_sendalls_arrive_whole_and_in_order(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        sock, peer = socket.socketpair()
+        sock.setblocking(False)
+        sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        # Each larger than the socket buffers: both wait for room, and the
+        # reader's pace decides when each may go on.
+        size = 4 * sndbuf
+        sends = [asyncio.ensure_future(loop.sock_sendall(sock, bytes([c]) * size))
+                 for c in b"abc"]
+        got = await loop.run_in_executor(None, recv_exactly, peer, 3 * size)
+        await asyncio.gather(*sends)
+        assert got == b"a" * size + b"b" * size + b"c" * size
+        sock.close()
+        peer.close()
+
+    run(backend, main)
+
+
+def test_a_drain_released_while_flushing_does_not_wait_for_io(backend):
+    # The epoll loop writes what a turn queued just before it waits; when
+    # that write lets a paused writer go on, the wait must not block (it
+    # did: a task resumed there waited for IO that never came).
+    async def main():
+        loop = asyncio.get_running_loop()
+        received = bytearray()
+
+        def reader(conn):
+            while chunk := conn.recv(1 << 16):
+                received.extend(chunk)
+
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        reader_done = loop.run_in_executor(None, lambda: reader(lst.accept()[0]))
+        _, writer = await asyncio.open_connection(*lst.getsockname())
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        high = 16 * 1024
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 4 * high
+        writer.transport.set_write_buffer_limits(high=high)
+        for _ in range(256):   # each pause is released by a write the socket takes whole
+            writer.write(b"x" * 4096)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        await reader_done
+        assert len(received) == 256 * 4096
+        lst.close()
+
+    run(backend, main, timeout=10)
+
+
 def test_tls_server_and_client_with_asyncios_sslproto(backend):
     import test as cpython_tests
     certs = os.path.join(os.path.dirname(cpython_tests.__file__), "certdata", "keycert.pem")

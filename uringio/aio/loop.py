@@ -29,6 +29,7 @@ import errno
 import functools
 import logging
 import os
+import selectors
 import signal
 import socket
 import stat
@@ -37,11 +38,14 @@ import threading
 import warnings
 import weakref
 from asyncio import base_events, constants, events, sslproto, trsock
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._core import Loop, open_loop
+from .._core import open_loop
 from ..net.connection import Connection
+from . import sendfile
+from .readiness import ReadinessMixin
 
 if sys.version_info < (3, 11):
     # BaseEventLoop's hooks and sslproto's shutdown timeout, as used here,
@@ -57,14 +61,23 @@ ACCEPT_RETRY_DELAY = 1.0
 class _CoreTurn:
     """What asyncio's turn calls its selector: ``select(timeout)`` is one
     turn of the core loop. Completions are dispatched inside it, straight to
-    their handlers, so there are no events to hand back."""
+    their handlers, so there are no events to hand back. ``get_key`` is for
+    asyncio's transports' ``repr``, which asks the selector what an fd is
+    watched for."""
 
-    def __init__(self, core: Loop) -> None:
-        self._core = core
+    def __init__(self, loop: EventLoop) -> None:
+        self._core = loop._core
+        self._loop = loop
 
     def select(self, timeout: float | None) -> tuple:
         self._core.run_once(timeout)
         return ()
+
+    def get_key(self, fd: int) -> selectors.SelectorKey:
+        watched = self._loop._watching(fd)
+        if not watched:
+            raise KeyError(fd)
+        return selectors.SelectorKey(fd, fd, watched, None)
 
     def close(self) -> None:
         pass
@@ -85,22 +98,27 @@ def _resolve(fut: asyncio.Future, result: object) -> None:
         fut.set_result(result)
 
 
-class EventLoop(base_events.BaseEventLoop):
+class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc]
     """An ``asyncio.AbstractEventLoop`` on io_uring (``backend="uring"``) or
     epoll (``"epoll"``); ``"auto"`` picks io_uring where it works."""
+
+    _selector: _CoreTurn | None   # None once closed
 
     def __init__(self, backend: str = "auto", **options: Any) -> None:
         super().__init__()
         self._core = open_loop(backend, **options)
-        self._selector = _CoreTurn(self._core)
+        self._selector = _CoreTurn(self)
         # A protocol callback that raises reaches asyncio's exception handler.
         self._core.on_error = self._callback_failed
         # The transports by fd (the newest one on a reused number wins).
         self._transports: weakref.WeakValueDictionary[int, Connection] = (
             weakref.WeakValueDictionary())
         self._signal_handlers: dict[int, events.Handle] = {}
-        # add_reader / add_writer: fd -> the handle the core's watch queues.
-        self._fd_watches: tuple[dict[int, events.Handle], dict[int, events.Handle]] = ({}, {})
+        self._sock_readers: weakref.WeakKeyDictionary[socket.socket, _SockReader] = (
+            weakref.WeakKeyDictionary())
+        self._sock_writers: weakref.WeakKeyDictionary[
+            socket.socket, deque[tuple[bytes, asyncio.Future]]] = weakref.WeakKeyDictionary()
+        self._init_readiness()
 
     @property
     def backend(self) -> str:
@@ -154,11 +172,10 @@ class EventLoop(base_events.BaseEventLoop):
                 transport.abort()
         for signum in list(self._signal_handlers):
             self.remove_signal_handler(signum)
-        for writable, watches in enumerate(self._fd_watches):
-            for fd in list(watches):
-                self._remove_watch(fd, bool(writable))
+        self._close_readiness()
         super().close()
         self._core.close()
+        self._selector = None   # as asyncio's loops: transports' repr asks whether it is
 
     # -- transports ------------------------------------------------------------
 
@@ -215,17 +232,13 @@ class EventLoop(base_events.BaseEventLoop):
         return ssl_protocol._app_transport
 
     async def _sendfile_native(self, transp, file, offset: int, count: int | None) -> int:
-        # loop.sendfile(): the Connection's own zero-copy file path (splice
-        # through a pipe on uring, sendfile(2) on epoll), in order with its
-        # writes. As asyncio's does, the file's position ends after the
-        # bytes sent.
-        if not isinstance(transp, Connection):
-            raise asyncio.SendfileNotAvailableError(f"not a uringio transport: {transp!r}")
-        fut = self.create_future()
-        transp.sendfile(file, offset, count, done=functools.partial(_resolve, fut))
-        sent = await fut
-        file.seek(offset + sent)
-        return sent
+        return await sendfile.sendfile_native(self, transp, file, offset, count)
+
+    async def _sendfile_fallback(self, transp, file, offset: int, count: int | None) -> int:
+        if isinstance(transp, Connection):
+            return await sendfile.sendfile_fallback(self, transp, file, offset, count)
+        return await super()._sendfile_fallback(  # type: ignore[misc]
+            transp, file, offset, count)
 
     # -- Unix sockets (asyncio keeps these in its Unix loop, not BaseEventLoop)
 
@@ -340,6 +353,14 @@ class EventLoop(base_events.BaseEventLoop):
 
     def _stop_serving(self, sock: socket.socket) -> None:
         self._core.cancel_accept(sock)
+        try:
+            # Stop listening now: on io_uring the cancelled accept holds the
+            # socket open until its completion, a turn from now, and until
+            # then the kernel would still take connections. shutdown(2) of a
+            # listening socket closes it at once (and resets its backlog).
+            sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
         sock.close()
 
     # -- socket operations ---------------------------------------------------
@@ -351,16 +372,48 @@ class EventLoop(base_events.BaseEventLoop):
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         self._check_sock(sock)
+        reader = self._sock_readers.get(sock)
+        if reader is None:
+            reader = self._sock_readers[sock] = _SockReader()
+        if reader.held:   # what a receive brought after its caller left comes first
+            return reader.take(n)
         fut = self.create_future()
-        fd = sock.fileno()
-        self._core.recv(fd, n, functools.partial(_resolve, fut))
+        reader.waiter, reader.n = fut, n
+        if not reader.in_flight:
+            # (else the receive in flight, whose caller was cancelled, is this
+            # call's now: as asyncio's loop, a new sock_recv takes over.)
+            reader.in_flight = True
+            self._core.recv(sock.fileno(), n, functools.partial(self._sock_received, sock, reader))
         try:
             return await fut
         except asyncio.CancelledError:
-            # Cancels the receive; its buffer stays the kernel's until the
-            # cancelled operation's completion (the core's ownership rule).
-            self._core.stop_recv(fd)
+            if reader.waiter is fut:
+                # Cancel the receive. Its buffer stays the kernel's until the
+                # cancelled operation's completion (the core's ownership
+                # rule); bytes it brings meanwhile are held for the next call.
+                reader.waiter = None
+                self._core.stop_recv(sock.fileno())
             raise
+
+    def _sock_received(self, sock: socket.socket, reader: _SockReader, result) -> None:
+        reader.in_flight = False
+        fut, reader.waiter = reader.waiter, None
+        if fut is None or fut.done():
+            if not _is_cancel(result):
+                reader.held.append(result)
+        elif _is_cancel(result):
+            # Cancelled for a caller who has left since, and taken over by
+            # this one: ask again.
+            reader.waiter, reader.in_flight = fut, True
+            self._core.recv(sock.fileno(), reader.n,
+                            functools.partial(self._sock_received, sock, reader))
+        elif isinstance(result, BaseException):
+            fut.set_exception(result)
+        else:
+            if len(result) > reader.n:   # asked for by a caller who wanted more
+                reader.held.append(result[reader.n:])
+                result = result[:reader.n]
+            fut.set_result(result)
 
     async def sock_recv_into(self, sock: socket.socket, buf) -> int:
         data = await self.sock_recv(sock, len(memoryview(buf)))
@@ -372,8 +425,33 @@ class EventLoop(base_events.BaseEventLoop):
         if not data:
             return
         fut = self.create_future()
-        self._core.send(sock.fileno(), data, functools.partial(_resolve, fut))
+        waiting = self._sock_writers.get(sock)
+        if waiting is None:   # nothing in flight on sock: send now
+            self._sock_writers[sock] = deque()
+            self._core.send(sock.fileno(), data, functools.partial(self._sock_sent, sock, fut))
+        else:
+            # One send in flight per socket, the others queued behind it:
+            # two io_uring sends on one socket that both wait for room may
+            # go out in either order.
+            waiting.append((bytes(data), fut))
         await fut
+
+    def _sock_sent(self, sock: socket.socket, fut: asyncio.Future, result) -> None:
+        # A cancelled sock_sendall whose bytes were in flight has sent them
+        # (asyncio's own loop may have sent part of them, too); one cancelled
+        # before its turn sends nothing.
+        _resolve(fut, result)
+        waiting = self._sock_writers.get(sock)
+        while waiting:
+            data, after = waiting.popleft()
+            if after.done():
+                continue
+            if sock.fileno() == -1:
+                after.set_exception(OSError(errno.EBADF, "the socket was closed"))
+                continue
+            self._core.send(sock.fileno(), data, functools.partial(self._sock_sent, sock, after))
+            return
+        self._sock_writers.pop(sock, None)
 
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         self._check_sock(sock)
@@ -400,60 +478,6 @@ class EventLoop(base_events.BaseEventLoop):
         fut = self.create_future()
         self._core.connect(sock, address, functools.partial(_resolve, fut))
         await fut
-
-    # -- readiness callbacks (for libraries that do their own IO) -----------
-
-    def add_reader(self, fd, callback: Callable[..., object],  # type: ignore[override]
-                   *args: Any) -> None:
-        self._add_watch(fd, False, callback, args)
-
-    def remove_reader(self, fd) -> bool:
-        return self._remove_watch(fd, False)
-
-    def add_writer(self, fd, callback: Callable[..., object],  # type: ignore[override]
-                   *args: Any) -> None:
-        self._add_watch(fd, True, callback, args)
-
-    def remove_writer(self, fd) -> bool:
-        return self._remove_watch(fd, True)
-
-    def _add_watch(self, fd, writable: bool, callback, args) -> None:
-        # The core's level-triggered watch (a re-armed poll on uring, epoll
-        # interest on epoll) queues the handle once per turn while fd is
-        # ready, as asyncio's selector loop does.
-        self._check_closed()
-        fd = _fileno(fd)
-        transport = self._transports.get(fd)
-        if transport is not None and not transport.is_closing():
-            raise RuntimeError(f"File descriptor {fd} is used by transport {transport!r}")
-        handle = events.Handle(callback, args, self, None)
-        watches = self._fd_watches[writable]
-        if fd in watches:   # a new callback replaces the old one
-            watches[fd].cancel()
-            watches[fd] = handle
-            return
-        watches[fd] = handle
-        self._core.watch(fd, writable, functools.partial(self._watched, fd, writable))
-
-    def _watched(self, fd: int, writable: bool, result: object) -> None:
-        handle = self._fd_watches[writable].get(fd)
-        if isinstance(result, BaseException):
-            self._fd_watches[writable].pop(fd, None)
-            self.call_exception_handler({"message": f"watching fd {fd} failed",
-                                         "exception": result})
-        elif handle is not None and not handle._cancelled:
-            self._ready.append(handle)
-
-    def _remove_watch(self, fd, writable: bool) -> bool:
-        if self.is_closed():
-            return False
-        fd = _fileno(fd)
-        handle = self._fd_watches[writable].pop(fd, None)
-        if handle is None:
-            return False
-        handle.cancel()
-        self._core.unwatch(fd, writable)
-        return True
 
     # -- signals -------------------------------------------------------------
 
@@ -483,12 +507,31 @@ class EventLoop(base_events.BaseEventLoop):
         return True
 
 
-def _fileno(fileobj) -> int:
-    # What selectors accept: an int, or an object with fileno().
-    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
-    if fd < 0:
-        raise ValueError(f"Invalid file descriptor: {fd}")
-    return fd
+class _SockReader:
+    """One socket's ``sock_recv``: whether a receive is in flight, who
+    waits for it, and what arrived with nobody waiting (bytes, EOF or an
+    error), which the next call gets first."""
+
+    __slots__ = ("in_flight", "waiter", "n", "held")
+
+    def __init__(self) -> None:
+        self.in_flight = False
+        self.waiter: asyncio.Future | None = None
+        self.n = 0
+        self.held: list[bytes | BaseException] = []
+
+    def take(self, n: int) -> bytes:
+        item = self.held.pop(0)
+        if isinstance(item, BaseException):
+            raise item
+        if len(item) > n:
+            self.held.insert(0, item[n:])
+            item = item[:n]
+        return item
+
+
+def _is_cancel(result: object) -> bool:
+    return isinstance(result, OSError) and result.errno == errno.ECANCELED
 
 
 def _check_signal(sig: object) -> None:
