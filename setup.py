@@ -4,12 +4,15 @@ from setuptools import Extension, setup
 setup(
     cffi_modules=["_build/_core/uring_build.py:ffibuilder",
                   "_build/protocols/resp_build.py:ffibuilder"],
-    # The per-message paths of the uring backend and of the HTTP layer, in
+    # The per-message paths of the uring backend, the asyncio loop and the HTTP layer, in
     # plain C-API code (each file says why).
     ext_modules=[
         Extension("uringio._core._fastpath", ["_build/_core/fastpath.c"],
                   include_dirs=["_build"],
                   depends=["_build/pyslots.h", "_build/_core/uring_shared.h"],
+                  extra_compile_args=["-O2", "-Wall"]),
+        Extension("uringio.aio._ready", ["_build/aio/ready.c"],
+                  include_dirs=["_build"], depends=["_build/pyslots.h"],
                   extra_compile_args=["-O2", "-Wall"]),
         Extension("uringio.protocols._httpcore", ["_build/protocols/httpcore.c"],
                   include_dirs=["_build"], depends=["_build/pyslots.h"],

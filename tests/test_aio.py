@@ -6,6 +6,7 @@ compatibility beyond these (docs/asyncio.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import os
 import signal
@@ -375,6 +376,73 @@ def test_timers_executor_and_threadsafe_callbacks(backend):
         assert infos[0][4] == ("127.0.0.1", 80)
 
     run(backend, main)
+
+
+def test_the_c_ready_queue_keeps_asyncios_handle_semantics(backend):
+    # call_soon and the turn's run of ready handles are C (aio/_ready):
+    # the handles are still asyncio's, cancellable, run in their context,
+    # their exceptions reported as asyncio reports them.
+    var = contextvars.ContextVar("var", default="unset")
+    loop = uringio.new_event_loop(backend)
+    try:
+        reported, seen = [], []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+        def boom():
+            raise ValueError("boom")
+
+        handle = loop.call_soon(seen.append, "cancelled")
+        assert isinstance(handle, asyncio.Handle)
+        handle.cancel()
+        context = contextvars.copy_context()
+        context.run(var.set, "theirs")
+        loop.call_soon(lambda: seen.append(var.get()), context=context)
+        loop.call_soon(lambda: seen.append(var.get()))
+        failing = loop.call_soon(boom)
+        loop.call_soon(seen.append, "after")
+        loop.run_until_complete(asyncio.sleep(0))
+        assert seen == ["theirs", "unset", "after"]
+        assert len(reported) == 1 and reported[0]["handle"] is failing
+        assert isinstance(reported[0]["exception"], ValueError)
+        assert reported[0]["message"].startswith("Exception in callback")
+        with pytest.raises(TypeError):
+            loop.call_soon(print, bogus=1)
+
+        # KeyboardInterrupt leaves the turn, as from asyncio's own loop.
+        def interrupt():
+            raise KeyboardInterrupt
+        loop.call_soon(interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(asyncio.sleep(0.01))
+
+        # Debug mode is asyncio's own call_soon, with its thread check.
+        loop.set_debug(True)
+        assert "call_soon" not in vars(loop)
+
+        def attempt():
+            try:
+                loop.call_soon(print)
+            except RuntimeError as exc:
+                return exc
+
+        async def from_another_thread():
+            return await loop.run_in_executor(None, attempt)
+
+        exc = loop.run_until_complete(from_another_thread())
+        assert isinstance(exc, RuntimeError) and "thread" in str(exc)
+        loop.set_debug(False)
+    finally:
+        loop.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        loop.call_soon(print)
+
+
+def test_an_uninitialised_ready_queue_refuses():
+    from uringio.aio._ready import Ready
+    with pytest.raises(RuntimeError):
+        Ready.__new__(Ready)(print)
+    with pytest.raises(RuntimeError):
+        Ready.__new__(Ready).run(1)
 
 
 def test_a_signal_handler_runs_on_the_loop(backend):

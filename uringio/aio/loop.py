@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import heapq
 import logging
 import os
 import selectors
@@ -37,7 +38,7 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, constants, events, sslproto, trsock
+from asyncio import base_events, constants, events, format_helpers, sslproto, trsock
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,7 @@ from typing import Any
 from .._core import open_loop
 from ..net.connection import Connection
 from . import sendfile
+from ._ready import Ready
 from .readiness import ReadinessMixin
 
 if sys.version_info < (3, 11):
@@ -103,10 +105,17 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
     epoll (``"epoll"``); ``"auto"`` picks io_uring where it works."""
 
     _selector: _CoreTurn | None   # None once closed
+    _scheduled: list[events.TimerHandle]   # asyncio's timer heap (BaseEventLoop's)
+    _timer_cancelled_count: int
 
     def __init__(self, backend: str = "auto", **options: Any) -> None:
         super().__init__()
         self._core = open_loop(backend, **options)
+        # asyncio's create_future, less its Python frame: a stream's reader
+        # makes one per wait for data.
+        self.create_future = functools.partial(asyncio.Future, loop=self)  # type: ignore[method-assign]
+        self._fast = Ready(self._ready, self, events.Handle, self._handle_raised)
+        self._set_fast_path()
         self._selector = _CoreTurn(self)
         # A protocol callback that raises reaches asyncio's exception handler.
         self._core.on_error = self._callback_failed
@@ -129,19 +138,70 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         return (f"<{type(self).__name__} backend={self.backend} running={self.is_running()} "
                 f"closed={self.is_closed()} debug={self.get_debug()}>")
 
-    def call_soon(self, callback, *args: Any,  # type: ignore[override]
-                  context=None) -> events.Handle:
-        # asyncio's own, less two Python calls (its debug checks, kept in
-        # debug mode): every message of a stream wakes a task through here,
-        # and the profile of a streams echo had call_soon at a seventh of
-        # the Python time.
+    # -- the turn --------------------------------------------------------------
+
+    def _set_fast_path(self) -> None:
+        # call_soon is the C ready queue's, as an instance attribute, while
+        # the loop is open and not in debug mode (whose checks and
+        # slow-callback warnings are asyncio's own code); else asyncio's.
+        if not self._debug and not self._closed:
+            self.call_soon = self._fast   # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("call_soon", None)
+
+    def set_debug(self, enabled: bool) -> None:
+        super().set_debug(enabled)
+        if "_fast" in self.__dict__:   # (BaseEventLoop.__init__ calls this first)
+            self._set_fast_path()
+
+    def _run_once(self) -> None:
+        """One turn: asyncio's BaseEventLoop._run_once, with the wait a turn
+        of the core loop and the ready handles run by the C ready queue.
+        In debug mode, asyncio's own (it times each callback)."""
         if self._debug:
-            return super().call_soon(callback, *args, context=context)
-        if self._closed:
-            raise RuntimeError("Event loop is closed")
-        handle = events.Handle(callback, args, self, context)
-        self._ready.append(handle)
-        return handle
+            return super()._run_once()  # type: ignore[misc]
+        scheduled = self._scheduled
+        # Cancelled timers: dropped from the heap's top, or (when they are
+        # most of it) in one sweep, as asyncio does.
+        count = len(scheduled)
+        if (count > base_events._MIN_SCHEDULED_TIMER_HANDLES and self._timer_cancelled_count / count
+                > base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION):
+            kept = []
+            for handle in scheduled:
+                if handle._cancelled:
+                    handle._scheduled = False
+                else:
+                    kept.append(handle)
+            heapq.heapify(kept)
+            self._scheduled = scheduled = kept
+            self._timer_cancelled_count = 0
+        else:
+            while scheduled and scheduled[0]._cancelled:
+                self._timer_cancelled_count -= 1
+                heapq.heappop(scheduled)._scheduled = False
+        timeout: float | None = None
+        if self._ready or self._stopping:
+            timeout = 0
+        elif scheduled:
+            timeout = min(max(0, scheduled[0]._when - self.time()),
+                          base_events.MAXIMUM_SELECT_TIMEOUT)
+        self._core.run_once(timeout)
+        if scheduled:
+            end_time = self.time() + self._clock_resolution
+            while scheduled and scheduled[0]._when < end_time:
+                handle = heapq.heappop(scheduled)
+                handle._scheduled = False
+                self._ready.append(handle)
+        self._fast.run(len(self._ready))
+
+    def _handle_raised(self, handle: events.Handle, exc: BaseException) -> None:
+        # What asyncio's Handle._run does with a callback's exception.
+        callback = format_helpers._format_callback_source(handle._callback, handle._args)
+        context = {"message": f"Exception in callback {callback}", "exception": exc,
+                   "handle": handle}
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
 
     def _callback_failed(self, what: object, exc: BaseException) -> None:
         self.call_exception_handler({"message": f"Exception in callback {what!r}",
@@ -174,6 +234,7 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
             self.remove_signal_handler(signum)
         self._close_readiness()
         super().close()
+        self._set_fast_path()   # asyncio's call_soon, which refuses a closed loop
         self._core.close()
         self._selector = None   # as asyncio's loops: transports' repr asks whether it is
 
