@@ -35,6 +35,9 @@ def register() -> list[str]:
                 uses_uringio=loop.startswith("uringio"))
             names.append(name)
     eb.REFERENCE = "uvloop.protocol"
+    # Each API on uringio's loop against the same API on uvloop and rloop.
+    eb.PAIRS = [(f"{ours}.{api}", f"{other}.{api}") for api in APIS
+                for ours in LOOPS[:2] for other in ("uvloop", "rloop")]
     return names
 
 

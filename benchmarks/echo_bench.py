@@ -570,13 +570,19 @@ def summarise(runs: list[RunResult], servers: list[str], scenarios: list[str]) -
     return summary
 
 
+# Paired comparisons to print, (server, baseline): by default uring against
+# URING_VS; a wrapper (asyncio_bench.py) may name its own.
+PAIRS: list[tuple[str, str]] = [("uring", other) for other in URING_VS]
+
+
 def uring_vs(runs: list[RunResult], servers: list[str], scenarios: list[str]) -> dict:
-    """Per scenario: uring's msgs/s over each of URING_VS, paired by round."""
+    """Per scenario: "server / baseline" -> the median of the per-round
+    msgs/s ratios, for each of PAIRS whose two servers ran."""
     ok = {(r.scenario, r.server, r.round): r for r in runs if r.ok}
     rounds = sorted({r.round for r in runs})
-    others = [o for o in URING_VS if o in servers] if "uring" in servers else []
-    return {scen: {other: _median(paired_ratios(ok, rounds, scen, "uring", other, "msgs_per_s"))
-                   for other in others}
+    pairs = [(a, b) for a, b in PAIRS if a in servers and b in servers]
+    return {scen: {f"{a} / {b}": _median(paired_ratios(ok, rounds, scen, a, b, "msgs_per_s"))
+                   for a, b in pairs}
             for scen in scenarios}
 
 
@@ -876,10 +882,11 @@ def report(console: Console, args: argparse.Namespace, opts: Options, servers: l
     for scen in scenarios:
         if any(r.scenario == scen.name for r in runs):
             console.print(scenario_table(scen, summary[scen.name], servers))
-            vs = [f"{ratio:.2f}× {other}" for other, ratio in versus[scen.name].items()
+            vs = [f"{pair} {ratio:.2f}×" for pair, ratio in versus[scen.name].items()
                   if ratio is not None]
             if vs:
-                console.print(f"  uring msgs/s, paired by round: {', '.join(vs)}\n")
+                console.print("  msgs/s, median of the per-round ratios: "
+                              + ", ".join(vs) + "\n")
     if syscall_results:
         console.print(syscall_table(syscall_results, SYSCALL_SCENARIO))
 
