@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 import warnings
+import weakref
 
 import pytest
 
@@ -329,6 +330,44 @@ def test_a_drain_released_while_flushing_does_not_wait_for_io(backend):
         lst.close()
 
     run(backend, main, timeout=10)
+
+
+def test_writes_between_close_and_the_end_are_sent_and_nothing_outlives_it(backend):
+    # As asyncio's transports: bytes written after close(), while earlier
+    # ones are still buffered, go out before the FIN (asyncio's TLS
+    # protocol writes its last records so); once the connection is over,
+    # the transport and its protocol are freed by reference counting.
+    async def main():
+        loop = asyncio.get_running_loop()
+        lost = loop.create_future()
+
+        class Closer(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport   # a cycle, as asyncio's protocols keep
+                transport.set_write_buffer_limits(high=1024)
+                transport.write(b"a" * (4 << 20))
+                transport.close()
+                transport.write(b"tail")
+
+            def connection_lost(self, exc):
+                lost.set_result(exc)
+
+        sock, peer = socket.socketpair()
+        transport, protocol = await loop.connect_accepted_socket(Closer, sock)
+        got = await loop.run_in_executor(None, recv_exactly, peer, (4 << 20) + 4)
+        assert got.endswith(b"tail") and peer.recv(1) == b""
+        assert await lost is None
+        await asyncio.sleep(0)   # the loop drops its last references to the callback
+        gone = weakref.ref(protocol), weakref.ref(transport)
+        del transport, protocol
+        assert [ref() for ref in gone] == [None, None]
+        peer.close()
+
+    gc.disable()
+    try:
+        run(backend, main)
+    finally:
+        gc.enable()
 
 
 def test_tls_server_and_client_with_asyncios_sslproto(backend):

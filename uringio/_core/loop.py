@@ -25,6 +25,11 @@ from ..errors import LoopClosedError
 
 log = logging.getLogger("uringio")
 
+
+def drop(result: object) -> None:
+    """The handler of an operation, or a stream's report, that nobody waits
+    for any more."""
+
 class Timer:
     """A callback scheduled by ``call_later``; ``cancel()`` stops it."""
 

@@ -36,7 +36,7 @@ from typing import cast
 
 from ..errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
 from .buffers import BufRing, pin, pin_writable
-from .loop import BaseLoop, BaseSendStream, log
+from .loop import BaseLoop, BaseSendStream, drop, log
 from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Backlog, Op, OpKind, OpTable, Splice
 from .ring import (
     IORING_ASYNC_CANCEL_ALL,
@@ -299,7 +299,7 @@ class ProactorLoop(BaseLoop):
     def _hold(self, op: Op, item) -> None:
         # Arrived after stop_recv: nothing is lost, start_recv delivers it.
         # After close_fd nobody can ask for it.
-        if op.handler is not _drop:
+        if op.handler is not drop:
             self._held.setdefault(op.fd, []).append(item)
 
     def _end_draining(self, op: Op) -> None:
@@ -563,14 +563,14 @@ class ProactorLoop(BaseLoop):
         if reader is not None:
             reader.cancelled = True
             if reader.kind == OpKind.RECV_STREAM:
-                reader.handler = reader.end_handler = _drop
+                reader.handler = reader.end_handler = drop
                 backlog = cast("Backlog | None", reader.state)   # a stream's state
                 if backlog is not None and not backlog.scheduled:
                     self._ops.pop(reader)   # never submitted, nothing pending
             # a one-shot recv's handler gets its ECANCELED
         draining = self._draining.pop(fd, None)
         if draining is not None:
-            draining.handler = draining.end_handler = _drop
+            draining.handler = draining.end_handler = drop
         acceptor = self._acceptors.pop(fd, None)
         if acceptor is not None:
             acceptor.cancelled = True
@@ -644,7 +644,7 @@ class ProactorLoop(BaseLoop):
             stream.close()
         for op in self._ops.live():
             op.cancelled = True
-            op.handler = op.end_handler = _drop
+            op.handler = op.end_handler = drop
             if op.kind == OpKind.RECV_STREAM and op.state is not None:
                 self._ops.pop(op)   # never submitted: no CQE will come
         self._readers.clear()
@@ -686,10 +686,6 @@ def sockaddr(family: int, address) -> bytes:
         path = address.encode() if isinstance(address, str) else bytes(address)
         return struct.pack("=H", family) + path + (b"" if path[:1] == b"\0" else b"\0")
     raise ValueError(f"connect: unsupported address family {family}")
-
-
-def _drop(result) -> None:
-    """The handler of an operation nobody waits for any more."""
 
 
 class SendStream(BaseSendStream):
@@ -742,6 +738,7 @@ class SendStream(BaseSendStream):
             self._sent = loop._ring.writer_sent(self._wid)
             self._closed = True
             self.write_bytes.release()   # a late write must not reach a reused wid
+            self.handler = drop   # (and lets go of the stream's owner)
             loop._ring.writer_release(self._wid)
             loop._streams_by_wid[self._wid] = None
             if loop._send_streams.get(self.fd) is self:

@@ -32,7 +32,7 @@ from threading import get_ident
 
 from ..errors import BusyResourceError, LoopClosedError, os_error
 from .interface import Handler
-from .loop import BaseLoop, BaseSendStream, Timer
+from .loop import BaseLoop, BaseSendStream, Timer, drop
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -618,6 +618,7 @@ class SendStream(BaseSendStream):
         if self._closed:
             return
         self._closed = True
+        self.handler = drop   # nothing reports to it now; and lets go of its owner
         st = self._st
         st.stream = None
         kept = [entry for entry in st.writes if entry[1] is not None]

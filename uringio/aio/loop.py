@@ -256,7 +256,7 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         if server is not None:
             server._attach()
             on_closed = functools.partial(_detach, server)
-        conn = Connection(self._core, sock.fileno(), protocol, on_closed, sock=sock, extra=info)
+        conn = Transport(self._core, sock.fileno(), protocol, on_closed, sock=sock, extra=info)
         self._transports[conn.fd] = conn
         self.call_soon(self._transport_made, conn, waiter)
         return conn
@@ -566,6 +566,15 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
             return False
         signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
         return True
+
+
+class Transport(Connection):
+    """The loop's socket transport: a uringio Connection that, as asyncio's
+    transports do, still sends what is written between close() and the
+    connection's end."""
+
+    __slots__ = ()
+    _writes_after_close = True
 
 
 class _SockReader:

@@ -106,9 +106,10 @@ class _FlowWaiter(asyncio.Protocol):
         self._transport = transp
         self._proto = transp.get_protocol()
         self._resume_reading = transp.is_reading()
+        # The protocol was told to pause and is owed a resume; this one
+        # starts unpaused (set_protocol) and is paused by its own writes.
         self._resume_writing = transp.is_writing_paused()
-        self._writable: asyncio.Future | None = (
-            loop.create_future() if self._resume_writing else None)
+        self._writable: asyncio.Future | None = None
         transp.pause_reading()
         transp.set_protocol(self)
 
@@ -145,5 +146,7 @@ class _FlowWaiter(asyncio.Protocol):
             self._transport.resume_reading()
         if self._writable is not None:
             self._writable.cancel()   # nobody waits on it any more
-        if self._resume_writing and not self._transport.is_writing_paused():
+        if self._resume_writing:
+            # Unpaused again by set_protocol: the next write above the
+            # high-water mark pauses it anew.
             self._proto.resume_writing()

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
+from .._core.loop import drop
 from .blocking import is_blocking
 
 log = logging.getLogger("uringio")
@@ -148,6 +149,10 @@ class Connection(asyncio.Transport):
     # For asyncio's loop.sendfile() (sent by sendfile() below, no copy
     # through Python) and loop.start_tls().
     _sendfile_compatible = _SendfileMode.TRY_NATIVE
+    # Between close() and the end, write() raises (uringio's own rule: a
+    # write after close is a bug) or, as on asyncio's transports, is sent
+    # before the FIN (asyncio's TLS protocol writes its last records then).
+    _writes_after_close = False
     _start_tls_compatible = True
 
     __slots__ = ("_loop", "fd", "_protocol", "_stream", "_write", "_closing",
@@ -324,9 +329,14 @@ class Connection(asyncio.Transport):
 
     def set_protocol(self, protocol) -> None:
         """Hand the connection to another protocol; what is received from
-        now on goes to it (asyncio's ``Transport.set_protocol``)."""
+        now on goes to it (asyncio's ``Transport.set_protocol``). The new
+        protocol starts unpaused: it hears ``resume_writing()`` only after
+        it has heard ``pause_writing()`` (asyncio's own transports would
+        send it the resume owed to the old one, which some protocols, such
+        as asyncio's TLS one, assert against)."""
         self._protocol = protocol
         self._deliver = self._receiver(protocol)
+        self._paused_writing = False
         if not self._paused_reading and not self._closing:
             # Restart the stream with the new handler: nothing is lost
             # across a stop and a start.
@@ -414,7 +424,8 @@ class Connection(asyncio.Transport):
         if self._closing:
             if self._closed:
                 return
-            raise RuntimeError("write() after close()")
+            if not self._writes_after_close:
+                raise RuntimeError("write() after close()")
         if self._eof:
             raise RuntimeError("write() after write_eof()")
         if data.__class__ is not bytes:
@@ -600,3 +611,8 @@ class Connection(asyncio.Transport):
         finally:
             if self._on_closed is not None:
                 self._on_closed(self)
+            # Over: let go of what refers back to this connection (its
+            # protocol, which may hold it, and its own bound methods), so
+            # both go by reference counting, as asyncio's transports do.
+            self._protocol = self._on_closed = None  # type: ignore[assignment]
+            self._deliver = self._events = drop  # type: ignore[assignment]
