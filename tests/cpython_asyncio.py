@@ -60,6 +60,8 @@ def mixins() -> dict[str, tuple[type, ...]]:
         test_sendfile,
         test_server,
         test_sock_lowlevel,
+        test_ssl,
+        test_sslproto,
         test_streams,
         test_subprocess,
     )
@@ -78,6 +80,9 @@ def mixins() -> dict[str, tuple[type, ...]]:
         "server": (test_server.BaseStartServer, test_utils.TestCase),
         "buffered_proto": (test_buffered_proto.BaseTestBufferedProtocol, test_utils.TestCase),
         "streams": (test_streams.StreamTests,),
+        "start_tls": (test_sslproto.BaseStartTLS, unittest.TestCase),
+        # TestSSL makes its loops with asyncio.new_event_loop(): the policy's.
+        "ssl": (test_ssl.TestSSL,),
     }
 
 
