@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <linux/stat.h>
 #include <liburing.h>
 
 #include "uring_shared.h"
@@ -234,6 +235,94 @@ int uio_prep_cancel_fd(struct io_uring *ring, int fd, int flags,
     UIO_SQE(ring, sqe);
     io_uring_prep_cancel_fd(sqe, fd, flags);
     sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+/* ---- files: each one SQE; paths and buffers are the kernel's until the CQE */
+
+int uio_prep_openat(struct io_uring *ring, int dfd, const char *path, int flags,
+                    unsigned mode, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_openat(sqe, dfd, path, flags, mode);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+/* offset (uint64_t)-1: the file's own position, which the read advances. */
+int uio_prep_read_file(struct io_uring *ring, int fd, void *buf, unsigned len,
+                       uint64_t offset, uint64_t user_data, unsigned sqe_flags)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_read(sqe, fd, buf, len, offset);
+    sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_write(struct io_uring *ring, int fd, const void *buf, unsigned len,
+                   uint64_t offset, uint64_t user_data, unsigned sqe_flags)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_write(sqe, fd, buf, len, offset);
+    sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+/* fsync_flags IORING_FSYNC_DATASYNC: fdatasync. */
+int uio_prep_fsync(struct io_uring *ring, int fd, unsigned fsync_flags, uint64_t user_data,
+                   unsigned sqe_flags)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_fsync(sqe, fd, fsync_flags);
+    sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_statx(struct io_uring *ring, int dfd, const char *path, int flags,
+                   unsigned mask, struct statx *buf, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_statx(sqe, dfd, path, flags, mask, buf);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_fallocate(struct io_uring *ring, int fd, int mode, uint64_t offset,
+                       uint64_t len, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_fallocate(sqe, fd, mode, offset, len);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_unlinkat(struct io_uring *ring, int dfd, const char *path, int flags,
+                      uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_unlinkat(sqe, dfd, path, flags);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_renameat(struct io_uring *ring, int olddfd, const char *oldpath, int newdfd,
+                      const char *newpath, unsigned flags, uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_renameat(sqe, olddfd, oldpath, newdfd, newpath, flags);
+    sqe->user_data = user_data;
+    return 0;
+}
+
+int uio_prep_mkdirat(struct io_uring *ring, int dfd, const char *path, unsigned mode,
+                     uint64_t user_data)
+{
+    UIO_SQE(ring, sqe);
+    io_uring_prep_mkdirat(sqe, dfd, path, mode);
     sqe->user_data = user_data;
     return 0;
 }

@@ -249,6 +249,70 @@ class Loop(Protocol):
         BusyResourceError when ``fd`` has one already."""
         ...
 
+    # -- files -----------------------------------------------------------------
+    #
+    # Readiness means nothing for a regular file (files.py says why): on
+    # uring each of these is one SQE, many in flight from the loop's
+    # thread; on epoll each is a system call on a small worker pool. Every
+    # handler gets its result on the loop, or an OSError of the type the
+    # built-in open() and os functions raise, naming the path.
+
+    def file_open(self, path: bytes, flags: int, mode: int, handler: Handler) -> None:
+        """openat(2) ``path`` (relative to the working directory) with
+        ``os.open``'s ``flags`` (O_CLOEXEC is added) and ``mode``:
+        ``handler(fd)``. Close it with ``close_fd``."""
+        ...
+
+    def file_read(self, fd: int, buf: bytearray | memoryview, offset: int,
+                  handler: Handler) -> None:
+        """Read into ``buf`` from ``offset`` (-1: the file's position, which
+        the read advances): ``handler(n)``, fewer than ``len(buf)`` only at
+        the end of the file (short reads are continued). The buffer is the
+        operation's until its completion, also when nobody waits any more."""
+        ...
+
+    def file_write(self, fd: int, data: bytes | bytearray | memoryview, offset: int,
+                   handler: Handler, sync: int = 0) -> None:
+        """Write all of ``data`` (copied unless it is bytes) at ``offset``
+        (-1: the file's position): ``handler(len(data))``. Short writes are
+        continued. ``sync`` (``files.SYNC_DATA`` or ``SYNC_ALL``) follows the
+        write with fdatasync or fsync (linked to it on uring); the handler
+        hears only once that is done too."""
+        ...
+
+    def file_sync(self, fd: int, datasync: bool, handler: Handler) -> None:
+        """fsync(2), or fdatasync(2) with ``datasync``: ``handler(0)``."""
+        ...
+
+    def file_stat(self, path: bytes | None, fd: int, follow: bool, handler: Handler) -> None:
+        """statx(2) of ``path`` (following a final symlink when ``follow``),
+        or of ``fd`` when ``path`` is None: ``handler(os.stat_result)``."""
+        ...
+
+    def file_allocate(self, fd: int, offset: int, length: int, handler: Handler) -> None:
+        """fallocate(2) (mode 0, as posix_fallocate): ``handler(0)``."""
+        ...
+
+    def file_copy(self, src_fd: int, dst_fd: int, offset: int, count: int,
+                  handler: Handler) -> None:
+        """Copy ``count`` bytes of ``src_fd`` from ``offset`` (no more than
+        it has there) to ``dst_fd`` at its position, without copying them
+        through Python (splice through a pipe on uring, copy_file_range(2)
+        on epoll): ``handler(count)``."""
+        ...
+
+    def path_unlink(self, path: bytes, directory: bool, handler: Handler) -> None:
+        """unlink(2) ``path``, or rmdir(2) with ``directory``: ``handler(0)``."""
+        ...
+
+    def path_rename(self, old: bytes, new: bytes, handler: Handler) -> None:
+        """rename(2): ``handler(0)``."""
+        ...
+
+    def path_mkdir(self, path: bytes, mode: int, handler: Handler) -> None:
+        """mkdir(2): ``handler(0)``."""
+        ...
+
     # -- closing -------------------------------------------------------------
 
     def close_fd(self, fd: int, handler: Handler | None = None) -> None:

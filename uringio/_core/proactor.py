@@ -51,6 +51,7 @@ from .ring import (
     Writer,
     kernel_release,
 )
+from .uring_files import RingFiles
 
 _ECANCELED = errno.ECANCELED
 _POLLIN = select.POLLIN
@@ -65,7 +66,7 @@ _PIPE_CHUNK = 64 * 1024   # a pipe's default capacity
 _RECV_STREAM = int(OpKind.RECV_STREAM)
 
 
-class ProactorLoop(BaseLoop):
+class ProactorLoop(RingFiles, BaseLoop):
     """The ``Loop`` (interface.py) on io_uring. Raises UringUnavailable when
     the ring cannot be set up or the kernel lacks multishot accept/recv
     (Linux 6.0+)."""

@@ -31,6 +31,7 @@ from itertools import islice
 from threading import get_ident
 
 from ..errors import BusyResourceError, LoopClosedError, os_error
+from .files import PoolFiles
 from .interface import Handler
 from .loop import BaseLoop, BaseSendStream, Timer, drop
 
@@ -82,7 +83,7 @@ class _FdState:
         self.watch_write: Handler | None = None
 
 
-class ReactorLoop(BaseLoop):
+class ReactorLoop(PoolFiles, BaseLoop):
     """The ``Loop`` (interface.py) on epoll, emulated over readiness."""
 
     backend = "epoll"
@@ -90,6 +91,7 @@ class ReactorLoop(BaseLoop):
 
     def __init__(self, recv_size: int = 65536, max_events: int = 1024) -> None:
         super().__init__()
+        self._init_files()
         self._epoll = select.epoll()
         self._fds: dict[int, _FdState] = {}
         self._recv_size = recv_size
@@ -560,6 +562,7 @@ class ReactorLoop(BaseLoop):
         self._fds.clear()
         self._epoll.close()
         super().close()
+        self._close_files()
 
 
 class SendStream(BaseSendStream):

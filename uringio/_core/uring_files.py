@@ -1,0 +1,218 @@
+"""File operations as io_uring SQEs (the proactor's half of files.py).
+
+Each operation is one SQE, many in flight from the loop's one thread; the
+path, buffer or statx record it names is held by its Op until its final
+CQE, also when the caller stopped waiting (the ownership rule). A write
+with ``sync`` is linked to its fsync (IOSQE_IO_LINK): both go in one
+submission and the kernel starts the fsync only once the write is done.
+A short read or write is continued from where it stopped; a short write
+breaks the link (the kernel cancels the fsync), so the rest goes out
+linked to a new one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, cast
+
+from ..errors import os_error
+from .buffers import pin, pin_writable
+from .files import SYNC_DATA, SYNC_NONE, file_error, stat_result
+from .ops import Op, OpKind, OpTable
+from .ring import IOSQE_IO_LINK, Ring, ffi, lib
+
+_AT_FDCWD = lib.AT_FDCWD if lib is not None else -100
+_AT_EMPTY_PATH = 0x1000
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_REMOVEDIR = 0x200
+_FSYNC_DATASYNC = 1   # IORING_FSYNC_DATASYNC
+_STATX_BASIC_STATS = 0x7FF
+_AT_POSITION = (1 << 64) - 1   # offset -1: the file's own position
+_EMPTY_PATH = b"\0"
+
+
+class _Write:
+    """A file write in progress: where it goes, and its fsync, if any."""
+
+    __slots__ = ("offset", "sync", "sync_op", "result")
+
+    def __init__(self, offset: int, sync: int) -> None:
+        self.offset = offset
+        self.sync = sync
+        self.sync_op: Op | None = None
+        self.result: Any = None   # set once the write is over, reported after its fsync
+
+
+class RingFiles:
+    """The file operations of ``ProactorLoop`` (mixed into it)."""
+
+    _ops: OpTable
+    _ring: Ring
+
+    def _check_open(self) -> None: ...
+    def _submit(self, rc: int) -> None: ...
+    def call_soon(self, callback, *args: Any) -> Any: ...
+    def sendfile(self, fd: int, file_fd: int, offset: int, count: int, handler) -> None: ...
+
+    def _path_op(self, path: bytes, handler, on_complete=None) -> Op:
+        # An op whose CQE's res is the whole answer; it holds the path.
+        self._check_open()
+        op = self._ops.add(OpKind.FILE, -1, handler, on_complete or self._on_file_result)
+        op.buf = os.fsencode(path) + b"\0"
+        op.pin = pin(op.buf)
+        op.state = path
+        return op
+
+    def _on_file_result(self, op: Op, res: int, flags: int) -> None:
+        # state: the path, or a tuple led by it (with what else is held)
+        path = op.state[0] if isinstance(op.state, tuple) else op.state
+        handler = self._ops.pop(op)
+        handler(res if res >= 0 else file_error(os_error(-res), path))
+
+    def file_open(self, path: bytes, flags: int, mode: int, handler) -> None:
+        op = self._path_op(path, handler)
+        self._submit(self._ring.prep_openat(_AT_FDCWD, op.pin, flags | os.O_CLOEXEC, mode, op.id))
+
+    def file_read(self, fd: int, buf, offset: int, handler) -> None:
+        self._check_open()
+        if not len(buf):
+            self.call_soon(handler, 0)
+            return
+        op = self._ops.add(OpKind.FILE_READ, fd, handler, self._on_file_read)
+        op.buf = buf
+        op.pin = pin_writable(buf)
+        op.state = offset
+        self._read_more(op)
+
+    def _read_more(self, op: Op) -> None:
+        offset = cast(int, op.state)
+        self._submit(self._ring.prep_read_file(
+            op.fd, op.pin + op.done, len(op.pin) - op.done,
+            _AT_POSITION if offset < 0 else offset + op.done, op.id, 0))
+
+    def _on_file_read(self, op: Op, res: int, flags: int) -> None:
+        # res: bytes read (0 at end of file) or -errno.
+        if res > 0:
+            op.done += res
+            if op.done < len(op.pin):   # short: go on from there
+                self._read_more(op)
+                return
+        result = op.done if res >= 0 else os_error(-res)
+        self._ops.pop(op)(result)
+
+    def file_write(self, fd: int, data, offset: int, handler, sync: int = SYNC_NONE) -> None:
+        self._check_open()
+        if not len(data) and sync == SYNC_NONE:
+            self.call_soon(handler, 0)
+            return
+        if not len(data):
+            self.file_sync(fd, sync == SYNC_DATA, handler)
+            return
+        op = self._ops.add(OpKind.FILE_WRITE, fd, handler, self._on_file_write)
+        op.buf = data if data.__class__ is bytes else bytes(data)
+        op.pin = pin(op.buf)
+        op.state = _Write(offset, sync)
+        self._write_more(op)
+
+    def _write_more(self, op: Op) -> None:
+        st = cast(_Write, op.state)
+        left = len(op.buf) - op.done
+        where = _AT_POSITION if st.offset < 0 else st.offset + op.done
+        if st.sync == SYNC_NONE:
+            self._submit(self._ring.prep_write(op.fd, op.pin + op.done, left, where, op.id, 0))
+            return
+        sync_op = self._ops.add(OpKind.FILE_SYNC, op.fd, None, self._on_linked_sync)
+        sync_op.state = op
+        st.sync_op = sync_op
+        self._submit(self._ring.prep_write(op.fd, op.pin + op.done, left, where, op.id,
+                                           IOSQE_IO_LINK))
+        self._submit(self._ring.prep_fsync(op.fd, _FSYNC_DATASYNC if st.sync == SYNC_DATA
+                                           else 0, sync_op.id, 0))
+
+    def _on_file_write(self, op: Op, res: int, flags: int) -> None:
+        st = cast(_Write, op.state)
+        if res > 0:
+            op.done += res
+            if op.done < len(op.buf):
+                # Short: a linked fsync is cancelled by the kernel (its CQE
+                # is ignored below); the rest goes out with a new one.
+                if st.sync_op is not None:
+                    st.sync_op.state = None
+                self._write_more(op)
+                return
+        result: Any = op.done if res >= 0 else os_error(-res if res else errno.EIO)
+        if st.sync_op is not None and res > 0:
+            st.result = result   # reported when the fsync is done
+            return
+        if st.sync_op is not None:
+            st.sync_op.state = None   # the failed write's fsync is cancelled
+        self._ops.pop(op)(result)
+
+    def _on_linked_sync(self, sync_op: Op, res: int, flags: int) -> None:
+        op = cast("Op | None", sync_op.state)
+        self._ops.pop(sync_op)
+        if op is None:
+            return   # a link broken by a short or failed write
+        st = cast(_Write, op.state)
+        handler = self._ops.pop(op)
+        handler(st.result if res >= 0 else os_error(-res))
+
+    def file_sync(self, fd: int, datasync: bool, handler) -> None:
+        self._check_open()
+        op = self._ops.add(OpKind.FILE, fd, handler, self._on_file_result)
+        self._submit(self._ring.prep_fsync(fd, _FSYNC_DATASYNC if datasync else 0, op.id, 0))
+
+    def file_stat(self, path: bytes | None, fd: int, follow: bool, handler) -> None:
+        if path is None:
+            op = self._path_op(b"", handler, self._on_statx)
+            dfd, flags = fd, _AT_EMPTY_PATH
+            op.buf, op.state = _EMPTY_PATH, None
+            op.pin = pin(op.buf)
+        else:
+            op = self._path_op(path, handler, self._on_statx)
+            dfd, flags = _AT_FDCWD, 0 if follow else _AT_SYMLINK_NOFOLLOW
+        record = ffi.new("struct statx *")   # the kernel's to fill until the CQE
+        op.state = (op.state, record)
+        self._submit(self._ring.prep_statx(dfd, op.pin, flags, _STATX_BASIC_STATS, record,
+                                           op.id))
+
+    def _on_statx(self, op: Op, res: int, flags: int) -> None:
+        path, x = cast(tuple, op.state)
+        handler = self._ops.pop(op)
+        if res < 0:
+            handler(file_error(os_error(-res), path))
+            return
+        assert x is not None
+        handler(stat_result(
+            x.stx_mode, x.stx_ino, os.makedev(x.stx_dev_major, x.stx_dev_minor), x.stx_nlink,
+            x.stx_uid, x.stx_gid, x.stx_size,
+            tuple(t.tv_sec * 1_000_000_000 + t.tv_nsec
+                  for t in (x.stx_atime, x.stx_mtime, x.stx_ctime)),
+            x.stx_blksize, x.stx_blocks, os.makedev(x.stx_rdev_major, x.stx_rdev_minor)))
+
+    def file_allocate(self, fd: int, offset: int, length: int, handler) -> None:
+        self._check_open()
+        op = self._ops.add(OpKind.FILE, fd, handler, self._on_file_result)
+        self._submit(self._ring.prep_fallocate(fd, 0, offset, length, op.id))
+
+    def file_copy(self, src_fd: int, dst_fd: int, offset: int, count: int, handler) -> None:
+        # The proactor's sendfile: splice file -> pipe -> dst, in the kernel.
+        self.sendfile(dst_fd, src_fd, offset, count, handler)
+
+    def path_unlink(self, path: bytes, directory: bool, handler) -> None:
+        op = self._path_op(path, handler)
+        self._submit(self._ring.prep_unlinkat(_AT_FDCWD, op.pin,
+                                              _AT_REMOVEDIR if directory else 0, op.id))
+
+    def path_rename(self, old: bytes, new: bytes, handler) -> None:
+        op = self._path_op(old, handler)
+        target = os.fsencode(new) + b"\0"
+        target_pin = pin(target)
+        op.state = (old, target, target_pin)   # held, as the first path is
+        self._submit(self._ring.prep_renameat(_AT_FDCWD, op.pin, _AT_FDCWD, target_pin, 0,
+                                              op.id))
+
+    def path_mkdir(self, path: bytes, mode: int, handler) -> None:
+        op = self._path_op(path, handler)
+        self._submit(self._ring.prep_mkdirat(_AT_FDCWD, op.pin, mode, op.id))
