@@ -8,7 +8,8 @@ below it:
   two loops behind one ``Loop`` interface, and the choice between them;
 * ``uringio.net``: ``Protocol``, ``Connection`` and ``Server``, uringio's own
   callback API on that interface;
-* ``uringio.aio``: asyncio's event loop on the same interface;
+* ``uringio.aio``: asyncio's event loop on the same interface, and files
+  for asyncio code (``uringio.open_file``, ``uringio.files``);
 * ``uringio.models``: the server models (single, pool, multi, threads);
 * ``uringio.protocols``: the applications -- echo, HTTP/1.1, RESP;
 * ``uringio.cli``: ``python -m uringio``.
@@ -30,11 +31,15 @@ def __getattr__(name: str):
     if name in _AIO_NAMES:
         from . import aio
         return getattr(aio, name)
+    if name in ("files", "open_file"):
+        from .aio import files
+        return files if name == "files" else files.open_file
     raise AttributeError(f"module 'uringio' has no attribute {name!r}")
 
 
 __all__ = [
     "BACKENDS", "BaseLoop", "BusyResourceError", "Connection", "EventLoop", "EventLoopPolicy",
     "Loop", "LoopClosedError", "MODELS", "Protocol", "Server", "UringUnavailable", "blocking",
-    "install", "listen", "new_event_loop", "open_loop", "run", "run_server", "serve",
+    "files", "install", "listen", "new_event_loop", "open_file", "open_loop", "run",
+    "run_server", "serve",
 ]

@@ -1,0 +1,259 @@
+"""Files on both backends: the engine's file operations (one SQE each on
+uring, a worker pool on epoll) and the asyncio-facing API on them
+(``uringio.open_file``, ``uringio.files``)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import os
+import threading
+import time
+import weakref
+
+import pytest
+
+import uringio
+from conftest import open_fds
+from uringio._core import open_loop
+from uringio._core.files import SYNC_ALL
+
+
+def run(backend: str, coro_fn, timeout: float = 60.0):
+    async def bounded():
+        return await asyncio.wait_for(coro_fn(), timeout)
+    return uringio.run(bounded(), backend=backend)
+
+
+def core_call(loop, method: str, *args):
+    """Run one core file operation to its result (bounded)."""
+    box: list = []
+    getattr(loop, method)(*args, box.append)
+    assert loop.run_until(lambda: box, 10.0), f"{method} never completed"
+    return box[0]
+
+
+def test_every_byte_written_comes_back(backend, tmp_path):
+    path = tmp_path / "data.bin"
+    blobs = [os.urandom(n) for n in (1, 4095, 4096, 65537, 3 << 20)]
+
+    async def main():
+        async with uringio.open_file(path, "wb") as f:
+            for blob in blobs:
+                assert await f.write(blob) == len(blob)
+            assert await f.tell() == sum(map(len, blobs))
+        whole = b"".join(blobs)
+        assert path.read_bytes() == whole
+        async with uringio.open_file(path, "rb") as f:
+            assert await f.read() == whole
+            # at offsets, in any order, many in flight at once
+            offsets = list(range(0, len(whole) - 4096, 65521))
+            got = await asyncio.gather(*(f.pread(4096, off) for off in reversed(offsets)))
+            assert got == [whole[off:off + 4096] for off in reversed(offsets)]
+            assert await f.pread(10, len(whole) - 3) == whole[-3:]   # short only at the end
+            await f.seek(-5, os.SEEK_END)
+            assert await f.read(100) == whole[-5:] and await f.read(1) == b""
+        async with uringio.open_file(path, "r+b") as f:
+            await f.pwrite(b"XYZ", 10)
+            assert await f.pread(3, 10) == b"XYZ"
+        async with uringio.open_file(path, "ab") as f:
+            await f.write(b"tail")
+        assert path.read_bytes()[-4:] == b"tail" and path.read_bytes()[10:13] == b"XYZ"
+        assert await uringio.files.read_bytes(path) == path.read_bytes()
+        assert await uringio.files.copy(path, tmp_path / "copy.bin") == path.stat().st_size
+        assert (tmp_path / "copy.bin").read_bytes() == path.read_bytes()
+
+    run(backend, main)
+
+
+@pytest.mark.parametrize("newline", [None, "", "\n", "\r\n"])
+def test_text_files_follow_opens_rules(backend, tmp_path, newline):
+    path = tmp_path / "text.txt"
+    text = "één\ntwo\r\nthree\rfour\n" * 3000 + "last"   # lines across read chunks
+
+    async def main():
+        async with uringio.open_file(path, "w", encoding="utf-8", newline=newline) as f:
+            await f.write(text)
+        with open(path, encoding="utf-8", newline=newline) as f:
+            expected = f.readlines()
+        assert path.read_bytes() == open(path, "rb").read()
+        with open(tmp_path / "ref.txt", "w", encoding="utf-8", newline=newline) as ref:
+            ref.write(text)
+        assert path.read_bytes() == (tmp_path / "ref.txt").read_bytes()
+        async with uringio.open_file(path, encoding="utf-8", newline=newline) as f:
+            assert [line async for line in f] == expected
+        async with uringio.open_file(path, encoding="utf-8", newline=newline) as f:
+            assert await f.read() == "".join(expected)
+
+    run(backend, main)
+
+
+def test_errors_are_the_types_open_and_os_raise(backend, tmp_path):
+    (tmp_path / "sub").mkdir()
+    missing = tmp_path / "missing"
+
+    async def main():
+        for path, mode in ((missing, "rb"), (tmp_path / "sub", "rb"), (tmp_path / "sub", "wb"),
+                           (tmp_path / "no" / "dir", "wb")):
+            with pytest.raises(OSError) as ours:
+                await uringio.open_file(path, mode)
+            with pytest.raises(OSError) as builtin:
+                open(path, mode)
+            assert type(ours.value) is type(builtin.value), (path, mode)
+            assert ours.value.errno == builtin.value.errno
+            assert ours.value.filename == builtin.value.filename
+        # A full device: ENOSPC, an OSError as from a built-in file.
+        async with uringio.open_file("/dev/full", "wb") as f:
+            with pytest.raises(OSError) as full:
+                await f.write(b"x" * 4096)
+        assert full.value.errno == errno.ENOSPC
+        async with uringio.open_file(tmp_path / "ro", "wb") as f:
+            with pytest.raises(io_unsupported()):
+                await f.read()
+        with pytest.raises(FileNotFoundError):
+            await uringio.files.stat(missing)
+        with pytest.raises(FileNotFoundError):
+            await uringio.files.remove(missing)
+        await uringio.files.mkdir(tmp_path / "new")
+        with pytest.raises(FileExistsError):
+            await uringio.files.mkdir(tmp_path / "new")
+        await uringio.files.rename(tmp_path / "new", tmp_path / "renamed")
+        assert (await uringio.files.stat(tmp_path / "renamed")).st_mode == \
+            os.stat(tmp_path / "renamed").st_mode
+        await uringio.files.rmdir(tmp_path / "renamed")
+        assert not (tmp_path / "renamed").exists()
+
+    run(backend, main)
+
+
+def io_unsupported():
+    import io
+    return io.UnsupportedOperation
+
+
+def test_a_bad_fd_is_ebadf_as_from_os(backend):
+    loop = open_loop(backend)
+    try:
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)   # both numbers are closed now
+        with pytest.raises(OSError) as builtin:
+            os.pread(r, 10, 0)
+        result = core_call(loop, "file_read", r, bytearray(10), 0)
+        assert isinstance(result, OSError) and result.errno == builtin.value.errno == errno.EBADF
+        result = core_call(loop, "file_write", w, b"x", 0)
+        assert isinstance(result, OSError) and result.errno == errno.EBADF
+    finally:
+        loop.close()
+
+
+def test_short_reads_are_continued(backend):
+    # A pipe hands a read what it has: the engine goes on until the buffer
+    # is full (or the writer closes).
+    loop = open_loop(backend)
+    r, w = os.pipe()
+    pieces = [os.urandom(1000) for _ in range(8)]
+
+    def writer():
+        for piece in pieces:
+            os.write(w, piece)
+            time.sleep(0.01)
+        os.close(w)
+
+    try:
+        thread = threading.Thread(target=writer)
+        thread.start()
+        buf = bytearray(5000)
+        assert core_call(loop, "file_read", r, buf, -1) == 5000
+        assert bytes(buf) == b"".join(pieces)[:5000]
+        rest = bytearray(5000)
+        assert core_call(loop, "file_read", r, rest, -1) == 3000   # then end of file
+        assert bytes(rest[:3000]) == b"".join(pieces)[5000:]
+        thread.join()
+    finally:
+        os.close(r)
+        loop.close()
+
+
+def test_a_synced_write_is_reported_after_its_fsync(backend, tmp_path, monkeypatch):
+    # write then fsync, linked on uring: the caller hears once the fsync
+    # completed, never between the two.
+    events: list[str] = []
+    loop = open_loop(backend)
+    if backend == "uring":
+        real = type(loop)._on_linked_sync
+
+        def on_sync(self, op, res, flags):
+            events.append(f"fsync {res}")
+            real(self, op, res, flags)
+        monkeypatch.setattr(type(loop), "_on_linked_sync", on_sync)
+    else:
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            real_fsync(fd)
+            events.append("fsync 0")
+        monkeypatch.setattr(os, "fsync", fsync)
+    try:
+        fd = os.open(tmp_path / "synced", os.O_RDWR | os.O_CREAT, 0o644)
+        box: list = []
+        loop.file_write(fd, b"x" * (1 << 20), 0, lambda res: (events.append("reported"),
+                                                              box.append(res)), SYNC_ALL)
+        assert loop.run_until(lambda: box, 10.0)
+        assert box == [1 << 20] and events == ["fsync 0", "reported"]
+        os.close(fd)
+    finally:
+        loop.close()
+
+
+def test_a_cancelled_read_keeps_its_buffer_until_it_completes(backend):
+    class Buffer(bytearray):
+        pass   # a bytearray one can hold a weak reference to
+
+    async def main():
+        r, w = os.pipe()
+        async with uringio.open_file(f"/proc/self/fd/{r}", "rb") as f:
+            buf = Buffer(100)
+            held = weakref.ref(buf)
+            task = asyncio.ensure_future(f.preadinto(buf, -1))
+            await asyncio.sleep(0.05)   # the read waits for the pipe
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            del buf
+            gc.collect()
+            assert held() is not None, "the read in flight let go of its buffer"
+            os.write(w, b"late")   # now it completes (short reads go on to the
+            os.close(w)            # end of the file), into the buffer it kept
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                gc.collect()
+                if held() is None:
+                    break
+            assert held() is None, "the completed read still holds its buffer"
+        os.close(r)
+
+    run(backend, main)
+
+
+def test_ten_thousand_files_opened_and_closed_leave_no_fd(backend, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+
+    async def main():
+        before = open_fds()
+        for _ in range(10_000):
+            f = await uringio.open_file(path, "rb")
+            await f.close()
+        assert open_fds() == before
+
+    run(backend, main, timeout=120)
+
+
+def test_the_file_api_refuses_another_loop(tmp_path):
+    async def main():
+        await uringio.open_file(tmp_path / "x", "wb")
+
+    with pytest.raises(RuntimeError, match="uringio's event loop"):
+        asyncio.run(main())
