@@ -257,3 +257,15 @@ def test_the_file_api_refuses_another_loop(tmp_path):
 
     with pytest.raises(RuntimeError, match="uringio's event loop"):
         asyncio.run(main())
+
+
+def test_the_tutorials_example_runs_as_written(backend):
+    # docs/tutorial-files.md includes examples/files_demo.py.
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "examples", "files_demo.py"),
+                          "--backend", backend, "--reads", "2000", "--depth", "16"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "1000 lines, the last 'line 999\\n'" in out
+    assert "2000 random 4 KiB reads, 16 in flight:" in out

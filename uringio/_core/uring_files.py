@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import Any, cast
 
 from ..errors import os_error
@@ -47,13 +48,14 @@ class _Write:
 class RingFiles:
     """The file operations of ``ProactorLoop`` (mixed into it)."""
 
+    # The loop's own, which this mixin uses (declared, not defined: a
+    # definition here would come before the loop's own in the MRO).
     _ops: OpTable
     _ring: Ring
-
-    def _check_open(self) -> None: ...
-    def _submit(self, rc: int) -> None: ...
-    def call_soon(self, callback, *args: Any) -> Any: ...
-    def sendfile(self, fd: int, file_fd: int, offset: int, count: int, handler) -> None: ...
+    _check_open: Callable[[], None]
+    _submit: Callable[[int], None]
+    call_soon: Callable[..., Any]
+    sendfile: Callable[..., None]
 
     def _path_op(self, path: bytes, handler, on_complete=None) -> Op:
         # An op whose CQE's res is the whole answer; it holds the path.

@@ -437,13 +437,16 @@ class _Opening:
 
 
 def open_file(path, mode: str = "r", buffering: int = -1, encoding: str | None = None,
-              errors: str | None = None, newline: str | None = None) -> Any:
+              errors: str | None = None, newline: str | None = None, *, flags: int = 0) -> Any:
     """Open ``path`` as ``open()`` would (same modes, same errors: a
     missing file is FileNotFoundError, a directory IsADirectoryError), for
     awaiting: ``f = await open_file(...)`` or ``async with open_file(...) as f``.
     ``buffering`` is accepted for open()'s signature; writes are never
-    buffered."""
-    flags, readable, writable, binary = _flags(mode)
+    buffered. ``flags`` are more ``os.open`` flags, such as ``os.O_DIRECT``
+    (then read into aligned buffers, such as an ``mmap``'s, with
+    ``preadinto``)."""
+    mode_flags, readable, writable, binary = _flags(mode)
+    flags |= mode_flags
     if binary and (encoding is not None or errors is not None or newline is not None):
         raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
     return _Opening(path, mode, flags, readable, writable, binary, encoding, errors, newline)
