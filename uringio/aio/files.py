@@ -31,19 +31,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._core.files import SYNC_ALL, SYNC_DATA
+from .futures import resolve
 from .loop import EventLoop
 
 # Read-ahead for readline and iteration, and the chunk of an unbounded read.
 CHUNK = 64 * 1024
 
 
-def _resolve(fut: asyncio.Future, result: object) -> None:
-    if fut.done():
-        return   # the caller stopped waiting: the operation kept its buffer anyway
-    if isinstance(result, BaseException):
-        fut.set_exception(result)
-    else:
-        fut.set_result(result)
 
 
 def _core_call(method: str, *args: Any) -> asyncio.Future:
@@ -55,7 +49,7 @@ def _core_call(method: str, *args: Any) -> asyncio.Future:
             f"uringio's file API needs uringio's event loop, not {loop!r} (use uringio.run(), "
             "or asyncio.run(..., loop_factory=uringio.new_event_loop))")
     fut = loop.create_future()
-    getattr(loop._core, method)(*args, functools.partial(_resolve, fut))
+    getattr(loop._core, method)(*args, functools.partial(resolve, fut))
     return fut
 
 
@@ -273,7 +267,7 @@ class AsyncFile:
         self._closed = True
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        loop._core.close_fd(self._fd, functools.partial(_resolve, fut))  # type: ignore[attr-defined]
+        loop._core.close_fd(self._fd, functools.partial(resolve, fut))  # type: ignore[attr-defined]
         await fut
 
     async def __aenter__(self) -> AsyncFile:

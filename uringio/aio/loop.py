@@ -47,6 +47,7 @@ from .._core import open_loop
 from ..net.connection import Connection
 from . import sendfile
 from ._ready import Ready
+from .futures import resolve
 from .readiness import ReadinessMixin
 
 if sys.version_info < (3, 11):
@@ -89,15 +90,6 @@ def _nothing() -> None:
     """What a wakeup runs: waking is all it is for."""
 
 
-def _resolve(fut: asyncio.Future, result: object) -> None:
-    # A core operation's handler: its result, or the OSError, into the
-    # future (unless the caller has stopped waiting).
-    if fut.done():
-        return
-    if isinstance(result, BaseException):
-        fut.set_exception(result)
-    else:
-        fut.set_result(result)
 
 
 class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc]
@@ -501,7 +493,7 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         # A cancelled sock_sendall whose bytes were in flight has sent them
         # (asyncio's own loop may have sent part of them, too); one cancelled
         # before its turn sends nothing.
-        _resolve(fut, result)
+        resolve(fut, result)
         waiting = self._sock_writers.get(sock)
         while waiting:
             data, after = waiting.popleft()
@@ -517,7 +509,7 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         self._check_sock(sock)
         fut = self.create_future()
-        self._core.accept(sock, functools.partial(_resolve, fut), once=True)
+        self._core.accept(sock, functools.partial(resolve, fut), once=True)
         try:
             fd = await fut
         except asyncio.CancelledError:
@@ -537,7 +529,7 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
                                                    type=sock.type, proto=sock.proto, loop=self)
             address = resolved[0][4]
         fut = self.create_future()
-        self._core.connect(sock, address, functools.partial(_resolve, fut))
+        self._core.connect(sock, address, functools.partial(resolve, fut))
         await fut
 
     # -- signals -------------------------------------------------------------

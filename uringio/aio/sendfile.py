@@ -17,18 +17,12 @@ import os
 import stat
 
 from ..net.connection import Connection
+from .futures import resolve
 
 # The fallback's read size, as asyncio's.
 FALLBACK_BLOCK = 16384
 
 
-def _resolve(fut: asyncio.Future, result: object) -> None:
-    if fut.done():
-        return
-    if isinstance(result, BaseException):
-        fut.set_exception(result)
-    else:
-        fut.set_result(result)
 
 
 async def sendfile_native(loop: asyncio.AbstractEventLoop, transp, file, offset: int,
@@ -54,7 +48,7 @@ async def sendfile_native(loop: asyncio.AbstractEventLoop, transp, file, offset:
     if not count:
         return 0
     fut = loop.create_future()
-    transp.sendfile(file, offset, count, done=functools.partial(_resolve, fut), exclusive=True)
+    transp.sendfile(file, offset, count, done=functools.partial(resolve, fut), exclusive=True)
     sent = 0
     try:
         sent = await fut
