@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 
 class UringUnavailable(OSError):
@@ -27,6 +30,13 @@ def os_error(errno_: int) -> OSError:
     """The OSError for a positive errno; Python picks the subclass
     (ConnectionResetError, BrokenPipeError, ...) from the number."""
     return OSError(errno_, os.strerror(errno_))
+
+
+def with_sent(exc: E, sent: int) -> E:
+    """``exc`` carrying ``sent``: how many bytes a sendfile had moved when
+    it failed (``Loop.sendfile``'s documented ``exc.sent``)."""
+    exc.sent = sent   # type: ignore[attr-defined]
+    return exc
 
 
 def check_res(res: int) -> int:

@@ -250,17 +250,6 @@ int uio_prep_openat(struct io_uring *ring, int dfd, const char *path, int flags,
     return 0;
 }
 
-/* offset (uint64_t)-1: the file's own position, which the read advances. */
-int uio_prep_read_file(struct io_uring *ring, int fd, void *buf, unsigned len,
-                       uint64_t offset, uint64_t user_data, unsigned sqe_flags)
-{
-    UIO_SQE(ring, sqe);
-    io_uring_prep_read(sqe, fd, buf, len, offset);
-    sqe->flags |= sqe_flags;
-    sqe->user_data = user_data;
-    return 0;
-}
-
 int uio_prep_write(struct io_uring *ring, int fd, const void *buf, unsigned len,
                    uint64_t offset, uint64_t user_data, unsigned sqe_flags)
 {

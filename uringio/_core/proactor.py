@@ -34,7 +34,14 @@ import struct
 from time import monotonic
 from typing import cast
 
-from ..errors import BusyResourceError, InvariantError, LoopClosedError, UringUnavailable, os_error
+from ..errors import (
+    BusyResourceError,
+    InvariantError,
+    LoopClosedError,
+    UringUnavailable,
+    os_error,
+    with_sent,
+)
 from .buffers import BufRing, pin, pin_writable
 from .loop import BaseLoop, BaseSendStream, drop, log
 from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Backlog, Op, OpKind, OpTable, Splice
@@ -528,9 +535,7 @@ class ProactorLoop(RingFiles, BaseLoop):
         if res >= 0 and not out.cancelled:
             handler(st.sent)
         else:
-            exc = os_error(-res if res < 0 else errno.ECANCELED)
-            exc.sent = st.sent   # type: ignore[attr-defined]
-            handler(exc)
+            handler(with_sent(os_error(-res if res < 0 else errno.ECANCELED), st.sent))
 
     # -- send streams --------------------------------------------------------
 

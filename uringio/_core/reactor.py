@@ -30,7 +30,7 @@ from collections.abc import Callable
 from itertools import islice
 from threading import get_ident
 
-from ..errors import BusyResourceError, LoopClosedError, os_error
+from ..errors import BusyResourceError, LoopClosedError, os_error, with_sent
 from .files import PoolFiles
 from .interface import Handler
 from .loop import BaseLoop, BaseSendStream, Timer, drop
@@ -500,8 +500,8 @@ class ReactorLoop(PoolFiles, BaseLoop):
                 break
             job.offset += sent
             job.left -= sent
-        if result.__class__ is not int:
-            result.sent = job.total - job.left   # type: ignore[union-attr]
+        if isinstance(result, OSError):
+            with_sent(result, job.total - job.left)
         st.sendfile = None
         self._update(st)
         self._ready.append((job.handler, (result,)))
@@ -537,9 +537,8 @@ class ReactorLoop(PoolFiles, BaseLoop):
                 self._ready.append((op_handler, (os_error(errno.ECANCELED),)))
             job = st.sendfile
             if job is not None:
-                exc = os_error(errno.ECANCELED)
-                exc.sent = job.total - job.left   # type: ignore[attr-defined]
-                self._ready.append((job.handler, (exc,)))
+                cancelled_job = with_sent(os_error(errno.ECANCELED), job.total - job.left)
+                self._ready.append((job.handler, (cancelled_job,)))
             if st.stream is not None:
                 st.stream.close()
         result: int | OSError

@@ -49,6 +49,7 @@ OPCODES_OF_INTEREST = (
     "NOP", "READ", "WRITE", "SENDMSG", "RECVMSG", "TIMEOUT", "ACCEPT",
     "ASYNC_CANCEL", "LINK_TIMEOUT", "CONNECT", "CLOSE", "SEND", "RECV",
     "SPLICE", "PROVIDE_BUFFERS", "SHUTDOWN", "SEND_ZC", "SENDMSG_ZC",
+    "OPENAT", "FSYNC", "STATX", "FALLOCATE", "UNLINKAT", "RENAMEAT", "MKDIRAT",
 )
 
 # Set-up flag sets, best first. SINGLE_ISSUER | DEFER_TASKRUN (6.1) runs
@@ -172,7 +173,6 @@ class Ring:
         self.prep_cancel64 = partial(lib.uio_prep_cancel64, ptr)
         self.prep_cancel_fd = partial(lib.uio_prep_cancel_fd, ptr)
         self.prep_openat = partial(lib.uio_prep_openat, ptr)
-        self.prep_read_file = partial(lib.uio_prep_read_file, ptr)
         self.prep_write = partial(lib.uio_prep_write, ptr)
         self.prep_fsync = partial(lib.uio_prep_fsync, ptr)
         self.prep_statx = partial(lib.uio_prep_statx, ptr)

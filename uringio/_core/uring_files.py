@@ -23,12 +23,10 @@ from .files import SYNC_DATA, SYNC_NONE, file_error, stat_result
 from .ops import Op, OpKind, OpTable
 from .ring import IOSQE_IO_LINK, Ring, ffi, lib
 
-_AT_FDCWD = lib.AT_FDCWD if lib is not None else -100
-_AT_EMPTY_PATH = 0x1000
-_AT_SYMLINK_NOFOLLOW = 0x100
-_AT_REMOVEDIR = 0x200
-_FSYNC_DATASYNC = 1   # IORING_FSYNC_DATASYNC
-_STATX_BASIC_STATS = 0x7FF
+if lib is not None:   # (else the proactor refuses to start: ring.py)
+    _AT_FDCWD, _AT_EMPTY_PATH, _AT_SYMLINK_NOFOLLOW, _AT_REMOVEDIR = (
+        lib.AT_FDCWD, lib.AT_EMPTY_PATH, lib.AT_SYMLINK_NOFOLLOW, lib.AT_REMOVEDIR)
+    _FSYNC_DATASYNC, _STATX_BASIC_STATS = lib.IORING_FSYNC_DATASYNC, lib.STATX_BASIC_STATS
 _AT_POSITION = (1 << 64) - 1   # offset -1: the file's own position
 _EMPTY_PATH = b"\0"
 
@@ -57,11 +55,12 @@ class RingFiles:
     call_soon: Callable[..., Any]
     sendfile: Callable[..., None]
 
-    def _path_op(self, path: bytes, handler, on_complete=None) -> Op:
-        # An op whose CQE's res is the whole answer; it holds the path.
+    def _path_op(self, path: bytes | None, handler, on_complete=None) -> Op:
+        # An op whose CQE's res is the whole answer; it holds the path (""
+        # for None: an operation on an fd, AT_EMPTY_PATH).
         self._check_open()
         op = self._ops.add(OpKind.FILE, -1, handler, on_complete or self._on_file_result)
-        op.buf = os.fsencode(path) + b"\0"
+        op.buf = _EMPTY_PATH if path is None else os.fsencode(path) + b"\0"
         op.pin = pin(op.buf)
         op.state = path
         return op
@@ -89,9 +88,9 @@ class RingFiles:
 
     def _read_more(self, op: Op) -> None:
         offset = cast(int, op.state)
-        self._submit(self._ring.prep_read_file(
+        self._submit(self._ring.prep_read(
             op.fd, op.pin + op.done, len(op.pin) - op.done,
-            _AT_POSITION if offset < 0 else offset + op.done, op.id, 0))
+            _AT_POSITION if offset < 0 else offset + op.done, op.id))
 
     def _on_file_read(self, op: Op, res: int, flags: int) -> None:
         # res: bytes read (0 at end of file) or -errno.
@@ -144,10 +143,10 @@ class RingFiles:
                 self._write_more(op)
                 return
         result: Any = op.done if res >= 0 else os_error(-res if res else errno.EIO)
-        if st.sync_op is not None and res > 0:
-            st.result = result   # reported when the fsync is done
-            return
         if st.sync_op is not None:
+            if res > 0:
+                st.result = result   # reported when the fsync is done
+                return
             st.sync_op.state = None   # the failed write's fsync is cancelled
         self._ops.pop(op)(result)
 
@@ -166,13 +165,10 @@ class RingFiles:
         self._submit(self._ring.prep_fsync(fd, _FSYNC_DATASYNC if datasync else 0, op.id, 0))
 
     def file_stat(self, path: bytes | None, fd: int, follow: bool, handler) -> None:
+        op = self._path_op(path, handler, self._on_statx)
         if path is None:
-            op = self._path_op(b"", handler, self._on_statx)
             dfd, flags = fd, _AT_EMPTY_PATH
-            op.buf, op.state = _EMPTY_PATH, None
-            op.pin = pin(op.buf)
         else:
-            op = self._path_op(path, handler, self._on_statx)
             dfd, flags = _AT_FDCWD, 0 if follow else _AT_SYMLINK_NOFOLLOW
         record = ffi.new("struct statx *")   # the kernel's to fill until the CQE
         op.state = (op.state, record)

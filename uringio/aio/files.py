@@ -28,7 +28,7 @@ import locale
 import os
 import stat as stat_module
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, AnyStr, Generic, Self
 
 from .._core.files import SYNC_ALL, SYNC_DATA
 from .futures import resolve
@@ -36,8 +36,6 @@ from .loop import EventLoop
 
 # Read-ahead for readline and iteration, and the chunk of an unbounded read.
 CHUNK = 64 * 1024
-
-
 
 
 def _core_call(method: str, *args: Any) -> asyncio.Future:
@@ -77,7 +75,36 @@ def _flags(mode: str) -> tuple[int, bool, bool, bool]:
     return flags, readable, writable, "b" in kinds
 
 
-class AsyncFile:
+class _Lines(Generic[AnyStr]):
+    """What both kinds of file do alike: lines (from their ``readline``),
+    and ``async with`` (their ``close``)."""
+
+    async def readline(self, size: int = -1) -> AnyStr:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def readlines(self) -> list[AnyStr]:
+        return [line async for line in self]
+
+    def __aiter__(self) -> AsyncIterator[AnyStr]:
+        return self
+
+    async def __anext__(self) -> AnyStr:
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class AsyncFile(_Lines[bytes]):
     """A binary file: ``read``, ``readline``, ``write``, ``pread``,
     ``pwrite``, ``seek``, ``tell``, ... all awaited (``open_file``)."""
 
@@ -185,18 +212,6 @@ class AsyncFile:
         self._pos += len(line)
         return line
 
-    async def readlines(self) -> list[bytes]:
-        return [line async for line in self]
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __anext__(self) -> bytes:
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
-
     async def write(self, data) -> int:
         """Write all of ``data`` at the position (at the end in append
         mode), which moves past it."""
@@ -265,19 +280,10 @@ class AsyncFile:
         if self._closed:
             return
         self._closed = True
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        loop._core.close_fd(self._fd, functools.partial(resolve, fut))  # type: ignore[attr-defined]
-        await fut
-
-    async def __aenter__(self) -> AsyncFile:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+        await _core_call("close_fd", self._fd)
 
 
-class AsyncTextFile:
+class AsyncTextFile(_Lines[str]):
     """A text file on an AsyncFile: ``open()``'s encoding, errors and
     newline rules. ``seek`` takes 0 (or 0 from the end) and ``tell`` is not
     offered: a text position is an opaque cookie in ``open()`` too."""
@@ -365,18 +371,6 @@ class AsyncTextFile:
         line, self._text = self._text[:end], self._text[end:]
         return line
 
-    async def readlines(self) -> list[str]:
-        return [line async for line in self]
-
-    def __aiter__(self) -> AsyncIterator[str]:
-        return self
-
-    async def __anext__(self) -> str:
-        line = await self.readline()
-        if not line:
-            raise StopAsyncIteration
-        return line
-
     async def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
@@ -403,12 +397,6 @@ class AsyncTextFile:
 
     async def close(self) -> None:
         await self.buffer.close()
-
-    async def __aenter__(self) -> AsyncTextFile:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
 
 class _Opening:

@@ -90,8 +90,6 @@ def _nothing() -> None:
     """What a wakeup runs: waking is all it is for."""
 
 
-
-
 class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc]
     """An ``asyncio.AbstractEventLoop`` on io_uring (``backend="uring"``) or
     epoll (``"epoll"``); ``"auto"`` picks io_uring where it works."""

@@ -23,8 +23,6 @@ from .futures import resolve
 FALLBACK_BLOCK = 16384
 
 
-
-
 async def sendfile_native(loop: asyncio.AbstractEventLoop, transp, file, offset: int,
                           count: int | None) -> int:
     """Send ``count`` bytes (default: to the end) of ``file`` from ``offset``.

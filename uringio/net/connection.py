@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import cast
 
 from .._core.loop import drop
+from ..errors import with_sent
 from .blocking import is_blocking
 
 log = logging.getLogger("uringio")
@@ -473,9 +474,7 @@ class Connection(asyncio.Transport):
         # way the error carries how far the file got (``sent``).
         if res.__class__ is not int:
             self._fail(res)   # (nothing, if the connection had ended already)
-            exc = self._exc or ConnectionAbortedError("the connection was closed")
-            exc.sent = getattr(res, "sent", 0)   # type: ignore[attr-defined]
-            item.over(exc)
+            item.over(with_sent(self._why_closed(), getattr(res, "sent", 0)))
             return
         if self._closed:
             item.over(res)
@@ -567,6 +566,10 @@ class Connection(asyncio.Transport):
         self._closing = True
         self._finish()
 
+    def _why_closed(self) -> Exception:
+        # What a file queued on the ended connection is told.
+        return self._exc or ConnectionAbortedError("the connection was closed")
+
     # asyncio's sslproto ends a connection after a fatal TLS error with its
     # transports' private _force_close(exc): abort, with exc for connection_lost.
     _force_close = _fail
@@ -597,7 +600,7 @@ class Connection(asyncio.Transport):
             # The file in flight is over when the loop says so (_file_sent),
             # which close_fd below brings about.
             if item.__class__ is _QueuedFile and not item.sending:
-                item.over(self._exc or ConnectionAbortedError("the connection was closed"))
+                item.over(self._why_closed())
         self._queue = None
         self._stream.close()
         if self._sock is not None:
