@@ -269,3 +269,25 @@ def test_the_tutorials_example_runs_as_written(backend):
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert "1000 lines, the last 'line 999\\n'" in out
     assert "2000 random 4 KiB reads, 16 in flight:" in out
+
+
+def test_a_write_the_file_takes_nothing_of_is_eio_not_a_short_success(backend, tmp_path,
+                                                                      monkeypatch):
+    # A write that returns 0 with bytes left would otherwise be reported
+    # as complete (uring) or retried forever (the epoll pool).
+    loop = open_loop(backend)
+    try:
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+        if backend == "uring":
+            real = type(loop)._on_file_write
+
+            def takes_nothing(self, op, res, flags):
+                real(self, op, 0 if res > 0 else res, flags)
+            monkeypatch.setattr(type(loop), "_on_file_write", takes_nothing)
+        else:
+            monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: 0)
+        result = core_call(loop, "file_write", fd, b"data", 0)
+        assert isinstance(result, OSError) and result.errno == errno.EIO, result
+        os.close(fd)
+    finally:
+        loop.close()

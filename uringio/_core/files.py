@@ -16,6 +16,7 @@ with ``call_soon_threadsafe``.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections import deque
@@ -184,8 +185,10 @@ def _write_all(fd: int, data: bytes, offset: int, sync: int) -> int:
     view = memoryview(data)
     done = 0
     while done < len(view):
-        done += (os.write(fd, view[done:]) if offset < 0
-                 else os.pwrite(fd, view[done:], offset + done))
+        n = os.write(fd, view[done:]) if offset < 0 else os.pwrite(fd, view[done:], offset + done)
+        if n == 0:   # the file takes nothing more: neither a whole write nor a loop forever
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        done += n
     if sync == SYNC_DATA:
         os.fdatasync(fd)
     elif sync == SYNC_ALL:

@@ -142,7 +142,9 @@ class RingFiles:
                     st.sync_op.state = None
                 self._write_more(op)
                 return
-        result: Any = op.done if res >= 0 else os_error(-res if res else errno.EIO)
+        # (res 0 with bytes left: the file takes nothing more, which must
+        # not look like a whole write)
+        result: Any = op.done if res > 0 else os_error(-res if res else errno.EIO)
         if st.sync_op is not None:
             if res > 0:
                 st.result = result   # reported when the fsync is done
