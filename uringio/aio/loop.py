@@ -461,10 +461,10 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         elif isinstance(result, BaseException):
             fut.set_exception(result)
         else:
-            if len(result) > reader.n:   # asked for by a caller who wanted more
-                reader.held.append(result[reader.n:])
-                result = result[:reader.n]
-            fut.set_result(result)
+            # (held is empty while someone waits) what is more than this
+            # caller asked for -- a taken-over receive's -- stays held
+            reader.held.append(result)
+            fut.set_result(reader.take(reader.n))
 
     async def sock_recv_into(self, sock: socket.socket, buf) -> int:
         data = await self.sock_recv(sock, len(memoryview(buf)))
