@@ -155,11 +155,12 @@ def start(argv: list[str], port: int, logdir: Path, name: str) -> eb.Server:
     return server
 
 
-def run_wrk(port: int, pipeline: int, duration: float, server: eb.Server) -> dict:
+def run_wrk(port: int, pipeline: int, duration: float, server: eb.Server,
+            path: str = "/") -> dict:
     argv = ["wrk", "-t1", "-c100", f"-d{max(1, round(duration))}s", "--latency"]
     if pipeline > 1:
         argv += ["-s", str(BENCH / "pipeline.lua")]
-    argv += [f"http://{eb.HOST}:{port}/"]
+    argv += [f"http://{eb.HOST}:{port}{path}"]
     if pipeline > 1:
         argv += ["--", str(pipeline)]
     cpu0 = server.cpu_seconds()

@@ -160,7 +160,10 @@ def test_write_after_close_is_refused(loop):
     client.close()
 
 
-def test_sendfile_keeps_order_with_the_writes_around_it(loop, tmp_path):
+@pytest.mark.parametrize("read_up_to", [0, 100_000, 1 << 20])
+def test_sendfile_keeps_order_with_the_writes_around_it(loop, tmp_path, read_up_to):
+    # Each file spliced (0), the small one read and written (100_000), or
+    # both read (1 MiB): the bytes arrive in the order they were queued.
     first = tmp_path / "one.bin"
     second = tmp_path / "two.bin"
     first.write_bytes(os.urandom(200_000))     # several pipe-sized rounds on uring
@@ -170,10 +173,11 @@ def test_sendfile_keeps_order_with_the_writes_around_it(loop, tmp_path):
     class Mixed(Protocol):
         def connection_made(self, conn):
             conn.write(b"<a>")
-            conn.sendfile(files[0], close=True)
+            conn.sendfile(files[0], close=True, read_up_to=read_up_to)
             conn.write(b"<b>")
             conn.write(b"<c>")
-            conn.sendfile(files[1], offset=1000, count=50_000, close=True)
+            conn.sendfile(files[1], offset=1000, count=50_000, close=True,
+                          read_up_to=read_up_to)
             conn.write(b"<d>")
             conn.close()
 
@@ -182,6 +186,30 @@ def test_sendfile_keeps_order_with_the_writes_around_it(loop, tmp_path):
     expected = (b"<a>" + first.read_bytes() + b"<b><c>" + second.read_bytes()[1000:51_000] + b"<d>")
     assert read_until_closed(loop, client, 10.0) == expected
     assert all(f.closed for f in files)
+    server.close()
+    client.close()
+
+
+@pytest.mark.parametrize("read_up_to", [0, 1 << 20])
+def test_a_file_shorter_than_promised_resets_the_connection(loop, tmp_path, read_up_to):
+    # A response head promised 5,000 bytes and the file has 3,000: the peer
+    # must not see a complete-looking stream (spliced or read alike).
+    path = tmp_path / "short.bin"
+    path.write_bytes(b"z" * 3000)
+    results = []
+
+    class Promise(Protocol):
+        def connection_made(self, conn):
+            conn.write(b"HEAD")
+            conn.sendfile(open(path, "rb"), count=5000, close=True, done=results.append,
+                          read_up_to=read_up_to)
+
+    server = Server(loop, Promise, listen("127.0.0.1", 0)).start()
+    client = socket.create_connection(server.address, timeout=5)
+    with pytest.raises(ConnectionResetError):
+        read_until_closed(loop, client, 10.0)
+    assert loop.run_until(lambda: results, 5)
+    assert isinstance(results[0], OSError)
     server.close()
     client.close()
 

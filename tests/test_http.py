@@ -111,6 +111,42 @@ def test_static_file_bytes_and_content_type(server, static_dir):
     conn.close()
 
 
+@pytest.mark.parametrize("static_read", ["0", "20000", "1000000"])
+def test_pipelined_static_files_read_or_spliced_arrive_in_order(backend, static_dir,
+                                                                static_read):
+    # index.html (15 B) and blob.bin (300 KB), each read and written with its
+    # head or spliced after it, between dynamic answers, all pipelined.
+    proc, port = start_server([*HTTP, "--static", str(static_dir), "--static-read",
+                               static_read], backend)
+    try:
+        paths = [b"/static/index.html", b"/static/blob.bin", b"/", b"/static/index.html",
+                 b"/static/blob.bin", b"/static/index.html"]
+        request = b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % p for p in paths[:-1])
+        request += b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % paths[-1]
+        out = raw(port, request, timeout=10)
+        bodies = []
+        while out:
+            head, _, rest = out.partition(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            bodies.append(rest[:length])
+            out = rest[length:]
+        files = {p: (static_dir / p.decode()[8:]).read_bytes() for p in paths if p != b"/"}
+        assert bodies == [files.get(p, b"Hello, World!") for p in paths]
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_static_files_under_the_threads_model(static_dir):
+    proc, port = start_server([*HTTP, "--static", str(static_dir), "--model", "threads"],
+                              "auto")   # the threads model has no loop: "blocking"
+    try:
+        out = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/static/blob.bin"],
+                             capture_output=True, timeout=10, check=True).stdout
+        assert out == (static_dir / "blob.bin").read_bytes()
+    finally:
+        assert stop_server(proc) == 0
+
+
 @pytest.mark.parametrize("path", [b"/static/../secret.txt", b"/static/%2e%2e/secret.txt",
                                   b"/static/..%2fsecret.txt", b"/static/missing.txt"])
 def test_path_traversal_is_refused(server, path):

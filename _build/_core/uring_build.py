@@ -142,6 +142,9 @@ int uio_prep_read(struct io_uring *ring, int fd, void *buf, unsigned len,
 int uio_prep_close(struct io_uring *ring, int fd, uint64_t user_data, unsigned sqe_flags);
 int uio_prep_splice(struct io_uring *ring, int fd_in, int64_t off_in, int fd_out,
                     int64_t off_out, unsigned nbytes, uint64_t user_data, unsigned sqe_flags);
+int uio_prep_poll_splice(struct io_uring *ring, int poll_fd, unsigned mask,
+                         uint64_t poll_data, int fd_in, int fd_out, unsigned nbytes,
+                         uint64_t user_data);
 int uio_prep_timeout(struct io_uring *ring, struct __kernel_timespec *ts,
                      unsigned count, unsigned flags, uint64_t user_data);
 int uio_prep_cancel64(struct io_uring *ring, uint64_t target, int flags,

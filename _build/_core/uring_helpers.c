@@ -5,7 +5,9 @@
  * their shapes follow the cost model of Python, where a foreign call costs
  * far more than the C work inside it.
  */
+#define _GNU_SOURCE   /* SPLICE_F_NONBLOCK */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -206,6 +208,33 @@ int uio_prep_splice(struct io_uring *ring, int fd_in, int64_t off_in, int fd_out
     UIO_SQE(ring, sqe);
     io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out, nbytes, 0);
     sqe->flags |= sqe_flags;
+    sqe->user_data = user_data;
+    return 0;
+}
+
+/* A splice that waits for readiness first (the relay's step, uring_relay.py):
+ * a poll of poll_fd for mask, which posts no CQE when it succeeds
+ * (IOSQE_CQE_SKIP_SUCCESS), linked to a splice of up to nbytes from fd_in to
+ * fd_out. io_uring runs every splice in a worker thread, and one that
+ * blocked on a socket would hold that thread until the peer acted; after
+ * the poll, the splice finds its bytes or room (the sockets are O_NONBLOCK,
+ * the pipe side SPLICE_F_NONBLOCK). Both SQEs go in one submission: a link
+ * cut by a full SQ would let the splice run without its poll. */
+int uio_prep_poll_splice(struct io_uring *ring, int poll_fd, unsigned mask,
+                         uint64_t poll_data, int fd_in, int fd_out, unsigned nbytes,
+                         uint64_t user_data)
+{
+    if (io_uring_sq_space_left(ring) < 2) {
+        io_uring_submit(ring);
+        if (io_uring_sq_space_left(ring) < 2)
+            return -EBUSY;
+    }
+    struct io_uring_sqe *poll = io_uring_get_sqe(ring);
+    io_uring_prep_poll_add(poll, poll_fd, mask);
+    poll->flags |= IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS;
+    poll->user_data = poll_data;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    io_uring_prep_splice(sqe, fd_in, -1, fd_out, -1, nbytes, SPLICE_F_NONBLOCK);
     sqe->user_data = user_data;
     return 0;
 }

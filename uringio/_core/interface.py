@@ -87,6 +87,13 @@ class Loop(Protocol):
     backend: str
     """``"uring"`` or ``"epoll"``."""
 
+    read_files_up_to: int
+    """The size up to which sending a small file is faster by reading it
+    (``file_read``) and writing its bytes than by ``sendfile``: 32 KiB on
+    uring, where a read of a cached file completes at once and a splice
+    runs in a kernel worker; 0 on epoll, where sendfile(2) is one call and
+    a read a trip to the worker pool (benchmarks/static_bench.py)."""
+
     on_error: Callable[[object, BaseException], None] | None
     """Called with the handler or callback that raised and its exception;
     None (the default) logs them to the "uringio" logger. Either way the
@@ -240,6 +247,16 @@ class Loop(Protocol):
         ``handler(OSError)``, whose ``sent`` attribute is how many bytes the
         socket took before the error. Raises BusyResourceError where the
         backend cannot queue it behind other sends on ``fd``."""
+        ...
+
+    def relay(self, src: int, dst: int, handler: Handler) -> None:
+        """Move every byte socket ``src`` receives to socket ``dst``, through
+        a pipe, never through Python (relay.py): ``handler(total)`` at
+        ``src``'s EOF, once all of it is out, or ``handler(OSError)``, whose
+        ``sent`` is what ``dst`` took, when either side fails. ``src`` is
+        read only as fast as ``dst`` takes. ``close_fd`` of either socket
+        ends it: ``handler(OSError(ECANCELED))``. Both are made
+        non-blocking."""
         ...
 
     def open_send_stream(self, fd: int, handler: Handler) -> SendStream:

@@ -38,6 +38,8 @@ class OpKind(enum.IntEnum):
     FILE_READ = 14  # a file read into the caller's buffer, continued when short
     FILE_WRITE = 15 # a file write, continued when short; maybe linked to a FILE_SYNC
     FILE_SYNC = 16  # the fsync linked after a FILE_WRITE
+    RELAY = 17      # a relay's splices, one step at a time (uring_relay.py)
+    RELAY_POLL = 18 # the poll linked before each of them
 
 
 # Plain ints for the hot paths: an enum member lookup costs more than the

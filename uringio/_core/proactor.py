@@ -59,6 +59,7 @@ from .ring import (
     kernel_release,
 )
 from .uring_files import RingFiles
+from .uring_relay import RingRelay
 
 _ECANCELED = errno.ECANCELED
 _POLLIN = select.POLLIN
@@ -73,12 +74,13 @@ _PIPE_CHUNK = 64 * 1024   # a pipe's default capacity
 _RECV_STREAM = int(OpKind.RECV_STREAM)
 
 
-class ProactorLoop(RingFiles, BaseLoop):
+class ProactorLoop(RingRelay, RingFiles, BaseLoop):
     """The ``Loop`` (interface.py) on io_uring. Raises UringUnavailable when
     the ring cannot be set up or the kernel lacks multishot accept/recv
     (Linux 6.0+)."""
 
     backend = "uring"
+    read_files_up_to = 32 * 1024   # interface.py says why
 
     def __init__(self, entries: int = 1024, buffers: int = 1024,
                  buffer_size: int = 16384, cq_entries: int | None = None,
@@ -117,6 +119,7 @@ class ProactorLoop(RingFiles, BaseLoop):
         self._draining: dict[int, Op] = {}   # fd -> stopped stream awaiting its final CQE
         self._send_streams: dict[int, SendStream] = {}   # by fd
         self._watches: dict[tuple[int, bool], Op] = {}   # (fd, writable) -> WATCH op
+        self._relays = {}
         self._streams_by_wid: list[SendStream | None] = []   # the C writer ids are dense
         self._wakeup_buf = bytearray(8)
         self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
@@ -565,6 +568,8 @@ class ProactorLoop(RingFiles, BaseLoop):
 
     def close_fd(self, fd: int, handler=None) -> None:
         self._check_open()
+        if fd in self._relays:
+            self._end_relays(fd)
         reader = self._readers.pop(fd, None)
         if reader is not None:
             reader.cancelled = True

@@ -34,6 +34,7 @@ from ..errors import BusyResourceError, LoopClosedError, os_error, with_sent
 from .files import PoolFiles
 from .interface import Handler
 from .loop import BaseLoop, BaseSendStream, Timer, drop
+from .relay import PollRelay
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -83,10 +84,11 @@ class _FdState:
         self.watch_write: Handler | None = None
 
 
-class ReactorLoop(PoolFiles, BaseLoop):
+class ReactorLoop(PollRelay, PoolFiles, BaseLoop):
     """The ``Loop`` (interface.py) on epoll, emulated over readiness."""
 
     backend = "epoll"
+    read_files_up_to = 0   # interface.py says why
     OPTIONS = ("recv_size", "max_events")
 
     def __init__(self, recv_size: int = 65536, max_events: int = 1024) -> None:
@@ -94,6 +96,7 @@ class ReactorLoop(PoolFiles, BaseLoop):
         self._init_files()
         self._epoll = select.epoll()
         self._fds: dict[int, _FdState] = {}
+        self._relays = {}
         self._recv_size = recv_size
         self._max_events = max_events
         self._epoll.register(self._wakeup_fd, _EPOLLIN)
@@ -520,6 +523,8 @@ class ReactorLoop(PoolFiles, BaseLoop):
 
     def close_fd(self, fd: int, handler=None) -> None:
         self._check_open()
+        if fd in self._relays:
+            self._end_relays(fd)
         st = self._fds.pop(fd, None)
         if st is not None:
             if st.mask:
@@ -558,6 +563,7 @@ class ReactorLoop(PoolFiles, BaseLoop):
         for st in list(self._fds.values()):
             if st.stream is not None:
                 st.stream.close()   # its writes refuse from now on
+        self._drop_relays()
         self._fds.clear()
         self._epoll.close()
         super().close()

@@ -169,6 +169,7 @@ class Ring:
         self.prep_read = partial(lib.uio_prep_read, ptr)
         self.prep_close = partial(lib.uio_prep_close, ptr)
         self.prep_splice = partial(lib.uio_prep_splice, ptr)
+        self.prep_poll_splice = partial(lib.uio_prep_poll_splice, ptr)
         self.prep_timeout = partial(lib.uio_prep_timeout, ptr)
         self.prep_cancel64 = partial(lib.uio_prep_cancel64, ptr)
         self.prep_cancel_fd = partial(lib.uio_prep_cancel_fd, ptr)

@@ -23,7 +23,7 @@ from ..models import MODELS
 if TYPE_CHECKING:
     from ..net.connection import Protocol
 
-APPS = ("echo", "whoami", "http", "resp")
+APPS = ("echo", "whoami", "http", "resp", "proxy")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +54,7 @@ _PORT = _checked(int, lambda n: 0 <= n <= 65535, "a port from 1 to 65535, or 0 f
 _WORKERS = _checked(int, lambda n: n >= 0, "0 (one worker process per CPU) or more")
 _THREADS = _checked(int, lambda n: n >= 1, "1 or more worker threads")
 _BYTES = _checked(int, lambda n: n >= 1, "1 or more bytes")
+_SIZE = _checked(int, lambda n: n >= 0, "0 or more bytes")
 _SECONDS = _checked(float, lambda s: 0 < s < math.inf, "a number of seconds above 0")
 _MILLISECONDS = _checked(float, lambda ms: 0 <= ms < math.inf, "0 or more milliseconds")
 
@@ -77,6 +78,21 @@ def _directory(path: str) -> str:
     return path
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """An argparse ``type``: HOST:PORT (an IPv6 host in brackets), resolvable."""
+    import socket
+
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot resolve {host!r}: {exc}") from None
+    return host, int(port)
+
+
 def _repo_file(*parts: str) -> str:
     """A file of the source checkout (benchmarks are not installed)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,10 +110,15 @@ def _serve(args: argparse.Namespace) -> int:
     factory: Callable[[], Protocol]
     if args.app == "http":
         from ..protocols.http import default_router, http_factory
-        factory = http_factory(default_router(args.static), args.max_body, args.header_timeout)
+        factory = http_factory(default_router(args.static, args.static_read), args.max_body,
+                               args.header_timeout)
     elif args.app == "resp":
         from ..protocols.resp import RespProtocol
         factory = RespProtocol
+    elif args.app == "proxy":
+        from ..protocols.proxy import proxy_factory
+        to_host, to_port = args.to
+        factory = proxy_factory(to_host, to_port, relay=args.relay)
     else:
         factory = blocking_echo(args.work_ms) if args.work_ms else APPS[args.app]
     suffix = "" if args.model == "single" else f", model={args.model}"
@@ -150,10 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     http = serve.add_argument_group("http")
     http.add_argument("--static", type=_directory, metavar="DIR",
                       help="serve the files in DIR under /static/")
+    http.add_argument("--static-read", type=_SIZE, default=-1, metavar="BYTES",
+                      help="static files up to BYTES are read and written, larger ones "
+                           "spliced (default: 32 KiB on uring, 0 on epoll, where each is "
+                           "faster)")
     http.add_argument("--max-body", type=_BYTES, default=1024 * 1024, metavar="BYTES",
                       help="larger request bodies get 413 (default 1 MiB)")
     http.add_argument("--header-timeout", type=_SECONDS, default=10.0, metavar="S",
                       help="a request head not complete after S seconds gets 408 (default 10)")
+    proxy = serve.add_argument_group("proxy")
+    proxy.add_argument("--to", type=_host_port, metavar="HOST:PORT",
+                       help="the address each connection is relayed to (required)")
+    proxy.add_argument("--relay", choices=("copy", "splice"), default="copy",
+                       help="copy: through the loop's buffers (default); splice: through a "
+                            "pipe, never in user memory")
     serve.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="uring, epoll, or auto: io_uring where it works (default)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -183,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         if args.work_ms and args.app != "echo":
             serve.error("--work-ms goes with the echo app")
+        if (args.to is not None) != (args.app == "proxy"):
+            serve.error("the proxy app needs --to HOST:PORT, and only it takes one")
+        if args.app == "proxy" and args.model == "threads":
+            serve.error("the proxy relays on a loop: use --model single, pool or multi")
         try:
             return _serve(args)
         except (UringUnavailable, ListenError) as exc:

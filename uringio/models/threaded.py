@@ -66,6 +66,23 @@ class ThreadedConnection:
     def writelines(self, lines) -> None:
         self.write(b"".join(lines))
 
+    def sendfile(self, file, offset: int = 0, count: int | None = None, close: bool = False,
+                 done=None, exclusive: bool = False, read_up_to: int = 0) -> None:
+        """Connection.sendfile, blocking: sendfile(2) until all of it is sent."""
+        try:
+            with self._lock:
+                sent = self.sock.sendfile(file, offset, count)
+        except OSError as exc:
+            result: object = exc
+            raise
+        else:
+            result = sent
+        finally:
+            if close:
+                file.close()
+            if done is not None:
+                done(result)
+
     def get_write_buffer_size(self) -> int:
         return 0
 
@@ -131,6 +148,7 @@ class _ThreadTimers:
     """``time`` and ``call_later`` for protocols under the threads model."""
 
     time = staticmethod(time.monotonic)
+    read_files_up_to = 0   # sendfile(2) is one call here too
 
     @staticmethod
     def call_later(delay: float, callback: Callable, *args) -> threading.Timer:

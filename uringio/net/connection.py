@@ -11,6 +11,7 @@ into the next send, all of it kept out of Python on the io_uring backend.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import functools
 import logging
@@ -85,16 +86,18 @@ def unacknowledged(fd: int) -> int:
 class _QueuedFile:
     """A file ``Connection.sendfile`` was given, waiting for its turn."""
 
-    __slots__ = ("file", "offset", "count", "close", "done", "exclusive", "sending")
+    __slots__ = ("file", "offset", "count", "close", "done", "exclusive", "read", "sending")
 
     def __init__(self, file, offset: int, count: int, close: bool,
-                 done: Callable[[object], object] | None, exclusive: bool) -> None:
+                 done: Callable[[object], object] | None, exclusive: bool,
+                 read: bool) -> None:
         self.file = file
         self.offset = offset
         self.count = count
         self.close = close    # close the file once it is sent, or the connection is
         self.done = done      # done(count) once sent, done(exc) if the connection ends
         self.exclusive = exclusive   # write() refuses until it is sent
+        self.read = read      # read and written into the stream, not spliced
         self.sending = False   # in the loop's hands: its end is the loop's to report
 
     def over(self, result: int | BaseException) -> None:
@@ -441,7 +444,7 @@ class Connection(asyncio.Transport):
 
     def sendfile(self, file, offset: int = 0, count: int | None = None,
                  close: bool = False, done: Callable[[object], object] | None = None,
-                 exclusive: bool = False) -> None:
+                 exclusive: bool = False, read_up_to: int = 0) -> None:
         """Send ``count`` bytes (default: to the end) of ``file`` (an open
         file, kept referenced until sent) from ``offset``, in order with the
         writes around it, without copying them through Python. With
@@ -449,24 +452,51 @@ class Connection(asyncio.Transport):
         ``done(count)`` runs once it is sent, ``done(exc)`` if the
         connection ends first (``exc.sent``, where set, counts the bytes the
         socket took). With ``exclusive`` (asyncio's ``loop.sendfile``),
-        ``write`` raises RuntimeError until the file is sent."""
+        ``write`` raises RuntimeError until the file is sent.
+
+        A file of at most ``read_up_to`` bytes is read instead (one file
+        read on the loop) and its bytes written into the send stream behind
+        what precedes them: for a small file that beats splice or sendfile,
+        which must wait for the stream to drain first
+        (benchmarks/static_bench.py measures where). A file that then
+        holds fewer bytes than promised fails the connection (EIO): a
+        response cut short must not look complete."""
         if self._closing:
             raise RuntimeError("sendfile() after close()")
         if count is None:
             count = os.fstat(file.fileno()).st_size - offset
         if self._queue is None:
             self._queue = deque()
-        self._queue.append(_QueuedFile(file, offset, count, close, done, exclusive))
-        if len(self._queue) == 1 and self._stream.notify(0):
+        item = _QueuedFile(file, offset, count, close, done, exclusive, count <= read_up_to)
+        self._queue.append(item)
+        if len(self._queue) == 1:
             self._next_file()
 
     def _next_file(self) -> None:
-        # What was written before the file is out: the file's turn.
+        # The file at the head of the queue goes, if it can: a read one at
+        # once, a spliced one once what was written before it is out.
         assert self._queue is not None   # sendfile() made it
         item = self._queue[0]
-        item.sending = True
-        self._loop.sendfile(self.fd, item.file.fileno(), item.offset, item.count,
-                            functools.partial(self._file_sent, item))
+        if item.sending:
+            return
+        if item.read:
+            item.sending = True
+            buf = bytearray(item.count)
+            self._loop.file_read(item.file.fileno(), buf, item.offset,
+                                 functools.partial(self._file_read, item, buf))
+        elif self._stream.notify(0):
+            item.sending = True
+            self._loop.sendfile(self.fd, item.file.fileno(), item.offset, item.count,
+                                functools.partial(self._file_sent, item))
+
+    def _file_read(self, item: _QueuedFile, buf: bytearray, res) -> None:
+        # Its bytes join the stream where the file stood in the queue.
+        if res.__class__ is int and res != item.count:
+            res = OSError(errno.EIO, f"{item.file.name!r} held {res} of the "
+                                     f"{item.count} bytes to send")
+        if res.__class__ is int and not self._closed:
+            self._write(bytes(buf))
+        self._file_sent(item, res)
 
     def _file_sent(self, item: _QueuedFile, res) -> None:
         # The loop's report on the file in flight: its count, or the error
@@ -484,13 +514,12 @@ class Connection(asyncio.Transport):
         queue.popleft()
         item.over(res)
         # Bytes queued behind the file go to the stream; a file behind them
-        # waits until they are out.
+        # goes when it can.
         while queue and queue[0].__class__ is bytes:
             data = queue.popleft()
             self._write(data)
         if queue:
-            if self._stream.notify(0):
-                self._next_file()
+            self._next_file()
         else:
             self._finish_if_drained()
 
@@ -509,7 +538,7 @@ class Connection(asyncio.Transport):
             self._paused_writing = False
             self._protocol.resume_writing()
         if self._queue:
-            if res == 0:
+            if res == 0 and self._queue[0].__class__ is _QueuedFile:
                 self._next_file()   # what was written before the file is out
             return
         if self._eof == 1 and (res == 0 or self._stream.notify(0)):
@@ -559,6 +588,27 @@ class Connection(asyncio.Transport):
         self._closing = True
         self._finish()
 
+    def reset(self, exc: Exception | None = None) -> None:
+        """Close now with a reset (RST), whatever is queued: the peer sees
+        the stream cut short, never a clean end. ``exc`` goes to
+        ``connection_lost``. A proxy passes a reset on this way."""
+        if self._closed:
+            return
+        self._set_linger_reset()
+        self._exc = exc
+        self._closing = True
+        self._finish()
+
+    def _set_linger_reset(self) -> None:
+        # SO_LINGER 0: close() sends RST and drops what the kernel holds.
+        sock = _sock(self.fd)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:
+            pass   # already reset by the peer: nothing to cut
+        finally:
+            sock.detach()
+
     def _fail(self, exc: Exception) -> None:
         if self._closed:
             return
@@ -586,13 +636,7 @@ class Connection(asyncio.Transport):
         if self._closed:
             return
         if self._cut_short():
-            sock = _sock(self.fd)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except OSError:
-                pass   # already reset by the peer: nothing to cut
-            finally:
-                sock.detach()
+            self._set_linger_reset()
         self._closed = True
         if self._idle_timer is not None:
             self._idle_timer.cancel()

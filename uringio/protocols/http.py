@@ -164,6 +164,10 @@ class Router:
         # decoding its URL first.
         self._by_url: dict[bytes, tuple[Callable, tuple[str, ...]]] = {}
         self._static: tuple[str, str] | None = None
+        # Static files up to this size are read and written with their
+        # response head, larger ones spliced; -1: the loop's choice
+        # (Loop.read_files_up_to: where a read beats splice or sendfile).
+        self.read_files_up_to = -1
 
     def route(self, path: str, methods: tuple[str, ...] = ("GET", "HEAD")):
         """Decorator: ``@router.route("/json")``."""
@@ -176,9 +180,13 @@ class Router:
             return handler
         return register
 
-    def static(self, prefix: str, directory: str) -> None:
-        """Serve the files under ``directory`` at ``prefix`` (say "/static/")."""
+    def static(self, prefix: str, directory: str, read_up_to: int = -1) -> None:
+        """Serve the files under ``directory`` at ``prefix`` (say "/static/").
+        Files of at most ``read_up_to`` bytes (default: the loop's
+        ``read_files_up_to``) are read and written, larger ones spliced
+        (``Connection.sendfile``)."""
         self._static = (prefix, os.path.realpath(directory))
+        self.read_files_up_to = read_up_to
 
     def handle(self, request: Request) -> Response:
         entry = self._by_url.get(request.url)
@@ -338,8 +346,11 @@ class HTTPProtocol(HttpCore, Protocol):
                 file.close()
             else:
                 self._flush()
-                assert self._conn is not None   # set by connection_made
-                self._conn.sendfile(file, close=True)
+                conn = self._conn
+                assert conn is not None   # set by connection_made
+                read_up_to = self._router.read_files_up_to
+                conn.sendfile(file, close=True, read_up_to=read_up_to if read_up_to >= 0
+                              else conn.loop.read_files_up_to)
         elif request.method != "HEAD":
             self._out.append(body)
         if not keep_alive:
@@ -399,7 +410,7 @@ class HTTPProtocol(HttpCore, Protocol):
 _httpcore.setup(Request, Response, _Limit, _STATUS_LINES_11, _date, _date_line, MAX_HEADER_BYTES)
 
 
-def default_router(static_dir: str | None = None) -> Router:
+def default_router(static_dir: str | None = None, read_up_to: int = -1) -> Router:
     """The routes of ``python -m uringio serve http``."""
     router = Router()
 
@@ -418,7 +429,7 @@ def default_router(static_dir: str | None = None) -> Router:
         return Response(request.body, content_type="application/octet-stream")
 
     if static_dir is not None:
-        router.static("/static/", static_dir)
+        router.static("/static/", static_dir, read_up_to)
     return router
 
 

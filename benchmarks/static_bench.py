@@ -1,0 +1,90 @@
+"""Static files: read and written, or spliced, side by side.
+
+    python benchmarks/static_bench.py [--sizes 1024,16384,65536,262144,1048576]
+                                      [--rounds 3] [--duration 3]
+
+``python -m uringio serve http --static DIR`` serves one file per size
+under wrk (one thread, 100 connections, one request at a time each), on
+uring and on epoll, two ways: "read" (``--static-read`` above the size:
+the file is read by a file operation -- an SQE on uring, a worker thread on
+epoll -- and written with its response head) and "splice" (``--static-read
+0``: the head is written, then the file goes by splice through a pipe on
+uring, sendfile(2) on epoll). Server on CPU 1, wrk on CPU 0, a fresh server
+per run, rounds rotated; prints requests/s, medians, and each "read"
+figure's ratio to "splice" on the same backend, paired per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import echo_bench as eb  # noqa: E402
+import protocols_bench as pb  # noqa: E402
+
+WAYS = {"read": lambda size: str(size), "splice": lambda size: "0"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1024,16384,65536,262144,1048576")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3)
+    parser.add_argument("--backends", default="uring,epoll")
+    args = parser.parse_args(argv)
+    pb.ensure_tools()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    backends = args.backends.split(",")
+    console = Console(width=120)
+    results: dict[tuple, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="static_bench.") as tmp:
+        root = Path(tmp) / "static"
+        root.mkdir()
+        for size in sizes:
+            (root / f"f{size}").write_bytes(os.urandom(size))
+        logdir = Path(tmp)
+        servers = [(b, w) for b in backends for w in WAYS]
+        for size in sizes:
+            for rnd in range(args.rounds):
+                shift = rnd % len(servers)
+                for backend, way in servers[shift:] + servers[:shift]:
+                    argv = [sys.executable, "-m", "uringio", "serve", "http", "--backend",
+                            backend, "--static", str(root), "--static-read",
+                            WAYS[way](size), "--host", eb.HOST, "--port", "0"]
+                    server = pb.start(argv, 0, logdir, f"{backend}-{way}")
+                    try:
+                        got = pb.run_wrk(server.port, 1, args.duration, server,
+                                         path=f"/static/f{size}")
+                    finally:
+                        server.stop()
+                    results.setdefault((size, backend, way), []).append(got["rps"])
+                    console.print(f"{size:>8} B round {rnd + 1} {backend:5} {way:6} "
+                                  f"{got['rps']:>10,.0f} req/s")
+    table = Table(title=f"static files, wrk -t1 -c100, median of {args.rounds}")
+    table.add_column("size")
+    for backend in backends:
+        for way in WAYS:
+            table.add_column(f"{backend} {way}", justify="right")
+        table.add_column(f"{backend} read/splice", justify="right")
+    for size in sizes:
+        row = [f"{size:,} B"]
+        for backend in backends:
+            read, splice = results[(size, backend, "read")], results[(size, backend, "splice")]
+            row += [f"{statistics.median(read):,.0f}", f"{statistics.median(splice):,.0f}",
+                    f"{statistics.median(r / s for r, s in zip(read, splice, strict=True)):.2f}×"]
+        table.add_row(*row)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

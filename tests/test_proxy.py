@@ -1,0 +1,296 @@
+"""The relay (loop.relay, both backends) and the TCP proxy built on it
+(``python -m uringio serve proxy --to HOST:PORT``)."""
+
+import errno
+import hashlib
+import os
+import select
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from conftest import (
+    connected_pair,
+    open_fds,
+    recv_exactly,
+    recv_until_eof,
+    start_server,
+    stop_server,
+)
+from uringio._core.relay import PIPE_CHUNK
+from uringio.net.connection import DEFAULT_HIGH_WATER
+
+MiB = 1 << 20
+
+
+# -- the engine's relay ----------------------------------------------------------
+
+
+def test_relay_moves_bytes_until_eof_and_closes_its_pipe(loop):
+    src, a = connected_pair()
+    dst, b = connected_pair()
+    before = open_fds()
+    results = []
+    loop.relay(src, dst, results.append)
+    assert open_fds() == before + 2   # its pipe
+    data = os.urandom(3 * PIPE_CHUNK + 123)
+    sender = threading.Thread(target=lambda: (a.sendall(data), a.shutdown(socket.SHUT_WR)))
+    sender.start()
+    got = bytearray()
+
+    def receive() -> None:
+        got.extend(recv_exactly(b, len(data)))
+
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    assert loop.run_until(lambda: results, 10)
+    sender.join(10)
+    receiver.join(10)
+    assert results == [len(data)]
+    assert bytes(got) == data
+    assert open_fds() == before
+    for fd in (src, dst):
+        loop.close_fd(fd)
+    a.close()
+    b.close()
+
+
+@pytest.mark.parametrize("closed", ["src", "dst"])
+def test_closing_either_socket_ends_the_relay(loop, closed):
+    src, a = connected_pair()
+    dst, b = connected_pair()
+    before = open_fds()
+    results = []
+    loop.relay(src, dst, results.append)
+    loop.run_once(0)
+    loop.close_fd(src if closed == "src" else dst)
+    assert loop.run_until(lambda: results, 5)
+    assert isinstance(results[0], OSError) and results[0].errno == errno.ECANCELED
+    assert results[0].sent == 0
+    loop.close_fd(dst if closed == "src" else src)
+    loop.run_once(0)
+    assert open_fds() == before - 2   # the two sockets, and the pipe
+    a.close()
+    b.close()
+
+
+def test_a_broken_destination_fails_the_relay_with_what_it_took(loop):
+    src, a = connected_pair()
+    dst, b = connected_pair()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    b.close()   # a reset: splicing into dst fails
+    results = []
+    loop.relay(src, dst, results.append)
+    a.sendall(b"x" * 1000)
+    assert loop.run_until(lambda: results, 5)
+    assert isinstance(results[0], OSError)
+    assert results[0].errno in (errno.ECONNRESET, errno.EPIPE)
+    assert results[0].sent == 0
+    loop.close_fd(src)
+    loop.close_fd(dst)
+    a.close()
+
+
+# -- the proxy --------------------------------------------------------------------
+
+
+def _upstream():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+@pytest.fixture
+def upstream():
+    sock = _upstream()
+    yield sock
+    sock.close()
+
+
+def _proxy(backend: str, port: int, relay: str):
+    return start_server(["-m", "uringio", "serve", "proxy", "--port", "0",
+                         "--to", f"127.0.0.1:{port}", "--relay", relay], backend)
+
+
+@pytest.fixture(params=["copy", "splice"])
+def relay(request) -> str:
+    """Every proxy test runs with both ways of moving bytes."""
+    return request.param
+
+
+@pytest.fixture
+def proxy(backend, relay, upstream):
+    proc, port = _proxy(backend, upstream.getsockname()[1], relay)
+    yield port
+    assert stop_server(proc) == 0
+
+
+def _reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_proxy_passes_bytes_and_half_close_both_ways(proxy, upstream):
+    client = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+    peer, _ = upstream.accept()
+    peer.settimeout(10)
+    request = os.urandom(300_000)
+    client.sendall(request)
+    client.shutdown(socket.SHUT_WR)
+    assert recv_until_eof(peer) == request   # the client's FIN came through
+    answer = os.urandom(200_000)
+    peer.sendall(answer)                     # the other direction still flows
+    peer.close()
+    assert recv_until_eof(client) == answer
+    client.close()
+
+
+@pytest.mark.parametrize("who", ["client", "upstream"])
+def test_a_reset_on_either_side_resets_the_other(proxy, upstream, who):
+    client = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+    peer, _ = upstream.accept()
+    peer.settimeout(10)
+    client.sendall(b"hello")
+    assert recv_exactly(peer, 5) == b"hello"
+    resetter, other = (client, peer) if who == "client" else (peer, client)
+    _reset(resetter)
+    # Not a clean EOF: a stream cut short must not look complete.
+    with pytest.raises(ConnectionResetError):
+        while other.recv(100):
+            pass
+    other.close()
+
+
+def test_an_unreachable_upstream_resets_the_client(backend, relay):
+    gone = _upstream()
+    port = gone.getsockname()[1]
+    gone.close()   # nothing listens there now
+    proc, proxy_port = _proxy(backend, port, relay)
+    try:
+        # The reset may come before connect() has returned: both count.
+        with pytest.raises(ConnectionResetError):
+            with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as client:
+                client.recv(100)
+    finally:
+        assert stop_server(proc) == 0
+
+
+def _tcp_max(name: str) -> int:
+    with open(f"/proc/sys/net/ipv4/{name}") as f:
+        return int(f.read().split()[2])
+
+
+def test_backpressure_bounds_what_the_proxy_holds_and_loses_nothing(proxy, upstream):
+    # The upstream reads nothing: the client's sends must stop once the
+    # buffers on the way are full. They are at most: the client's send
+    # buffer, the proxy's receive buffer from the client, its pipe, its send
+    # buffer to the upstream, the upstream's receive buffer (each at its
+    # kernel maximum, as autotuning may grow it), and what the proxy itself
+    # holds: a pipe (splice), or its write buffer up to the high-water mark
+    # and the one received chunk that crossed it (copy).
+    held = max(PIPE_CHUNK, DEFAULT_HIGH_WATER + 65536)
+    bound = 2 * _tcp_max("tcp_wmem") + 2 * _tcp_max("tcp_rmem") + held
+    client = socket.create_connection(("127.0.0.1", proxy), timeout=10)
+    peer, _ = upstream.accept()
+    client.setblocking(False)
+    digest = hashlib.sha256()
+    block = os.urandom(64 * 1024)
+    sent = 0
+    while sent <= bound:
+        # Writable again within 2 s while anything on the way still moves.
+        if not select.select([], [client], [], 2.0)[1]:
+            break
+        try:
+            n = client.send(block)
+        except BlockingIOError:
+            continue
+        digest.update(block[:n])
+        sent += n
+    assert sent <= bound, f"the proxy took {sent} bytes with nobody reading"
+    client.setblocking(True)
+    client.shutdown(socket.SHUT_WR)
+    peer.settimeout(10)
+    got = hashlib.sha256()
+    received = 0
+    while chunk := peer.recv(MiB):
+        got.update(chunk)
+        received += len(chunk)
+    assert received == sent and got.digest() == digest.digest()
+    peer.close()
+    client.close()
+
+
+@pytest.fixture
+def echo_upstream(backend):
+    proc, port = start_server(["-m", "uringio", "serve", "echo", "--port", "0"], backend)
+    yield port
+    assert stop_server(proc) == 0
+
+
+@pytest.mark.slow
+def test_a_gigabyte_both_ways_byte_exact(backend, relay, echo_upstream):
+    proc, port = _proxy(backend, echo_upstream, relay)
+    try:
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        total = 1 << 30
+        pattern = os.urandom(MiB + 4096)
+
+        def chunk(i: int) -> memoryview:
+            # A different window of the pattern per MiB: a lost, repeated or
+            # reordered MiB does not match.
+            start = (i * 4099) % 4096
+            return memoryview(pattern)[start:start + MiB]
+
+        def send() -> None:
+            for i in range(total // MiB):
+                client.sendall(chunk(i))
+            client.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        buf = bytearray(MiB)
+        received = 0
+        mismatch = None
+        while True:
+            view = memoryview(buf)[received % MiB:]
+            n = client.recv_into(view)
+            if not n:
+                break
+            received += n
+            if received % MiB == 0 and buf != chunk(received // MiB - 1):
+                mismatch = received
+                break
+        sender.join(30)
+        client.close()
+        assert mismatch is None, f"bytes differ in the MiB ending at {mismatch}"
+        assert received == total
+    finally:
+        assert stop_server(proc) == 0
+
+
+@pytest.mark.slow
+def test_a_thousand_concurrent_connections_all_complete(backend, relay, echo_upstream):
+    proc, port = _proxy(backend, echo_upstream, relay)
+    clients = []
+    try:
+        # All connected before any is used: a thousand pairs at once.
+        for _ in range(1000):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            clients.append(sock)
+        for i, sock in enumerate(clients):
+            sock.sendall(b"%08d" % i * 16)
+        deadline = time.monotonic() + 60
+        for i, sock in enumerate(clients):
+            sock.settimeout(max(1.0, deadline - time.monotonic()))
+            assert recv_exactly(sock, 128) == b"%08d" % i * 16
+            sock.shutdown(socket.SHUT_WR)
+        for sock in clients:
+            assert sock.recv(1) == b""   # the echo server's EOF, passed back
+    finally:
+        for sock in clients:
+            sock.close()
+        assert stop_server(proc) == 0

@@ -1,0 +1,100 @@
+"""Relays as io_uring submissions (the proactor's half of relay.py).
+
+Each step of a relay is one submission of two linked SQEs
+(``uio_prep_poll_splice``): a poll, then the splice it guards. A step ends
+in one CQE: the splice's (bytes moved, 0 at EOF, or -errno) when the poll
+succeeded, which posts none (IOSQE_CQE_SKIP_SUCCESS); or the poll's, when
+it failed (cancelled), and then the splice, cancelled with it, posts none
+(the kernel's rule for a chain whose failed head skips on success). The
+poll has an Op of its own for the relay's life, so that ``_cancel_relay``
+can name it. Two ops per relay, recycled with it; nothing per step.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+from collections.abc import Callable
+from typing import cast
+
+from ..errors import os_error
+from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
+from .relay import PIPE_CHUNK, Relay, Relays
+from .ring import Ring
+
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+_EAGAIN = -errno.EAGAIN
+
+
+class RingRelay(Relays):
+    """``relay`` on the uring loop (mixed into ``ProactorLoop``)."""
+
+    # The loop's own (declared, not defined: see uring_files.RingFiles).
+    _ops: OpTable
+    _ring: Ring
+    _check_open: Callable[[], None]
+    _submit: Callable[[int], None]
+
+    def relay(self, src: int, dst: int, handler) -> None:
+        self._check_open()
+        relay = Relay(src, dst, handler)
+        relay.op = op = self._ops.add(OpKind.RELAY, src, handler, self._on_relay)
+        relay.poll = self._ops.add(OpKind.RELAY_POLL, src, None, self._on_relay_poll)
+        op.state = relay.poll.state = relay
+        self._add_relay(relay)
+        self._step(relay)
+
+    def _step(self, relay: Relay) -> None:
+        # Bytes in the pipe go out to dst; else the pipe is refilled from src.
+        if relay.in_pipe:
+            self._submit(self._ring.prep_poll_splice(
+                relay.dst, _POLLOUT, relay.poll.id, relay.pipe_r, relay.dst,
+                relay.in_pipe, relay.op.id))
+        else:
+            self._submit(self._ring.prep_poll_splice(
+                relay.src, _POLLIN, relay.poll.id, relay.src, relay.pipe_w,
+                PIPE_CHUNK, relay.op.id))
+
+    def _on_relay_poll(self, op: Op, res: int, flags: int) -> None:
+        # The poll failed (it was cancelled: by _cancel_relay, close_fd or
+        # the loop's close), and its splice with it: the step is over.
+        relay = cast(Relay, op.state)
+        self._finish(relay, os_error(errno.ECANCELED if relay.cancelled else -res))
+
+    def _on_relay(self, op: Op, res: int, flags: int) -> None:
+        relay = cast(Relay, op.state)
+        if relay.cancelled:
+            self._finish(relay, os_error(errno.ECANCELED))
+        elif res > 0:
+            if relay.in_pipe:       # out to dst
+                relay.in_pipe -= res
+                relay.total += res
+            else:                   # in from src
+                relay.in_pipe = res
+            self._step(relay)
+        elif res == _EAGAIN:        # ready, then not by the time of the splice
+            self._step(relay)
+        elif res == 0 and not relay.in_pipe:   # src's EOF, everything out
+            self._finish(relay, relay.total)
+        else:   # an error, or dst took nothing: it is broken
+            self._finish(relay, os_error(-res if res else errno.EPIPE))
+
+    def _finish(self, relay: Relay, result) -> None:
+        # The step's CQE was the relay's last: nothing of it is in flight,
+        # and the pipe can go.
+        self._remove_relay(relay)
+        relay.close_pipe()
+        self._ops.pop(relay.poll)
+        handler = self._ops.pop(relay.op)   # drop, if the loop is closing
+        relay.op = relay.poll = None
+        if handler is not None:
+            handler(result if result.__class__ is int else relay.failed(result))
+
+    def _cancel_relay(self, relay: Relay) -> None:
+        # The step in flight ends: cancelling its poll cancels its splice,
+        # whose CQE then finishes the relay. A splice already past its poll
+        # is non-blocking, and ends by itself.
+        if not relay.cancelled:
+            relay.cancelled = True
+            self._submit(self._ring.prep_cancel64(relay.poll.id, 0, IGNORED_USER_DATA, 0))
