@@ -291,3 +291,192 @@ def test_a_write_the_file_takes_nothing_of_is_eio_not_a_short_success(backend, t
         os.close(fd)
     finally:
         loop.close()
+
+
+def _slow_pipe(pieces: list[bytes]) -> tuple[int, threading.Thread]:
+    """A pipe's read end, and a thread writing ``pieces`` into it one at a
+    time, then closing it: each read of it comes back short."""
+    r, w = os.pipe()
+
+    def writer():
+        for piece in pieces:
+            os.write(w, piece)
+            time.sleep(0.01)
+        os.close(w)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    return r, thread
+
+
+def test_preadinto_continues_short_reads_until_the_buffer_is_full(backend):
+    # What preadinto promises: fewer bytes than the buffer holds only at
+    # the end of the file, however the kernel splits the read.
+    pieces = [os.urandom(1000) for _ in range(8)]
+    r, thread = _slow_pipe(pieces)
+
+    async def main():
+        async with uringio.open_file(f"/proc/self/fd/{r}", "rb") as f:
+            buf = bytearray(5000)
+            assert await f.preadinto(buf, -1) == 5000
+            assert bytes(buf) == b"".join(pieces)[:5000]
+            assert await f.pread(5000, -1) == b"".join(pieces)[5000:]   # then the end
+
+    try:
+        run(backend, main)
+    finally:
+        thread.join()
+        os.close(r)
+
+
+def test_a_failed_read_raises_the_oserror_of_its_errno(backend, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+
+    async def main():
+        async with uringio.open_file(path, "rb") as f:
+            w = os.open(path, os.O_WRONLY)
+            os.dup2(w, f.fileno())   # the same number, now not readable
+            os.close(w)
+            with pytest.raises(OSError) as builtin:
+                os.pread(f.fileno(), 10, 0)
+            with pytest.raises(OSError) as ours:
+                await f.preadinto(bytearray(10), 0)
+            assert type(ours.value) is type(builtin.value)
+            assert ours.value.errno == builtin.value.errno == errno.EBADF
+            with pytest.raises(OSError, match="Bad file descriptor"):
+                await f.pread(10, 0)
+
+    run(backend, main)
+
+
+def test_a_buffer_being_read_into_cannot_be_resized(backend):
+    # The kernel writes to where the buffer was when the read started.
+    r, w = os.pipe()
+
+    async def main():
+        async with uringio.open_file(f"/proc/self/fd/{r}", "rb") as f:
+            buf = bytearray(4)
+            read = asyncio.ensure_future(f.preadinto(buf, -1))
+            await asyncio.sleep(0.02)   # waiting for the pipe
+            with pytest.raises(BufferError):
+                buf.extend(b"more")
+            os.write(w, b"data")
+            assert await read == 4 and buf == b"data"
+            if backend == "uring":   # (an epoll pool worker holds its last job's
+                buf.extend(b"more")  # arguments until it takes the next one)
+                assert buf == b"datamore"   # the caller's own again
+
+    try:
+        run(backend, main)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_file_opened_on_one_loop_reads_on_another(backend, tmp_path):
+    # The file keeps no loop: a read goes to the loop running it, while
+    # the loop it was opened on is stopped (not closed).
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 64)
+    first = uringio.new_event_loop(backend)
+    second = uringio.new_event_loop(backend)
+    try:
+        f = first.run_until_complete(uringio.open_file(path, "rb"))
+
+        async def read_on_second():
+            buf = bytearray(16)
+            assert await f.preadinto(buf, 256) == 16
+            return bytes(buf), await f.pread(4, 1)
+
+        assert second.run_until_complete(asyncio.wait_for(read_on_second(), 10)) == (
+            bytes(range(16)), bytes(range(1, 5)))
+        assert first.run_until_complete(f.pread(3, 2)) == bytes(range(2, 5))
+        first.run_until_complete(f.close())
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_raising_read_handler_is_reported_and_the_loop_goes_on(backend, tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    loop = open_loop(backend)
+    reported: list = []
+    loop.on_error = lambda what, exc: reported.append(exc)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+
+        def bad_handler(result):
+            raise ValueError(f"handler got {result}")
+
+        loop.file_read(fd, bytearray(3), 0, bad_handler)
+        assert loop.run_until(lambda: reported, 10.0)
+        assert isinstance(reported[0], ValueError) and str(reported[0]) == "handler got 3"
+        buf = bytearray(3)
+        assert core_call(loop, "file_read", fd, buf, 0) == 3 and buf == b"abc"
+        os.close(fd)
+    finally:
+        loop.close()
+
+
+def test_closing_the_loop_with_a_read_in_flight_tells_nobody(backend):
+    # As for every other operation: the read is cancelled, its buffer is
+    # held until it is over, and no handler runs from a closed loop.
+    loop = open_loop(backend)
+    r, w = os.pipe()
+    heard: list = []
+    loop.file_read(r, bytearray(10), -1, heard.append)
+    loop.run_once(0)
+    if backend == "epoll":
+        os.write(w, b"x" * 10)   # a pool thread cannot be cancelled: let it finish
+    loop.close()
+    assert heard == []
+    os.close(r)
+    os.close(w)
+
+
+def test_reads_on_uring_are_prepared_and_completed_without_an_op(backend, tmp_path):
+    # The hot path of random reads (_build/_core/fastpath.c, FileReads): no
+    # Python Op per read, and the buffer held by the C side until the CQE.
+    if backend != "uring":
+        pytest.skip("the epoll backend reads on its worker pool")
+    path = tmp_path / "f"
+    data = os.urandom(64 * 4096)
+    path.write_bytes(data)
+    r, w = os.pipe()
+
+    async def main():
+        core = asyncio.get_running_loop()._core
+        async with uringio.open_file(path, "rb") as f, \
+                uringio.open_file(f"/proc/self/fd/{r}", "rb") as p:
+            ops_before = len(core.ops)
+            waiting = asyncio.ensure_future(p.preadinto(bytearray(8), -1))
+            reads = [f.pread(4096, i * 4096) for i in reversed(range(64))]
+            await asyncio.sleep(0.02)
+            assert len(core.ops) == ops_before and core._reads.inflight == 1
+            assert await asyncio.gather(*reads) == [data[i * 4096:(i + 1) * 4096]
+                                                     for i in reversed(range(64))]
+            os.write(w, b"12345678")
+            assert await waiting == 8
+            assert core._reads.inflight == 0
+        # and only from the loop's thread (the ring is SINGLE_ISSUER)
+        errors: list = []
+        thread = threading.Thread(target=lambda: _try(errors, core.file_read, r,
+                                                        bytearray(1), -1, print))
+        thread.start()
+        thread.join()
+        assert isinstance(errors[0], RuntimeError) and "thread" in str(errors[0])
+
+    try:
+        run(backend, main)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _try(errors: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        errors.append(exc)

@@ -35,7 +35,7 @@ class OpKind(enum.IntEnum):
     ACCEPT_ONCE = 11
     WATCH = 12      # a readiness watch, a one-shot poll re-armed after each report
     FILE = 13       # a file or path operation whose CQE's res is all of its answer
-    FILE_READ = 14  # a file read into the caller's buffer, continued when short
+    # (14: file reads have no Op; they are C's, fastpath.c's FileReads)
     FILE_WRITE = 15 # a file write, continued when short; maybe linked to a FILE_SYNC
     FILE_SYNC = 16  # the fsync linked after a FILE_WRITE
     RELAY = 17      # a relay's splices, one step at a time (uring_relay.py)
@@ -91,15 +91,15 @@ class Op:
     ``_on_<kind>`` method; ``handler`` is the caller's completion handler.
 
     ``buf`` and ``pin`` are the memory the kernel reads or writes (RECV,
-    SEND, WAKEUP, FILE_READ, FILE_WRITE, the sockaddr of a CONNECT, a FILE
-    operation's path); ``done`` counts what a SEND, FILE_READ or FILE_WRITE
+    SEND, WAKEUP, FILE_WRITE, the sockaddr of a CONNECT, a FILE
+    operation's path); ``done`` counts what a SEND or FILE_WRITE
     has moved of it. ``state`` is the kind's own record, or None: a
     ``Backlog`` for a RECV_STREAM not yet armed, a ``Splice`` for SENDFILE
     and SPLICE_IN, the timespec a RECV's linked timeout reads, the poll mask
-    a WATCH asks for each time it is re-armed, a FILE_READ's offset, a
-    FILE_WRITE's record (uring_files._Write), the FILE_WRITE a FILE_SYNC
-    follows, a FILE operation's path (with a statx record or a second path
-    it holds for the kernel).
+    a WATCH asks for each time it is re-armed, a FILE_WRITE's record
+    (uring_files._Write), the FILE_WRITE a FILE_SYNC follows, a FILE
+    operation's path (with a statx record or a second path it holds for the
+    kernel), the ``Relay`` of a RELAY or RELAY_POLL (relay.py).
     """
 
     __slots__ = ("id", "kind", "fd", "handler", "end_handler", "on_complete", "buf",

@@ -663,9 +663,11 @@ class ProactorLoop(RingRelay, RingFiles, BaseLoop):
         self._watches.clear()
         self._held.clear()
         self._draining.clear()
+        self._close_file_reads()   # (reads in C: they keep their buffers, nobody hears)
         self._submit(self._ring.prep_cancel64(0, IORING_ASYNC_CANCEL_ANY, IGNORED_USER_DATA, 0))
         deadline = monotonic() + 2.0   # real time, whatever clock the loop was given
-        while (len(self._ops) or self._ring.writers_inflight()) and monotonic() < deadline:
+        while ((len(self._ops) or self._ring.writers_inflight() or self._file_reads_inflight())
+               and monotonic() < deadline):
             self._poll(0.05)
         if len(self._ops):
             # The kernel still owns these buffers: leak them rather than free

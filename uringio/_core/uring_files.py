@@ -2,7 +2,10 @@
 
 Each operation is one SQE, many in flight from the loop's one thread; the
 path, buffer or statx record it names is held by its Op until its final
-CQE, also when the caller stopped waiting (the ownership rule). A write
+CQE, also when the caller stopped waiting (the ownership rule). Reads,
+which random-access readers make by the hundred thousand a second, have
+no Op: they are prepared and completed in C (``FileReads`` in
+_build/_core/fastpath.c), which holds each buffer the same way. A write
 with ``sync`` is linked to its fsync (IOSQE_IO_LINK): both go in one
 submission and the kernel starts the fsync only once the write is done.
 A short read or write is continued from where it stopped; a short write
@@ -18,10 +21,15 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ..errors import os_error
-from .buffers import pin, pin_writable
+from .buffers import pin
 from .files import SYNC_DATA, SYNC_NONE, file_error, stat_result
 from .ops import Op, OpKind, OpTable
 from .ring import IOSQE_IO_LINK, Ring, ffi, lib
+
+try:
+    from ._fastpath import FileReads
+except ImportError:  # pragma: no cover - depends on the build (ring.py says why)
+    FileReads = None
 
 if lib is not None:   # (else the proactor refuses to start: ring.py)
     _AT_FDCWD, _AT_EMPTY_PATH, _AT_SYMLINK_NOFOLLOW, _AT_REMOVEDIR = (
@@ -52,6 +60,8 @@ class RingFiles:
     _ring: Ring
     _check_open: Callable[[], None]
     _submit: Callable[[int], None]
+    _report: Callable[[object, BaseException], None]
+    _reads: FileReads | None = None   # made on the first read
     call_soon: Callable[..., Any]
     sendfile: Callable[..., None]
 
@@ -77,30 +87,40 @@ class RingFiles:
 
     def file_read(self, fd: int, buf, offset: int, handler) -> None:
         self._check_open()
-        if not len(buf):
-            self.call_soon(handler, 0)
-            return
-        op = self._ops.add(OpKind.FILE_READ, fd, handler, self._on_file_read)
-        op.buf = buf
-        op.pin = pin_writable(buf)
-        op.state = offset
-        self._read_more(op)
+        if not self._file_reads().read(fd, buf, offset, handler):
+            self.call_soon(handler, 0)   # an empty buffer: nothing to read
 
-    def _read_more(self, op: Op) -> None:
-        offset = cast(int, op.state)
-        self._submit(self._ring.prep_read(
-            op.fd, op.pin + op.done, len(op.pin) - op.done,
-            _AT_POSITION if offset < 0 else offset + op.done, op.id))
+    def file_reads(self, loop) -> FileReads:
+        """The reads as futures of the asyncio ``loop`` over this one:
+        ``future(fd, buf, offset)``, one C call that makes the future and
+        prepares the SQE (None when ``loop`` is not running in this thread,
+        or another loop was bound first)."""
+        self._check_open()
+        reads = self._file_reads()
+        reads.bind(loop)
+        return reads
 
-    def _on_file_read(self, op: Op, res: int, flags: int) -> None:
-        # res: bytes read (0 at end of file) or -errno.
-        if res > 0:
-            op.done += res
-            if op.done < len(op.pin):   # short: go on from there
-                self._read_more(op)
-                return
-        result = op.done if res >= 0 else os_error(-res)
-        self._ops.pop(op)(result)
+    def _close_file_reads(self) -> None:
+        # The loop is closing: reads in flight still hold their buffers until
+        # their CQEs (the close waits for those too), but nobody hears of them.
+        if self._reads is not None:
+            self._reads.close()
+
+    def _file_reads_inflight(self) -> int:
+        return 0 if self._reads is None else self._reads.inflight
+
+    def _file_reads(self) -> FileReads:
+        # Made on first use (the mixin has no __init__ of its own): reads
+        # are prepared and completed in C, the Dispatcher handing each CQE
+        # tagged as a read to it (_build/_core/fastpath.c).
+        reads = self._reads
+        if reads is None:
+            ring = self._ring
+            reads = self._reads = FileReads(
+                ring.memory, int(ffi.cast("uintptr_t", ring._ptr)),
+                int(ffi.cast("uintptr_t", ffi.addressof(lib, "uio_prep_read"))),
+                os_error, self._report)
+        return reads
 
     def file_write(self, fd: int, data, offset: int, handler, sync: int = SYNC_NONE) -> None:
         self._check_open()

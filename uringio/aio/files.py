@@ -27,7 +27,7 @@ import io
 import locale
 import os
 import stat as stat_module
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, AnyStr, Generic, Self
 
 from .._core.files import SYNC_ALL, SYNC_DATA
@@ -49,6 +49,17 @@ def _core_call(method: str, *args: Any) -> asyncio.Future:
     fut = loop.create_future()
     getattr(loop._core, method)(*args, functools.partial(resolve, fut))
     return fut
+
+
+def _no_reads(fd: int, buf: Any, offset: int) -> None:
+    return None
+
+
+def _reads_of(loop: asyncio.AbstractEventLoop) -> Callable[[int, Any, int], Any]:
+    """The running loop's reads as futures made in one C call, where its
+    core has them (uring); else a stand-in that always says "no"."""
+    file_reads = getattr(getattr(loop, "_core", None), "file_reads", None)
+    return _no_reads if file_reads is None else file_reads(loop).future
 
 
 def _path(path: Any) -> bytes:
@@ -109,8 +120,10 @@ class AsyncFile(_Lines[bytes]):
     ``pwrite``, ``seek``, ``tell``, ... all awaited (``open_file``)."""
 
     def __init__(self, fd: int, name: str, mode: str, readable: bool, writable: bool,
-                 append: bool) -> None:
+                 append: bool,
+                 read: Callable[[int, Any, int], asyncio.Future | None] = _no_reads) -> None:
         self._fd = fd
+        self._read = read   # (fd, buf, offset) -> a future of the read, or None
         self.name = name
         self.mode = mode
         self._readable, self._writable, self._append = readable, writable, append
@@ -151,16 +164,24 @@ class AsyncFile(_Lines[bytes]):
     async def pread(self, n: int, offset: int) -> bytes:
         """Up to ``n`` bytes from ``offset`` (fewer only at the end of the
         file); the file's position does not move."""
-        self._check("r")
+        if self._closed or not self._readable:
+            self._check("r")
         buf = bytearray(n)
-        got = await _core_call("file_read", self._fd, buf, offset)
+        fut = self._read(self._fd, buf, offset)
+        got = await (fut if fut is not None else _core_call("file_read", self._fd, buf, offset))
         return bytes(buf) if got == n else bytes(memoryview(buf)[:got])
 
     async def preadinto(self, buf, offset: int) -> int:
         """Read into ``buf`` (which the operation holds until it completes,
-        also if this call is cancelled) from ``offset``: the count."""
-        self._check("r")
-        return await _core_call("file_read", self._fd, buf, offset)
+        also if this call is cancelled) from ``offset``: the count of bytes,
+        fewer than the buffer holds only at the end of the file."""
+        if self._closed or not self._readable:
+            self._check("r")
+        # On uring, one C call makes the future and prepares the SQE, and
+        # the CQE sets the future's result in C; None: not on the loop the
+        # file was opened on (or on epoll), the general path.
+        fut = self._read(self._fd, buf, offset)
+        return await (fut if fut is not None else _core_call("file_read", self._fd, buf, offset))
 
     async def pwrite(self, data, offset: int) -> int:
         """Write all of ``data`` at ``offset``; the position does not move."""
@@ -443,7 +464,8 @@ async def _open(path, mode, flags, readable, writable, binary, encoding, errors,
     except BaseException:
         os.close(fd)
         raise
-    raw = AsyncFile(fd, os.fsdecode(path), mode, readable, writable, "a" in mode)
+    raw = AsyncFile(fd, os.fsdecode(path), mode, readable, writable, "a" in mode,
+                    _reads_of(asyncio.get_running_loop()))
     if "a" in mode:
         raw._pos = st.st_size
     return raw if binary else AsyncTextFile(raw, encoding, errors, newline)
