@@ -1,25 +1,27 @@
 """4 KiB random reads of one file, side by side, in one run.
 
     python benchmarks/files_bench.py [--size-mib 512] [--duration 3] [--depths 1,16,64]
-                                     [--rounds 3] [--no-direct]
+                                     [--rounds 3] [--no-direct] [--no-cached]
 
 Each reader reads 4 KiB blocks at random aligned offsets for --duration
 seconds with N reads in flight, on one core (CPU 1, as fio): uringio's
 ``open_file`` on its asyncio loop on uring and on epoll (N tasks, each
 ``preadinto`` into its own buffer); aiofiles on uvloop (N tasks, a file
-each: seek, read); ``run_in_executor(os.pread)`` on uvloop; fio's io_uring
-engine (iodepth N) and its psync engine (one job: a synchronous pread per
-read), the ceilings. "cached": the file is in the page cache. "direct":
-O_DIRECT, every read from the disk (aiofiles and the executor cannot read
-O_DIRECT into Python's unaligned buffers: not run). Prints reads/s,
-medians of --rounds rotated rounds, and each median's ratio to aiofiles
-(cached) and to fio's io_uring engine.
+each: seek, readinto); ``run_in_executor(os.preadv)`` on uvloop; fio's
+io_uring engine (iodepth N) and its psync engine (one job: a synchronous
+pread per read), the ceilings. Every Python reader reads into a buffer of
+its own, at offsets drawn before the clock starts. "cached": the file is
+in the page cache. "direct": O_DIRECT, every read from the disk (aiofiles
+and the executor cannot read O_DIRECT into Python's unaligned buffers: not
+run). Prints reads/s, medians of --rounds rotated rounds, and each
+median's ratio to aiofiles (cached) and to fio's io_uring engine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import mmap
 import os
@@ -61,16 +63,21 @@ def warm(path: str) -> None:
             pass
 
 
-async def _readers(depth: int, duration: float, read_one) -> float:
-    """Run ``depth`` coroutines calling ``read_one(i)`` until time is up:
-    reads per second."""
+async def _readers(depth: int, duration: float, size: int, read_one) -> float:
+    """Run ``depth`` coroutines calling ``read_one(i, offset)`` until time
+    is up: reads per second. The offsets are drawn before the clock starts
+    (the same sequence for every reader), so that what is timed is the
+    reading, as in fio, not Python's random module."""
     count = 0
+    rand = random.Random(1).randrange
+    offsets = itertools.cycle([rand(size // BLOCK) * BLOCK for _ in range(1 << 16)])
+    next_offset = offsets.__next__
     stop = time.monotonic() + duration
 
     async def reader(i: int) -> None:
         nonlocal count
         while time.monotonic() < stop:
-            await read_one(i)
+            await read_one(i, next_offset())
             count += 1
 
     start = time.monotonic()
@@ -82,18 +89,15 @@ def run_uringio(backend: str, path: str, size: int, depth: int, duration: float,
                 direct: bool) -> float:
     import uringio
 
-    blocks = size // BLOCK
-
     async def main() -> float:
         flags = os.O_DIRECT if direct else 0
         async with uringio.open_file(path, "rb", flags=flags) as f:
             bufs = [mmap.mmap(-1, BLOCK) for _ in range(depth)]   # page-aligned
-            rand = random.Random(1).randrange
 
-            async def read_one(i: int) -> None:
-                await f.preadinto(bufs[i], rand(blocks) * BLOCK)
+            async def read_one(i: int, offset: int) -> None:
+                await f.preadinto(bufs[i], offset)
 
-            return await _readers(depth, duration, read_one)
+            return await _readers(depth, duration, size, read_one)
 
     return uringio.run(main(), backend=backend)
 
@@ -102,18 +106,17 @@ def run_aiofiles(path: str, size: int, depth: int, duration: float) -> float:
     import aiofiles
     import uvloop
 
-    blocks = size // BLOCK
-
     async def main() -> float:
+        # aiofiles has no pread: a file per reader, seek then readinto.
         files = [await aiofiles.open(path, "rb", buffering=0) for _ in range(depth)]
-        rand = random.Random(1).randrange
+        bufs = [bytearray(BLOCK) for _ in range(depth)]
 
-        async def read_one(i: int) -> None:
-            await files[i].seek(rand(blocks) * BLOCK)
-            await files[i].read(BLOCK)
+        async def read_one(i: int, offset: int) -> None:
+            await files[i].seek(offset)
+            await files[i].readinto(bufs[i])
 
         try:
-            return await _readers(depth, duration, read_one)
+            return await _readers(depth, duration, size, read_one)
         finally:
             for f in files:
                 await f.close()
@@ -124,18 +127,17 @@ def run_aiofiles(path: str, size: int, depth: int, duration: float) -> float:
 def run_executor(path: str, size: int, depth: int, duration: float) -> float:
     import uvloop
 
-    blocks = size // BLOCK
-
     async def main() -> float:
         loop = asyncio.get_running_loop()
         fd = os.open(path, os.O_RDONLY)
-        rand = random.Random(1).randrange
+        bufs = [[bytearray(BLOCK)] for _ in range(depth)]
+        preadv = os.preadv
 
-        async def read_one(i: int) -> None:
-            await loop.run_in_executor(None, os.pread, fd, BLOCK, rand(blocks) * BLOCK)
+        async def read_one(i: int, offset: int) -> None:
+            await loop.run_in_executor(None, preadv, fd, bufs[i], offset)
 
         try:
-            return await _readers(depth, duration, read_one)
+            return await _readers(depth, duration, size, read_one)
         finally:
             os.close(fd)
 
@@ -173,12 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depths", default="1,16,64")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-direct", action="store_true", help="skip the O_DIRECT runs")
+    parser.add_argument("--no-cached", action="store_true", help="skip the page-cache runs")
     args = parser.parse_args(argv)
     fio = ensure_fio()
     size = args.size_mib << 20
     path = make_file(size)
     try:
-        cases = [("cached", False)] + ([] if args.no_direct else [("direct", True)])
+        cases = (([] if args.no_cached else [("cached", False)])
+                 + ([] if args.no_direct else [("direct", True)]))
         for label, direct in cases:
             for depth in (int(d) for d in args.depths.split(",")):
                 runners = {
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not direct:
                     runners["aiofiles (uvloop)"] = ("run_aiofiles", path, size, depth,
                                                     args.duration)
-                    runners["run_in_executor(os.pread)"] = ("run_executor", path, size, depth,
+                    runners["run_in_executor(os.preadv)"] = ("run_executor", path, size, depth,
                                                             args.duration)
                 results: dict[str, list[float]] = {name: [] for name in runners}
                 names = list(runners)
