@@ -126,8 +126,10 @@ def start_server(argv: list[str], backend: str, preexec_fn=None):
         proc.kill()
         proc.wait()
         raise AssertionError(f"no listening line: {line!r} {proc.stderr.read()}")
-    if backend != "auto":
-        assert f"backend={backend}" in line, line
+    if backend != "auto" and f"backend={backend}" not in line:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"not on backend {backend}: {line!r}")
     proc.listening_line = line.rstrip("\n")
     return proc, int(line.split(":")[1].split()[0])
 

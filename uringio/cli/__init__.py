@@ -17,13 +17,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from .._core.backend import BACKENDS
+from ..asgi.server import AppImportError
 from ..errors import ListenError, UringUnavailable
 from ..models import MODELS
 
 if TYPE_CHECKING:
     from ..net.connection import Protocol
 
-APPS = ("echo", "whoami", "http", "resp", "proxy")
+HTTP_MAX_BODY = 1 << 20    # serve http: its handlers get the body whole
+ASGI_MAX_BODY = 1 << 30    # serve asgi: apps stream it; still refuse what no app wants
+APPS = ("echo", "whoami", "http", "resp", "proxy", "asgi")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,15 +106,44 @@ def _repo_file(*parts: str) -> str:
     return path
 
 
+def _on_listening(args: argparse.Namespace):
+    suffix = "" if args.model == "single" else f", model={args.model}"
+
+    def on_listening(server) -> None:
+        host, port = server.address[:2]
+        print(f"listening on {host}:{port} (backend={server.backend}{suffix})", flush=True)
+    return on_listening
+
+
+def _serve_asgi(args: argparse.Namespace) -> int:
+    from ..asgi import serve_asgi
+    from ..asgi.server import import_app
+
+    app = import_app(args.target, args.app_dir)
+    _raise_fd_limit()
+    return serve_asgi(
+        app, args.host, args.port, backend=args.backend,
+        workers=1 if args.model == "single" else args.workers,
+        on_listening=_on_listening(args), drain_timeout=args.drain_timeout,
+        root_path=args.root_path, max_body=args.max_body or ASGI_MAX_BODY,
+        header_timeout=args.header_timeout, keep_alive=args.timeout_keep_alive,
+        limit_concurrency=args.limit_concurrency, access_log=args.access_log,
+        proxy_headers=args.proxy_headers,
+        forwarded_allow_ips=tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",")))
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ..models import serve
     from ..protocols.apps import APPS, blocking_echo
 
+    if args.app == "asgi":
+        return _serve_asgi(args)
+
     factory: Callable[[], Protocol]
     if args.app == "http":
         from ..protocols.http import default_router, http_factory
-        factory = http_factory(default_router(args.static, args.static_read), args.max_body,
-                               args.header_timeout)
+        factory = http_factory(default_router(args.static, args.static_read),
+                               args.max_body or HTTP_MAX_BODY, args.header_timeout)
     elif args.app == "resp":
         from ..protocols.resp import RespProtocol
         factory = RespProtocol
@@ -121,15 +153,9 @@ def _serve(args: argparse.Namespace) -> int:
         factory = proxy_factory(to_host, to_port, relay=args.relay)
     else:
         factory = blocking_echo(args.work_ms) if args.work_ms else APPS[args.app]
-    suffix = "" if args.model == "single" else f", model={args.model}"
-
-    def on_listening(server) -> None:
-        host, port = server.address[:2]
-        print(f"listening on {host}:{port} (backend={server.backend}{suffix})", flush=True)
-
     _raise_fd_limit()
     return serve(factory, args.host, args.port, backend=args.backend, model=args.model,
-                 workers=args.workers, threads=args.threads, on_listening=on_listening,
+                 workers=args.workers, threads=args.threads, on_listening=_on_listening(args),
                  drain_timeout=args.drain_timeout, idle_timeout=args.idle_timeout,
                  reuse_port=args.reuse_port)
 
@@ -157,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run a server until SIGINT/SIGTERM")
     serve.add_argument("app", choices=APPS)
+    serve.add_argument("target", nargs="?", metavar="MODULE:APP",
+                       help="the ASGI app of serve asgi (say main:app)")
     serve.add_argument("--model", choices=MODELS, default="single",
                        help="single loop (default); pool: a loop plus worker threads for blocking "
                             "work; multi: worker processes on SO_REUSEPORT; threads: a thread "
@@ -175,10 +203,28 @@ def main(argv: list[str] | None = None) -> int:
                       help="static files up to BYTES are read and written, larger ones "
                            "spliced (default: 32 KiB on uring, 0 on epoll, where each is "
                            "faster)")
-    http.add_argument("--max-body", type=_BYTES, default=1024 * 1024, metavar="BYTES",
-                      help="larger request bodies get 413 (default 1 MiB)")
+    http.add_argument("--max-body", type=_BYTES, default=None, metavar="BYTES",
+                      help="larger request bodies get 413, refused before they are read "
+                           "(default 1 MiB for http, 1 GiB for asgi)")
     http.add_argument("--header-timeout", type=_SECONDS, default=10.0, metavar="S",
                       help="a request head not complete after S seconds gets 408 (default 10)")
+    asgi = serve.add_argument_group("asgi")
+    asgi.add_argument("--app-dir", default=".", metavar="DIR",
+                      help="where MODULE is looked for first (default: the current directory)")
+    asgi.add_argument("--root-path", default="", metavar="PATH",
+                      help="the ASGI root_path: where a proxy mounts the app")
+    asgi.add_argument("--proxy-headers", action="store_true",
+                      help="take client and scheme from X-Forwarded-For/-Proto, from the "
+                           "addresses of --forwarded-allow-ips")
+    asgi.add_argument("--forwarded-allow-ips", default="127.0.0.1", metavar="IPS",
+                      help="comma-separated addresses trusted for proxy headers, or * "
+                           "(default 127.0.0.1)")
+    asgi.add_argument("--limit-concurrency", type=_THREADS, default=None, metavar="N",
+                      help="above N connections or requests at once, answer 503")
+    asgi.add_argument("--timeout-keep-alive", type=_SECONDS, default=5.0, metavar="S",
+                      help="close a keep-alive connection idle for S seconds (default 5)")
+    asgi.add_argument("--access-log", action="store_true",
+                      help="log a line per request (logger uringio.asgi.access)")
     proxy = serve.add_argument_group("proxy")
     proxy.add_argument("--to", type=_host_port, metavar="HOST:PORT",
                        help="the address each connection is relayed to (required)")
@@ -218,11 +264,19 @@ def main(argv: list[str] | None = None) -> int:
             serve.error("the proxy app needs --to HOST:PORT, and only it takes one")
         if args.app == "proxy" and args.model == "threads":
             serve.error("the proxy relays on a loop: use --model single, pool or multi")
+        if (args.target is not None) != (args.app == "asgi"):
+            serve.error("serve asgi needs MODULE:APP (say main:app), and only it takes one")
+        if args.app == "asgi" and args.model not in ("single", "multi"):
+            serve.error("the ASGI server runs an asyncio loop per process: "
+                        "use --model single or multi")
         try:
             return _serve(args)
         except (UringUnavailable, ListenError) as exc:
             # Where it runs, not a bug: the message names the cause and the fix.
             print(f"uringio: error: {exc.strerror}", file=sys.stderr)
+            return 2
+        except AppImportError as exc:
+            print(f"uringio: error: {exc}", file=sys.stderr)
             return 2
     from . import info as info_mod
     return info_mod.main(args.json)

@@ -1,0 +1,117 @@
+"""A FastAPI app for uringio's ASGI server in the tests, unmodified
+FastAPI: JSON in and out, path and query parameters, a form upload, a
+streamed response, a file response, a background task, a WebSocket echo,
+and a lifespan that writes each startup and shutdown to $LIFESPAN_LOG."""
+
+import asyncio
+import os
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import BackgroundTasks, FastAPI, File, Form, Request, UploadFile, WebSocket
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
+
+DONE: list[str] = []   # what background tasks finished, in this worker
+
+
+def _log(event: str) -> None:
+    path = os.environ.get("LIFESPAN_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{event} {os.getpid()}\n")
+
+
+@asynccontextmanager
+async def lifespan(app):
+    _log("startup")
+    yield {"started_by": os.getpid()}
+    _log("shutdown")
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+class Item(BaseModel):
+    name: str
+    price: float
+    tags: list[str] = []
+
+
+@app.get("/")
+async def root():
+    return PlainTextResponse("Hello, World!")
+
+
+@app.get("/items/{item_id}")
+async def read_item(item_id: int, q: str | None = None):
+    return {"item_id": item_id, "q": q}
+
+
+@app.post("/items")
+async def create_item(item: Item):
+    return {"name": item.name, "total": item.price * 2, "tags": item.tags}
+
+
+@app.post("/upload")
+async def upload(title: Annotated[str, Form()], file: Annotated[UploadFile, File()]):
+    data = await file.read()
+    return {"title": title, "filename": file.filename, "size": len(data),
+            "sum": sum(data) % 65536}
+
+
+@app.get("/stream")
+async def stream():
+    async def chunks():
+        for i in range(100):
+            yield b"%04d\n" % i
+            await asyncio.sleep(0)
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@app.get("/file")
+async def file():
+    return FileResponse(os.environ["ASGI_TEST_FILE"])
+
+
+@app.get("/background")
+async def background(tasks: BackgroundTasks, tag: str):
+    async def work():
+        await asyncio.sleep(0.05)
+        DONE.append(tag)
+    tasks.add_task(work)
+    return {"queued": tag}
+
+
+@app.get("/done")
+async def done():
+    return {"done": DONE}
+
+
+@app.get("/slow")
+async def slow(seconds: float = 1.0):
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@app.get("/state")
+async def state(request: Request):
+    return {"started_by": request.state.started_by, "pid": os.getpid()}
+
+
+@app.get("/boom")
+async def boom():
+    raise RuntimeError("boom")
+
+
+@app.websocket("/ws")
+async def echo(ws: WebSocket):
+    await ws.accept()
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") is not None:
+            await ws.send_text(message["text"])
+        else:
+            await ws.send_bytes(message["bytes"])

@@ -1,0 +1,189 @@
+"""The ASGI server (``python -m uringio serve asgi``) with real, unmodified
+frameworks on both backends, answering curl and httpx; and what it does
+with hostile input."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import REPO, recv_until_eof, start_server, stop_server
+
+APPS = os.path.join(REPO, "tests", "apps")
+
+
+def _serve(backend: str, target: str, *args: str, env: dict | None = None):
+    if env:
+        os.environ.update(env)
+    try:
+        return start_server(["-m", "uringio", "serve", "asgi", target, "--app-dir", APPS,
+                             "--port", "0", *args], backend)
+    finally:
+        for key in env or ():
+            del os.environ[key]
+
+
+@pytest.fixture
+def served_file(tmp_path):
+    path = tmp_path / "served.bin"
+    path.write_bytes(os.urandom(300_000))
+    return path
+
+
+@pytest.fixture
+def fastapi_server(backend, served_file):
+    proc, port = _serve(backend, "fastapi_app:app", env={"ASGI_TEST_FILE": str(served_file)})
+    yield port
+    assert stop_server(proc) == 0
+
+
+def test_fastapi_app(fastapi_server, served_file):
+    base = f"http://127.0.0.1:{fastapi_server}"
+    with httpx.Client(base_url=base, timeout=10) as client:
+        assert client.get("/").text == "Hello, World!"
+        assert client.get("/items/42", params={"q": "x y"}).json() == {"item_id": 42, "q": "x y"}
+        assert client.get("/items/nope").status_code == 422   # FastAPI's validation
+        item = {"name": "ring", "price": 2.5, "tags": ["a", "b"]}
+        assert client.post("/items", json=item).json() == {"name": "ring", "total": 5.0,
+                                                            "tags": ["a", "b"]}
+        blob = os.urandom(200_000)
+        answer = client.post("/upload", data={"title": "t"},
+                             files={"file": ("blob.bin", blob, "application/octet-stream")})
+        assert answer.json() == {"title": "t", "filename": "blob.bin", "size": len(blob),
+                                 "sum": sum(blob) % 65536}
+        streamed = client.get("/stream")
+        assert streamed.headers.get("transfer-encoding") == "chunked"
+        assert streamed.text == "".join(f"{i:04d}\n" for i in range(100))
+        got = client.get("/file")
+        assert got.content == served_file.read_bytes()
+        assert int(got.headers["content-length"]) == len(got.content)
+        assert client.get("/background", params={"tag": "t1"}).json() == {"queued": "t1"}
+        deadline = time.monotonic() + 5
+        while "t1" not in client.get("/done").json()["done"]:
+            assert time.monotonic() < deadline, "the background task never ran"
+            time.sleep(0.05)
+        state = client.get("/state").json()
+        assert state["started_by"] == state["pid"]   # lifespan state reached the request
+        head = client.head("/")
+        assert head.status_code == 405 or head.content == b""
+    out = subprocess.run(["curl", "-s", "-i", f"{base}/items/7?q=curl"], capture_output=True,
+                         timeout=10, check=True).stdout
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b'{"item_id":7,"q":"curl"}')
+
+
+def test_starlette_app(backend):
+    proc, port = _serve(backend, "starlette_app:app")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get("/").text == "Hello, World!"
+            hello = client.get("/hello/ring").json()
+            assert hello == {"hello": "ring", "loop": "uringio.aio.loop", "backend": backend}
+            assert client.get("/stream").text == "".join(f"{i:04d}\n" for i in range(100))
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_an_app_that_raises_gets_a_500_and_the_connection_goes_on(fastapi_server):
+    with httpx.Client(base_url=f"http://127.0.0.1:{fastapi_server}", timeout=10) as client:
+        assert client.get("/boom").status_code == 500
+        assert client.get("/").text == "Hello, World!"
+
+
+def test_lifespan_runs_once_per_worker(backend, tmp_path, served_file):
+    log_path = tmp_path / "lifespan.log"
+    proc, port = _serve(backend, "fastapi_app:app", "--model", "multi", "--workers", "2",
+                        env={"LIFESPAN_LOG": str(log_path), "ASGI_TEST_FILE": str(served_file)})
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text == "Hello, World!"
+    finally:
+        assert stop_server(proc) == 0
+    events = log_path.read_text().split("\n")[:-1]
+    starts = sorted(e.split()[1] for e in events if e.startswith("startup"))
+    stops = sorted(e.split()[1] for e in events if e.startswith("shutdown"))
+    assert len(starts) == 2 and len(set(starts)) == 2   # two workers, once each
+    assert stops == starts
+
+
+def test_sigterm_lets_requests_in_flight_finish(backend, served_file):
+    proc, port = _serve(backend, "fastapi_app:app", "--drain-timeout", "5",
+                        env={"ASGI_TEST_FILE": str(served_file)})
+    result = {}
+
+    def slow_request():
+        result["r"] = httpx.get(f"http://127.0.0.1:{port}/slow", params={"seconds": 1},
+                                timeout=10)
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(0.3)   # the request is in flight (it sleeps 1 s)
+    proc.send_signal(signal.SIGTERM)
+    thread.join(10)
+    assert result["r"].status_code == 200 and result["r"].json() == {"slept": 1.0}
+    try:
+        assert proc.wait(10) == 0   # it exits by itself once drained
+    finally:
+        stop_server(proc)
+
+
+# -- HTTP details and hostile input -------------------------------------------------
+
+
+def raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        return recv_until_eof(s)
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def test_pipelined_requests_are_answered_in_order(fastapi_server):
+    requests = b"".join(b"GET /items/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(10))
+    out = raw(fastapi_server, requests + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    bodies = [part.split(b"\r\n\r\n", 1)[1] for part in out.split(b"HTTP/1.1 ")[1:]]
+    assert bodies[:10] == [b'{"item_id":%d,"q":null}' % i for i in range(10)]
+    assert bodies[10] == b"Hello, World!"
+
+
+def test_hostile_input_gets_the_status_serve_http_gives(fastapi_server):
+    port = fastapi_server
+    bystander = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    assert bystander.get("/").status_code == 200
+    assert status_of(raw(port, b"NOT HTTP AT ALL\r\n\r\n")) == 400
+    huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    assert status_of(raw(port, huge)) == 431
+    # 10 GB announced, nothing sent: refused at once, without reading a byte.
+    ten_gb = b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n"
+    assert status_of(raw(port, ten_gb)) == 413
+    assert bystander.get("/").status_code == 200   # nobody else was disturbed
+    bystander.close()
+
+
+def test_expect_100_continue(fastapi_server):
+    with socket.create_connection(("127.0.0.1", fastapi_server), timeout=10) as s:
+        body = b'{"name": "x", "price": 1}'
+        s.sendall(b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        s.shutdown(socket.SHUT_WR)
+        out = recv_until_eof(s)
+    assert status_of(out) == 200 and out.endswith(b'{"name":"x","total":2.0,"tags":[]}')
+
+
+def test_slowloris_gets_408_and_others_are_served(backend, served_file):
+    proc, port = _serve(backend, "fastapi_app:app", "--header-timeout", "0.5",
+                        env={"ASGI_TEST_FILE": str(served_file)})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")   # and never the end of the head
+            assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code == 200
+            assert status_of(recv_until_eof(slow)) == 408
+    finally:
+        assert stop_server(proc) == 0

@@ -1,0 +1,597 @@
+"""HTTP/1.1 for ASGI apps: the ``http`` scope on an asyncio transport.
+
+One ``HttpProtocol`` per connection parses with httptools; each request
+becomes a ``RequestCycle`` whose ``receive`` and ``send`` the app awaits.
+Requests are answered one at a time, in order: a pipelined request waits
+for the response before it to complete (its body, if any, is buffered
+meanwhile, and reading pauses when too much waits). On uringio's loop the
+transport is the engine's connection, so writes are coalesced per loop
+turn and a ``pathsend`` file goes out by splice (uring) or sendfile
+(epoll), never through Python.
+
+What a server must decide, decided here:
+* a response with no Content-Length whose body comes in one message gets
+  one; otherwise HTTP/1.1 gets chunked encoding and HTTP/1.0 a close;
+* an app that raises before starting its response gets a 500, one that
+  raises after gets its connection reset (a response cut short must not
+  look complete); both are logged;
+* limits as ``serve http``'s: 400 for what does not parse, 413 for a body
+  over ``max_body`` (refused from its Content-Length, before reading it),
+  431 for a head over ``max_head``, 408 for a head not complete within
+  ``header_timeout``; an idle keep-alive connection closes after
+  ``keep_alive`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import os
+import time
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from .lifespan import ASGI_VERSION
+
+log = logging.getLogger("uringio.asgi")
+access_log = logging.getLogger("uringio.asgi.access")
+
+# Request body bytes buffered, not yet received by the app, above which
+# reading pauses; and pipelined requests waiting, likewise.
+BODY_HIGH_WATER = 256 * 1024
+PIPELINE_HIGH_WATER = 32
+
+_STATUS_LINES = {
+    (version, status.value): b"HTTP/%s %d %s\r\n" % (version.encode(), status.value,
+                                                     status.phrase.encode())
+    for status in http.HTTPStatus for version in ("1.1", "1.0")
+}
+_NO_BODY_STATUS = frozenset((204, 304)) | frozenset(range(100, 200))
+_CHUNK_END = b"0\r\n\r\n"
+
+
+def _status_line(version: str, status: int) -> bytes:
+    line = _STATUS_LINES.get((version, status))
+    if line is None:
+        line = b"HTTP/%s %d \r\n" % (version.encode(), status)
+    return line
+
+
+class ServerState:
+    """What the connections of one worker share: the app, its settings,
+    the lifespan state, and the connections and tasks alive (for
+    ``limit_concurrency`` and for a drain on shutdown)."""
+
+    def __init__(self, app, *, root_path: str = "", max_body: int = 1 << 30,
+                 max_head: int = 64 * 1024, header_timeout: float = 10.0,
+                 keep_alive: float = 5.0, limit_concurrency: int | None = None,
+                 access_log: bool = False, proxy_headers: bool = False,
+                 forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",),
+                 state: dict | None = None) -> None:
+        self.app = app
+        self.root_path = root_path
+        self.max_body = max_body
+        self.max_head = max_head
+        self.header_timeout = header_timeout
+        self.keep_alive = keep_alive
+        self.limit_concurrency = limit_concurrency
+        self.access_log = access_log
+        self.proxy_headers = proxy_headers
+        self.forwarded_allow_ips = set(forwarded_allow_ips)
+        self.state = state if state is not None else {}
+        self.connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.stopping = False
+        self._date_second = 0
+        self._date_line = b""
+
+    def date_line(self) -> bytes:
+        """``date: ...\\r\\n`` for the current second (made once a second)."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date_line = b"date: %s\r\nserver: uringio\r\n" % (
+                time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode())
+        return self._date_line
+
+
+class _Limit(Exception):
+    """A request broke a limit: answer ``status`` and close."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class HttpProtocol(asyncio.Protocol):
+    """The server side of one HTTP/1.1 connection for an ASGI app."""
+
+    def __init__(self, server: ServerState) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.cycle: RequestCycle | None = None      # the request being answered
+        self.parsing: RequestCycle | None = None    # the request whose body arrives now
+        self.pipeline: deque[RequestCycle] = deque()   # parsed, waiting their turn
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.write_paused = False
+        self.drain_waiters: list[asyncio.Future] = []
+        self.reading_paused = False
+        self.closing = False
+        self.client: tuple | None = None
+        self.sockname: tuple | None = None
+        self.pending_error = 0    # a status to answer once the response in flight is out
+        self.client_eof = False
+
+    # -- the connection --------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        sock = transport.get_extra_info("sockname")
+        self.sockname = tuple(sock[:2]) if isinstance(sock, tuple) else None
+        self._arm(self.server.keep_alive, self._idle)
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        self._disarm()
+        for cycle in (self.cycle, *self.pipeline):
+            if cycle is not None:
+                cycle.disconnected = True
+                cycle.wake()
+        self.pipeline.clear()
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closing:
+            waiter = self.loop.create_future()
+            self.drain_waiters.append(waiter)
+            await waiter
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except _Limit as exc:
+            self._refuse(exc.status)
+        except httptools.HttpParserUpgrade:
+            # No protocol to switch to here: a request that asks for one
+            # (WebSocket) is answered as what it also is, an HTTP request.
+            pass
+        except httptools.HttpParserError as exc:
+            # A limit our callbacks raised comes back wrapped (httptools'
+            # HttpParserCallbackError); anything else did not parse.
+            limit = exc.__context__
+            self._refuse(limit.status if isinstance(limit, _Limit) else 400)
+
+    def eof_received(self) -> bool | None:
+        # The client sent all it will: the requests it sent are answered,
+        # then the connection closes.
+        self.client_eof = True
+        return None if self.cycle is None else True
+
+    def _arm(self, delay: float, callback) -> None:
+        self._disarm()
+        self.timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _idle(self) -> None:
+        self.timer = None
+        if self.cycle is None and not self.closing:
+            self.close()
+
+    def _head_timeout(self) -> None:
+        self.timer = None
+        self._refuse(408)
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            assert self.transport is not None
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """The server is stopping: close now if idle, else after the
+        response in flight."""
+        if self.cycle is None:
+            self.close()
+        else:
+            self.cycle.keep_alive = False
+            self.pipeline.clear()
+
+    def _refuse(self, status: int) -> None:
+        # Answer an error and close: now, or after the response in flight.
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.pending_error = status
+            self.cycle.keep_alive = False
+            self.pipeline.clear()
+            self._set_reading(False)
+            return
+        self._disarm()
+        body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
+        assert self.transport is not None
+        if not self.closing:
+            self.transport.write(_status_line("1.1", status) + self.server.date_line()
+                                 + b"content-type: text/plain; charset=utf-8\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                                 % (len(body), body))
+        self.close()
+
+    def _set_reading(self, on: bool) -> None:
+        if self.closing or self.transport is None:
+            return
+        if on and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        elif not on and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def update_reading(self) -> None:
+        """Read unless too much waits: body bytes the app has not taken,
+        or pipelined requests."""
+        parsing = self.parsing
+        self._set_reading(not self.pending_error and len(self.pipeline) < PIPELINE_HIGH_WATER
+                          and (parsing is None or len(parsing.body) < BODY_HIGH_WATER))
+
+    # -- httptools callbacks ----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        self._arm(self.server.header_timeout, self._head_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_bytes += len(url)
+        if self.head_bytes > self.server.max_head:
+            raise _Limit(414 if len(self.url) > self.server.max_head else 431)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.server.max_head:
+            raise _Limit(431)
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        server = self.server
+        parser = self.parser
+        version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        try:
+            url = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Limit(400) from None
+        raw_path = url.path
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        client, scheme = self.client, "http"
+        headers = self.headers
+        expect_100 = False
+        for name, value in headers:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise _Limit(400) from None
+                if length > server.max_body:
+                    raise _Limit(413)   # refused before a byte of it is read
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect_100 = True
+        if server.proxy_headers and client is not None and (
+                client[0] in server.forwarded_allow_ips or "*" in server.forwarded_allow_ips):
+            client, scheme = _forwarded(headers, client, scheme)
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": version,
+            "server": self.sockname,
+            "client": client,
+            "scheme": scheme,
+            "method": method,
+            "root_path": server.root_path,
+            "path": server.root_path + path,
+            "raw_path": raw_path,
+            "query_string": url.query or b"",
+            "headers": headers,
+            "state": server.state.copy(),
+            "extensions": {"http.response.pathsend": {}},
+        }
+        cycle = RequestCycle(self, scope, parser.should_keep_alive(), expect_100)
+        self.parsing = cycle
+        if self.cycle is None:
+            self.start(cycle)
+        else:
+            self.pipeline.append(cycle)
+            self.update_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        assert cycle is not None   # httptools calls on_headers_complete first
+        cycle.received += len(body)
+        if cycle.received > self.server.max_body:
+            raise _Limit(413)
+        if cycle.disconnected or cycle.response_complete:
+            return   # nobody will read it
+        cycle.body += body
+        cycle.wake()
+        if len(cycle.body) >= BODY_HIGH_WATER:
+            self.update_reading()
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        assert cycle is not None
+        cycle.more_body = False
+        cycle.wake()
+
+    # -- requests, in order ----------------------------------------------------
+
+    def start(self, cycle: RequestCycle) -> None:
+        self.cycle = cycle
+        server = self.server
+        app = server.app
+        limit = server.limit_concurrency
+        if limit is not None and (len(server.connections) > limit or len(server.tasks) >= limit):
+            app = _service_unavailable
+        task = self.loop.create_task(cycle.run(app))
+        server.tasks.add(task)
+        task.add_done_callback(server.tasks.discard)
+
+    def response_done(self, cycle: RequestCycle) -> None:
+        """The response to ``cycle`` is all written: the next request's turn,
+        or the end of the connection."""
+        if self.server.access_log:
+            scope = cycle.scope
+            access_log.info('%s - "%s %s HTTP/%s" %d', _client_label(scope["client"]),
+                            scope["method"], scope["path"], scope["http_version"], cycle.status)
+        if self.cycle is not cycle:
+            return
+        self.cycle = None
+        if self.pending_error:
+            self._refuse(self.pending_error)
+        elif not cycle.keep_alive or self.closing:
+            self.close()
+        elif self.pipeline:
+            self.start(self.pipeline.popleft())
+            self.update_reading()
+        elif self.client_eof:
+            self.close()
+        else:
+            self._arm(self.server.keep_alive, self._idle)
+            self.update_reading()
+
+
+class RequestCycle:
+    """One request and its response: the ``receive`` and ``send`` an app
+    gets, and what they keep."""
+
+    __slots__ = ("proto", "scope", "keep_alive", "expect_100", "body", "more_body", "received",
+                 "waiter", "disconnected", "response_started", "response_complete", "status",
+                 "headers", "chunked", "head_only")
+
+    def __init__(self, proto: HttpProtocol, scope: dict, keep_alive: bool,
+                 expect_100: bool) -> None:
+        self.proto = proto
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.expect_100 = expect_100
+        self.body = bytearray()
+        self.more_body = True
+        self.received = 0
+        self.waiter: asyncio.Future | None = None
+        self.disconnected = False
+        self.response_started = False
+        self.response_complete = False
+        self.status = 0
+        self.headers: Any = ()
+        self.chunked = False
+        self.head_only = scope["method"] == "HEAD"
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def run(self, app) -> None:
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                self._abandon()
+                raise
+            log.error("the ASGI app raised on %s %s", self.scope["method"], self.scope["path"],
+                      exc_info=exc)
+            self._abandon()
+        else:
+            if not self.response_started:
+                log.error("the ASGI app returned without a response to %s %s",
+                          self.scope["method"], self.scope["path"])
+                self._abandon()
+            elif not self.response_complete:
+                log.error("the ASGI app returned before the end of its response to %s %s",
+                          self.scope["method"], self.scope["path"])
+                self._abandon()
+        finally:
+            self.body = bytearray()   # what the app never read
+
+    def _abandon(self) -> None:
+        # The app failed: a 500 if nothing was sent, else a reset.
+        proto = self.proto
+        if self.response_complete or self.disconnected or proto.closing:
+            return
+        if not self.response_started:
+            self.keep_alive = self.keep_alive and not self.more_body
+            self.status = 500
+            self._write_head([(b"content-type", b"text/plain; charset=utf-8")], b"500 "
+                             b"Internal Server Error\n", more_body=False)
+            self.response_complete = True
+            proto.response_done(self)
+        else:
+            assert proto.transport is not None
+            proto.closing = True
+            proto.transport.abort()
+
+    async def receive(self) -> dict:
+        if self.expect_100:
+            self.expect_100 = False
+            if not self.response_started and self.proto.transport is not None:
+                self.proto.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self.body and self.more_body and not (self.disconnected
+                                                     or self.response_complete):
+            self.proto.update_reading()
+            self.waiter = self.proto.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        body = bytes(self.body)
+        self.body.clear()
+        if self.proto.reading_paused:
+            self.proto.update_reading()
+        return {"type": "http.request", "body": body, "more_body": self.more_body}
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if not self.response_started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected 'http.response.start', got {kind!r}")
+            self.response_started = True
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+            return
+        if self.response_complete:
+            raise RuntimeError(f"{kind!r} after the response was complete")
+        if self.disconnected:
+            return   # the client is gone: nothing to do (it is not the app's error)
+        proto = self.proto
+        if kind == "http.response.body":
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if self.headers is not None:
+                self._write_head(self.headers, body, more)
+            elif not self.head_only and body:
+                assert proto.transport is not None
+                proto.transport.write(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked
+                                      else body)
+            if not more:
+                if self.chunked and not self.head_only:
+                    assert proto.transport is not None
+                    proto.transport.write(_CHUNK_END)
+                self.response_complete = True
+                proto.response_done(self)
+            if proto.write_paused:
+                await proto.drain()
+        elif kind == "http.response.pathsend":
+            await self._send_file(message["path"])
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} in an http response")
+
+    def _write_head(self, headers, body: bytes, more_body: bool) -> None:
+        # The head goes with the first body message: one write, and when the
+        # whole body is in that message, its length is known.
+        proto = self.proto
+        scope = self.scope
+        version = scope["http_version"]
+        status = self.status
+        parts = [_status_line(version, status), proto.server.date_line()]
+        has_length = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                has_length = True
+            elif lname == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+            elif lname == b"transfer-encoding":
+                continue   # ours to decide
+            parts.append(b"%s: %s\r\n" % (name, value))
+        if not has_length and status not in _NO_BODY_STATUS:
+            if not more_body:
+                parts.append(b"content-length: %d\r\n" % len(body))
+            elif version == "1.1":
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                self.keep_alive = False   # HTTP/1.0: the close ends the body
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        elif version == "1.0":
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        if body and not self.head_only:
+            parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
+        assert proto.transport is not None
+        proto.transport.write(b"".join(parts))
+        self.headers = None
+
+    async def _send_file(self, path: str) -> None:
+        # http.response.pathsend: the file goes by splice/sendfile (on
+        # uringio's loop: the engine's, never through Python).
+        proto = self.proto
+        file = open(path, "rb")   # noqa: SIM115 -- closed below, after the send
+        try:
+            size = os.fstat(file.fileno()).st_size
+            if not any(name.lower() == b"content-length" for name, _ in self.headers):
+                self.headers = [*self.headers, (b"content-length", b"%d" % size)]
+            self._write_head(self.headers, b"", False)
+            if not self.head_only and size:
+                assert proto.transport is not None
+                await proto.loop.sendfile(proto.transport, file, 0, size)
+        finally:
+            file.close()
+        self.response_complete = True
+        proto.response_done(self)
+
+
+async def _service_unavailable(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 503,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": b"503 Service Unavailable\n"})
+
+
+def _forwarded(headers, client, scheme):
+    """X-Forwarded-For / X-Forwarded-Proto of a trusted proxy."""
+    for name, value in headers:
+        if name == b"x-forwarded-proto":
+            scheme = value.decode("latin-1").strip().lower()
+        elif name == b"x-forwarded-for":
+            host = value.decode("latin-1").split(",")[0].strip()
+            if host:
+                client = (host, 0)
+    return client, scheme
+
+
+def _client_label(client) -> str:
+    return f"{client[0]}:{client[1]}" if client else "-"
