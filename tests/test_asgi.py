@@ -187,3 +187,84 @@ def test_slowloris_gets_408_and_others_are_served(backend, served_file):
             assert status_of(recv_until_eof(slow)) == 408
     finally:
         assert stop_server(proc) == 0
+
+
+# -- WebSockets ------------------------------------------------------------------------
+
+
+def test_websocket_echo_with_the_websockets_client(fastapi_server):
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{fastapi_server}/ws", max_size=None) as ws:
+        assert "permessage-deflate" in ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        ws.send("hello, ring")
+        assert ws.recv() == "hello, ring"
+        ws.send(b"\x00\x01binary")
+        assert ws.recv() == b"\x00\x01binary"
+        ws.send(["frag", "ment", "ed"])   # one message in three frames
+        assert ws.recv() == "fragmented"
+        big = os.urandom(3 << 20)
+        ws.send(big)
+        assert ws.recv() == big
+        ws.ping(b"p").wait(5)   # answered with a pong
+        ws.close(1000)
+    assert ws.close_code == 1000
+
+
+def test_websocket_refused_handshake_is_403(fastapi_server):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{fastapi_server}/ws-refused")
+    assert refused.value.response.status_code == 403
+
+
+def test_websocket_oversized_message_closes_with_1009(backend, served_file):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    proc, port = _serve(backend, "fastapi_app:app", "--ws-max-size", "100000",
+                        env={"ASGI_TEST_FILE": str(served_file)})
+    try:
+        with connect(f"ws://127.0.0.1:{port}/ws", compression=None) as ws:
+            ws.send(b"x" * 1000)
+            assert ws.recv() == b"x" * 1000
+            ws.send(b"y" * 200_000)
+            with pytest.raises(ConnectionClosed):
+                ws.recv()
+        assert ws.close_code == 1009
+    finally:
+        assert stop_server(proc) == 0
+
+
+def _raw_websocket(port: int) -> socket.socket:
+    # A handshake by hand, so that the frames after it can be wrong on purpose.
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    return sock
+
+
+def _close_code(sock: socket.socket) -> int:
+    frames = recv_until_eof(sock)
+    assert frames[0] == 0x88, frames[:4]   # FIN + close
+    return int.from_bytes(frames[2:4], "big")
+
+
+@pytest.mark.parametrize("frame, code", [
+    (b"\x81\x05hello", 1002),                          # a client frame not masked
+    (b"\x81\x82\x00\x00\x00\x00\xc3\x28", 1007),      # text that is not UTF-8
+    (b"\x83\x80\x00\x00\x00\x00", 1002),              # a reserved opcode
+])
+def test_websocket_bad_frames_get_their_close_code(fastapi_server, frame, code):
+    with _raw_websocket(fastapi_server) as sock:
+        sock.sendall(frame)
+        assert _close_code(sock) == code
+    with httpx.Client(base_url=f"http://127.0.0.1:{fastapi_server}", timeout=10) as client:
+        assert client.get("/").status_code == 200   # the server is none the worse

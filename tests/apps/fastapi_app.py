@@ -104,6 +104,11 @@ async def boom():
     raise RuntimeError("boom")
 
 
+@app.websocket("/ws-refused")
+async def refused(ws: WebSocket):
+    await ws.close()   # before accepting: the handshake is refused
+
+
 @app.websocket("/ws")
 async def echo(ws: WebSocket):
     await ws.accept()

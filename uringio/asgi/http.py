@@ -71,7 +71,7 @@ class ServerState:
                  keep_alive: float = 5.0, limit_concurrency: int | None = None,
                  access_log: bool = False, proxy_headers: bool = False,
                  forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",),
-                 state: dict | None = None) -> None:
+                 ws_max_message: int = 16 * 1024 * 1024, state: dict | None = None) -> None:
         self.app = app
         self.root_path = root_path
         self.max_body = max_body
@@ -82,6 +82,7 @@ class ServerState:
         self.access_log = access_log
         self.proxy_headers = proxy_headers
         self.forwarded_allow_ips = set(forwarded_allow_ips)
+        self.ws_max_message = ws_max_message
         self.state = state if state is not None else {}
         self.connections: set[HttpProtocol] = set()
         self.tasks: set[asyncio.Task] = set()
@@ -130,6 +131,7 @@ class HttpProtocol(asyncio.Protocol):
         self.sockname: tuple | None = None
         self.pending_error = 0    # a status to answer once the response in flight is out
         self.client_eof = False
+        self.upgrade: tuple | None = None   # a WebSocket request's scope, headers, raw path
 
     # -- the connection --------------------------------------------------------
 
@@ -177,10 +179,11 @@ class HttpProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except _Limit as exc:
             self._refuse(exc.status)
-        except httptools.HttpParserUpgrade:
-            # No protocol to switch to here: a request that asks for one
-            # (WebSocket) is answered as what it also is, an HTTP request.
-            pass
+        except httptools.HttpParserUpgrade as exc:
+            if self.upgrade is not None:
+                self._to_websocket(data[exc.args[0]:])
+            # Any other upgrade (h2c, ...) is answered as what it also is,
+            # an HTTP request, and the connection closes after it.
         except httptools.HttpParserError as exc:
             # A limit our callbacks raised comes back wrapped (httptools'
             # HttpParserCallbackError); anything else did not parse.
@@ -327,7 +330,21 @@ class HttpProtocol(asyncio.Protocol):
             "state": server.state.copy(),
             "extensions": {"http.response.pathsend": {}},
         }
-        cycle = RequestCycle(self, scope, parser.should_keep_alive(), expect_100)
+        if parser.should_upgrade():
+            if any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers):
+                if self.cycle is not None or self.pipeline:
+                    raise _Limit(400)   # an upgrade behind pipelined requests: refused
+                scope["type"] = "websocket"
+                scope["scheme"] = "wss" if scheme == "https" else "ws"
+                del scope["method"]
+                scope["extensions"] = {}
+                self.upgrade = (scope, headers, self.url)
+                self.parsing = None   # (it has no body: its message ends here)
+                return
+            parser_keep_alive = False
+        else:
+            parser_keep_alive = parser.should_keep_alive()
+        cycle = RequestCycle(self, scope, parser_keep_alive, expect_100)
         self.parsing = cycle
         if self.cycle is None:
             self.start(cycle)
@@ -337,7 +354,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
-        assert cycle is not None   # httptools calls on_headers_complete first
+        if cycle is None:
+            raise _Limit(400)   # a body on a WebSocket upgrade request
         cycle.received += len(body)
         if cycle.received > self.server.max_body:
             raise _Limit(413)
@@ -350,9 +368,23 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         cycle = self.parsing
-        assert cycle is not None
+        if cycle is None:
+            return   # the WebSocket upgrade request
         cycle.more_body = False
         cycle.wake()
+
+    def _to_websocket(self, rest: bytes) -> None:
+        # The upgrade request is parsed: the connection is the WebSocket
+        # protocol's from here on (websocket.py).
+        from .websocket import WebSocketProtocol
+
+        assert self.upgrade is not None and self.transport is not None
+        scope, headers, url = self.upgrade
+        self._disarm()
+        self.server.connections.discard(self)
+        protocol = WebSocketProtocol(self.server, scope, self.server.ws_max_message)
+        self.transport.set_protocol(protocol)
+        protocol.start(self.transport, headers, url, rest)
 
     # -- requests, in order ----------------------------------------------------
 

@@ -78,7 +78,7 @@ def serve_asgi(app, host: str = "127.0.0.1", port: int = 8000, *, backend: str =
     loop and lifespan. ``settings`` go to ``ServerState``: ``root_path``,
     ``max_body``, ``max_head``, ``header_timeout``, ``keep_alive``,
     ``limit_concurrency``, ``access_log``, ``proxy_headers``,
-    ``forwarded_allow_ips``."""
+    ``forwarded_allow_ips``, ``ws_max_message``."""
     if workers == 1:
         sock = listen(host, port)
         return _serve_worker(app, sock, backend, on_listening, drain_timeout, settings)

@@ -128,7 +128,7 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         root_path=args.root_path, max_body=args.max_body or ASGI_MAX_BODY,
         header_timeout=args.header_timeout, keep_alive=args.timeout_keep_alive,
         limit_concurrency=args.limit_concurrency, access_log=args.access_log,
-        proxy_headers=args.proxy_headers,
+        proxy_headers=args.proxy_headers, ws_max_message=args.ws_max_size,
         forwarded_allow_ips=tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",")))
 
 
@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="above N connections or requests at once, answer 503")
     asgi.add_argument("--timeout-keep-alive", type=_SECONDS, default=5.0, metavar="S",
                       help="close a keep-alive connection idle for S seconds (default 5)")
+    asgi.add_argument("--ws-max-size", type=_BYTES, default=16 * 1024 * 1024, metavar="BYTES",
+                      help="a WebSocket message over BYTES closes the connection with 1009 "
+                           "(default 16 MiB)")
     asgi.add_argument("--access-log", action="store_true",
                       help="log a line per request (logger uringio.asgi.access)")
     proxy = serve.add_argument_group("proxy")

@@ -1,0 +1,279 @@
+"""WebSockets for ASGI apps: the ``websocket`` scope, after an HTTP/1.1
+upgrade that ``HttpProtocol`` parsed and hands over.
+
+The frames are wsproto's (RFC 6455 with permessage-deflate, when the
+client offers it): it checks what the client sends -- a frame that is not
+masked, a bad opcode, invalid UTF-8 in a text message -- and we answer its
+verdict with the close code it names (1002, 1007, ...). What is ours:
+
+* messages: fragments are joined, and a message over ``max_message``
+  bytes closes the connection with 1009 before it is all buffered;
+* pings are answered with pongs as they come;
+* backpressure: ``send`` waits while the transport's buffer is over its
+  high-water mark; ``receive`` waits for a message, and reading pauses
+  while too many wait unread;
+* the app refusing the handshake (``websocket.close`` before
+  ``websocket.accept``) is an HTTP 403; raising before accepting is a 500,
+  after accepting a close with 1011; returning without a close is a 1000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import LocalProtocolError
+
+log = logging.getLogger("uringio.asgi")
+
+# Received messages the app has not taken, above which reading pauses.
+QUEUE_HIGH_WATER = 16
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class WebSocketProtocol(asyncio.Protocol):
+    """One upgraded connection: wsproto's frames, an ASGI app's messages."""
+
+    def __init__(self, server, scope: dict, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        self.server = server
+        self.scope = scope
+        self.max_message = max_message
+        self.loop = asyncio.get_running_loop()
+        self.conn = WSConnection(ConnectionType.SERVER)
+        self.transport: asyncio.Transport | None = None
+        self.queue: deque[dict] = deque()
+        self.waiter: asyncio.Future | None = None
+        self.fragments: list = []
+        self.fragment_bytes = 0
+        self.accepted = False
+        self.closed = False        # a close was sent or received: no more messages
+        self.lost = False
+        self.write_paused = False
+        self.drain_waiters: list[asyncio.Future] = []
+        self.reading_paused = False
+        self.handshake_done = False
+
+    def start(self, transport, headers: list, raw_path: bytes, rest: bytes) -> None:
+        """Take over ``transport`` from the HTTP protocol: the upgrade
+        request was parsed there; ``rest`` is what came after its head."""
+        self.transport = transport
+        self.server.connections.add(self)
+        self.conn.initiate_upgrade_connection(headers, raw_path)
+        self._handle_events()
+        if rest:
+            self.data_received(rest)
+
+    # -- the transport --------------------------------------------------------
+
+    def connection_lost(self, exc) -> None:
+        self.lost = True
+        self.server.connections.discard(self)
+        if not self.closed:
+            self.closed = True
+            self._deliver({"type": "websocket.disconnect", "code": 1006})
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.conn.receive_data(data)
+        except LocalProtocolError:
+            return   # after our close: nothing more is read
+        self._handle_events()
+
+    def eof_received(self) -> bool | None:
+        self.conn.receive_data(None)
+        self._handle_events()
+        return None
+
+    def shutdown(self) -> None:
+        """The server is stopping: close with 1012 (service restart)."""
+        if self.accepted and not self.closed:
+            self._close(1012, "server shutting down")
+        elif self.transport is not None and not self.accepted:
+            self.transport.close()
+
+    # -- frames in ----------------------------------------------------------------
+
+    def _handle_events(self) -> None:
+        for event in self.conn.events():
+            if isinstance(event, Request):
+                self._start_app(event)
+            elif isinstance(event, Message):
+                self._on_message(event)
+            elif isinstance(event, Ping):
+                self._write(self.conn.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self._on_close(event)
+                return
+
+    def _on_message(self, event: Message) -> None:
+        if self.closed:
+            return
+        self.fragment_bytes += len(event.data)
+        if self.fragment_bytes > self.max_message:
+            self._close(1009, "message too big")
+            return
+        self.fragments.append(event.data)
+        if not event.message_finished:
+            return
+        message: dict[str, Any]
+        if isinstance(event, TextMessage):
+            message = {"type": "websocket.receive", "text": "".join(self.fragments)}
+        else:
+            assert isinstance(event, BytesMessage)
+            message = {"type": "websocket.receive", "bytes": b"".join(self.fragments)}
+        self.fragments = []
+        self.fragment_bytes = 0
+        self._deliver(message)
+        if len(self.queue) >= QUEUE_HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def _on_close(self, event: CloseConnection) -> None:
+        # The client's close (answered, then the connection ends), or
+        # wsproto's verdict on a bad frame (sent as our close).
+        if self.conn.state is ConnectionState.REMOTE_CLOSING:
+            self._write(self.conn.send(event.response()))
+            self._end(event.code)
+        elif self.conn.state is ConnectionState.OPEN:
+            self._close(event.code, event.reason or "")
+        else:
+            self._end(event.code)
+
+    def _end(self, code: int) -> None:
+        if not self.closed:
+            self.closed = True
+            self._deliver({"type": "websocket.disconnect", "code": code})
+        if self.transport is not None:
+            self.transport.close()
+
+    def _close(self, code: int, reason: str) -> None:
+        # Our close frame, then the end of the connection.
+        if self.conn.state is ConnectionState.OPEN:
+            try:
+                self._write(self.conn.send(CloseConnection(code=code, reason=reason)))
+            except LocalProtocolError:
+                pass
+        self._end(code)
+
+    def _deliver(self, message: dict) -> None:
+        self.queue.append(message)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.lost:
+            self.transport.write(data)
+
+    # -- the app --------------------------------------------------------------------
+
+    def _start_app(self, event: Request) -> None:
+        self.scope["subprotocols"] = list(event.subprotocols)
+        self.queue.append({"type": "websocket.connect"})
+        task = self.loop.create_task(self._run())
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _run(self) -> None:
+        try:
+            await self.server.app(self.scope, self.receive, self.send)
+        except Exception as exc:
+            log.error("the ASGI app raised on websocket %s", self.scope["path"], exc_info=exc)
+            if not self.accepted and not self.handshake_done:
+                self._reject(500)
+            elif not self.closed:
+                self._close(1011, "internal error")
+        else:
+            if not self.accepted and not self.handshake_done:
+                self._reject(403)
+            elif not self.closed:
+                self._close(1000, "")
+
+    def _reject(self, status: int) -> None:
+        self.handshake_done = True
+        body = b"%d\n" % status
+        self._write(self.conn.send(RejectConnection(
+            status_code=status, has_body=True,
+            headers=[(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))])))
+        self._write(self.conn.send(RejectData(data=body)))
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def receive(self) -> dict:
+        while not self.queue:
+            if self.lost:
+                return {"type": "websocket.disconnect", "code": 1006}
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        message = self.queue.popleft()
+        if self.reading_paused and len(self.queue) < QUEUE_HIGH_WATER // 2 and not self.lost:
+            self.reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        return message
+
+    async def send(self, message: dict) -> None:
+        kind = message["type"]
+        if self.lost or (self.closed and kind != "websocket.close"):
+            raise ConnectionResetError("the WebSocket is closed")   # ASGI: an OSError
+        if not self.accepted and not self.handshake_done:
+            if kind == "websocket.accept":
+                self.accepted = self.handshake_done = True
+                headers: Any = list(message.get("headers") or ())
+                self._write(self.conn.send(AcceptConnection(
+                    subprotocol=message.get("subprotocol"), extra_headers=headers,
+                    extensions=[PerMessageDeflate()])))
+            elif kind == "websocket.close":
+                self._reject(403)
+            else:
+                raise RuntimeError(f"expected 'websocket.accept' or 'websocket.close', "
+                                   f"got {kind!r}")
+            return
+        if kind == "websocket.send":
+            text = message.get("text")
+            data = text if text is not None else message.get("bytes") or b""
+            self._write(self.conn.send(Message(data=data)))
+            if self.write_paused and not self.lost:
+                waiter = self.loop.create_future()
+                self.drain_waiters.append(waiter)
+                await waiter
+        elif kind == "websocket.close":
+            if not self.closed:
+                self._close(message.get("code", 1000), message.get("reason") or "")
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} on a websocket")
