@@ -268,3 +268,21 @@ def test_websocket_bad_frames_get_their_close_code(fastapi_server, frame, code):
         assert _close_code(sock) == code
     with httpx.Client(base_url=f"http://127.0.0.1:{fastapi_server}", timeout=10) as client:
         assert client.get("/").status_code == 200   # the server is none the worse
+
+
+def test_receive_after_the_body_waits_and_send_to_a_gone_client_raises(backend):
+    proc, port = _serve(backend, "asgi_raw:app")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.post("/after-body", content=b"b" * 100_000).text == "ok"
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert len(s.recv(65536)) > 0   # it streams; then we leave
+            deadline = time.monotonic() + 10
+            while "stopped" not in client.get("/events").text:
+                assert time.monotonic() < deadline, "the app never learned the client left"
+                time.sleep(0.05)
+            events = client.get("/events").text
+        assert "('after', 'http.disconnect')" in events and "('waited', True)" in events
+    finally:
+        assert stop_server(proc) == 0

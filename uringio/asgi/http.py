@@ -100,6 +100,11 @@ class ServerState:
         return self._date_line
 
 
+class ClientDisconnected(OSError):
+    """``send`` after the client went away (ASGI 2.4: an OSError, so that
+    an app streaming to nobody stops)."""
+
+
 class _Limit(Exception):
     """A request broke a limit: answer ``status`` and close."""
 
@@ -428,8 +433,8 @@ class RequestCycle:
     gets, and what they keep."""
 
     __slots__ = ("proto", "scope", "keep_alive", "expect_100", "body", "more_body", "received",
-                 "waiter", "disconnected", "response_started", "response_complete", "status",
-                 "headers", "chunked", "head_only")
+                 "body_done", "waiter", "disconnected", "response_started", "response_complete",
+                 "status", "headers", "chunked", "head_only")
 
     def __init__(self, proto: HttpProtocol, scope: dict, keep_alive: bool,
                  expect_100: bool) -> None:
@@ -440,6 +445,7 @@ class RequestCycle:
         self.body = bytearray()
         self.more_body = True
         self.received = 0
+        self.body_done = False   # the app has had all of the body: next is a disconnect
         self.waiter: asyncio.Future | None = None
         self.disconnected = False
         self.response_started = False
@@ -461,8 +467,11 @@ class RequestCycle:
             if not isinstance(exc, Exception):
                 self._abandon()
                 raise
-            log.error("the ASGI app raised on %s %s", self.scope["method"], self.scope["path"],
-                      exc_info=exc)
+            if isinstance(exc, ClientDisconnected) and self.disconnected:
+                log.debug("client gone during %s %s", self.scope["method"], self.scope["path"])
+            else:
+                log.error("the ASGI app raised on %s %s", self.scope["method"],
+                          self.scope["path"], exc_info=exc)
             self._abandon()
         else:
             if not self.response_started:
@@ -487,6 +496,7 @@ class RequestCycle:
             self._write_head([(b"content-type", b"text/plain; charset=utf-8")], b"500 "
                              b"Internal Server Error\n", more_body=False)
             self.response_complete = True
+            self.wake()
             proto.response_done(self)
         else:
             assert proto.transport is not None
@@ -498,8 +508,10 @@ class RequestCycle:
             self.expect_100 = False
             if not self.response_started and self.proto.transport is not None:
                 self.proto.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if not self.body and self.more_body and not (self.disconnected
-                                                     or self.response_complete):
+        if (self.body_done or (not self.body and self.more_body)) and not (
+                self.disconnected or self.response_complete):
+            # Nothing to hand over yet; after the whole body, nothing until
+            # the response is complete or the client gone (http.disconnect).
             self.proto.update_reading()
             self.waiter = self.proto.loop.create_future()
             try:
@@ -510,6 +522,7 @@ class RequestCycle:
             return {"type": "http.disconnect"}
         body = bytes(self.body)
         self.body.clear()
+        self.body_done = not self.more_body
         if self.proto.reading_paused:
             self.proto.update_reading()
         return {"type": "http.request", "body": body, "more_body": self.more_body}
@@ -526,7 +539,7 @@ class RequestCycle:
         if self.response_complete:
             raise RuntimeError(f"{kind!r} after the response was complete")
         if self.disconnected:
-            return   # the client is gone: nothing to do (it is not the app's error)
+            raise ClientDisconnected("the client is gone")
         proto = self.proto
         if kind == "http.response.body":
             body = message.get("body", b"")
@@ -542,6 +555,7 @@ class RequestCycle:
                     assert proto.transport is not None
                     proto.transport.write(_CHUNK_END)
                 self.response_complete = True
+                self.wake()   # a receive() waiting for the end: http.disconnect now
                 proto.response_done(self)
             if proto.write_paused:
                 await proto.drain()
@@ -603,6 +617,7 @@ class RequestCycle:
         finally:
             file.close()
         self.response_complete = True
+        self.wake()
         proto.response_done(self)
 
 

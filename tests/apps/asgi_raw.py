@@ -1,0 +1,43 @@
+"""A raw ASGI app (no framework) for the server's tests of the spec's
+corners: what receive() says after the body, and send() after the client
+left."""
+
+import asyncio
+
+EVENTS: dict[str, object] = {}
+
+
+async def _respond(send, body: bytes, status: int = 200) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    if path == "/after-body":
+        # The whole body, then a receive() that must wait for the end of
+        # the response (not return another http.request at once).
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        later = asyncio.ensure_future(receive())
+        await asyncio.sleep(0.05)
+        EVENTS["waited"] = not later.done()
+        await _respond(send, b"ok")
+        EVENTS["after"] = (await later)["type"]
+    elif path == "/forever":
+        # Streams until send() raises: the client left (ASGI 2.4: OSError).
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": b"x" * 65536,
+                            "more_body": True})
+                await asyncio.sleep(0.001)
+        except OSError:
+            EVENTS["stopped"] = True
+            raise
+    elif path == "/events":
+        await _respond(send, repr(sorted(EVENTS.items())).encode())
