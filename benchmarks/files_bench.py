@@ -1,7 +1,7 @@
 """4 KiB random reads of one file, side by side, in one run.
 
     python benchmarks/files_bench.py [--size-mib 512] [--duration 3] [--depths 1,16,64]
-                                     [--rounds 3] [--no-direct] [--no-cached]
+                                     [--rounds 3] [--no-direct] [--no-cached] [--only uring]
 
 Each reader reads 4 KiB blocks at random aligned offsets for --duration
 seconds with N reads in flight, on one core (CPU 1, as fio): uringio's
@@ -14,7 +14,9 @@ its own, at offsets drawn before the clock starts. "cached": the file is
 in the page cache. "direct": O_DIRECT, every read from the disk (aiofiles
 and the executor cannot read O_DIRECT into Python's unaligned buffers: not
 run). Prints reads/s, medians of --rounds rotated rounds, and each
-median's ratio to aiofiles (cached) and to fio's io_uring engine.
+median's ratio to aiofiles (cached) and to fio's io_uring engine; then
+each reader's ratio to fio round by round (the two measured back to back,
+so a disk whose speed drifts between rounds moves both) and their median.
 """
 
 from __future__ import annotations
@@ -176,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-direct", action="store_true", help="skip the O_DIRECT runs")
     parser.add_argument("--no-cached", action="store_true", help="skip the page-cache runs")
+    parser.add_argument("--only", default="",
+                        help="comma-separated readers to run (a part of each name, e.g. "
+                             "'uring,fio io_uring'); fio io_uring always runs")
     args = parser.parse_args(argv)
     fio = ensure_fio()
     size = args.size_mib << 20
@@ -198,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                                                     args.duration)
                     runners["run_in_executor(os.preadv)"] = ("run_executor", path, size, depth,
                                                             args.duration)
+                if args.only:
+                    wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+                    runners = {name: r for name, r in runners.items()
+                               if name == "fio io_uring" or any(w in name for w in wanted)}
                 results: dict[str, list[float]] = {name: [] for name in runners}
                 names = list(runners)
                 for rnd in range(args.rounds):
@@ -224,6 +233,16 @@ def main(argv: list[str] | None = None) -> int:
                     if base:
                         ratios += f"  {value / base:6.2f}× aiofiles"
                     print(f"  {name:28} {value:12,.0f} reads/s  {ratios}")
+                # The disk's speed drifts between rounds: each round's ratio
+                # to fio, measured beside it, is the steadier figure.
+                fio_rounds = results["fio io_uring"]
+                for name, values in results.items():
+                    if name.startswith("fio"):
+                        continue
+                    paired = [v / f for v, f in zip(values, fio_rounds, strict=True)]
+                    print(f"  {name:28} per round ×fio: "
+                          + " ".join(f"{r:.2f}" for r in paired)
+                          + f"  (median {statistics.median(paired):.2f})")
     finally:
         os.unlink(path)
     return 0

@@ -171,8 +171,14 @@ int uio_prep_mkdirat(struct io_uring *ring, int dfd, const char *path, unsigned 
 
 int uio_submit(struct io_uring *ring);
 struct uio_writers;
+struct uio_pace {
+    unsigned chunk;
+    unsigned left;
+    unsigned long long clumps;
+};
 int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *ws,
-             unsigned wait_nr, long long timeout_ns, int64_t *out, unsigned max);
+             unsigned wait_nr, long long timeout_ns, struct uio_pace *pace,
+             unsigned clump, int64_t *out, unsigned max);
 
 #define UIO_WRITER_LEVEL ...
 #define UIO_WRITER_ID_MASK ...
