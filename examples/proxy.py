@@ -13,6 +13,7 @@ is this, plus resets passed on and server models.)
 import argparse
 import signal
 import socket
+import struct
 from functools import partial
 
 import uringio
@@ -56,12 +57,16 @@ def main() -> None:
         closed = set()
 
         def direction_over(receiver, result):
-            # The sender's EOF, all of it relayed (a byte count), or an
-            # OSError on either side. An EOF becomes a FIN to the receiver;
-            # the pair closes when both directions are over.
-            if isinstance(result, int):
-                shutdown_write(receiver)
+            # The sender's EOF, all of it relayed (a byte count): a FIN to
+            # the receiver. Or an OSError on either side: both are reset, so
+            # that neither peer takes a stream cut short for a whole one.
             ended.append(result)
+            if isinstance(result, int):
+                with_socket(receiver, lambda s: s.shutdown(socket.SHUT_WR))
+            else:
+                for fd in (client, upstream):
+                    with_socket(fd, lambda s: s.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)))
             if len(ended) == 2 or isinstance(result, OSError):
                 for fd in (client, upstream):
                     if fd not in closed:
@@ -72,12 +77,13 @@ def main() -> None:
         loop.relay(upstream, client, partial(direction_over, client))
     # --8<-- [end:relay]
 
-    def shutdown_write(fd):
+    def with_socket(fd, call):
+        # One call on fd through a socket object that does not own it.
         sock = socket.socket(fileno=fd)
         try:
-            sock.shutdown(socket.SHUT_WR)
+            call(sock)
         except OSError:
-            pass   # already reset: the other relay says so
+            pass   # already reset: its relay says so
         finally:
             sock.detach()
 

@@ -43,8 +43,8 @@ def test_mkdocs_build_strict(site):
     rc, output, site_dir = site
     assert rc == 0, output
     for page in ("tutorial-echo", "tutorial-epoll", "tutorial-models", "tutorial-protocols",
-                 "tutorial-asyncio", "design", "models", "http", "resp", "asyncio",
-                 "benchmarks", "reference"):
+                 "tutorial-asyncio", "tutorial-files", "tutorial-asgi", "deploy", "proxy",
+                 "design", "models", "http", "resp", "asyncio", "benchmarks", "reference"):
         assert os.path.exists(os.path.join(site_dir, page, "index.html")), page
     assert os.path.exists(os.path.join(site_dir, "img", "echo_bench.png"))
 
@@ -58,6 +58,8 @@ def test_tutorials_include_the_real_examples(site):
     assert "pause_reading" in echo   # examples/echo_protocol.py's Echo
     assert "blocking" in _page(site_dir, "tutorial-models")
     assert "http_factory" in _page(site_dir, "tutorial-protocols")
+    assert "direction_over" in _page(site_dir, "proxy")   # examples/proxy.py
+    assert "iter_text" in _page(site_dir, "tutorial-asgi")   # examples/fastapi_app.py
     for name in os.listdir(site_dir):
         path = os.path.join(site_dir, name, "index.html")
         if os.path.exists(path):
@@ -268,6 +270,28 @@ def test_resp_tutorial(backend):
             assert run("INCR", "hits") == "1"
             assert run("INCR", "hits") == "2"
             assert "not an integer" in run("INCR", "greeting")
+        _stop(proc)
+    finally:
+        stop_server(proc)
+
+
+def test_fastapi_tutorial(backend):
+    """tutorial-asgi.md: examples/fastapi_app.py under serve asgi, as the
+    page runs it, answering what the page shows."""
+    import httpx
+    from websockets.sync.client import connect
+
+    proc, port = start_server(["-m", "uringio", "serve", "asgi", "fastapi_app:app",
+                               "--app-dir", "examples", "--port", "0"], backend)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/").json() == {"hello": "world", "loop": "uringio.aio.loop"}
+        assert httpx.get(f"{base}/items/7?detail=true").json() == {"item_id": 7, "detail": True}
+        assert httpx.post(f"{base}/orders", json={"item": "ring"}).json() == {
+            "ordered": "ring", "quantity": 1}
+        with connect(f"ws://127.0.0.1:{port}/echo") as ws:
+            ws.send("ping")
+            assert ws.recv() == "ping"
         _stop(proc)
     finally:
         stop_server(proc)

@@ -294,3 +294,37 @@ def test_a_thousand_concurrent_connections_all_complete(backend, relay, echo_ups
         for sock in clients:
             sock.close()
         assert stop_server(proc) == 0
+
+
+def test_the_proxy_example(backend, echo_upstream):
+    """docs/proxy.md's examples/proxy.py: bytes and half-close both ways,
+    and a reset passed on as a reset."""
+    proc, port = start_server(["examples/proxy.py", "--port", "0",
+                               "--to", f"127.0.0.1:{echo_upstream}"], backend)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            data = os.urandom(500_000)
+            sender = threading.Thread(target=lambda: (client.sendall(data),
+                                                      client.shutdown(socket.SHUT_WR)))
+            sender.start()
+            assert recv_until_eof(client) == data
+            sender.join(10)
+        upstream = _upstream()
+        proc2, port2 = start_server(["examples/proxy.py", "--port", "0",
+                                     "--to", f"127.0.0.1:{upstream.getsockname()[1]}"], backend)
+        try:
+            client = socket.create_connection(("127.0.0.1", port2), timeout=10)
+            peer, _ = upstream.accept()
+            peer.settimeout(10)
+            client.sendall(b"ping")
+            assert recv_exactly(peer, 4) == b"ping"
+            _reset(client)
+            with pytest.raises(ConnectionResetError):
+                while peer.recv(100):
+                    pass
+            peer.close()
+        finally:
+            stop_server(proc2)
+            upstream.close()
+    finally:
+        assert stop_server(proc) == 0

@@ -1,0 +1,62 @@
+"""The ASGI apps asgi_bench.py serves on every server: each a module-level
+ASGI callable, the same code whatever serves it.
+
+* ``raw``: "Hello, World!" with no framework (what the server costs);
+* ``json``: a small JSON document, no framework;
+* ``stream``: 1 MiB in 16 chunks of 64 KiB, ``more_body`` each;
+* ``starlette``: "Hello, World!" from a Starlette route.
+"""
+
+import json
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+BODY = b"Hello, World!"
+DOC = json.dumps({"message": "Hello, World!", "items": list(range(20))}).encode()
+CHUNK = b"x" * 65536
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def raw(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+async def json_doc(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(DOC))]})
+    await send({"type": "http.response.body", "body": DOC})
+
+
+async def stream(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"),
+                            (b"content-length", b"%d" % (16 * len(CHUNK)))]})
+    for i in range(16):
+        await send({"type": "http.response.body", "body": CHUNK, "more_body": i < 15})
+
+
+async def _hello(request):
+    return PlainTextResponse("Hello, World!")
+
+
+starlette = Starlette(routes=[Route("/", _hello)])
