@@ -286,3 +286,28 @@ def test_receive_after_the_body_waits_and_send_to_a_gone_client_raises(backend):
         assert "('after', 'http.disconnect')" in events and "('waited', True)" in events
     finally:
         assert stop_server(proc) == 0
+
+
+def test_pathsend_files_small_and_large_in_order(backend, tmp_path):
+    # Read and sent with the head (small, on uring) or spliced/sendfile'd
+    # (large): either way byte-exact, and pipelined responses stay in order.
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(os.urandom(1000))
+    large.write_bytes(os.urandom(2_000_000))
+    proc, port = _serve(backend, "asgi_raw:app")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for path in (small, large, small):
+                got = client.get(f"/pathsend?{path}")
+                assert got.content == path.read_bytes()
+        requests = b"".join(b"GET /pathsend?%s HTTP/1.1\r\nHost: x\r\n\r\n" % str(p).encode()
+                            for p in (large, small, large))
+        out = raw(port, requests + b"GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for path in (large, small, large):
+            head, _, out = out.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert out[:length] == path.read_bytes()
+            out = out[length:]
+        assert out.startswith(b"HTTP/1.1 200 OK")
+    finally:
+        assert stop_server(proc) == 0

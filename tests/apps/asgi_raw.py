@@ -39,5 +39,10 @@ async def app(scope, receive, send):
         except OSError:
             EVENTS["stopped"] = True
             raise
+    elif path == "/pathsend":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream")]})
+        await send({"type": "http.response.pathsend",
+                    "path": scope["query_string"].decode()})
     elif path == "/events":
         await _respond(send, repr(sorted(EVENTS.items())).encode())

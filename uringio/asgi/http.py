@@ -35,6 +35,7 @@ from urllib.parse import unquote
 
 import httptools
 
+from ..net.connection import Connection
 from .lifespan import ASGI_VERSION
 
 log = logging.getLogger("uringio.asgi")
@@ -602,20 +603,33 @@ class RequestCycle:
         self.headers = None
 
     async def _send_file(self, path: str) -> None:
-        # http.response.pathsend: the file goes by splice/sendfile (on
-        # uringio's loop: the engine's, never through Python).
+        # http.response.pathsend. On uringio's loop the transport is the
+        # engine's connection: the file is queued behind the head, in order
+        # with what follows, and goes without passing through Python --
+        # spliced (uring) or sendfile'd (epoll), or, up to the loop's
+        # read_files_up_to, read by a file operation and sent in one piece
+        # (docs/benchmarks.md, static files). Elsewhere: loop.sendfile.
         proto = self.proto
-        file = open(path, "rb")   # noqa: SIM115 -- closed below, after the send
+        transport = proto.transport
+        assert transport is not None
+        file: Any = open(path, "rb")   # noqa: SIM115 -- closed after the send
         try:
             size = os.fstat(file.fileno()).st_size
             if not any(name.lower() == b"content-length" for name, _ in self.headers):
                 self.headers = [*self.headers, (b"content-length", b"%d" % size)]
             self._write_head(self.headers, b"", False)
-            if not self.head_only and size:
-                assert proto.transport is not None
-                await proto.loop.sendfile(proto.transport, file, 0, size)
+            if self.head_only or not size:
+                pass
+            elif isinstance(transport, Connection):
+                core = getattr(proto.loop, "_core", None)
+                transport.sendfile(file, 0, size, close=True,
+                                   read_up_to=getattr(core, "read_files_up_to", 0))
+                file = None   # the connection's now: closed once sent
+            else:
+                await proto.loop.sendfile(transport, file, 0, size)
         finally:
-            file.close()
+            if file is not None:
+                file.close()
         self.response_complete = True
         self.wake()
         proto.response_done(self)
