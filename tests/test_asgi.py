@@ -311,3 +311,20 @@ def test_pathsend_files_small_and_large_in_order(backend, tmp_path):
         assert out.startswith(b"HTTP/1.1 200 OK")
     finally:
         assert stop_server(proc) == 0
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(backend, served_file):
+    proc, port = _serve(backend, "fastapi_app:app", "--timeout-keep-alive", "0.5",
+                        env={"ASGI_TEST_FILE": str(served_file)})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"Hello, World!"):
+                answer += s.recv(4096)
+            start = time.monotonic()
+            assert s.recv(100) == b""   # closed by the server, not by us
+            # Not before its timeout; at most a quarter of it late (the sweep).
+            assert 0.4 <= time.monotonic() - start < 5
+    finally:
+        assert stop_server(proc) == 0

@@ -114,6 +114,7 @@ async def _serve(app, sock: socket.socket, on_listening, drain_timeout: float,
         log.error("the ASGI app's lifespan startup failed: %s", exc)
         return 3
     state = ServerState(app, state=lifespan.state, **settings)
+    state.start_sweeping(loop)
     server = await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=4096)
     if on_listening is not None:
         on_listening(Listening(sock.getsockname()[:2], getattr(loop, "backend", "asyncio")))
@@ -129,5 +130,6 @@ async def _serve(app, sock: socket.socket, on_listening, drain_timeout: float,
             conn.transport.abort()   # past the drain: cut short, and said so
     for task in list(state.tasks):
         task.cancel()
+    state.stop_sweeping()
     await lifespan.shutdown()
     return 0
