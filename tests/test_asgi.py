@@ -76,14 +76,32 @@ def test_fastapi_app(fastapi_server, served_file):
     assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b'{"item_id":7,"q":"curl"}')
 
 
-def test_starlette_app(backend):
-    proc, port = _serve(backend, "starlette_app:app")
+def test_starlette_app(backend, served_file):
+    from websockets.sync.client import connect
+
+    proc, port = _serve(backend, "starlette_app:app", env={"ASGI_TEST_FILE": str(served_file)})
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             assert client.get("/").text == "Hello, World!"
             hello = client.get("/hello/ring").json()
             assert hello == {"hello": "ring", "loop": "uringio.aio.loop", "backend": backend}
             assert client.get("/stream").text == "".join(f"{i:04d}\n" for i in range(100))
+            assert client.post("/double", params={"scale": 3},
+                               json={"numbers": [1, 2, 3]}).json() == {"doubled": [2, 4, 6],
+                                                                        "scale": 3}
+            blob = os.urandom(150_000)
+            assert client.post("/upload", data={"title": "t"},
+                               files={"file": ("b.bin", blob)}).json() == {"title": "t",
+                                                                            "size": len(blob)}
+            assert client.get("/file").content == served_file.read_bytes()
+            assert client.get("/background", params={"tag": "s1"}).json() == {"queued": "s1"}
+            deadline = time.monotonic() + 5
+            while "s1" not in client.get("/done").json()["done"]:
+                assert time.monotonic() < deadline, "the background task never ran"
+                time.sleep(0.05)
+        with connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            ws.send("starlette")
+            assert ws.recv() == "starlette"
     finally:
         assert stop_server(proc) == 0
 
