@@ -3,7 +3,7 @@
     python benchmarks/uvicorn_bench.py [--rounds 3] [--duration 4]
 
 The same uvicorn (httptools parser, no access log) and the same app
-(``servers/asgi_hello.py``), with ``--loop`` set to uringio's event loop on
+(``servers/asgi_apps.py``, ``raw``), with ``--loop`` set to uringio's event loop on
 each backend, uvloop, and asyncio's own; wrk -t1 -c100 without pipelining,
 server and wrk pinned to their own CPUs, rounds rotated. Prints requests/s,
 server CPU per request, and each median's ratio to ``--loop uvloop``.
@@ -32,7 +32,7 @@ REFERENCE = "uvloop"
 
 
 def uvicorn_argv(loop: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "asgi_hello:app",
+    return [sys.executable, "-m", "uvicorn", "asgi_apps:raw",
             "--app-dir", str(pb.BENCH / "servers"), "--loop", loop, "--http", "httptools",
             "--no-access-log", "--log-level", "warning", "--host", eb.HOST,
             "--port", str(port), "#{port}"]

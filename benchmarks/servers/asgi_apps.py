@@ -28,21 +28,21 @@ async def _lifespan(receive, send) -> None:
             return
 
 
-async def raw(scope, receive, send):
+async def _respond(scope, receive, send, content_type: bytes, body: bytes) -> None:
     if scope["type"] == "lifespan":
         return await _lifespan(receive, send)
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
-    await send({"type": "http.response.body", "body": BODY})
+                "headers": [(b"content-type", content_type),
+                            (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def raw(scope, receive, send):
+    await _respond(scope, receive, send, b"text/plain", BODY)
 
 
 async def json_doc(scope, receive, send):
-    if scope["type"] == "lifespan":
-        return await _lifespan(receive, send)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", b"%d" % len(DOC))]})
-    await send({"type": "http.response.body", "body": DOC})
+    await _respond(scope, receive, send, b"application/json", DOC)
 
 
 async def stream(scope, receive, send):

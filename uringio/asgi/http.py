@@ -36,6 +36,7 @@ from urllib.parse import unquote
 import httptools
 
 from ..net.connection import Connection
+from .flow import WriteFlow
 from .lifespan import ASGI_VERSION
 
 log = logging.getLogger("uringio.asgi")
@@ -142,7 +143,7 @@ class _Limit(Exception):
         self.status = status
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(WriteFlow, asyncio.Protocol):
     """The server side of one HTTP/1.1 connection for an ASGI app."""
 
     def __init__(self, server: ServerState) -> None:
@@ -160,8 +161,7 @@ class HttpProtocol(asyncio.Protocol):
         # what it then does: _idle or _head_timeout. 0: none.
         self.deadline = 0.0
         self.on_deadline = _nothing
-        self.write_paused = False
-        self.drain_waiters: list[asyncio.Future] = []
+        self.init_flow()
         self.reading_paused = False
         self.closing = False
         self.client: tuple | None = None
@@ -190,26 +190,7 @@ class HttpProtocol(asyncio.Protocol):
                 cycle.disconnected = True
                 cycle.wake()
         self.pipeline.clear()
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
-
-    async def drain(self) -> None:
-        if self.write_paused and not self.closing:
-            waiter = self.loop.create_future()
-            self.drain_waiters.append(waiter)
-            await waiter
+        self.release_drain()
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -40,6 +40,8 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError
 
+from .flow import WriteFlow
+
 log = logging.getLogger("uringio.asgi")
 
 # Received messages the app has not taken, above which reading pauses.
@@ -47,7 +49,7 @@ QUEUE_HIGH_WATER = 16
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 
-class WebSocketProtocol(asyncio.Protocol):
+class WebSocketProtocol(WriteFlow, asyncio.Protocol):
     """One upgraded connection: wsproto's frames, an ASGI app's messages."""
 
     def __init__(self, server, scope: dict, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
@@ -64,8 +66,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.accepted = False
         self.closed = False        # a close was sent or received: no more messages
         self.lost = False
-        self.write_paused = False
-        self.drain_waiters: list[asyncio.Future] = []
+        self.init_flow()
         self.reading_paused = False
         self.handshake_done = False
 
@@ -87,20 +88,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self._deliver({"type": "websocket.disconnect", "code": 1006})
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        for waiter in self.drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.drain_waiters.clear()
+        self.release_drain()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -268,10 +256,7 @@ class WebSocketProtocol(asyncio.Protocol):
             text = message.get("text")
             data = text if text is not None else message.get("bytes") or b""
             self._write(self.conn.send(Message(data=data)))
-            if self.write_paused and not self.lost:
-                waiter = self.loop.create_future()
-                self.drain_waiters.append(waiter)
-                await waiter
+            await self.drain()
         elif kind == "websocket.close":
             if not self.closed:
                 self._close(message.get("code", 1000), message.get("reason") or "")
