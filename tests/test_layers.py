@@ -18,8 +18,9 @@ LAYERS = {
     "uringio._core": 1,
     "uringio.net": 2,
     "uringio.aio": 3, "uringio.models": 3, "uringio.protocols": 3,
-    "uringio.cli": 4,
-    "uringio": 5,   # the package itself, __main__, and the old paths it keeps
+    "uringio.asgi": 4,   # the asyncio loop (aio) in the multi model's workers (models)
+    "uringio.cli": 5,
+    "uringio": 6,   # the package itself, __main__, and the old paths it keeps
 }
 
 

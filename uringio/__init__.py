@@ -11,7 +11,10 @@ below it:
 * ``uringio.aio``: asyncio's event loop on the same interface, and files
   for asyncio code (``uringio.open_file``, ``uringio.files``);
 * ``uringio.models``: the server models (single, pool, multi, threads);
-* ``uringio.protocols``: the applications -- echo, HTTP/1.1, RESP;
+* ``uringio.protocols``: the applications -- echo, HTTP/1.1, RESP, the
+  TCP proxy;
+* ``uringio.asgi``: the ASGI server (``uringio.serve_asgi``), on the
+  asyncio loop and the multi model's workers;
 * ``uringio.cli``: ``python -m uringio``.
 """
 
@@ -34,6 +37,9 @@ def __getattr__(name: str):
     if name in ("files", "open_file"):
         from .aio import files
         return files if name == "files" else files.open_file
+    if name == "serve_asgi":
+        from .asgi import serve_asgi
+        return serve_asgi
     raise AttributeError(f"module 'uringio' has no attribute {name!r}")
 
 
@@ -41,5 +47,5 @@ __all__ = [
     "BACKENDS", "BaseLoop", "BusyResourceError", "Connection", "EventLoop", "EventLoopPolicy",
     "Loop", "LoopClosedError", "MODELS", "Protocol", "Server", "UringUnavailable", "blocking",
     "files", "install", "listen", "new_event_loop", "open_file", "open_loop", "run",
-    "run_server", "serve",
+    "run_server", "serve", "serve_asgi",
 ]
