@@ -48,9 +48,10 @@ BODY_HIGH_WATER = 256 * 1024
 PIPELINE_HIGH_WATER = 32
 
 _STATUS_LINES = {
-    (version, status.value): b"HTTP/%s %d %s\r\n" % (version.encode(), status.value,
-                                                     status.phrase.encode())
-    for status in http.HTTPStatus for version in ("1.1", "1.0")
+    version: {status.value: b"HTTP/%s %d %s\r\n" % (version.encode(), status.value,
+                                                    status.phrase.encode())
+              for status in http.HTTPStatus}
+    for version in ("1.1", "1.0")
 }
 _NO_BODY_STATUS = frozenset((204, 304)) | frozenset(range(100, 200))
 _CHUNK_END = b"0\r\n\r\n"
@@ -61,7 +62,7 @@ def _nothing() -> None:
 
 
 def _status_line(version: str, status: int) -> bytes:
-    line = _STATUS_LINES.get((version, status))
+    line = _STATUS_LINES.get(version, _STATUS_LINES["1.1"]).get(status)
     if line is None:
         line = b"HTTP/%s %d \r\n" % (version.encode(), status)
     return line
@@ -96,7 +97,8 @@ class ServerState:
         self.tasks: set[asyncio.Task] = set()
         self.stopping = False
         self._date_second = 0
-        self._date_line = b""
+        self.date_line = b""
+        self.refresh_date()
 
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check the connections' deadlines from now on, often enough that
@@ -106,6 +108,7 @@ class ServerState:
 
         def sweep() -> None:
             self.now = now = loop.time()
+            self.refresh_date()
             for conn in list(self.connections):
                 deadline = getattr(conn, "deadline", 0.0)
                 if deadline and deadline <= now:
@@ -120,14 +123,15 @@ class ServerState:
             self._sweeper.cancel()
             self._sweeper = None
 
-    def date_line(self) -> bytes:
-        """``date: ...\\r\\n`` for the current second (made once a second)."""
+    def refresh_date(self) -> None:
+        """Make ``date_line``, the Date and Server lines every response
+        carries, for the current second (the sweep calls it, at least once
+        a second: a request reads an attribute, not the clock)."""
         now = int(time.time())
         if now != self._date_second:
             self._date_second = now
-            self._date_line = b"date: %s\r\nserver: uringio\r\n" % (
+            self.date_line = b"date: %s\r\nserver: uringio\r\n" % (
                 time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode())
-        return self._date_line
 
 
 class ClientDisconnected(OSError):
@@ -260,7 +264,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
         assert self.transport is not None
         if not self.closing:
-            self.transport.write(_status_line("1.1", status) + self.server.date_line()
+            self.transport.write(_status_line("1.1", status) + self.server.date_line
                                  + b"content-type: text/plain; charset=utf-8\r\n"
                                  b"content-length: %d\r\nconnection: close\r\n\r\n%s"
                                  % (len(body), body))
@@ -585,7 +589,7 @@ class RequestCycle:
         scope = self.scope
         version = scope["http_version"]
         status = self.status
-        parts = [_status_line(version, status), proto.server.date_line()]
+        parts = [_status_line(version, status), proto.server.date_line]
         has_length = False
         for name, value in headers:
             lname = name.lower()
@@ -595,7 +599,7 @@ class RequestCycle:
                 self.keep_alive = False
             elif lname == b"transfer-encoding":
                 continue   # ours to decide
-            parts.append(b"%s: %s\r\n" % (name, value))
+            parts += (name, b": ", value, b"\r\n")
         if not has_length and status not in _NO_BODY_STATUS:
             if not more_body:
                 parts.append(b"content-length: %d\r\n" % len(body))
