@@ -289,13 +289,14 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.head_bytes = 0
-        self._arm(self.server.header_timeout, self._head_timeout)
+    # No on_message_begin (a callback per request costs more than its use):
+    # the first piece of a URL starts a request's head.
 
     def on_url(self, url: bytes) -> None:
+        if not self.url:
+            self.headers = []
+            self.head_bytes = 0
+            self._arm(self.server.header_timeout, self._head_timeout)
         self.url += url
         self.head_bytes += len(url)
         if self.head_bytes > self.server.max_head:
@@ -313,8 +314,9 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         parser = self.parser
         version = parser.get_http_version()
         method = parser.get_method().decode("ascii")
+        raw_url, self.url = self.url, b""   # the next request's head starts with its URL
         try:
-            url = httptools.parse_url(self.url)
+            url = httptools.parse_url(raw_url)
         except httptools.HttpParserInvalidURLError:
             raise _Limit(400) from None
         raw_path = url.path
@@ -361,7 +363,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
                 scope["scheme"] = "wss" if scheme == "https" else "ws"
                 del scope["method"]
                 scope["extensions"] = {}
-                self.upgrade = (scope, headers, self.url)
+                self.upgrade = (scope, headers, raw_url)
                 self.parsing = None   # (it has no body: its message ends here)
                 return
             parser_keep_alive = False
