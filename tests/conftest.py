@@ -85,6 +85,18 @@ def recv_until_eof(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``data`` to 127.0.0.1:``port`` and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        return recv_until_eof(s)
+
+
+def status_of(response: bytes) -> int:
+    """The status code of an HTTP response's first line."""
+    return int(response.split(b" ", 2)[1])
+
+
 def raised_in_thread(fn) -> BaseException | None:
     """Call ``fn()`` in a thread of its own; what it raised, or None."""
     import threading

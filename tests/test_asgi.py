@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from conftest import REPO, recv_until_eof, start_server, stop_server
+from conftest import REPO, raw, recv_until_eof, start_server, status_of, stop_server
 
 APPS = os.path.join(REPO, "tests", "apps")
 
@@ -151,19 +151,10 @@ def test_sigterm_lets_requests_in_flight_finish(backend, served_file):
 # -- HTTP details and hostile input -------------------------------------------------
 
 
-def raw(port: int, data: bytes, timeout: float = 10.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        return recv_until_eof(s)
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
-
-
 def test_pipelined_requests_are_answered_in_order(fastapi_server):
     requests = b"".join(b"GET /items/%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(10))
-    out = raw(fastapi_server, requests + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out = raw(fastapi_server, requests + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+              timeout=10)
     bodies = [part.split(b"\r\n\r\n", 1)[1] for part in out.split(b"HTTP/1.1 ")[1:]]
     assert bodies[:10] == [b'{"item_id":%d,"q":null}' % i for i in range(10)]
     assert bodies[10] == b"Hello, World!"
@@ -173,12 +164,12 @@ def test_hostile_input_gets_the_status_serve_http_gives(fastapi_server):
     port = fastapi_server
     bystander = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
     assert bystander.get("/").status_code == 200
-    assert status_of(raw(port, b"NOT HTTP AT ALL\r\n\r\n")) == 400
+    assert status_of(raw(port, b"NOT HTTP AT ALL\r\n\r\n", timeout=10)) == 400
     huge = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
-    assert status_of(raw(port, huge)) == 431
+    assert status_of(raw(port, huge, timeout=10)) == 431
     # 10 GB announced, nothing sent: refused at once, without reading a byte.
     ten_gb = b"POST /items HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n"
-    assert status_of(raw(port, ten_gb)) == 413
+    assert status_of(raw(port, ten_gb, timeout=10)) == 413
     assert bystander.get("/").status_code == 200   # nobody else was disturbed
     bystander.close()
 
@@ -320,7 +311,8 @@ def test_pathsend_files_small_and_large_in_order(backend, tmp_path):
                 assert got.content == path.read_bytes()
         requests = b"".join(b"GET /pathsend?%s HTTP/1.1\r\nHost: x\r\n\r\n" % str(p).encode()
                             for p in (large, small, large))
-        out = raw(port, requests + b"GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = raw(port, requests + b"GET /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                  timeout=10)
         for path in (large, small, large):
             head, _, out = out.partition(b"\r\n\r\n")
             length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])

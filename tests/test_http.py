@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import recv_until_eof, start_server, stop_server
+from conftest import raw, start_server, status_of, stop_server
 
 HTTP = ["-m", "uringio", "serve", "http", "--host", "127.0.0.1", "--port", "0"]
 
@@ -31,17 +31,6 @@ def server(backend, static_dir):
                                "--header-timeout", "0.5"], backend)
     yield port
     assert stop_server(proc) == 0
-
-
-def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    """Send ``data`` and read until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        return recv_until_eof(s)
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
 
 
 def test_curl_plaintext_and_json(server):

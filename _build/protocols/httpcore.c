@@ -23,7 +23,7 @@
  *     self._input_failed(exc)              feed_data raised: 400, a limit, 500
  *     self._head_incomplete(size)          a head not complete after a chunk
  *     router.handle(request)               a URL not in the exact-URL table
- * and a limit broken raises http._Limit(status) out of the callback.
+ * and a limit broken raises http.RequestLimit(status) out of the callback.
  *
  * No on_message_begin: a callback per request costs more than its use.
  * httptools reports the URL as it arrives, so on_url is the first sign of a
@@ -45,7 +45,7 @@
 
 static PyTypeObject *request_type;   /* http.Request */
 static PyTypeObject *response_type;  /* http.Response */
-static PyObject *limit_type;         /* http._Limit */
+static PyObject *limit_type;         /* http.RequestLimit */
 static PyObject *status_lines;       /* {status: b"HTTP/1.1 200 OK\r\nServer: ..\r\n"} */
 static PyObject *date_now;           /* http._date: [when the next second begins, its Date line] */
 static PyObject *date_line;          /* http._date_line(): formats the new second's line */

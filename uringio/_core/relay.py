@@ -93,6 +93,14 @@ class Relays:
                 if not relays:
                     del self._relays[fd]
 
+    def _ended(self, relay: Relay, handler, result) -> None:
+        # Nothing of the relay is in flight any more: forget it, close its
+        # pipe, and tell ``handler`` (None: nobody to tell).
+        self._remove_relay(relay)
+        relay.close_pipe()
+        if handler is not None:
+            handler(result if result.__class__ is int else relay.failed(result))
+
     def _end_relays(self, fd: int) -> None:
         # close_fd(fd) is coming: each relay on fd ends, its handler told ECANCELED.
         for relay in list(self._relays.get(fd, ())):
@@ -174,11 +182,8 @@ class PollRelay(Relays):
         if relay.waiting >= 0:
             self.unwatch(relay.waiting, relay.waiting == relay.dst)
             relay.waiting = -1
-        self._remove_relay(relay)
-        relay.close_pipe()
         handler, relay.handler = relay.handler, None
-        if handler is not None:
-            handler(result if result.__class__ is int else relay.failed(result))
+        self._ended(relay, handler, result)
 
     def _drop_relays(self) -> None:
         # The loop is closing: handlers are not called (interface.py).

@@ -81,15 +81,11 @@ class RingRelay(Relays):
             self._finish(relay, os_error(-res if res else errno.EPIPE))
 
     def _finish(self, relay: Relay, result) -> None:
-        # The step's CQE was the relay's last: nothing of it is in flight,
-        # and the pipe can go.
-        self._remove_relay(relay)
-        relay.close_pipe()
+        # The step's CQE was the relay's last: its ops go, then the relay.
         self._ops.pop(relay.poll)
         handler = self._ops.pop(relay.op)   # drop, if the loop is closing
         relay.op = relay.poll = None
-        if handler is not None:
-            handler(result if result.__class__ is int else relay.failed(result))
+        self._ended(relay, handler, result)
 
     def _cancel_relay(self, relay: Relay) -> None:
         # The step in flight ends: cancelling its poll cancels its splice,

@@ -164,24 +164,25 @@ class AsyncFile(_Lines[bytes]):
     async def pread(self, n: int, offset: int) -> bytes:
         """Up to ``n`` bytes from ``offset`` (fewer only at the end of the
         file); the file's position does not move."""
-        if self._closed or not self._readable:
-            self._check("r")
         buf = bytearray(n)
-        fut = self._read(self._fd, buf, offset)
-        got = await (fut if fut is not None else _core_call("file_read", self._fd, buf, offset))
+        got = await self._read_into(buf, offset)
         return bytes(buf) if got == n else bytes(memoryview(buf)[:got])
 
     async def preadinto(self, buf, offset: int) -> int:
         """Read into ``buf`` (which the operation holds until it completes,
         also if this call is cancelled) from ``offset``: the count of bytes,
         fewer than the buffer holds only at the end of the file."""
+        return await self._read_into(buf, offset)
+
+    def _read_into(self, buf, offset: int) -> asyncio.Future:
+        # The read of pread and preadinto. On uring, one C call makes the
+        # future and prepares the SQE, and the CQE sets the future's result
+        # in C; None from it: not on the loop the file was opened on (or on
+        # epoll), the general path.
         if self._closed or not self._readable:
             self._check("r")
-        # On uring, one C call makes the future and prepares the SQE, and
-        # the CQE sets the future's result in C; None: not on the loop the
-        # file was opened on (or on epoll), the general path.
         fut = self._read(self._fd, buf, offset)
-        return await (fut if fut is not None else _core_call("file_read", self._fd, buf, offset))
+        return fut if fut is not None else _core_call("file_read", self._fd, buf, offset)
 
     async def pwrite(self, data, offset: int) -> int:
         """Write all of ``data`` at ``offset``; the position does not move."""

@@ -36,6 +36,7 @@ from urllib.parse import unquote
 import httptools
 
 from ..net.connection import Connection
+from ..protocols.http import RequestLimit
 from .flow import WriteFlow
 from .lifespan import ASGI_VERSION
 
@@ -100,6 +101,12 @@ class ServerState:
         self.date_line = b""
         self.refresh_date()
 
+    def spawn(self, loop: asyncio.AbstractEventLoop, coro) -> None:
+        """Run an app's ``coro`` as a task the shutdown drains (``tasks``)."""
+        task = loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check the connections' deadlines from now on, often enough that
         none fires more than a quarter of its timeout late."""
@@ -137,14 +144,6 @@ class ServerState:
 class ClientDisconnected(OSError):
     """``send`` after the client went away (ASGI 2.4: an OSError, so that
     an app streaming to nobody stops)."""
-
-
-class _Limit(Exception):
-    """A request broke a limit: answer ``status`` and close."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
 
 
 class HttpProtocol(WriteFlow, asyncio.Protocol):
@@ -199,7 +198,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except _Limit as exc:
+        except RequestLimit as exc:
             self._refuse(exc.status)
         except httptools.HttpParserUpgrade as exc:
             if self.upgrade is not None:
@@ -210,7 +209,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             # A limit our callbacks raised comes back wrapped (httptools'
             # HttpParserCallbackError); anything else did not parse.
             limit = exc.__context__
-            self._refuse(limit.status if isinstance(limit, _Limit) else 400)
+            self._refuse(limit.status if isinstance(limit, RequestLimit) else 400)
 
     def eof_received(self) -> bool | None:
         # The client sent all it will: the requests it sent are answered,
@@ -300,12 +299,12 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.url += url
         self.head_bytes += len(url)
         if self.head_bytes > self.server.max_head:
-            raise _Limit(414 if len(self.url) > self.server.max_head else 431)
+            raise RequestLimit(414 if len(self.url) > self.server.max_head else 431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.server.max_head:
-            raise _Limit(431)
+            raise RequestLimit(431)
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
@@ -318,7 +317,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         try:
             url = httptools.parse_url(raw_url)
         except httptools.HttpParserInvalidURLError:
-            raise _Limit(400) from None
+            raise RequestLimit(400) from None
         raw_path = url.path
         path = raw_path.decode("latin-1")
         if "%" in path:
@@ -331,9 +330,9 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
                 try:
                     length = int(value)
                 except ValueError:
-                    raise _Limit(400) from None
+                    raise RequestLimit(400) from None
                 if length > server.max_body:
-                    raise _Limit(413)   # refused before a byte of it is read
+                    raise RequestLimit(413)   # refused before a byte of it is read
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect_100 = True
         if server.proxy_headers and client is not None and (
@@ -358,7 +357,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if parser.should_upgrade():
             if any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers):
                 if self.cycle is not None or self.pipeline:
-                    raise _Limit(400)   # an upgrade behind pipelined requests: refused
+                    raise RequestLimit(400)   # an upgrade behind pipelined requests: refused
                 scope["type"] = "websocket"
                 scope["scheme"] = "wss" if scheme == "https" else "ws"
                 del scope["method"]
@@ -380,10 +379,10 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
         if cycle is None:
-            raise _Limit(400)   # a body on a WebSocket upgrade request
+            raise RequestLimit(400)   # a body on a WebSocket upgrade request
         cycle.received += len(body)
         if cycle.received > self.server.max_body:
-            raise _Limit(413)
+            raise RequestLimit(413)
         if cycle.disconnected or cycle.response_complete:
             return   # nobody will read it
         cycle.body += body
@@ -420,9 +419,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         limit = server.limit_concurrency
         if limit is not None and (len(server.connections) > limit or len(server.tasks) >= limit):
             app = _service_unavailable
-        task = self.loop.create_task(cycle.run(app))
-        server.tasks.add(task)
-        task.add_done_callback(server.tasks.discard)
+        server.spawn(self.loop, cycle.run(app))
 
     def response_done(self, cycle: RequestCycle) -> None:
         """The response to ``cycle`` is all written: the next request's turn,

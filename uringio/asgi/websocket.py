@@ -189,9 +189,7 @@ class WebSocketProtocol(WriteFlow, asyncio.Protocol):
     def _start_app(self, event: Request) -> None:
         self.scope["subprotocols"] = list(event.subprotocols)
         self.queue.append({"type": "websocket.connect"})
-        task = self.loop.create_task(self._run())
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
+        self.server.spawn(self.loop, self._run())
 
     async def _run(self) -> None:
         try:

@@ -69,14 +69,13 @@ class ThreadedConnection:
     def sendfile(self, file, offset: int = 0, count: int | None = None, close: bool = False,
                  done=None, exclusive: bool = False, read_up_to: int = 0) -> None:
         """Connection.sendfile, blocking: sendfile(2) until all of it is sent."""
+        result: object = None
         try:
             with self._lock:
-                sent = self.sock.sendfile(file, offset, count)
+                result = self.sock.sendfile(file, offset, count)
         except OSError as exc:
-            result: object = exc
+            result = exc
             raise
-        else:
-            result = sent
         finally:
             if close:
                 file.close()

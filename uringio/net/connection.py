@@ -538,7 +538,7 @@ class Connection(asyncio.Transport):
             self._paused_writing = False
             self._protocol.resume_writing()
         if self._queue:
-            if res == 0 and self._queue[0].__class__ is _QueuedFile:
+            if res == 0:
                 self._next_file()   # what was written before the file is out
             return
         if self._eof == 1 and (res == 0 or self._stream.notify(0)):

@@ -226,8 +226,9 @@ class Router:
         return Response.from_file(file, mimetypes.guess_type(path)[0] or "application/octet-stream")
 
 
-class _Limit(Exception):
-    """A request broke a limit: answer ``status`` and close."""
+class RequestLimit(Exception):
+    """A request broke a limit: answer ``status`` and close (serve http's
+    and the ASGI server's)."""
 
     def __init__(self, status: int) -> None:
         super().__init__(status)
@@ -293,7 +294,7 @@ class HTTPProtocol(HttpCore, Protocol):
             return   # the rest of a chunk after a response that closes
         if isinstance(exc, httptools.HttpParserCallbackError):
             cause = exc.__context__
-            if isinstance(cause, _Limit):
+            if isinstance(cause, RequestLimit):
                 self._fail(cause.status)
             else:
                 log.error("HTTP request handling failed: %r", cause)
@@ -407,7 +408,8 @@ class HTTPProtocol(HttpCore, Protocol):
             self._fail(408)
 
 
-_httpcore.setup(Request, Response, _Limit, _STATUS_LINES_11, _date, _date_line, MAX_HEADER_BYTES)
+_httpcore.setup(Request, Response, RequestLimit, _STATUS_LINES_11, _date, _date_line,
+                MAX_HEADER_BYTES)
 
 
 def default_router(static_dir: str | None = None, read_up_to: int = -1) -> Router:
