@@ -93,10 +93,8 @@ class ServerState:
         self.ws_max_message = ws_max_message
         self.state = state if state is not None else {}
         self.connections: set = set()   # HttpProtocol and WebSocketProtocol
-        self.now = 0.0   # the loop's time at the last sweep
         self._sweeper: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task] = set()
-        self.stopping = False
         self._date_second = 0
         self.date_line = b""
         self.refresh_date()
@@ -110,11 +108,10 @@ class ServerState:
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check the connections' deadlines from now on, often enough that
         none fires more than a quarter of its timeout late."""
-        self.now = loop.time()
         period = min(1.0, self.header_timeout / 4, self.keep_alive / 4)
 
         def sweep() -> None:
-            self.now = now = loop.time()
+            now = loop.time()
             self.refresh_date()
             for conn in list(self.connections):
                 deadline = getattr(conn, "deadline", 0.0)

@@ -120,7 +120,6 @@ async def _serve(app, sock: socket.socket, on_listening, drain_timeout: float,
         on_listening(Listening(sock.getsockname()[:2], getattr(loop, "backend", "asyncio")))
     await stop.wait()
     server.close()   # no new connections
-    state.stopping = True
     for conn in list(state.connections):
         conn.shutdown()
     if state.tasks:
