@@ -17,5 +17,7 @@ setup(
         Extension("uringio.protocols._httpcore", ["_build/protocols/httpcore.c"],
                   include_dirs=["_build"], depends=["_build/pyslots.h"],
                   extra_compile_args=["-O2", "-Wall"]),
+        Extension("uringio.asgi._asgicore", ["_build/asgi/asgicore.c"],
+                  extra_compile_args=["-O2", "-Wall"]),
     ],
 )

@@ -41,7 +41,7 @@ for f in pyproject.toml setup.py _build/* _build/*/*; do
     if [ "$f" -nt "$stamp" ]; then stale=1; fi
 done
 if [ ! -e "$stamp" ] || [ -n "$stale" ] \
-        || ! .venv/bin/python -c 'import uringio._core._liburing, uringio._core._fastpath, uringio.aio._ready, uringio.protocols._resp, uringio.protocols._httpcore' 2>/dev/null; then
+        || ! .venv/bin/python -c 'import uringio._core._liburing, uringio._core._fastpath, uringio.aio._ready, uringio.protocols._resp, uringio.protocols._httpcore, uringio.asgi._asgicore' 2>/dev/null; then
     echo "setup: installing uringio (editable) and its test and benchmark tools"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test,bench]'

@@ -338,3 +338,68 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(backend, serv
             assert 0.4 <= time.monotonic() - start < 5
     finally:
         assert stop_server(proc) == 0
+
+
+def test_the_scope_of_origin_form_requests(backend):
+    proc, port = _serve(backend, "asgi_raw:app", "--root-path", "/api")
+    try:
+        got = raw(port, b"GET /a%20b/scope?x=1&y=%20 HTTP/1.1\r\nHost: x\r\n"
+                        b"Connection: close\r\n\r\n")
+        assert status_of(got) == 200
+        assert got.split(b"\r\n\r\n", 1)[1] == repr(
+            ["1.1", "GET", "/api", "/api/a b/scope", b"/a%20b/scope", b"x=1&y=%20",
+             "http"]).encode()
+        got = raw(port, b"GET /scope HTTP/1.0\r\n\r\n")
+        assert got.startswith(b"HTTP/1.0 200 OK\r\n") and b"connection: close" in got
+        assert got.endswith(repr(["1.0", "GET", "/api", "/api/scope", b"/scope", b"",
+                                  "http"]).encode())
+        head = raw(port, b"HEAD /scope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(head) == 200 and head.endswith(b"\r\n\r\n")
+    finally:
+        assert stop_server(proc) == 0
+
+
+@pytest.mark.parametrize("target", ["asgi_raw:app", "asgi_raw:future_app"])
+def test_an_app_runs_in_one_task_with_its_own_context(backend, target):
+    # Two requests on one connection, each answered at once (no wait) and
+    # after a wait: the task is the same object before and after, and a
+    # context variable the first request set is not the second's.
+    proc, port = _serve(backend, target)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for query in (b"", b"wait", b"", b"wait"):
+                s.sendall(b"GET /task?%s HTTP/1.1\r\nHost: x\r\n\r\n" % query)
+                got = b""
+                while not got.endswith(b")"):
+                    chunk = s.recv(65536)
+                    assert chunk, got
+                    got += chunk
+                assert got.endswith(b"(True, 'unset')"), got
+    finally:
+        assert stop_server(proc) == 0
+
+
+@pytest.mark.parametrize("query", [b"", b"wait"])
+def test_an_app_that_fails_at_once_or_later_is_answered_or_reset(backend, query):
+    proc, port = _serve(backend, "asgi_raw:app")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /raise?%s HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n" % query)
+            got = b""
+            while b"/scope" not in got:
+                chunk = s.recv(65536)
+                assert chunk, got
+                got += chunk
+        assert status_of(got) == 500 and got.count(b"HTTP/1.1 200 OK") == 1
+        # A response begun and not finished: the connection is reset (what
+        # arrived of it, if anything, is short of its Content-Length).
+        got = b""
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /half?%s HTTP/1.1\r\nHost: x\r\n\r\n" % query)
+            with pytest.raises(ConnectionResetError):
+                while chunk := s.recv(65536):
+                    got += chunk
+        assert not got.endswith(b"\r\n\r\n1234567890")
+    finally:
+        assert stop_server(proc) == 0

@@ -3,8 +3,10 @@ corners: what receive() says after the body, and send() after the client
 left."""
 
 import asyncio
+import contextvars
 
 EVENTS: dict[str, object] = {}
+SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
 
 
 async def _respond(send, body: bytes, status: int = 200) -> None:
@@ -46,3 +48,32 @@ async def app(scope, receive, send):
                     "path": scope["query_string"].decode()})
     elif path == "/events":
         await _respond(send, repr(sorted(EVENTS.items())).encode())
+    elif path.endswith("/scope"):
+        keys = ("http_version", "method", "root_path", "path", "raw_path", "query_string",
+                "scheme")
+        await _respond(send, repr([scope[key] for key in keys]).encode())
+    elif path == "/task":
+        # The task the app runs in is one and the same before and after it
+        # waits (anyio's cancel scopes rely on it), and a variable it sets
+        # is its own, not the next request's.
+        before = asyncio.current_task()
+        seen = SEEN.get()
+        SEEN.set("set")
+        if scope["query_string"] == b"wait":
+            await asyncio.sleep(0.01)
+        after = asyncio.current_task()
+        await _respond(send, repr((before is not None and before is after, seen)).encode())
+    elif path == "/raise":
+        raise RuntimeError("raised before a response, as asked")
+    elif path == "/half":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"10")]})
+        await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+        if scope["query_string"] == b"wait":
+            await asyncio.sleep(0.01)
+        # ...and returns: a response cut short must not look complete.
+
+
+def future_app(scope, receive, send):
+    """An ASGI app that is not a coroutine function: it returns a future."""
+    return asyncio.ensure_future(app(scope, receive, send))

@@ -24,6 +24,7 @@ What a server must decide, decided here:
 
 from __future__ import annotations
 
+import _asyncio
 import asyncio
 import http
 import logging
@@ -37,6 +38,8 @@ import httptools
 
 from ..net.connection import Connection
 from ..protocols.http import RequestLimit
+from ._asgicore import AsgiCore, Cycle, setup
+from .eager import adopt, resume, run_eagerly
 from .flow import WriteFlow
 from .lifespan import ASGI_VERSION
 
@@ -56,10 +59,6 @@ _STATUS_LINES = {
 }
 _NO_BODY_STATUS = frozenset((204, 304)) | frozenset(range(100, 200))
 _CHUNK_END = b"0\r\n\r\n"
-
-
-def _nothing() -> None:
-    pass
 
 
 def _status_line(version: str, status: int) -> bytes:
@@ -97,11 +96,26 @@ class ServerState:
         self.tasks: set[asyncio.Task] = set()
         self._date_second = 0
         self.date_line = b""
+        self.date_cell = [b""]   # date_line, for the C send path (_asgicore) to read
         self.refresh_date()
 
     def spawn(self, loop: asyncio.AbstractEventLoop, coro) -> None:
-        """Run an app's ``coro`` as a task the shutdown drains (``tasks``)."""
-        task = loop.create_task(coro)
+        """Run an app's ``coro``: at once, when called outside a task (from
+        a protocol callback), and as a task only if it has to wait
+        (eager.py); from inside a task, as a task. The tasks are what a
+        shutdown drains (``tasks``)."""
+        if asyncio.current_task(loop) is None:
+            try:
+                task = run_eagerly(loop, coro)
+            except asyncio.CancelledError:
+                return   # (the app cancelled itself; RequestCycle.run has answered)
+            if task is None:
+                return
+        else:
+            task = loop.create_task(coro)
+        self.track(task)
+
+    def track(self, task: asyncio.Task) -> None:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -136,6 +150,7 @@ class ServerState:
             self._date_second = now
             self.date_line = b"date: %s\r\nserver: uringio\r\n" % (
                 time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)).encode())
+            self.date_cell[0] = self.date_line
 
 
 class ClientDisconnected(OSError):
@@ -143,29 +158,44 @@ class ClientDisconnected(OSError):
     an app streaming to nobody stops)."""
 
 
-class HttpProtocol(WriteFlow, asyncio.Protocol):
-    """The server side of one HTTP/1.1 connection for an ASGI app."""
+setup(RequestLimit, ASGI_VERSION, _STATUS_LINES, unquote, asyncio.Task,
+      getattr(_asyncio, "_current_tasks", None), asyncio.CancelledError)
+
+
+class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
+    """The server side of one HTTP/1.1 connection for an ASGI app.
+
+    Its per-request path is AsgiCore's, in C (_build/asgi/asgicore.c):
+    the httptools callbacks that turn a head of the common kind into its
+    scope and RequestCycle, and the app's ``send``. What it leaves to
+    Python is here: the connection, other heads (``_head_slow``), errors,
+    and the order of requests."""
+
+    # AsgiCore's, in C: parser, transport, url, headers (the head so far),
+    # head_bytes, cycle (the request being answered), parsing (the request
+    # whose body arrives now), client, sockname, closing, write_paused, and
+    # the deadline: when the connection's timeout falls due (the server's
+    # clock, 0: none), the head's (408) if deadline_head, else the idle one.
 
     def __init__(self, server: ServerState) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.cycle: RequestCycle | None = None      # the request being answered
-        self.parsing: RequestCycle | None = None    # the request whose body arrives now
-        self.pipeline: deque[RequestCycle] = deque()   # parsed, waiting their turn
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
-        # When the connection's timeout falls due (the server's clock), and
-        # what it then does: _idle or _head_timeout. 0: none.
-        self.deadline = 0.0
-        self.on_deadline = _nothing
+        self.pipeline = deque()   # parsed, waiting their turn
+        # The app AsgiCore starts eagerly; None: start() starts each request
+        # (to count it against limit_concurrency).
+        self._app = server.app if server.limit_concurrency is None else None
+        self._keep_alive = server.keep_alive
+        self._access_log = server.access_log
+        self._root_path = server.root_path
+        self._state = server.state
+        self._max_head = server.max_head
+        self._max_body = server.max_body
+        self._header_timeout = server.header_timeout
+        self._date_line = server.date_cell
+        self._cycle_type = RequestCycle
         self.init_flow()
         self.reading_paused = False
-        self.closing = False
-        self.client: tuple | None = None
-        self.sockname: tuple | None = None
         self.pending_error = 0    # a status to answer once the response in flight is out
         self.client_eof = False
         self.upgrade: tuple | None = None   # a WebSocket request's scope, headers, raw path
@@ -179,7 +209,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
         sock = transport.get_extra_info("sockname")
         self.sockname = tuple(sock[:2]) if isinstance(sock, tuple) else None
-        self._arm(self.server.keep_alive, self._idle)
+        self._arm_idle()
 
     def connection_lost(self, exc) -> None:
         self.closing = True
@@ -192,21 +222,27 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.pipeline.clear()
         self.release_drain()
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except RequestLimit as exc:
+    # data_received is AsgiCore's: it feeds the parser, and hands what
+    # feed_data raised here.
+
+    def _input_failed(self, exc: BaseException, data: bytes) -> None:
+        if isinstance(exc, RequestLimit):
             self._refuse(exc.status)
-        except httptools.HttpParserUpgrade as exc:
+        elif isinstance(exc, httptools.HttpParserUpgrade):
             if self.upgrade is not None:
                 self._to_websocket(data[exc.args[0]:])
             # Any other upgrade (h2c, ...) is answered as what it also is,
             # an HTTP request, and the connection closes after it.
-        except httptools.HttpParserError as exc:
-            # A limit our callbacks raised comes back wrapped (httptools'
-            # HttpParserCallbackError); anything else did not parse.
-            limit = exc.__context__
-            self._refuse(limit.status if isinstance(limit, RequestLimit) else 400)
+        elif isinstance(exc, httptools.HttpParserError):
+            # What a callback raised comes back wrapped (httptools'
+            # HttpParserCallbackError): a limit is answered as one, an exit
+            # or interrupt goes on; anything else did not parse.
+            cause = exc.__context__
+            if cause is not None and not isinstance(cause, Exception):
+                raise cause
+            self._refuse(cause.status if isinstance(cause, RequestLimit) else 400)
+        else:
+            raise exc
 
     def eof_received(self) -> bool | None:
         # The client sent all it will: the requests it sent are answered,
@@ -219,19 +255,18 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
     # request was a tenth of a request's cost (a heap push, a cancel, a
     # TimerHandle each).
 
-    def _arm(self, delay: float, callback) -> None:
-        self.deadline = self.loop.time() + delay
-        self.on_deadline = callback
+    def _arm_idle(self) -> None:
+        self.deadline = self.loop.time() + self.server.keep_alive
+        self.deadline_head = False
 
     def _disarm(self) -> None:
         self.deadline = 0.0
 
-    def _idle(self) -> None:
-        if self.cycle is None and not self.closing:
+    def on_deadline(self) -> None:
+        if self.deadline_head:
+            self._refuse(408)
+        elif self.cycle is None and not self.closing:
             self.close()
-
-    def _head_timeout(self) -> None:
-        self._refuse(408)
 
     def close(self) -> None:
         if not self.closing:
@@ -285,32 +320,21 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------
 
-    # No on_message_begin (a callback per request costs more than its use):
-    # the first piece of a URL starts a request's head.
+    # on_url, on_header, on_headers_complete and on_message_complete are
+    # AsgiCore's. No on_message_begin (a callback per request costs more
+    # than its use): the first piece of a URL starts a request's head.
+    # on_url arms the head's deadline, on_header checks the head's size and
+    # its Content-Length (400, 413), and on_headers_complete makes the
+    # scope and the RequestCycle of an origin-form request without an
+    # Upgrade header, or, for any other, calls _head_slow.
 
-    def on_url(self, url: bytes) -> None:
-        if not self.url:
-            self.headers = []
-            self.head_bytes = 0
-            self._arm(self.server.header_timeout, self._head_timeout)
-        self.url += url
-        self.head_bytes += len(url)
-        if self.head_bytes > self.server.max_head:
-            raise RequestLimit(414 if len(self.url) > self.server.max_head else 431)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.server.max_head:
-            raise RequestLimit(431)
-        self.headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        self._disarm()
+    def _head_slow(self) -> None:
         server = self.server
         parser = self.parser
         version = parser.get_http_version()
         method = parser.get_method().decode("ascii")
         raw_url, self.url = self.url, b""   # the next request's head starts with its URL
+        headers, self.headers = self.headers, []
         try:
             url = httptools.parse_url(raw_url)
         except httptools.HttpParserInvalidURLError:
@@ -320,7 +344,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if "%" in path:
             path = unquote(path)
         client, scheme = self.client, "http"
-        headers = self.headers
         expect_100 = False
         for name, value in headers:
             if name == b"content-length":
@@ -367,6 +390,11 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             parser_keep_alive = parser.should_keep_alive()
         cycle = RequestCycle(self, scope, parser_keep_alive, expect_100)
         self.parsing = cycle
+        self._new_request(cycle)
+
+    def _new_request(self, cycle: RequestCycle) -> None:
+        if self.closing:
+            return   # after a response that closes the connection: not answered
         if self.cycle is None:
             self.start(cycle)
         else:
@@ -386,13 +414,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         cycle.wake()
         if len(cycle.body) >= BODY_HIGH_WATER:
             self.update_reading()
-
-    def on_message_complete(self) -> None:
-        cycle = self.parsing
-        if cycle is None:
-            return   # the WebSocket upgrade request
-        cycle.more_body = False
-        cycle.wake()
 
     def _to_websocket(self, rest: bytes) -> None:
         # The upgrade request is parsed: the connection is the WebSocket
@@ -438,56 +459,45 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         elif self.client_eof:
             self.close()
         else:
-            self._arm(self.server.keep_alive, self._idle)
+            self._arm_idle()
             self.update_reading()
 
 
-class RequestCycle:
+class RequestCycle(Cycle):
     """One request and its response: the ``receive`` and ``send`` an app
-    gets, and what they keep."""
+    gets, and what they keep.
 
-    __slots__ = ("proto", "scope", "keep_alive", "expect_100", "body", "more_body", "received",
-                 "body_done", "waiter", "disconnected", "response_started", "response_complete",
-                 "status", "headers", "chunked", "head_only")
+    Its state and ``send`` are Cycle's, in C: proto, scope, keep_alive,
+    expect_100, body (received, not yet handed over), more_body, received
+    (body bytes so far), body_done (the app has had all of the body: next
+    is a disconnect), waiter, disconnected, response_started,
+    response_complete, status, headers (None once the head is written),
+    chunked, head_only. ``send`` writes the common response in C and
+    leaves the rest to ``_send_slow``."""
 
-    def __init__(self, proto: HttpProtocol, scope: dict, keep_alive: bool,
-                 expect_100: bool) -> None:
-        self.proto = proto
-        self.scope = scope
-        self.keep_alive = keep_alive
-        self.expect_100 = expect_100
-        self.body = bytearray()
-        self.more_body = True
-        self.received = 0
-        self.body_done = False   # the app has had all of the body: next is a disconnect
-        self.waiter: asyncio.Future | None = None
-        self.disconnected = False
-        self.response_started = False
-        self.response_complete = False
-        self.status = 0
-        self.headers: Any = ()
-        self.chunked = False
-        self.head_only = scope["method"] == "HEAD"
+    __slots__ = ()
 
     def wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def run(self, app) -> None:
+    async def run(self, app, begun=None) -> None:
+        """Run ``app`` on this request -- or go on with its coroutine
+        ``begun`` elsewhere (an eager start that has to wait)."""
         try:
-            await app(self.scope, self.receive, self.send)
+            await (app(self.scope, self.receive, self.send) if begun is None else begun)
         except BaseException as exc:
-            if not isinstance(exc, Exception):
-                self._abandon()
-                raise
-            if isinstance(exc, ClientDisconnected) and self.disconnected:
-                log.debug("client gone during %s %s", self.scope["method"], self.scope["path"])
-            else:
-                log.error("the ASGI app raised on %s %s", self.scope["method"],
-                          self.scope["path"], exc_info=exc)
-            self._abandon()
+            self._ended(exc)
         else:
+            self._ended(None)
+
+    def _ended(self, exc: BaseException | None) -> None:
+        """The app's coroutine is over, having raised ``exc`` if not None:
+        log what went wrong, and answer or reset what it left undone. An
+        exit or interrupt goes on once that is done."""
+        self.body = bytearray()   # what the app never read
+        if exc is None:
             if not self.response_started:
                 log.error("the ASGI app returned without a response to %s %s",
                           self.scope["method"], self.scope["path"])
@@ -496,8 +506,26 @@ class RequestCycle:
                 log.error("the ASGI app returned before the end of its response to %s %s",
                           self.scope["method"], self.scope["path"])
                 self._abandon()
-        finally:
-            self.body = bytearray()   # what the app never read
+            return
+        if not isinstance(exc, Exception):
+            self._abandon()
+            raise exc
+        if isinstance(exc, ClientDisconnected) and self.disconnected:
+            log.debug("client gone during %s %s", self.scope["method"], self.scope["path"])
+        else:
+            log.error("the ASGI app raised on %s %s", self.scope["method"],
+                      self.scope["path"], exc_info=exc)
+        self._abandon()
+
+    def _suspended(self, coro, yielded, task: asyncio.Task | None, context) -> None:
+        # AsgiCore started the app eagerly and it has to wait (or it is not
+        # a coroutine, task None): it goes on in its task.
+        proto = self.proto
+        if task is None:
+            proto.server.spawn(proto.loop, self.run(None, coro))
+        else:
+            adopt(task, proto.loop, self.run(None, resume(coro, yielded)), context)
+            proto.server.track(task)
 
     def _abandon(self) -> None:
         # The app failed: a 500 if nothing was sent, else a reset.
@@ -515,7 +543,10 @@ class RequestCycle:
         else:
             assert proto.transport is not None
             proto.closing = True
-            proto.transport.abort()
+            # A reset, even when all that was sent is out: a response cut
+            # short must not end like a whole one. (uringio's connection
+            # resets; asyncio's transports have abort.)
+            getattr(proto.transport, "reset", proto.transport.abort)()
 
     async def receive(self) -> dict:
         if self.expect_100:
@@ -541,7 +572,7 @@ class RequestCycle:
             self.proto.update_reading()
         return {"type": "http.request", "body": body, "more_body": self.more_body}
 
-    async def send(self, message: dict) -> None:
+    async def _send_slow(self, message: dict) -> None:
         kind = message["type"]
         if not self.response_started:
             if kind != "http.response.start":

@@ -1,0 +1,1218 @@
+/*
+ * uringio.asgi._asgicore: the per-request path of the ASGI server
+ * (uringio/asgi/http.py), as CPython C-API code. Parsing stays httptools'
+ * (llhttp); this is what httptools calls back, and the app's send().
+ *
+ * Why C: a profile of a raw ASGI app under wrk (py-spy, uring backend)
+ * put 30% of the server's CPU in the head callbacks -- the URL split, the
+ * header loop, the scope dict, the RequestCycle -- and 20% in send() and
+ * the response head, against 17% for the kernel's whole TCP work.
+ *
+ * AsgiCore is the base class of http.HttpProtocol: data_received feeds
+ * httptools, whose callbacks are the C methods below (httptools looks them
+ * up once, as attributes of the protocol). A head of the common kind (an
+ * origin-form URL, no upgrade, no trusted proxy headers to apply) becomes
+ * its scope and RequestCycle here; anything else goes to the Python of
+ * http.py, which also does everything per connection:
+ *     self._head_slow()          a head of any other kind
+ *     self._input_failed(exc, data)   feed_data raised
+ *     self._new_request(cycle)   a request parsed: start or queue it
+ *     self.response_done(cycle)  a response all written
+ * and a limit broken raises RequestLimit(status) out of a callback.
+ *
+ * Cycle is the base class of http.RequestCycle: its send() writes the head
+ * and body of a response in C, and returns a finished awaitable unless the
+ * client is slow to read (then the protocol's drain()).
+ *
+ * http.py calls setup() once with what this code reads.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <structmember.h>
+
+/* -- what setup() hands over ---------------------------------------------- */
+
+static PyObject *limit_type;      /* protocols.http.RequestLimit */
+static PyObject *asgi_version;    /* the scope's "asgi" dict */
+static PyObject *status_lines;    /* {version: {status: b"HTTP/1.1 200 OK\r\n"}} */
+static PyObject *unquote;         /* urllib.parse.unquote */
+static PyTypeObject *task_type;   /* asyncio.Task (_asyncio's) */
+static PyObject *current_tasks;   /* _asyncio._current_tasks: {loop: its running task} */
+static PyObject *cancelled_error; /* asyncio.CancelledError */
+
+static PyObject *setup(PyObject *module, PyObject *args)
+{
+    PyObject *limit, *version, *lines, *unq, *task, *tasks, *cancelled;
+    if (!PyArg_ParseTuple(args, "OO!O!OO!OO", &limit, &PyDict_Type, &version, &PyDict_Type,
+                          &lines, &unq, &PyType_Type, &task, &tasks, &cancelled))
+        return NULL;
+    Py_XSETREF(limit_type, Py_NewRef(limit));
+    Py_XSETREF(asgi_version, Py_NewRef(version));
+    Py_XSETREF(status_lines, Py_NewRef(lines));
+    Py_XSETREF(unquote, Py_NewRef(unq));
+    Py_XSETREF(task_type, (PyTypeObject *)Py_NewRef(task));
+    /* Without the C module's table of running tasks, no eager start. */
+    Py_XSETREF(current_tasks, PyDict_CheckExact(tasks) ? Py_NewRef(tasks) : NULL);
+    Py_XSETREF(cancelled_error, Py_NewRef(cancelled));
+    Py_RETURN_NONE;
+}
+
+/* Interned names and constants, made at import. */
+static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data, *s_get_http_version,
+    *s_head_slow, *s_input_failed, *s_new_request, *s_response_done, *s_drain, *s_copy,
+    *s_type, *s_asgi, *s_http_version, *s_server, *s_client, *s_scheme, *s_method,
+    *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers, *s_state, *s_extensions,
+    *s_http, *s_pathsend_key, *s_v11, *s_v10, *s_status, *s_body, *s_more_body,
+    *s_response_start, *s_response_body, *s_send_slow, *s_receive, *s_send, *s_ended, *s_suspended, *s_wake,
+    *s_update_reading, *b_empty, *b_chunk_end;
+
+static double monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.monotonic(), asyncio's loop.time() */
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static PyObject *raise_limit(int status)
+{
+    PyObject *code = PyLong_FromLong(status);
+    if (code == NULL)
+        return NULL;
+    PyObject *exc = PyObject_CallOneArg(limit_type, code);
+    Py_DECREF(code);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static inline PyObject *call_method0(PyObject *obj, PyObject *name)
+{
+    return PyObject_VectorcallMethod(name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+static inline PyObject *call_method1(PyObject *obj, PyObject *name, PyObject *arg)
+{
+    PyObject *args[2] = {obj, arg};
+    return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* -- Cycle ---------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *proto;       /* the HttpProtocol */
+    PyObject *scope;
+    PyObject *body;        /* bytearray: received, not yet handed to the app */
+    PyObject *waiter;      /* the future receive() waits on, or None */
+    PyObject *status;      /* the response's, from http.response.start */
+    PyObject *headers;     /* ...its headers; None once the head is written */
+    Py_ssize_t received;   /* body bytes so far */
+    char keep_alive, expect_100, more_body, body_done, disconnected, response_started,
+        response_complete, chunked, head_only;
+} Cycle;
+
+#define CYCLE_OBJECTS(X) X(proto) X(scope) X(body) X(waiter) X(status) X(headers)
+
+static int Cycle_traverse(Cycle *self, visitproc visit, void *arg)
+{
+#define VISIT_FIELD(field) Py_VISIT(self->field);
+    CYCLE_OBJECTS(VISIT_FIELD)
+#undef VISIT_FIELD
+    return 0;
+}
+
+static int Cycle_clear(Cycle *self)
+{
+#define CLEAR_FIELD(field) Py_CLEAR(self->field);
+    CYCLE_OBJECTS(CLEAR_FIELD)
+#undef CLEAR_FIELD
+    return 0;
+}
+
+static void Cycle_dealloc(Cycle *self)
+{
+    PyObject_GC_UnTrack(self);
+    Cycle_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* A new cycle of ``type`` (a new reference). */
+static PyObject *cycle_make(PyTypeObject *type, PyObject *proto, PyObject *scope, int keep_alive,
+                            int expect_100, int head_only)
+{
+    PyObject *body = PyByteArray_FromStringAndSize(NULL, 0);
+    if (body == NULL)
+        return NULL;
+    Cycle *self = (Cycle *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    self->proto = Py_NewRef(proto);
+    self->scope = Py_NewRef(scope);
+    self->body = body;
+    self->waiter = Py_NewRef(Py_None);
+    self->status = PyLong_FromLong(0);
+    self->headers = PyTuple_New(0);
+    if (self->status == NULL || self->headers == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->keep_alive = (char)keep_alive;
+    self->expect_100 = (char)expect_100;
+    self->more_body = 1;
+    self->head_only = (char)head_only;
+    return (PyObject *)self;
+}
+
+static PyObject *Cycle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    /* RequestCycle(proto, scope, keep_alive, expect_100): the Python path's */
+    static char *kwlist[] = {"proto", "scope", "keep_alive", "expect_100", NULL};
+    PyObject *proto, *scope;
+    int keep_alive, expect_100;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!pp", kwlist, &proto, &PyDict_Type, &scope,
+                                     &keep_alive, &expect_100))
+        return NULL;
+    PyObject *method = PyDict_GetItemWithError(scope, s_method);
+    if (method == NULL && PyErr_Occurred())
+        return NULL;
+    int head_only = method != NULL && PyUnicode_Check(method) &&
+                    PyUnicode_CompareWithASCIIString(method, "HEAD") == 0;
+    return cycle_make(type, proto, scope, keep_alive, expect_100, head_only);
+}
+
+/* -- a finished awaitable -------------------------------------------------- */
+
+/* What send() returns when nothing needs waiting for: ``await`` on it
+ * returns None at once, with no coroutine frame, future or loop turn. One
+ * object serves every send: it holds no state. */
+typedef struct {
+    PyObject_HEAD
+} Done;
+
+static PyObject *Done_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *Done_next(PyObject *self)
+{
+    return NULL;   /* StopIteration, value None */
+}
+
+static PyObject *Done_send(PyObject *self, PyObject *value)
+{
+    PyErr_SetNone(PyExc_StopIteration);
+    return NULL;
+}
+
+static PyObject *Done_throw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* Nothing to throw into: the exception is raised where the await is. */
+    if (nargs == 1 && PyExceptionInstance_Check(args[0])) {
+        PyErr_SetObject((PyObject *)Py_TYPE(args[0]), args[0]);
+    } else if (nargs >= 1 && PyExceptionClass_Check(args[0])) {
+        PyErr_SetObject(args[0], nargs >= 2 ? args[1] : NULL);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "throw() wants an exception");
+    }
+    return NULL;
+}
+
+static PyObject *Done_close(PyObject *self, PyObject *unused)
+{
+    Py_RETURN_NONE;
+}
+
+static PyAsyncMethods Done_async = {.am_await = Done_await};
+
+static PyMethodDef Done_methods[] = {
+    {"send", (PyCFunction)Done_send, METH_O, NULL},
+    {"throw", (PyCFunction)(void (*)(void))Done_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)Done_close, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyTypeObject DoneType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "uringio.asgi._asgicore.Done",
+    .tp_doc = "An awaitable already finished, with None.",
+    .tp_basicsize = sizeof(Done),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_as_async = &Done_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = Done_next,
+    .tp_methods = Done_methods,
+};
+
+static PyObject *done;   /* the one Done */
+
+/* -- AsgiCore -------------------------------------------------------------- */
+
+static PyTypeObject AsgiCoreType, CycleType;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *parser;          /* httptools.HttpRequestParser(self) */
+    PyObject *get_method;      /* ...its bound methods, looked up once */
+    PyObject *should_keep_alive;
+    PyObject *feed_data;
+    PyObject *url;             /* the request target so far (bytes) */
+    PyObject *headers;         /* [(lower-case name, value)] so far */
+    PyObject *cycle;           /* the request being answered, or None */
+    PyObject *parsing;         /* the request whose body arrives now, or None */
+    PyObject *sockname, *client;   /* the scope's "server" and "client" */
+    PyObject *root_path;       /* str */
+    PyObject *state;           /* the lifespan state: each scope gets a copy */
+    PyObject *transport;
+    PyObject *write;           /* transport.write */
+    PyObject *cycle_type;      /* http.RequestCycle */
+    PyObject *date_line;       /* [b"date: ...\r\nserver: uringio\r\n"], the sweep's */
+    PyObject *pipeline;        /* deque: requests parsed, waiting their turn */
+    PyObject *loop;
+    PyObject *app;             /* the app the C path starts, or None: http.py's start() */
+    double keep_alive;         /* the idle timeout */
+    int pending_error;         /* a status to answer once the response in flight is out */
+    char reading_paused, client_eof, access_log;
+    double deadline;           /* when the timeout falls due (monotonic), 0: none */
+    double header_timeout;
+    Py_ssize_t head_bytes, max_head, max_body;
+    char deadline_head;        /* the deadline is the head's (408), else idle */
+    char slow_head;            /* the head needs http.py's Python (_head_slow) */
+    char has_connection;       /* a Connection header */
+    char expect_100;
+    char body_follows;         /* a Content-Length over 0 or a Transfer-Encoding */
+    char closing;
+    char write_paused;
+} AsgiCore;
+
+#define CORE_OBJECTS(X) X(parser) X(get_method) X(should_keep_alive) X(feed_data) X(url) \
+    X(headers) X(cycle) X(parsing) X(sockname) X(client) X(root_path) X(state) X(transport) \
+    X(write) X(cycle_type) X(date_line) \
+    X(pipeline) X(loop) X(app)
+
+static PyObject *AsgiCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    AsgiCore *self = (AsgiCore *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->url = Py_NewRef(b_empty);
+    self->headers = PyList_New(0);
+    self->cycle = Py_NewRef(Py_None);
+    self->parsing = Py_NewRef(Py_None);
+    self->sockname = Py_NewRef(Py_None);
+    self->client = Py_NewRef(Py_None);
+    self->transport = Py_NewRef(Py_None);
+    self->root_path = PyUnicode_New(0, 0);
+    self->state = PyDict_New();
+    self->date_line = PyList_New(0);
+    if (self->headers == NULL || self->root_path == NULL || self->state == NULL ||
+        self->date_line == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->max_head = 64 * 1024;
+    self->max_body = (Py_ssize_t)1 << 30;
+    self->header_timeout = 10.0;
+    self->keep_alive = 5.0;
+    return (PyObject *)self;
+}
+
+static int AsgiCore_traverse(AsgiCore *self, visitproc visit, void *arg)
+{
+#define VISIT_FIELD(field) Py_VISIT(self->field);
+    CORE_OBJECTS(VISIT_FIELD)
+#undef VISIT_FIELD
+    return 0;
+}
+
+static int AsgiCore_clear(AsgiCore *self)
+{
+#define CLEAR_FIELD(field) Py_CLEAR(self->field);
+    CORE_OBJECTS(CLEAR_FIELD)
+#undef CLEAR_FIELD
+    return 0;
+}
+
+static void AsgiCore_dealloc(AsgiCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    AsgiCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *AsgiCore_data_received(AsgiCore *self, PyObject *data)
+{
+    if (self->feed_data == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "no parser");
+        return NULL;
+    }
+    PyObject *got = PyObject_CallOneArg(self->feed_data, data);
+    if (got != NULL)
+        return got;
+    /* A limit, an upgrade or what did not parse: http.py's to answer. */
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(exc, tb);
+    PyObject *args[3] = {(PyObject *)self, exc, data};
+    got = PyObject_VectorcallMethod(s_input_failed, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                    NULL);
+    Py_XDECREF(type);
+    Py_XDECREF(exc);
+    Py_XDECREF(tb);
+    return got;
+}
+
+static PyObject *AsgiCore_on_url(AsgiCore *self, PyObject *url)
+{
+    if (!PyBytes_Check(url)) {
+        PyErr_SetString(PyExc_TypeError, "on_url() wants bytes");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(self->url) == 0) {
+        /* The first piece of a URL starts a request's head. */
+        if (PyList_GET_SIZE(self->headers)) {
+            PyObject *fresh = PyList_New(0);
+            if (fresh == NULL)
+                return NULL;
+            Py_SETREF(self->headers, fresh);
+        }
+        self->head_bytes = 0;
+        self->slow_head = self->has_connection = self->expect_100 = self->body_follows = 0;
+        self->deadline = monotonic() + self->header_timeout;
+        self->deadline_head = 1;
+        Py_SETREF(self->url, Py_NewRef(url));
+    } else {
+        PyBytes_Concat(&self->url, url);   /* sets self->url NULL on failure */
+        if (self->url == NULL) {
+            self->url = Py_NewRef(b_empty);
+            return NULL;
+        }
+    }
+    self->head_bytes += PyBytes_GET_SIZE(url);
+    if (self->head_bytes > self->max_head)
+        return raise_limit(PyBytes_GET_SIZE(self->url) > self->max_head ? 414 : 431);
+    Py_RETURN_NONE;
+}
+
+/* The names most requests send, lower-case, made once: a request's "Host"
+ * becomes this "host" instead of new bytes. */
+static const char *const common_names[] = {
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
+    "content-length", "content-type", "transfer-encoding", "cookie", "referer", "origin",
+    "cache-control", "authorization", "upgrade", "expect", "if-none-match", "if-modified-since",
+    "x-forwarded-for", "x-forwarded-proto",
+};
+#define N_COMMON (sizeof(common_names) / sizeof(common_names[0]))
+static PyObject *common_bytes[N_COMMON];
+enum { H_CONNECTION = 5, H_CONTENT_LENGTH = 6, H_TRANSFER_ENCODING = 8, H_UPGRADE = 14,
+       H_EXPECT = 15 };
+
+/* ``name`` in lower case (a new reference); *common: its index in
+ * common_names, or -1. */
+static PyObject *lower_name(PyObject *name, int *common)
+{
+    const char *raw = PyBytes_AS_STRING(name);
+    Py_ssize_t size = PyBytes_GET_SIZE(name), i;
+    for (i = 0; i < (Py_ssize_t)N_COMMON; i++) {
+        PyObject *known = common_bytes[i];
+        if (PyBytes_GET_SIZE(known) == size && strncasecmp(PyBytes_AS_STRING(known), raw, size) == 0) {
+            *common = (int)i;
+            return Py_NewRef(known);
+        }
+    }
+    *common = -1;
+    for (i = 0; i < size && !(raw[i] >= 'A' && raw[i] <= 'Z'); i++)
+        ;
+    if (i == size)
+        return Py_NewRef(name);   /* already lower-case */
+    PyObject *lower = PyBytes_FromStringAndSize(raw, size);
+    if (lower != NULL) {
+        char *p = PyBytes_AS_STRING(lower);
+        for (; i < size; i++)
+            if (p[i] >= 'A' && p[i] <= 'Z')
+                p[i] += 'a' - 'A';
+    }
+    return lower;
+}
+
+/* A Content-Length value: -1 if it is not a number, -2 if over ``limit``. */
+static long long content_length(PyObject *value, Py_ssize_t limit)
+{
+    const char *p = PyBytes_AS_STRING(value), *end = p + PyBytes_GET_SIZE(value);
+    long long n = 0;
+    int digits = 0;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    for (; p < end; p++, digits++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        n = n * 10 + (*p - '0');
+        if (n > limit)
+            return -2;
+    }
+    return digits ? n : -1;
+}
+
+static PyObject *AsgiCore_on_header(AsgiCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "on_header(name, value) wants two bytes");
+        return NULL;
+    }
+    PyObject *value = args[1];
+    self->head_bytes += PyBytes_GET_SIZE(args[0]) + PyBytes_GET_SIZE(value) + 4;
+    if (self->head_bytes > self->max_head)
+        return raise_limit(431);
+    int common;
+    PyObject *name = lower_name(args[0], &common);
+    if (name == NULL)
+        return NULL;
+    switch (common) {
+    case H_CONTENT_LENGTH: {
+        long long n = content_length(value, self->max_body);
+        if (n < 0) {
+            Py_DECREF(name);
+            return raise_limit(n == -2 ? 413 : 400);   /* refused before a byte is read */
+        }
+        self->body_follows |= n > 0;
+        break;
+    }
+    case H_TRANSFER_ENCODING:
+        self->body_follows = 1;
+        break;
+    case H_CONNECTION:
+        self->has_connection = 1;
+        break;
+    case H_UPGRADE:
+        self->slow_head = 1;
+        break;
+    case H_EXPECT:
+        if (PyBytes_GET_SIZE(value) == 12 &&
+                strncasecmp(PyBytes_AS_STRING(value), "100-continue", 12) == 0)
+            self->expect_100 = 1;
+        break;
+    }
+    PyObject *pair = PyTuple_Pack(2, name, value);
+    Py_DECREF(name);
+    if (pair == NULL)
+        return NULL;
+    int failed = PyList_Append(self->headers, pair);
+    Py_DECREF(pair);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* The methods as str, interned. HEAD is second: its responses have no body. */
+static const char *const method_list[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
+                                          "CONNECT"};
+#define N_METHODS (sizeof(method_list) / sizeof(method_list[0]))
+#define M_HEAD 1
+#define M_CONNECT 7
+static PyObject *methods[N_METHODS];
+
+/* get_method()'s bytes as str (a new reference); *which: its index, or -1. */
+static PyObject *method_name(PyObject *name, int *which)
+{
+    if (!PyBytes_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "get_method() gave no bytes");
+        return NULL;
+    }
+    const char *raw = PyBytes_AS_STRING(name);
+    for (size_t i = 0; i < N_METHODS; i++)
+        if (strcmp(method_list[i], raw) == 0) {
+            *which = (int)i;
+            return Py_NewRef(methods[i]);
+        }
+    *which = -1;
+    return PyUnicode_DecodeLatin1(raw, PyBytes_GET_SIZE(name), NULL);
+}
+
+/* The scope of an origin-form request (a new reference), or NULL with no
+ * exception: not one for this path. */
+static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
+{
+    const char *url = PyBytes_AS_STRING(self->url);
+    Py_ssize_t size = PyBytes_GET_SIZE(self->url), path_end, query_end;
+    if (size == 0 || url[0] != '/')
+        return NULL;   /* absolute-form, asterisk-form: httptools.parse_url's */
+    const char *mark = memchr(url, '?', size), *hash = memchr(url, '#', size);
+    query_end = hash ? hash - url : size;
+    path_end = mark && mark - url < query_end ? mark - url : query_end;
+    PyObject *raw_path = NULL, *path = NULL, *query = NULL, *scope = NULL, *value;
+    if (path_end == size)
+        raw_path = Py_NewRef(self->url);
+    else if ((raw_path = PyBytes_FromStringAndSize(url, path_end)) == NULL)
+        return NULL;
+    if (path_end == query_end)
+        query = Py_NewRef(b_empty);
+    else if ((query = PyBytes_FromStringAndSize(url + path_end + 1, query_end - path_end - 1)) == NULL)
+        goto fail;
+    path = PyUnicode_DecodeLatin1(url, path_end, NULL);
+    if (path != NULL && memchr(url, '%', path_end) != NULL)
+        Py_SETREF(path, PyObject_CallOneArg(unquote, path));
+    if (path != NULL && PyUnicode_GET_LENGTH(self->root_path))
+        Py_SETREF(path, PyUnicode_Concat(self->root_path, path));
+    if (path == NULL)
+        goto fail;
+    if ((scope = _PyDict_NewPresized(15)) == NULL)
+        goto fail;
+#define PUT(key, val) if (PyDict_SetItem(scope, key, val)) goto fail;
+    PUT(s_type, s_http)
+    PUT(s_asgi, asgi_version)
+    PUT(s_http_version, version)
+    PUT(s_server, self->sockname)
+    PUT(s_client, self->client)
+    PUT(s_scheme, s_http)
+    PUT(s_method, method)
+    PUT(s_root_path, self->root_path)
+    PUT(s_path, path)
+    PUT(s_raw_path, raw_path)
+    PUT(s_query_string, query)
+    PUT(s_headers, self->headers)
+    if ((value = PyDict_Copy(self->state)) == NULL)
+        goto fail;
+    if (PyDict_SetItem(scope, s_state, value)) {
+        Py_DECREF(value);
+        goto fail;
+    }
+    Py_DECREF(value);
+    PyObject *pathsend = PyDict_New(), *extensions = pathsend ? PyDict_New() : NULL;
+    if (extensions == NULL || PyDict_SetItem(extensions, s_pathsend_key, pathsend) ||
+            PyDict_SetItem(scope, s_extensions, extensions)) {
+        Py_XDECREF(pathsend);
+        Py_XDECREF(extensions);
+        goto fail;
+    }
+    Py_DECREF(pathsend);
+    Py_DECREF(extensions);
+#undef PUT
+    Py_DECREF(raw_path);
+    Py_DECREF(query);
+    Py_DECREF(path);
+    return scope;
+fail:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_SystemError, "scope");
+    Py_XDECREF(raw_path);
+    Py_XDECREF(query);
+    Py_XDECREF(path);
+    Py_XDECREF(scope);
+    return NULL;
+}
+
+/* The app's coroutine, or what it raised, to cycle._ended(exc). */
+static int app_ended(Cycle *cycle, PyObject *exc)
+{
+    PyObject *got = call_method1((PyObject *)cycle, s_ended, exc);
+    if (got != NULL) {
+        Py_DECREF(got);
+        return 0;
+    }
+    if (PyErr_ExceptionMatches(cancelled_error)) {
+        PyErr_Clear();   /* the app cancelled itself: answered, nothing to cancel */
+        return 0;
+    }
+    return -1;
+}
+
+/* Start the app on ``cycle``, the connection's next request, with no task
+ * and no loop turn: its coroutine is stepped here, in a copy of the
+ * context, with the task it would go on in as the current one (eager.py
+ * says why). 1: started (finished, or handed to its task); 0: not this
+ * path's (nothing done: http.py's start); -1: an error. */
+static int start_eagerly(AsgiCore *self, Cycle *cycle)
+{
+    if (self->cycle != Py_None || self->closing || self->app == NULL || self->app == Py_None ||
+            current_tasks == NULL || self->loop == NULL || self->pipeline == NULL ||
+            PyObject_Length(self->pipeline) != 0)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *running = PyDict_GetItemWithError(current_tasks, self->loop);
+    if (running != NULL || PyErr_Occurred())
+        return PyErr_Occurred() ? -1 : 0;   /* from inside a task: a task of its own */
+    PyObject *receive = PyObject_GetAttr((PyObject *)cycle, s_receive), *send = NULL;
+    PyObject *coro = NULL, *task = NULL, *context = NULL, *result = NULL;
+    int status = -1;
+    if (receive == NULL || (send = PyObject_GetAttr((PyObject *)cycle, s_send)) == NULL)
+        goto done;
+    Py_SETREF(self->cycle, Py_NewRef(cycle));
+    PyObject *args[3] = {cycle->scope, receive, send};
+    coro = PyObject_Vectorcall(self->app, args, 3, NULL);
+    if (coro == NULL || !PyCoro_CheckExact(coro)) {
+        /* It raised, or gave an awaitable of another kind: Python's. */
+        PyObject *type, *exc, *tb;
+        if (coro == NULL) {
+            PyErr_Fetch(&type, &exc, &tb);
+            PyErr_NormalizeException(&type, &exc, &tb);
+            if (tb != NULL)
+                PyException_SetTraceback(exc, tb);
+            status = app_ended(cycle, exc) ? -1 : 1;
+            Py_XDECREF(type);
+            Py_XDECREF(exc);
+            Py_XDECREF(tb);
+        } else {
+            PyObject *stepped[5] = {(PyObject *)cycle, coro, Py_None, Py_None, Py_None};
+            result = PyObject_VectorcallMethod(s_suspended, stepped,
+                                               5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+            status = result == NULL ? -1 : 1;
+        }
+        goto done;
+    }
+    if ((task = PyType_GenericNew(task_type, NULL, NULL)) == NULL ||
+            (context = PyContext_CopyCurrent()) == NULL)
+        goto done;
+    if (PyDict_SetItem(current_tasks, self->loop, task))
+        goto done;
+    PySendResult sent = PYGEN_ERROR;
+    if (PyContext_Enter(context) == 0) {
+        sent = PyIter_Send(coro, Py_None, &result);
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyContext_Exit(context);
+        if (PyDict_DelItem(current_tasks, self->loop))
+            PyErr_Clear();
+        PyErr_Restore(type, exc, tb);
+    } else if (PyDict_DelItem(current_tasks, self->loop)) {
+        PyErr_Clear();
+    }
+    if (sent == PYGEN_RETURN) {
+        status = 1;
+        if (!cycle->response_complete)
+            status = app_ended(cycle, Py_None) ? -1 : 1;   /* no response, or half of one */
+    } else if (sent == PYGEN_NEXT) {
+        /* It waits for something: from here it is its task's. */
+        PyObject *stepped[5] = {(PyObject *)cycle, coro, result, task, context};
+        PyObject *got = PyObject_VectorcallMethod(s_suspended, stepped,
+                                                  5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        status = got == NULL ? -1 : 1;
+        Py_XDECREF(got);
+    } else {
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(exc, tb);
+        status = exc == NULL || app_ended(cycle, exc) ? -1 : 1;
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+    }
+done:
+    Py_XDECREF(receive);
+    Py_XDECREF(send);
+    Py_XDECREF(coro);
+    Py_XDECREF(task);
+    Py_XDECREF(context);
+    Py_XDECREF(result);
+    return status;
+}
+
+static PyObject *AsgiCore_on_headers_complete(AsgiCore *self, PyObject *unused)
+{
+    self->deadline = 0.0;
+    if (self->slow_head || self->parser == NULL || self->cycle_type == NULL)
+        return call_method0((PyObject *)self, s_head_slow);
+    PyObject *name = PyObject_CallNoArgs(self->get_method), *method, *keep_alive, *version;
+    if (name == NULL)
+        return NULL;
+    int which;
+    method = method_name(name, &which);
+    Py_DECREF(name);
+    if (method == NULL)
+        return NULL;
+    if (which == M_CONNECT) {
+        Py_DECREF(method);
+        return call_method0((PyObject *)self, s_head_slow);
+    }
+    keep_alive = PyObject_CallNoArgs(self->should_keep_alive);
+    if (keep_alive == NULL) {
+        Py_DECREF(method);
+        return NULL;
+    }
+    if (keep_alive == Py_True && !self->has_connection) {
+        /* Only HTTP/1.1 keeps alive without a Connection header (1.0 needs
+         * "Connection: keep-alive"), and get_http_version formats a string. */
+        version = Py_NewRef(s_v11);
+    } else if ((version = call_method0(self->parser, s_get_http_version)) == NULL) {
+        Py_DECREF(method);
+        Py_DECREF(keep_alive);
+        return NULL;
+    } else if (PyUnicode_Check(version) && PyUnicode_CompareWithASCIIString(version, "1.1") == 0) {
+        Py_SETREF(version, Py_NewRef(s_v11));   /* known by identity in send() */
+    } else if (PyUnicode_Check(version) && PyUnicode_CompareWithASCIIString(version, "1.0") == 0) {
+        Py_SETREF(version, Py_NewRef(s_v10));
+    }
+    PyObject *scope = make_scope(self, method, version), *cycle = NULL, *got = NULL;
+    int alive = keep_alive == Py_True;
+    Py_DECREF(version);
+    Py_DECREF(keep_alive);
+    if (scope == NULL) {
+        Py_DECREF(method);
+        return PyErr_Occurred() ? NULL : call_method0((PyObject *)self, s_head_slow);
+    }
+    /* The next request's head starts with its URL, in a new list. */
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL)
+        goto done;
+    Py_SETREF(self->headers, fresh);
+    Py_SETREF(self->url, Py_NewRef(b_empty));
+    cycle = cycle_make((PyTypeObject *)self->cycle_type, (PyObject *)self, scope, alive,
+                       self->expect_100, which == M_HEAD);
+    if (cycle == NULL)
+        goto done;
+    /* A request without a body is complete now, before the app starts:
+     * its receive() answers at once. */
+    ((Cycle *)cycle)->more_body = self->body_follows;
+    Py_SETREF(self->parsing, Py_NewRef(cycle));
+    switch (start_eagerly(self, (Cycle *)cycle)) {
+    case 1:
+        got = Py_NewRef(Py_None);
+        break;
+    case 0:
+        got = call_method1((PyObject *)self, s_new_request, cycle);
+        break;
+    }
+done:
+    Py_DECREF(method);
+    Py_DECREF(scope);
+    Py_XDECREF(cycle);
+    return got;
+}
+
+static PyObject *AsgiCore_on_message_complete(AsgiCore *self, PyObject *unused)
+{
+    if (!PyObject_TypeCheck(self->parsing, &CycleType))
+        Py_RETURN_NONE;   /* None: the WebSocket upgrade request */
+    Cycle *cycle = (Cycle *)self->parsing;
+    cycle->more_body = 0;
+    if (cycle->waiter != Py_None)
+        return call_method0(self->parsing, s_wake);
+    Py_RETURN_NONE;
+}
+
+/* -- send ----------------------------------------------------------------- */
+
+/* The head of a response and the first (or whole) body, in one bytes
+ * object, as http.py's _write_head makes it: NULL with no exception for
+ * what only that one does (a header value that is not bytes, a status we
+ * have no line for). */
+static PyObject *response_head(Cycle *cycle, AsgiCore *core, PyObject *body, int more_body)
+{
+    PyObject *version = PyDict_GetItemWithError(cycle->scope, s_http_version), *lines, *line;
+    if (version == NULL)
+        return NULL;
+    if ((lines = PyDict_GetItemWithError(status_lines, version)) == NULL)
+        return NULL;
+    if ((line = PyDict_GetItemWithError(lines, cycle->status)) == NULL || !PyBytes_Check(line))
+        return NULL;
+    if (PyList_GET_SIZE(core->date_line) != 1 || !PyBytes_Check(PyList_GET_ITEM(core->date_line, 0)))
+        return NULL;
+    PyObject *date = PyList_GET_ITEM(core->date_line, 0);
+    PyObject *headers = PySequence_Fast(cycle->headers, "headers must be a sequence");
+    if (headers == NULL)
+        return NULL;
+    long status = PyLong_AsLong(cycle->status);
+    if (status == -1 && PyErr_Occurred()) {
+        Py_DECREF(headers);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(headers), total, i;
+    total = PyBytes_GET_SIZE(line) + PyBytes_GET_SIZE(date) + 2;
+    int has_length = 0;
+    for (i = 0; i < n; i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(headers, i), *k, *v;
+        if (!PyTuple_Check(pair) && !PyList_Check(pair))
+            goto other;
+        if (PySequence_Fast_GET_SIZE(pair) != 2)
+            goto other;
+        k = PySequence_Fast_GET_ITEM(pair, 0);
+        v = PySequence_Fast_GET_ITEM(pair, 1);
+        if (!PyBytes_Check(k) || !PyBytes_Check(v))
+            goto other;
+        Py_ssize_t klen = PyBytes_GET_SIZE(k);
+        const char *kp = PyBytes_AS_STRING(k);
+        if (klen == 14 && strncasecmp(kp, "content-length", 14) == 0)
+            has_length = 1;
+        else if ((klen == 10 && strncasecmp(kp, "connection", 10) == 0) ||
+                 (klen == 17 && strncasecmp(kp, "transfer-encoding", 17) == 0))
+            goto other;   /* what _write_head decides on */
+        total += klen + PyBytes_GET_SIZE(v) + 4;
+    }
+    char length[48] = "";
+    int no_body_status = status < 200 || status == 204 || status == 304;
+    if (!has_length && !no_body_status) {
+        if (more_body)
+            goto other;   /* chunked, or a close for HTTP/1.0 */
+        snprintf(length, sizeof length, "content-length: %zd\r\n", PyBytes_GET_SIZE(body));
+    }
+    int v11 = version == s_v11;
+    const char *conn = !cycle->keep_alive ? "connection: close\r\n" :
+                       v11 ? "" : "connection: keep-alive\r\n";
+    Py_ssize_t nlength = (Py_ssize_t)strlen(length), nconn = (Py_ssize_t)strlen(conn);
+    Py_ssize_t nbody = cycle->head_only ? 0 : PyBytes_GET_SIZE(body);
+    PyObject *wire = PyBytes_FromStringAndSize(NULL, total + nlength + nconn + nbody);
+    if (wire == NULL) {
+        Py_DECREF(headers);
+        return NULL;
+    }
+    char *p = PyBytes_AS_STRING(wire);
+#define COPY(src, len) do { memcpy(p, src, len); p += len; } while (0)
+    COPY(PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
+    COPY(PyBytes_AS_STRING(date), PyBytes_GET_SIZE(date));
+    for (i = 0; i < n; i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(headers, i);
+        PyObject *k = PySequence_Fast_GET_ITEM(pair, 0), *v = PySequence_Fast_GET_ITEM(pair, 1);
+        COPY(PyBytes_AS_STRING(k), PyBytes_GET_SIZE(k));
+        COPY(": ", 2);
+        COPY(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v));
+        COPY("\r\n", 2);
+    }
+    COPY(length, nlength);
+    COPY(conn, nconn);
+    COPY("\r\n", 2);
+    COPY(PyBytes_AS_STRING(body), nbody);
+#undef COPY
+    Py_DECREF(headers);
+    return wire;
+other:
+    Py_DECREF(headers);
+    return NULL;
+}
+
+/* The response is complete: wake a receive() waiting for the end, and
+ * hand the connection on (response_done, http.py). */
+static int cycle_complete(Cycle *self)
+{
+    self->response_complete = 1;
+    if (self->waiter != Py_None) {
+        PyObject *got = call_method0((PyObject *)self, s_wake);
+        if (got == NULL)
+            return -1;
+        Py_DECREF(got);
+    }
+    AsgiCore *core = (AsgiCore *)self->proto;
+    if (core->cycle == (PyObject *)self && self->keep_alive && !core->closing &&
+            !core->pending_error && !core->client_eof && !core->access_log &&
+            core->pipeline != NULL && PyObject_Length(core->pipeline) == 0) {
+        /* The common end, response_done's: the connection waits for the
+         * next request, for keep_alive seconds at most. */
+        Py_SETREF(core->cycle, Py_NewRef(Py_None));
+        core->deadline = monotonic() + core->keep_alive;
+        core->deadline_head = 0;
+        if (!core->reading_paused)
+            return 0;
+        PyObject *got = call_method0((PyObject *)core, s_update_reading);
+        Py_XDECREF(got);
+        return got == NULL ? -1 : 0;
+    }
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *got = call_method1(self->proto, s_response_done, (PyObject *)self);
+    if (got == NULL)
+        return -1;
+    Py_DECREF(got);
+    return 0;
+}
+
+/* What send() returns: done, or the protocol's drain() while the client
+ * is slow to read. */
+static PyObject *after_write(AsgiCore *core)
+{
+    if (core->write_paused)
+        return call_method0((PyObject *)core, s_drain);
+    return Py_NewRef(done);
+}
+
+static PyObject *Cycle_send(Cycle *self, PyObject *message)
+{
+    if (!PyDict_CheckExact(message) || !PyObject_TypeCheck(self->proto, &AsgiCoreType))
+        return call_method1((PyObject *)self, s_send_slow, message);
+    PyObject *kind = PyDict_GetItemWithError(message, s_type);
+    if (kind == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, s_type);
+        return NULL;
+    }
+    if (!self->response_started) {
+        if (!PyUnicode_Check(kind) || PyUnicode_Compare(kind, s_response_start) != 0)
+            return call_method1((PyObject *)self, s_send_slow, message);
+        PyObject *status = PyDict_GetItemWithError(message, s_status), *headers;
+        if (status == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, s_status);
+            return NULL;
+        }
+        headers = PyDict_GetItemWithError(message, s_headers);
+        if (headers == NULL && PyErr_Occurred())
+            return NULL;
+        self->response_started = 1;
+        Py_SETREF(self->status, Py_NewRef(status));
+        Py_SETREF(self->headers, headers ? Py_NewRef(headers) : PyTuple_New(0));
+        if (self->headers == NULL)
+            return NULL;
+        return Py_NewRef(done);
+    }
+    /* The common body message: the head not yet written, or a plain body. */
+    if (self->response_complete || self->disconnected || self->chunked ||
+            !PyUnicode_Check(kind) || PyUnicode_Compare(kind, s_response_body) != 0)
+        return call_method1((PyObject *)self, s_send_slow, message);
+    AsgiCore *core = (AsgiCore *)self->proto;
+    PyObject *body = PyDict_GetItemWithError(message, s_body), *more;
+    if (body == NULL && PyErr_Occurred())
+        return NULL;
+    more = PyDict_GetItemWithError(message, s_more_body);
+    if (more == NULL && PyErr_Occurred())
+        return NULL;
+    int more_body = more != NULL && PyObject_IsTrue(more);
+    if (more_body < 0)
+        return NULL;
+    if (body == NULL)
+        body = b_empty;
+    if (!PyBytes_Check(body) || core->write == NULL || core->closing)
+        return call_method1((PyObject *)self, s_send_slow, message);
+    PyObject *wire;
+    if (self->headers != Py_None) {
+        wire = response_head(self, core, body, more_body);
+        if (wire == NULL)
+            return PyErr_Occurred() ? NULL : call_method1((PyObject *)self, s_send_slow, message);
+        Py_SETREF(self->headers, Py_NewRef(Py_None));
+    } else if (self->head_only || PyBytes_GET_SIZE(body) == 0) {
+        wire = NULL;
+    } else {
+        wire = Py_NewRef(body);
+    }
+    if (wire != NULL) {
+        PyObject *got = PyObject_CallOneArg(core->write, wire);
+        Py_DECREF(wire);
+        if (got == NULL)
+            return NULL;
+        Py_DECREF(got);
+    }
+    if (!more_body && cycle_complete(self))
+        return NULL;
+    return after_write(core);
+}
+
+/* -- types ----------------------------------------------------------------- */
+
+static PyMemberDef Cycle_members[] = {
+    {"proto", T_OBJECT, offsetof(Cycle, proto), READONLY, NULL},
+    {"scope", T_OBJECT, offsetof(Cycle, scope), READONLY, NULL},
+    {"body", T_OBJECT_EX, offsetof(Cycle, body), 0, NULL},
+    {"waiter", T_OBJECT, offsetof(Cycle, waiter), 0, NULL},
+    {"status", T_OBJECT, offsetof(Cycle, status), 0, NULL},
+    {"headers", T_OBJECT, offsetof(Cycle, headers), 0, NULL},
+    {"received", T_PYSSIZET, offsetof(Cycle, received), 0, NULL},
+    {"keep_alive", T_BOOL, offsetof(Cycle, keep_alive), 0, NULL},
+    {"expect_100", T_BOOL, offsetof(Cycle, expect_100), 0, NULL},
+    {"more_body", T_BOOL, offsetof(Cycle, more_body), 0, NULL},
+    {"body_done", T_BOOL, offsetof(Cycle, body_done), 0, NULL},
+    {"disconnected", T_BOOL, offsetof(Cycle, disconnected), 0, NULL},
+    {"response_started", T_BOOL, offsetof(Cycle, response_started), 0, NULL},
+    {"response_complete", T_BOOL, offsetof(Cycle, response_complete), 0, NULL},
+    {"chunked", T_BOOL, offsetof(Cycle, chunked), 0, NULL},
+    {"head_only", T_BOOL, offsetof(Cycle, head_only), 0, NULL},
+    {NULL}
+};
+
+static PyMethodDef Cycle_methods[] = {
+    {"send", (PyCFunction)Cycle_send, METH_O,
+     "The app's send(message): an awaitable, finished unless the client is slow to read."},
+    {NULL}
+};
+
+static PyTypeObject CycleType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "uringio.asgi._asgicore.Cycle",
+    .tp_doc = "One request and its response (http.RequestCycle's state and send()).",
+    .tp_basicsize = sizeof(Cycle),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Cycle_new,
+    .tp_dealloc = (destructor)Cycle_dealloc,
+    .tp_traverse = (traverseproc)Cycle_traverse,
+    .tp_clear = (inquiry)Cycle_clear,
+    .tp_methods = Cycle_methods,
+    .tp_members = Cycle_members,
+};
+
+static PyObject *get_parser(AsgiCore *self, void *c)
+{
+    return Py_NewRef(self->parser ? self->parser : Py_None);
+}
+
+static int set_parser(AsgiCore *self, PyObject *parser, void *c)
+{
+    if (parser == NULL) {
+        PyErr_SetString(PyExc_TypeError, "parser cannot be deleted");
+        return -1;
+    }
+    PyObject *get_method = PyObject_GetAttr(parser, s_get_method);
+    PyObject *should_keep_alive = get_method ? PyObject_GetAttr(parser, s_should_keep_alive) : NULL;
+    PyObject *feed_data = should_keep_alive ? PyObject_GetAttr(parser, s_feed_data) : NULL;
+    if (feed_data == NULL) {
+        Py_XDECREF(get_method);
+        Py_XDECREF(should_keep_alive);
+        return -1;
+    }
+    Py_XSETREF(self->parser, Py_NewRef(parser));
+    Py_XSETREF(self->get_method, get_method);
+    Py_XSETREF(self->should_keep_alive, should_keep_alive);
+    Py_XSETREF(self->feed_data, feed_data);
+    return 0;
+}
+
+static PyObject *get_transport(AsgiCore *self, void *c)
+{
+    return Py_NewRef(self->transport ? self->transport : Py_None);
+}
+
+static int set_transport(AsgiCore *self, PyObject *transport, void *c)
+{
+    if (transport == NULL) {
+        PyErr_SetString(PyExc_TypeError, "transport cannot be deleted");
+        return -1;
+    }
+    PyObject *write = NULL;
+    if (transport != Py_None && (write = PyObject_GetAttrString(transport, "write")) == NULL)
+        return -1;
+    Py_XSETREF(self->transport, Py_NewRef(transport));
+    Py_XSETREF(self->write, write);
+    return 0;
+}
+
+static PyGetSetDef AsgiCore_getset[] = {
+    {"parser", (getter)get_parser, (setter)set_parser, NULL, NULL},
+    {"transport", (getter)get_transport, (setter)set_transport, NULL, NULL},
+    {NULL}
+};
+
+/* What http.py reads or sets. Typed members refuse a wrong type. */
+static PyMemberDef AsgiCore_members[] = {
+    {"url", T_OBJECT_EX, offsetof(AsgiCore, url), 0, NULL},
+    {"headers", T_OBJECT_EX, offsetof(AsgiCore, headers), 0, NULL},
+    {"cycle", T_OBJECT, offsetof(AsgiCore, cycle), 0, NULL},
+    {"parsing", T_OBJECT, offsetof(AsgiCore, parsing), 0, NULL},
+    {"sockname", T_OBJECT, offsetof(AsgiCore, sockname), 0, NULL},
+    {"client", T_OBJECT, offsetof(AsgiCore, client), 0, NULL},
+    {"_root_path", T_OBJECT_EX, offsetof(AsgiCore, root_path), 0, NULL},
+    {"_state", T_OBJECT_EX, offsetof(AsgiCore, state), 0, NULL},
+    {"_cycle_type", T_OBJECT, offsetof(AsgiCore, cycle_type), 0, NULL},
+    {"_date_line", T_OBJECT_EX, offsetof(AsgiCore, date_line), 0, NULL},
+    {"deadline", T_DOUBLE, offsetof(AsgiCore, deadline), 0, NULL},
+    {"deadline_head", T_BOOL, offsetof(AsgiCore, deadline_head), 0, NULL},
+    {"_header_timeout", T_DOUBLE, offsetof(AsgiCore, header_timeout), 0, NULL},
+    {"head_bytes", T_PYSSIZET, offsetof(AsgiCore, head_bytes), 0, NULL},
+    {"_max_head", T_PYSSIZET, offsetof(AsgiCore, max_head), 0, NULL},
+    {"_max_body", T_PYSSIZET, offsetof(AsgiCore, max_body), 0, NULL},
+    {"closing", T_BOOL, offsetof(AsgiCore, closing), 0, NULL},
+    {"write_paused", T_BOOL, offsetof(AsgiCore, write_paused), 0, NULL},
+    {"pipeline", T_OBJECT, offsetof(AsgiCore, pipeline), 0, NULL},
+    {"loop", T_OBJECT, offsetof(AsgiCore, loop), 0, NULL},
+    {"_app", T_OBJECT, offsetof(AsgiCore, app), 0, NULL},
+    {"_keep_alive", T_DOUBLE, offsetof(AsgiCore, keep_alive), 0, NULL},
+    {"pending_error", T_INT, offsetof(AsgiCore, pending_error), 0, NULL},
+    {"reading_paused", T_BOOL, offsetof(AsgiCore, reading_paused), 0, NULL},
+    {"client_eof", T_BOOL, offsetof(AsgiCore, client_eof), 0, NULL},
+    {"_access_log", T_BOOL, offsetof(AsgiCore, access_log), 0, NULL},
+    {NULL}
+};
+
+static PyMethodDef AsgiCore_methods[] = {
+    {"data_received", (PyCFunction)AsgiCore_data_received, METH_O, "Feed a chunk to the parser."},
+    {"on_url", (PyCFunction)AsgiCore_on_url, METH_O, NULL},
+    {"on_header", (PyCFunction)(void (*)(void))AsgiCore_on_header, METH_FASTCALL, NULL},
+    {"on_headers_complete", (PyCFunction)AsgiCore_on_headers_complete, METH_NOARGS, NULL},
+    {"on_message_complete", (PyCFunction)AsgiCore_on_message_complete, METH_NOARGS, NULL},
+    {NULL}
+};
+
+static PyTypeObject AsgiCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "uringio.asgi._asgicore.AsgiCore",
+    .tp_doc = "The httptools callbacks of http.HttpProtocol and its per-request state.",
+    .tp_basicsize = sizeof(AsgiCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = AsgiCore_new,
+    .tp_dealloc = (destructor)AsgiCore_dealloc,
+    .tp_traverse = (traverseproc)AsgiCore_traverse,
+    .tp_clear = (inquiry)AsgiCore_clear,
+    .tp_methods = AsgiCore_methods,
+    .tp_members = AsgiCore_members,
+    .tp_getset = AsgiCore_getset,
+};
+
+/* -- module ----------------------------------------------------------------- */
+
+static PyMethodDef module_methods[] = {
+    {"setup", setup, METH_VARARGS,
+     "setup(RequestLimit, asgi_version, status_lines, unquote, ClientDisconnected)"},
+    {NULL}
+};
+
+static struct PyModuleDef asgicore_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "uringio.asgi._asgicore",
+    .m_doc = "The ASGI server's per-request path in C (see _build/asgi/asgicore.c).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+#define INTERN(var, text) ((var = PyUnicode_InternFromString(text)) == NULL)
+
+PyMODINIT_FUNC PyInit__asgicore(void)
+{
+    if (INTERN(s_get_method, "get_method") || INTERN(s_should_keep_alive, "should_keep_alive") ||
+        INTERN(s_feed_data, "feed_data") || INTERN(s_get_http_version, "get_http_version") ||
+        INTERN(s_head_slow, "_head_slow") || INTERN(s_input_failed, "_input_failed") ||
+        INTERN(s_new_request, "_new_request") || INTERN(s_response_done, "response_done") ||
+        INTERN(s_drain, "drain") || INTERN(s_copy, "copy") || INTERN(s_type, "type") ||
+        INTERN(s_asgi, "asgi") || INTERN(s_http_version, "http_version") ||
+        INTERN(s_server, "server") || INTERN(s_client, "client") || INTERN(s_scheme, "scheme") ||
+        INTERN(s_method, "method") || INTERN(s_root_path, "root_path") ||
+        INTERN(s_path, "path") || INTERN(s_raw_path, "raw_path") ||
+        INTERN(s_query_string, "query_string") || INTERN(s_headers, "headers") ||
+        INTERN(s_state, "state") || INTERN(s_extensions, "extensions") ||
+        INTERN(s_http, "http") || INTERN(s_pathsend_key, "http.response.pathsend") ||
+        INTERN(s_v11, "1.1") || INTERN(s_v10, "1.0") || INTERN(s_status, "status") ||
+        INTERN(s_body, "body") || INTERN(s_more_body, "more_body") ||
+        INTERN(s_response_start, "http.response.start") ||
+        INTERN(s_response_body, "http.response.body") || INTERN(s_send_slow, "_send_slow") ||
+        INTERN(s_receive, "receive") || INTERN(s_send, "send") || INTERN(s_ended, "_ended") ||
+        INTERN(s_suspended, "_suspended") || INTERN(s_wake, "wake") ||
+        INTERN(s_update_reading, "update_reading") ||
+        (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
+        (b_chunk_end = PyBytes_FromString("0\r\n\r\n")) == NULL)
+        return NULL;
+    for (size_t i = 0; i < N_METHODS; i++)
+        if ((methods[i] = PyUnicode_InternFromString(method_list[i])) == NULL)
+            return NULL;
+    for (size_t i = 0; i < N_COMMON; i++)
+        if ((common_bytes[i] = PyBytes_FromString(common_names[i])) == NULL)
+            return NULL;
+    if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&CycleType) < 0 ||
+        PyType_Ready(&AsgiCoreType) < 0)
+        return NULL;
+    if ((done = PyType_GenericAlloc(&DoneType, 0)) == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&asgicore_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "AsgiCore", (PyObject *)&AsgiCoreType) < 0 ||
+        PyModule_AddObjectRef(m, "Cycle", (PyObject *)&CycleType) < 0 ||
+        PyModule_AddObjectRef(m, "done", done) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
