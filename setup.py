@@ -18,6 +18,7 @@ setup(
                   include_dirs=["_build"], depends=["_build/pyslots.h"],
                   extra_compile_args=["-O2", "-Wall"]),
         Extension("uringio.asgi._asgicore", ["_build/asgi/asgicore.c"],
+                  include_dirs=["_build"], depends=["_build/pyslots.h"],
                   extra_compile_args=["-O2", "-Wall"]),
     ],
 )

@@ -2,16 +2,17 @@
 and hypercorn.
 
     python benchmarks/asgi_bench.py [--apps raw,starlette,json,stream]
-                                    [--rounds 3] [--duration 4]
+                                    [--rounds 3] [--duration 4] [--pipeline 1]
 
 Each app of ``servers/asgi_apps.py`` on each server, one worker each:
 ``python -m uringio serve asgi`` on uring and on epoll; granian (one
 worker, one runtime thread); uvicorn (uvloop, httptools, no access log);
 hypercorn (uvloop worker). And, as the frame the ratios are read in, the
 minimal uvloop + httptools protocol answering "Hello, World!"
-(``servers/uvloop_http.py``). wrk -t1 -c100 without pipelining, server on
-CPU 1 and wrk on CPU 0, a fresh server per run, rounds rotated; requests/s
-medians, and uringio (uring)'s per-round ratios to granian and to uvicorn.
+(``servers/uvloop_http.py``). wrk -t1 -c100 without pipelining (or
+``--pipeline N`` requests per write), server on CPU 1 and wrk on CPU 0,
+a fresh server per run, rounds rotated; requests/s medians, and uringio
+(uring)'s per-round ratios to granian and to uvicorn.
 """
 
 from __future__ import annotations
@@ -131,6 +132,10 @@ def main(argv_: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     parser.add_argument("--idle", type=int, default=2000, metavar="N",
                         help="keep-alive connections for the idle-memory figure (0: skip)")
+    parser.add_argument("--pipeline", type=int, default=1, metavar="N",
+                        help="requests per connection in flight (wrk with pipeline.lua); above "
+                             "1 the client costs less per request, so a fast server, not "
+                             "wrk, sets the pace")
     parser.add_argument("--no-frame", action="store_true",
                         help="skip the minimal uvloop + httptools protocol")
     args = parser.parse_args(argv_)
@@ -155,7 +160,7 @@ def main(argv_: list[str] | None = None) -> int:
                 try:
                     server = pb.start(command, port, Path(tmpdir),
                                       f"{server_name}-{app}".replace(" ", "_"))
-                    got = pb.run_wrk(server.port, 1, args.duration, server)
+                    got = pb.run_wrk(server.port, args.pipeline, args.duration, server)
                 except eb.RunFailed as exc:
                     print(f"{server_name} {app}: {exc}", file=sys.stderr)
                     continue
@@ -168,7 +173,8 @@ def main(argv_: list[str] | None = None) -> int:
                       f"{got['cpu_us_per_req']:6.1f} µs/req  wrk CPU {got['client_cpu']:.0%}",
                       flush=True)
     frame = results.get(("uvloop+httptools", "raw"))
-    print(f"\nASGI servers, wrk -t1 -c100, no pipelining, medians of {args.rounds} rounds")
+    pipelining = f"{args.pipeline} pipelined" if args.pipeline > 1 else "no pipelining"
+    print(f"\nASGI servers, wrk -t1 -c100, {pipelining}, medians of {args.rounds} rounds")
     for app in apps:
         print(f"\n{app}:")
         ours = results.get(("uringio uring", app), [])

@@ -67,6 +67,10 @@ def test_fastapi_app(fastapi_server, served_file):
         while "t1" not in client.get("/done").json()["done"]:
             assert time.monotonic() < deadline, "the background task never ran"
             time.sleep(0.05)
+        assert client.get("/sync", params={"n": 3}).json() == {"n": 3, "in_a_thread": True}
+        for seconds in (0.01, 0):
+            assert client.get("/deadline", params={"seconds": seconds}).json() == {
+                "cancelled": True}
         state = client.get("/state").json()
         assert state["started_by"] == state["pid"]   # lifespan state reached the request
         head = client.head("/")

@@ -33,22 +33,32 @@
 #include <time.h>
 #include <structmember.h>
 
+#include "pyslots.h"
+
 /* -- what setup() hands over ---------------------------------------------- */
 
 static PyObject *limit_type;      /* protocols.http.RequestLimit */
 static PyObject *asgi_version;    /* the scope's "asgi" dict */
 static PyObject *status_lines;    /* {version: {status: b"HTTP/1.1 200 OK\r\n"}} */
 static PyObject *unquote;         /* urllib.parse.unquote */
-static PyTypeObject *task_type;   /* asyncio.Task (_asyncio's) */
+static PyTypeObject *task_type;   /* eager.EagerTask */
+static Py_ssize_t task_begun;     /* ...its _begun slot */
 static PyObject *current_tasks;   /* _asyncio._current_tasks: {loop: its running task} */
 static PyObject *cancelled_error; /* asyncio.CancelledError */
+static PyObject *future_init;     /* asyncio.Future.__init__ */
+static PyObject *future_finish;   /* asyncio.Future.set_result */
+static PyObject *loop_kwnames;    /* ("loop",) */
 
 static PyObject *setup(PyObject *module, PyObject *args)
 {
-    PyObject *limit, *version, *lines, *unq, *task, *tasks, *cancelled;
-    if (!PyArg_ParseTuple(args, "OO!O!OO!OO", &limit, &PyDict_Type, &version, &PyDict_Type,
-                          &lines, &unq, &PyType_Type, &task, &tasks, &cancelled))
+    PyObject *limit, *version, *lines, *unq, *task, *tasks, *cancelled, *init, *finish;
+    if (!PyArg_ParseTuple(args, "OO!O!OO!OOOO", &limit, &PyDict_Type, &version, &PyDict_Type,
+                          &lines, &unq, &PyType_Type, &task, &tasks, &cancelled, &init, &finish))
         return NULL;
+    if (slot_offset((PyTypeObject *)task, "_begun", &task_begun))
+        return NULL;
+    Py_XSETREF(future_init, Py_NewRef(init));
+    Py_XSETREF(future_finish, Py_NewRef(finish));
     Py_XSETREF(limit_type, Py_NewRef(limit));
     Py_XSETREF(asgi_version, Py_NewRef(version));
     Py_XSETREF(status_lines, Py_NewRef(lines));
@@ -669,9 +679,17 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
         }
         goto done;
     }
-    if ((task = PyType_GenericNew(task_type, NULL, NULL)) == NULL ||
-            (context = PyContext_CopyCurrent()) == NULL)
+    /* eager.begin_task(loop, coro): a task with its loop, not yet its coroutine */
+    if ((task = task_type->tp_alloc(task_type, 0)) == NULL)
         goto done;
+    SLOT(task, task_begun) = Py_NewRef(coro);
+    PyObject *init_args[3] = {task, self->loop}, *initialised;
+    initialised = PyObject_Vectorcall(future_init, init_args, 1, loop_kwnames);
+    if (initialised == NULL || (context = PyContext_CopyCurrent()) == NULL) {
+        Py_XDECREF(initialised);
+        goto done;
+    }
+    Py_DECREF(initialised);
     if (PyDict_SetItem(current_tasks, self->loop, task))
         goto done;
     PySendResult sent = PYGEN_ERROR;
@@ -685,6 +703,22 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
         PyErr_Restore(type, exc, tb);
     } else if (PyDict_DelItem(current_tasks, self->loop)) {
         PyErr_Clear();
+    }
+    if (sent != PYGEN_NEXT) {
+        /* The task's end, for whoever waits on it (an exception is the
+         * request's, answered by _ended). */
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyObject *finish_args[2] = {task, Py_None};
+        PyObject *finished = PyObject_Vectorcall(future_finish, finish_args, 2, NULL);
+        if (finished == NULL) {
+            Py_XDECREF(type);
+            Py_XDECREF(exc);
+            Py_XDECREF(tb);
+            goto done;
+        }
+        Py_DECREF(finished);
+        PyErr_Restore(type, exc, tb);
     }
     if (sent == PYGEN_RETURN) {
         status = 1;
@@ -1192,7 +1226,8 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         INTERN(s_suspended, "_suspended") || INTERN(s_wake, "wake") ||
         INTERN(s_update_reading, "update_reading") ||
         (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
-        (b_chunk_end = PyBytes_FromString("0\r\n\r\n")) == NULL)
+        (b_chunk_end = PyBytes_FromString("0\r\n\r\n")) == NULL ||
+        (loop_kwnames = Py_BuildValue("(s)", "loop")) == NULL)
         return NULL;
     for (size_t i = 0; i < N_METHODS; i++)
         if ((methods[i] = PyUnicode_InternFromString(method_list[i])) == NULL)

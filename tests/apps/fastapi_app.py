@@ -1,13 +1,16 @@
 """A FastAPI app for uringio's ASGI server in the tests, unmodified
 FastAPI: JSON in and out, path and query parameters, a form upload, a
 streamed response, a file response, a background task, a WebSocket echo,
-and a lifespan that writes each startup and shutdown to $LIFESPAN_LOG."""
+a sync route (run in a worker thread by anyio), anyio cancel scopes, and
+a lifespan that writes each startup and shutdown to $LIFESPAN_LOG."""
 
 import asyncio
 import os
+import threading
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import anyio
 from fastapi import BackgroundTasks, FastAPI, File, Form, Request, UploadFile, WebSocket
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
@@ -92,6 +95,21 @@ async def done():
 async def slow(seconds: float = 1.0):
     await asyncio.sleep(seconds)
     return {"slept": seconds}
+
+
+@app.get("/sync")
+def sync_route(n: int = 1):
+    # A plain def: FastAPI runs it in anyio's worker threads.
+    return {"n": n, "in_a_thread": threading.current_thread() is not threading.main_thread()}
+
+
+@app.get("/deadline")
+async def deadline(seconds: float = 0.01):
+    # An anyio cancel scope entered before the first wait and left after
+    # it, in the same task (seconds=0: cancelled before anything waits).
+    with anyio.move_on_after(seconds) as scope:
+        await asyncio.sleep(10)
+    return {"cancelled": scope.cancelled_caught}
 
 
 @app.get("/state")

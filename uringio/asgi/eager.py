@@ -6,13 +6,15 @@ task per request is an allocation, a registration in asyncio's task set,
 a handle for its first step and a turn of the loop to run it, a tenth of
 a plain request's cost. ``run_eagerly`` steps the coroutine in the
 caller's turn, as Python 3.12's eager tasks do, and hands it to a task
-only when it suspends.
+only when it suspends. (``_build/asgi/asgicore.c`` does the same in C for
+each request; this is the Python of it, and what both share.)
 
 Code under the app still sees a task: ``asyncio.current_task()`` returns,
 from the first step on, the one task object the coroutine will ever run
 in (anyio's cancel scopes, which Starlette and FastAPI use, key their
-state on it and check it on exit). It is created bare, and initialised
-(loop, context, first step) only if the coroutine suspends; the
+state on it and check it on exit). It is an ``EagerTask``, begun with its
+loop only; it becomes a whole task (coroutine, context, first step) if
+the coroutine suspends, and is marked done if it does not. The
 contextvars context is a copy from the start, as a task's is.
 """
 
@@ -20,13 +22,40 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import types
 from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Coroutine
 from typing import Any
 
-_new_task = asyncio.Task.__new__
+_init_future = asyncio.Future.__init__
+_finish = asyncio.Future.set_result   # (Task's own refuses: a task's result is its coroutine's)
 _init_task = asyncio.Task.__init__
+
+
+class EagerTask(asyncio.Task):
+    """asyncio's Task, running before it is initialised as one: until then
+    it has its loop and no coroutine of its own. What reads the coroutine
+    (``get_coro``, which crashes 3.11's C task without one, and ``repr``)
+    is answered here: ``get_coro`` is the coroutine begun (``_begun``)."""
+
+    __slots__ = ("_begun",)
+    _begun: Coroutine
+
+    def get_coro(self):
+        begun = getattr(self, "_begun", None)
+        return begun if begun is not None else self._coro   # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        if self._coro is None:   # type: ignore[attr-defined]
+            return f"<{type(self).__name__} {'done' if self.done() else 'running'}, eagerly>"
+        return super().__repr__()
+
+
+def begin_task(loop: asyncio.AbstractEventLoop, coro: Coroutine) -> EagerTask:
+    """A task of ``loop`` to be current while ``coro`` runs eagerly."""
+    task = EagerTask.__new__(EagerTask)
+    _init_future(task, loop=loop)
+    task._begun = coro
+    return task
 
 
 def run_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine) -> asyncio.Task | None:
@@ -37,52 +66,78 @@ def run_eagerly(loop: asyncio.AbstractEventLoop, coro: Coroutine) -> asyncio.Tas
 
     Must not be called from inside a task (one task is current at a time):
     from a protocol callback or a plain loop callback."""
-    task = _new_task(asyncio.Task)
+    task = begin_task(loop, coro)
     context = contextvars.copy_context()
     _enter_task(loop, task)
     try:
         yielded = context.run(coro.send, None)
-    except StopIteration:
-        return None
+    except BaseException as exc:
+        _finish(task, None)   # (a task's end, for whoever waits on it)
+        if isinstance(exc, StopIteration):
+            return None
+        raise
     finally:
         _leave_task(loop, task)
-    return adopt(task, loop, resume(coro, yielded), context)
+    return adopt(task, loop, Resumed(coro, yielded), context)
 
 
 def adopt(task: asyncio.Task, loop: asyncio.AbstractEventLoop, coro: Coroutine,
           context: contextvars.Context) -> asyncio.Task:
-    """Make the bare ``task`` a task of ``loop`` running ``coro`` in
-    ``context``, scheduled like one from ``loop.create_task``. A cancel
-    asked for meanwhile (a cancel scope whose deadline had passed) is asked
-    again, since initialising the task resets its state."""
+    """Make the begun ``task`` a task of ``loop`` running ``coro`` (a
+    Resumed) in ``context``, scheduled like one from ``loop.create_task``.
+    Initialising it resets its state, so what was asked of it meanwhile is
+    asked again: the callbacks for its end, and a cancel -- once its first
+    step has it waiting, so that the cancel reaches what it waits for, as
+    a task's does."""
     cancels = task.cancelling()
+    message = task._cancel_message   # type: ignore[attr-defined]
+    callbacks = task._callbacks or ()
     _init_task(task, coro, loop=loop, context=context)
+    for callback, callback_context in callbacks:
+        task.add_done_callback(callback, context=callback_context)
     for _ in range(cancels):
-        task.cancel()
+        loop.call_soon(task.cancel, message)
     return task
 
 
-@types.coroutine
-def resume(coro: Coroutine, yielded: Any):
-    """A coroutine of the rest of ``coro``, begun elsewhere, which last
-    yielded ``yielded``."""
-    # What the task steps: first what the coroutine yielded (a future
-    # whose _asyncio_future_blocking it set, or None for a bare yield),
-    # then the coroutine itself, each value, exception and close passed on.
-    send, throw = coro.send, coro.throw
-    while True:
-        try:
-            value = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # noqa: BLE001 -- passed on to the coroutine
-            try:
-                yielded = throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = send(value)
-            except StopIteration as stop:
-                return stop.value
+class Resumed(Coroutine):
+    """The rest of ``coro``, a coroutine begun elsewhere whose last step
+    yielded ``yielded``, as a coroutine a task can step on from there: its
+    first ``send`` gives back ``yielded`` (a future whose
+    ``_asyncio_future_blocking`` is set, or None for a bare yield), and
+    from then on each value, exception and close goes to ``coro`` -- a
+    throw even before the first send, since ``coro`` has begun and waits
+    where it yielded."""
+
+    __slots__ = ("_coro", "_yielded", "_started")
+
+    def __init__(self, coro: Coroutine, yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+        self._started = False
+
+    def send(self, value: Any) -> Any:
+        if not self._started:
+            self._started = True
+            yielded, self._yielded = self._yielded, None
+            return yielded
+        return self._coro.send(value)
+
+    def throw(self, typ, val=None, tb=None):
+        self._started = True
+        self._yielded = None
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self):
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)

@@ -39,7 +39,7 @@ import httptools
 from ..net.connection import Connection
 from ..protocols.http import RequestLimit
 from ._asgicore import AsgiCore, Cycle, setup
-from .eager import adopt, resume, run_eagerly
+from .eager import EagerTask, Resumed, adopt, run_eagerly
 from .flow import WriteFlow
 from .lifespan import ASGI_VERSION
 
@@ -158,8 +158,9 @@ class ClientDisconnected(OSError):
     an app streaming to nobody stops)."""
 
 
-setup(RequestLimit, ASGI_VERSION, _STATUS_LINES, unquote, asyncio.Task,
-      getattr(_asyncio, "_current_tasks", None), asyncio.CancelledError)
+setup(RequestLimit, ASGI_VERSION, _STATUS_LINES, unquote, EagerTask,
+      getattr(_asyncio, "_current_tasks", None), asyncio.CancelledError, asyncio.Future.__init__,
+      asyncio.Future.set_result)
 
 
 class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
@@ -523,9 +524,13 @@ class RequestCycle(Cycle):
         proto = self.proto
         if task is None:
             proto.server.spawn(proto.loop, self.run(None, coro))
-        else:
-            adopt(task, proto.loop, self.run(None, resume(coro, yielded)), context)
-            proto.server.track(task)
+            return
+        # run() around the rest of the app's coroutine, begun up to where
+        # the coroutine waits: what the task then throws in (a cancel)
+        # reaches the app there.
+        guarded = self.run(None, Resumed(coro, yielded))
+        adopt(task, proto.loop, Resumed(guarded, guarded.send(None)), context)
+        proto.server.track(task)
 
     def _abandon(self) -> None:
         # The app failed: a 500 if nothing was sent, else a reset.
