@@ -15,10 +15,10 @@ setup(
                   include_dirs=["_build"], depends=["_build/pyslots.h"],
                   extra_compile_args=["-O2", "-Wall"]),
         Extension("uringio.protocols._httpcore", ["_build/protocols/httpcore.c"],
-                  include_dirs=["_build"], depends=["_build/pyslots.h"],
+                  include_dirs=["_build"], depends=["_build/pyslots.h", "_build/http_glue.h"],
                   extra_compile_args=["-O2", "-Wall"]),
         Extension("uringio.asgi._asgicore", ["_build/asgi/asgicore.c"],
-                  include_dirs=["_build"], depends=["_build/pyslots.h"],
+                  include_dirs=["_build"], depends=["_build/pyslots.h", "_build/http_glue.h"],
                   extra_compile_args=["-O2", "-Wall"]),
     ],
 )

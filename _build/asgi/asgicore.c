@@ -33,11 +33,11 @@
 #include <time.h>
 #include <structmember.h>
 
+#include "http_glue.h"
 #include "pyslots.h"
 
 /* -- what setup() hands over ---------------------------------------------- */
 
-static PyObject *limit_type;      /* protocols.http.RequestLimit */
 static PyObject *asgi_version;    /* the scope's "asgi" dict */
 static PyObject *status_lines;    /* {version: {status: b"HTTP/1.1 200 OK\r\n"}} */
 static PyObject *unquote;         /* urllib.parse.unquote */
@@ -71,7 +71,7 @@ static PyObject *setup(PyObject *module, PyObject *args)
 }
 
 /* Interned names and constants, made at import. */
-static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data, *s_get_http_version,
+static PyObject *s_get_http_version,
     *s_head_slow, *s_input_failed, *s_new_request, *s_response_done, *s_drain, *s_copy,
     *s_type, *s_asgi, *s_http_version, *s_server, *s_client, *s_scheme, *s_method,
     *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers, *s_state, *s_extensions,
@@ -84,31 +84,6 @@ static double monotonic(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.monotonic(), asyncio's loop.time() */
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static PyObject *raise_limit(int status)
-{
-    PyObject *code = PyLong_FromLong(status);
-    if (code == NULL)
-        return NULL;
-    PyObject *exc = PyObject_CallOneArg(limit_type, code);
-    Py_DECREF(code);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
-
-static inline PyObject *call_method0(PyObject *obj, PyObject *name)
-{
-    return PyObject_VectorcallMethod(name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-}
-
-static inline PyObject *call_method1(PyObject *obj, PyObject *name, PyObject *arg)
-{
-    PyObject *args[2] = {obj, arg};
-    return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
 /* -- Cycle ---------------------------------------------------------------- */
@@ -269,10 +244,7 @@ static PyTypeObject AsgiCoreType, CycleType;
 
 typedef struct {
     PyObject_HEAD
-    PyObject *parser;          /* httptools.HttpRequestParser(self) */
-    PyObject *get_method;      /* ...its bound methods, looked up once */
-    PyObject *should_keep_alive;
-    PyObject *feed_data;
+    ParserRefs p;              /* httptools.HttpRequestParser(self), its methods */
     PyObject *url;             /* the request target so far (bytes) */
     PyObject *headers;         /* [(lower-case name, value)] so far */
     PyObject *cycle;           /* the request being answered, or None */
@@ -302,7 +274,7 @@ typedef struct {
     char write_paused;
 } AsgiCore;
 
-#define CORE_OBJECTS(X) X(parser) X(get_method) X(should_keep_alive) X(feed_data) X(url) \
+#define CORE_OBJECTS(X) PARSER_FIELDS(X) X(url) \
     X(headers) X(cycle) X(parsing) X(sockname) X(client) X(root_path) X(state) X(transport) \
     X(write) X(cycle_type) X(date_line) \
     X(pipeline) X(loop) X(app)
@@ -359,11 +331,11 @@ static void AsgiCore_dealloc(AsgiCore *self)
 
 static PyObject *AsgiCore_data_received(AsgiCore *self, PyObject *data)
 {
-    if (self->feed_data == NULL) {
+    if (self->p.feed_data == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "no parser");
         return NULL;
     }
-    PyObject *got = PyObject_CallOneArg(self->feed_data, data);
+    PyObject *got = PyObject_CallOneArg(self->p.feed_data, data);
     if (got != NULL)
         return got;
     /* A limit, an upgrade or what did not parse: http.py's to answer. */
@@ -411,67 +383,6 @@ static PyObject *AsgiCore_on_url(AsgiCore *self, PyObject *url)
     if (self->head_bytes > self->max_head)
         return raise_limit(PyBytes_GET_SIZE(self->url) > self->max_head ? 414 : 431);
     Py_RETURN_NONE;
-}
-
-/* The names most requests send, lower-case, made once: a request's "Host"
- * becomes this "host" instead of new bytes. */
-static const char *const common_names[] = {
-    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
-    "content-length", "content-type", "transfer-encoding", "cookie", "referer", "origin",
-    "cache-control", "authorization", "upgrade", "expect", "if-none-match", "if-modified-since",
-    "x-forwarded-for", "x-forwarded-proto",
-};
-#define N_COMMON (sizeof(common_names) / sizeof(common_names[0]))
-static PyObject *common_bytes[N_COMMON];
-enum { H_CONNECTION = 5, H_CONTENT_LENGTH = 6, H_TRANSFER_ENCODING = 8, H_UPGRADE = 14,
-       H_EXPECT = 15 };
-
-/* ``name`` in lower case (a new reference); *common: its index in
- * common_names, or -1. */
-static PyObject *lower_name(PyObject *name, int *common)
-{
-    const char *raw = PyBytes_AS_STRING(name);
-    Py_ssize_t size = PyBytes_GET_SIZE(name), i;
-    for (i = 0; i < (Py_ssize_t)N_COMMON; i++) {
-        PyObject *known = common_bytes[i];
-        if (PyBytes_GET_SIZE(known) == size && strncasecmp(PyBytes_AS_STRING(known), raw, size) == 0) {
-            *common = (int)i;
-            return Py_NewRef(known);
-        }
-    }
-    *common = -1;
-    for (i = 0; i < size && !(raw[i] >= 'A' && raw[i] <= 'Z'); i++)
-        ;
-    if (i == size)
-        return Py_NewRef(name);   /* already lower-case */
-    PyObject *lower = PyBytes_FromStringAndSize(raw, size);
-    if (lower != NULL) {
-        char *p = PyBytes_AS_STRING(lower);
-        for (; i < size; i++)
-            if (p[i] >= 'A' && p[i] <= 'Z')
-                p[i] += 'a' - 'A';
-    }
-    return lower;
-}
-
-/* A Content-Length value: -1 if it is not a number, -2 if over ``limit``. */
-static long long content_length(PyObject *value, Py_ssize_t limit)
-{
-    const char *p = PyBytes_AS_STRING(value), *end = p + PyBytes_GET_SIZE(value);
-    long long n = 0;
-    int digits = 0;
-    while (p < end && (*p == ' ' || *p == '\t'))
-        p++;
-    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    for (; p < end; p++, digits++) {
-        if (*p < '0' || *p > '9')
-            return -1;
-        n = n * 10 + (*p - '0');
-        if (n > limit)
-            return -2;
-    }
-    return digits ? n : -1;
 }
 
 static PyObject *AsgiCore_on_header(AsgiCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -522,31 +433,6 @@ static PyObject *AsgiCore_on_header(AsgiCore *self, PyObject *const *args, Py_ss
     if (failed)
         return NULL;
     Py_RETURN_NONE;
-}
-
-/* The methods as str, interned. HEAD is second: its responses have no body. */
-static const char *const method_list[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
-                                          "CONNECT"};
-#define N_METHODS (sizeof(method_list) / sizeof(method_list[0]))
-#define M_HEAD 1
-#define M_CONNECT 7
-static PyObject *methods[N_METHODS];
-
-/* get_method()'s bytes as str (a new reference); *which: its index, or -1. */
-static PyObject *method_name(PyObject *name, int *which)
-{
-    if (!PyBytes_Check(name)) {
-        PyErr_SetString(PyExc_TypeError, "get_method() gave no bytes");
-        return NULL;
-    }
-    const char *raw = PyBytes_AS_STRING(name);
-    for (size_t i = 0; i < N_METHODS; i++)
-        if (strcmp(method_list[i], raw) == 0) {
-            *which = (int)i;
-            return Py_NewRef(methods[i]);
-        }
-    *which = -1;
-    return PyUnicode_DecodeLatin1(raw, PyBytes_GET_SIZE(name), NULL);
 }
 
 /* The scope of an origin-form request (a new reference), or NULL with no
@@ -755,9 +641,9 @@ done:
 static PyObject *AsgiCore_on_headers_complete(AsgiCore *self, PyObject *unused)
 {
     self->deadline = 0.0;
-    if (self->slow_head || self->parser == NULL || self->cycle_type == NULL)
+    if (self->slow_head || self->p.parser == NULL || self->cycle_type == NULL)
         return call_method0((PyObject *)self, s_head_slow);
-    PyObject *name = PyObject_CallNoArgs(self->get_method), *method, *keep_alive, *version;
+    PyObject *name = PyObject_CallNoArgs(self->p.get_method), *method, *keep_alive, *version;
     if (name == NULL)
         return NULL;
     int which;
@@ -769,7 +655,7 @@ static PyObject *AsgiCore_on_headers_complete(AsgiCore *self, PyObject *unused)
         Py_DECREF(method);
         return call_method0((PyObject *)self, s_head_slow);
     }
-    keep_alive = PyObject_CallNoArgs(self->should_keep_alive);
+    keep_alive = PyObject_CallNoArgs(self->p.should_keep_alive);
     if (keep_alive == NULL) {
         Py_DECREF(method);
         return NULL;
@@ -778,7 +664,7 @@ static PyObject *AsgiCore_on_headers_complete(AsgiCore *self, PyObject *unused)
         /* Only HTTP/1.1 keeps alive without a Connection header (1.0 needs
          * "Connection: keep-alive"), and get_http_version formats a string. */
         version = Py_NewRef(s_v11);
-    } else if ((version = call_method0(self->parser, s_get_http_version)) == NULL) {
+    } else if ((version = call_method0(self->p.parser, s_get_http_version)) == NULL) {
         Py_DECREF(method);
         Py_DECREF(keep_alive);
         return NULL;
@@ -1082,28 +968,12 @@ static PyTypeObject CycleType = {
 
 static PyObject *get_parser(AsgiCore *self, void *c)
 {
-    return Py_NewRef(self->parser ? self->parser : Py_None);
+    return parser_get(&self->p);
 }
 
 static int set_parser(AsgiCore *self, PyObject *parser, void *c)
 {
-    if (parser == NULL) {
-        PyErr_SetString(PyExc_TypeError, "parser cannot be deleted");
-        return -1;
-    }
-    PyObject *get_method = PyObject_GetAttr(parser, s_get_method);
-    PyObject *should_keep_alive = get_method ? PyObject_GetAttr(parser, s_should_keep_alive) : NULL;
-    PyObject *feed_data = should_keep_alive ? PyObject_GetAttr(parser, s_feed_data) : NULL;
-    if (feed_data == NULL) {
-        Py_XDECREF(get_method);
-        Py_XDECREF(should_keep_alive);
-        return -1;
-    }
-    Py_XSETREF(self->parser, Py_NewRef(parser));
-    Py_XSETREF(self->get_method, get_method);
-    Py_XSETREF(self->should_keep_alive, should_keep_alive);
-    Py_XSETREF(self->feed_data, feed_data);
-    return 0;
+    return parser_set(&self->p, parser);
 }
 
 static PyObject *get_transport(AsgiCore *self, void *c)
@@ -1206,8 +1076,7 @@ static struct PyModuleDef asgicore_module = {
 
 PyMODINIT_FUNC PyInit__asgicore(void)
 {
-    if (INTERN(s_get_method, "get_method") || INTERN(s_should_keep_alive, "should_keep_alive") ||
-        INTERN(s_feed_data, "feed_data") || INTERN(s_get_http_version, "get_http_version") ||
+    if (http_glue_init() || INTERN(s_get_http_version, "get_http_version") ||
         INTERN(s_head_slow, "_head_slow") || INTERN(s_input_failed, "_input_failed") ||
         INTERN(s_new_request, "_new_request") || INTERN(s_response_done, "response_done") ||
         INTERN(s_drain, "drain") || INTERN(s_copy, "copy") || INTERN(s_type, "type") ||
@@ -1229,12 +1098,6 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         (b_chunk_end = PyBytes_FromString("0\r\n\r\n")) == NULL ||
         (loop_kwnames = Py_BuildValue("(s)", "loop")) == NULL)
         return NULL;
-    for (size_t i = 0; i < N_METHODS; i++)
-        if ((methods[i] = PyUnicode_InternFromString(method_list[i])) == NULL)
-            return NULL;
-    for (size_t i = 0; i < N_COMMON; i++)
-        if ((common_bytes[i] = PyBytes_FromString(common_names[i])) == NULL)
-            return NULL;
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&CycleType) < 0 ||
         PyType_Ready(&AsgiCoreType) < 0)
         return NULL;

@@ -39,13 +39,13 @@
 #include <time.h>
 #include <structmember.h>
 
+#include "http_glue.h"
 #include "pyslots.h"
 
 /* -- what setup() hands over ---------------------------------------------- */
 
 static PyTypeObject *request_type;   /* http.Request */
 static PyTypeObject *response_type;  /* http.Response */
-static PyObject *limit_type;         /* http.RequestLimit */
 static PyObject *status_lines;       /* {status: b"HTTP/1.1 200 OK\r\nServer: ..\r\n"} */
 static PyObject *date_now;           /* http._date: [when the next second begins, its Date line] */
 static PyObject *date_line;          /* http._date_line(): formats the new second's line */
@@ -54,7 +54,7 @@ static Py_ssize_t rq_method, rq_url, rq_headers, rq_body, rq_keep_alive, rq_vers
 static Py_ssize_t rs_status, rs_headers, rs_file, rs_tail, rs_wire, rs_wire_date, rs_wire_status;
 
 /* Interned names and constants, made at import. */
-static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data, *s_by_url, *s_get_http_version,
+static PyObject *s_by_url, *s_get_http_version,
     *s_handle, *s_keep_alive_tail, *s_respond, *s_handler_failed, *s_input_failed,
     *s_head_incomplete, *s_join, *s_v11, *b_empty, *b_content_length;
 
@@ -97,10 +97,7 @@ static PyObject *setup(PyObject *module, PyObject *args)
 
 typedef struct {
     PyObject_HEAD
-    PyObject *parser;         /* httptools.HttpRequestParser(self) */
-    PyObject *get_method;     /* ...its bound methods, looked up once */
-    PyObject *should_keep_alive;
-    PyObject *feed_data;
+    ParserRefs p;             /* httptools.HttpRequestParser(self), its methods */
     PyObject *send;           /* the connection's write() */
     PyObject *router;         /* http.Router */
     PyObject *by_url;         /* ...its _by_url, {url bytes: (handler, methods)} */
@@ -119,20 +116,6 @@ typedef struct {
     char done;                /* a response said "close": ignore the rest */
     char has_connection;      /* the head has a Connection header */
 } HttpCore;
-
-static PyObject *raise_limit(int status)
-{
-    PyObject *code = PyLong_FromLong(status);
-    if (code == NULL)
-        return NULL;
-    PyObject *exc = PyObject_CallOneArg(limit_type, code);
-    Py_DECREF(code);
-    if (exc != NULL) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
 
 static PyObject *HttpCore_on_url(HttpCore *self, PyObject *url)
 {
@@ -154,40 +137,6 @@ static PyObject *HttpCore_on_url(HttpCore *self, PyObject *url)
     Py_RETURN_NONE;
 }
 
-/* The names most requests send, lower-case, made once: a request's "Host"
- * becomes this "host", whose hash is already known, instead of new bytes. */
-static const char *const common_names[] = {
-    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
-    "content-length", "content-type", "transfer-encoding", "cookie", "referer", "origin",
-    "cache-control", "authorization", "upgrade", "expect", "if-none-match", "if-modified-since",
-};
-#define N_COMMON (sizeof(common_names) / sizeof(common_names[0]))
-static PyObject *common_bytes[N_COMMON];
-
-/* ``name`` in lower case (a new reference). */
-static PyObject *lower_name(PyObject *name)
-{
-    const char *raw = PyBytes_AS_STRING(name);
-    Py_ssize_t size = PyBytes_GET_SIZE(name), i;
-    for (i = 0; i < (Py_ssize_t)N_COMMON; i++) {
-        PyObject *common = common_bytes[i];
-        if (PyBytes_GET_SIZE(common) == size && strncasecmp(PyBytes_AS_STRING(common), raw, size) == 0)
-            return Py_NewRef(common);
-    }
-    for (i = 0; i < size && !(raw[i] >= 'A' && raw[i] <= 'Z'); i++)
-        ;
-    if (i == size)
-        return Py_NewRef(name);   /* already lower-case */
-    PyObject *lower = PyBytes_FromStringAndSize(raw, size);
-    if (lower != NULL) {
-        char *p = PyBytes_AS_STRING(lower);
-        for (; i < size; i++)
-            if (p[i] >= 'A' && p[i] <= 'Z')
-                p[i] += 'a' - 'A';
-    }
-    return lower;
-}
-
 static PyObject *HttpCore_on_header(HttpCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
@@ -196,7 +145,7 @@ static PyObject *HttpCore_on_header(HttpCore *self, PyObject *const *args, Py_ss
     }
     PyObject *name = args[0], *value = args[1];
     self->header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
-    name = lower_name(name);
+    name = lower_name(name, NULL);
     if (name == NULL)
         return NULL;
     Py_ssize_t size = PyBytes_GET_SIZE(name);
@@ -209,21 +158,6 @@ static PyObject *HttpCore_on_header(HttpCore *self, PyObject *const *args, Py_ss
     Py_RETURN_NONE;
 }
 
-/* A Content-Length value over ``limit``? llhttp has checked its digits. */
-static int length_over(PyObject *value, Py_ssize_t limit)
-{
-    const char *p = PyBytes_AS_STRING(value), *end = p + PyBytes_GET_SIZE(value);
-    long long n = 0;
-    for (; p < end; p++) {
-        if (*p < '0' || *p > '9')
-            continue;   /* surrounding whitespace */
-        n = n * 10 + (*p - '0');
-        if (n > limit)
-            return 1;
-    }
-    return 0;
-}
-
 static PyObject *HttpCore_on_headers_complete(HttpCore *self, PyObject *unused)
 {
     self->in_head = 0;
@@ -232,7 +166,7 @@ static PyObject *HttpCore_on_headers_complete(HttpCore *self, PyObject *unused)
     if (self->header_bytes + PyBytes_GET_SIZE(self->url) > max_header_bytes)
         return raise_limit(431);
     PyObject *length = PyDict_GetItemWithError(self->headers, b_content_length);
-    if (length != NULL && PyBytes_Check(length) && length_over(length, self->max_body))
+    if (length != NULL && PyBytes_Check(length) && content_length(length, self->max_body) == -2)
         return raise_limit(413);
     if (length == NULL && PyErr_Occurred())
         return NULL;
@@ -253,51 +187,26 @@ static PyObject *HttpCore_on_body(HttpCore *self, PyObject *body)
     Py_RETURN_NONE;
 }
 
-static inline PyObject *call_method0(PyObject *obj, PyObject *name)
-{
-    return PyObject_VectorcallMethod(name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-}
-
-/* The methods as str, interned: a route's ("GET", "HEAD") finds them by
- * identity. HEAD is second: its responses have no body. */
-static const char *const method_list[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"};
-#define N_METHODS (sizeof(method_list) / sizeof(method_list[0]))
-static PyObject *methods[N_METHODS];
-
-/* get_method()'s bytes as str (a new reference). */
-static PyObject *method_name(PyObject *name)
-{
-    if (!PyBytes_Check(name)) {
-        PyErr_SetString(PyExc_TypeError, "get_method() gave no bytes");
-        return NULL;
-    }
-    const char *raw = PyBytes_AS_STRING(name);
-    for (size_t i = 0; i < N_METHODS; i++)
-        if (strcmp(method_list[i], raw) == 0)
-            return Py_NewRef(methods[i]);
-    return PyUnicode_DecodeLatin1(raw, PyBytes_GET_SIZE(name), NULL);
-}
-
 /* The Request of the message just parsed; resets the state for the next. */
 static PyObject *take_request(HttpCore *self, int *is_head)
 {
     PyObject *request = NULL, *method = NULL, *keep_alive = NULL, *version = NULL, *body;
-    PyObject *name = PyObject_CallNoArgs(self->get_method);
+    PyObject *name = PyObject_CallNoArgs(self->p.get_method);
     if (name == NULL)
         return NULL;
-    method = method_name(name);
-    *is_head = method == methods[1];
+    method = method_name(name, NULL);
+    *is_head = method == methods[M_HEAD];
     Py_DECREF(name);
     if (method == NULL)
         return NULL;
-    keep_alive = PyObject_CallNoArgs(self->should_keep_alive);
+    keep_alive = PyObject_CallNoArgs(self->p.should_keep_alive);
     if (keep_alive == NULL)
         goto done;
     if (keep_alive == Py_True && !self->has_connection) {
         /* Only HTTP/1.1 keeps alive without a Connection header (1.0 needs
          * "Connection: keep-alive"), and get_http_version formats a string. */
         version = Py_NewRef(s_v11);
-    } else if ((version = call_method0(self->parser, s_get_http_version)) == NULL) {
+    } else if ((version = call_method0(self->p.parser, s_get_http_version)) == NULL) {
         goto done;
     } else if (PyUnicode_Check(version) && PyUnicode_Compare(version, s_v11) == 0) {
         Py_SETREF(version, Py_NewRef(s_v11));   /* so the fast path knows it by identity */
@@ -541,7 +450,7 @@ static PyObject *HttpCore_data_received(HttpCore *self, PyObject *data)
         Py_RETURN_NONE;
     if (current_date(self) < 0)
         return NULL;
-    PyObject *result = PyObject_CallOneArg(self->feed_data, data);
+    PyObject *result = PyObject_CallOneArg(self->p.feed_data, data);
     if (result == NULL) {
         /* Bad input, a limit broken, a handler's failure: Python answers. */
         PyObject *exc = raised_exception();
@@ -575,10 +484,10 @@ static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     HttpCore *self = (HttpCore *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->parser = Py_NewRef(Py_None);   /* no callback works before _parser is set */
-    self->get_method = Py_NewRef(Py_None);
-    self->should_keep_alive = Py_NewRef(Py_None);
-    self->feed_data = Py_NewRef(Py_None);
+    self->p.parser = Py_NewRef(Py_None);   /* no callback works before _parser is set */
+    self->p.get_method = Py_NewRef(Py_None);
+    self->p.should_keep_alive = Py_NewRef(Py_None);
+    self->p.feed_data = Py_NewRef(Py_None);
     self->send = Py_NewRef(Py_None);
     self->router = Py_NewRef(Py_None);
     self->by_url = PyDict_New();
@@ -596,7 +505,7 @@ static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 }
 
 /* Every object field, named once for traverse and clear. */
-#define OBJECT_FIELDS(X) X(parser) X(get_method) X(should_keep_alive) X(feed_data) X(send) \
+#define OBJECT_FIELDS(X) PARSER_FIELDS(X) X(send) \
     X(router) X(by_url) X(out) X(date) X(url) X(headers) X(body) X(waiting_since) X(spare)
 
 static int HttpCore_traverse(HttpCore *self, visitproc visit, void *arg)
@@ -626,28 +535,12 @@ static void HttpCore_dealloc(HttpCore *self)
  * code above can rely on what they hold. A cleared one reads as None. */
 static PyObject *get_parser(HttpCore *self, void *c)
 {
-    return Py_NewRef(self->parser ? self->parser : Py_None);
+    return parser_get(&self->p);
 }
 
 static int set_parser(HttpCore *self, PyObject *parser, void *c)
 {
-    if (parser == NULL) {
-        PyErr_SetString(PyExc_TypeError, "_parser cannot be deleted");
-        return -1;
-    }
-    PyObject *get_method = PyObject_GetAttr(parser, s_get_method);
-    PyObject *should_keep_alive = get_method ? PyObject_GetAttr(parser, s_should_keep_alive) : NULL;
-    PyObject *feed_data = should_keep_alive ? PyObject_GetAttr(parser, s_feed_data) : NULL;
-    if (feed_data == NULL) {
-        Py_XDECREF(get_method);
-        Py_XDECREF(should_keep_alive);
-        return -1;
-    }
-    Py_XSETREF(self->parser, Py_NewRef(parser));
-    Py_XSETREF(self->get_method, get_method);
-    Py_XSETREF(self->should_keep_alive, should_keep_alive);
-    Py_XSETREF(self->feed_data, feed_data);
-    return 0;
+    return parser_set(&self->p, parser);
 }
 
 static PyObject *get_router(HttpCore *self, void *c)
@@ -738,9 +631,7 @@ static struct PyModuleDef httpcore_module = {
 
 PyMODINIT_FUNC PyInit__httpcore(void)
 {
-    if ((s_get_method = PyUnicode_InternFromString("get_method")) == NULL ||
-        (s_should_keep_alive = PyUnicode_InternFromString("should_keep_alive")) == NULL ||
-        (s_feed_data = PyUnicode_InternFromString("feed_data")) == NULL ||
+    if (http_glue_init() ||
         (s_by_url = PyUnicode_InternFromString("_by_url")) == NULL ||
         (s_get_http_version = PyUnicode_InternFromString("get_http_version")) == NULL ||
         (s_handle = PyUnicode_InternFromString("handle")) == NULL ||
@@ -754,12 +645,6 @@ PyMODINIT_FUNC PyInit__httpcore(void)
         (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
         (b_content_length = PyBytes_FromString("content-length")) == NULL)
         return NULL;
-    for (size_t i = 0; i < N_METHODS; i++)
-        if ((methods[i] = PyUnicode_InternFromString(method_list[i])) == NULL)
-            return NULL;
-    for (size_t i = 0; i < N_COMMON; i++)
-        if ((common_bytes[i] = PyBytes_FromString(common_names[i])) == NULL)
-            return NULL;
     if (PyType_Ready(&HttpCoreType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&httpcore_module);

@@ -1,0 +1,193 @@
+/*
+ * What the two C per-request paths on httptools share: serve http's
+ * (protocols/httpcore.c) and the ASGI server's (asgi/asgicore.c). The
+ * parser and the bound methods they call per request, looked up once;
+ * header names and methods as objects made once; a limit raised as
+ * protocols.http.RequestLimit(status); a Content-Length read.
+ *
+ * Each module that includes it calls http_glue_init() from its init
+ * function and sets limit_type from its setup().
+ */
+#ifndef URINGIO_HTTP_GLUE_H
+#define URINGIO_HTTP_GLUE_H
+
+#include <Python.h>
+#include <string.h>
+#include <strings.h>
+
+static PyObject *limit_type;   /* protocols.http.RequestLimit */
+
+static PyObject *raise_limit(int status)
+{
+    PyObject *code = PyLong_FromLong(status);
+    if (code == NULL)
+        return NULL;
+    PyObject *exc = PyObject_CallOneArg(limit_type, code);
+    Py_DECREF(code);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+static inline PyObject *call_method0(PyObject *obj, PyObject *name)
+{
+    return PyObject_VectorcallMethod(name, &obj, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+static inline PyObject *call_method1(PyObject *obj, PyObject *name, PyObject *arg)
+{
+    PyObject *args[2] = {obj, arg};
+    return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* -- the parser ------------------------------------------------------------ */
+
+/* httptools.HttpRequestParser(protocol), and its methods a request calls. */
+typedef struct {
+    PyObject *parser, *get_method, *should_keep_alive, *feed_data;
+} ParserRefs;
+
+#define PARSER_FIELDS(X) X(p.parser) X(p.get_method) X(p.should_keep_alive) X(p.feed_data)
+
+static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data;
+
+static PyObject *parser_get(ParserRefs *refs)
+{
+    return Py_NewRef(refs->parser ? refs->parser : Py_None);
+}
+
+static int parser_set(ParserRefs *refs, PyObject *parser)
+{
+    if (parser == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the parser cannot be deleted");
+        return -1;
+    }
+    PyObject *get_method = PyObject_GetAttr(parser, s_get_method);
+    PyObject *should_keep_alive = get_method ? PyObject_GetAttr(parser, s_should_keep_alive) : NULL;
+    PyObject *feed_data = should_keep_alive ? PyObject_GetAttr(parser, s_feed_data) : NULL;
+    if (feed_data == NULL) {
+        Py_XDECREF(get_method);
+        Py_XDECREF(should_keep_alive);
+        return -1;
+    }
+    Py_XSETREF(refs->parser, Py_NewRef(parser));
+    Py_XSETREF(refs->get_method, get_method);
+    Py_XSETREF(refs->should_keep_alive, should_keep_alive);
+    Py_XSETREF(refs->feed_data, feed_data);
+    return 0;
+}
+
+/* -- header names ----------------------------------------------------------- */
+
+/* The names most requests send, lower-case, made once: a request's "Host"
+ * becomes this "host", whose hash is already known, instead of new bytes. */
+static const char *const common_names[] = {
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection",
+    "content-length", "content-type", "transfer-encoding", "cookie", "referer", "origin",
+    "cache-control", "authorization", "upgrade", "expect", "if-none-match", "if-modified-since",
+    "x-forwarded-for", "x-forwarded-proto",
+};
+#define N_COMMON (sizeof(common_names) / sizeof(common_names[0]))
+enum { H_CONNECTION = 5, H_CONTENT_LENGTH = 6, H_TRANSFER_ENCODING = 8, H_UPGRADE = 14,
+       H_EXPECT = 15 };
+static PyObject *common_bytes[N_COMMON];
+
+/* ``name`` in lower case (a new reference); *common (if not NULL): its
+ * index in common_names, or -1. */
+static PyObject *lower_name(PyObject *name, int *common)
+{
+    const char *raw = PyBytes_AS_STRING(name);
+    Py_ssize_t size = PyBytes_GET_SIZE(name), i;
+    for (i = 0; i < (Py_ssize_t)N_COMMON; i++) {
+        PyObject *known = common_bytes[i];
+        if (PyBytes_GET_SIZE(known) == size && strncasecmp(PyBytes_AS_STRING(known), raw, size) == 0) {
+            if (common != NULL)
+                *common = (int)i;
+            return Py_NewRef(known);
+        }
+    }
+    if (common != NULL)
+        *common = -1;
+    for (i = 0; i < size && !(raw[i] >= 'A' && raw[i] <= 'Z'); i++)
+        ;
+    if (i == size)
+        return Py_NewRef(name);   /* already lower-case */
+    PyObject *lower = PyBytes_FromStringAndSize(raw, size);
+    if (lower != NULL) {
+        char *p = PyBytes_AS_STRING(lower);
+        for (; i < size; i++)
+            if (p[i] >= 'A' && p[i] <= 'Z')
+                p[i] += 'a' - 'A';
+    }
+    return lower;
+}
+
+/* A Content-Length value (llhttp has checked it): -1 if it is not a
+ * number, -2 if over ``limit``. */
+static long long content_length(PyObject *value, Py_ssize_t limit)
+{
+    const char *p = PyBytes_AS_STRING(value), *end = p + PyBytes_GET_SIZE(value);
+    long long n = 0;
+    int digits = 0;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    for (; p < end; p++, digits++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        n = n * 10 + (*p - '0');
+        if (n > limit)
+            return -2;
+    }
+    return digits ? n : -1;
+}
+
+/* -- methods ----------------------------------------------------------------- */
+
+/* The methods as str, interned: a route's ("GET", "HEAD") finds them by
+ * identity. */
+static const char *const method_list[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
+                                          "CONNECT"};
+#define N_METHODS (sizeof(method_list) / sizeof(method_list[0]))
+enum { M_GET, M_HEAD, M_POST, M_PUT, M_DELETE, M_OPTIONS, M_PATCH, M_CONNECT };
+static PyObject *methods[N_METHODS];
+
+/* get_method()'s bytes as str (a new reference); *which (if not NULL): its
+ * index in method_list, or -1. */
+static PyObject *method_name(PyObject *name, int *which)
+{
+    if (!PyBytes_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "get_method() gave no bytes");
+        return NULL;
+    }
+    const char *raw = PyBytes_AS_STRING(name);
+    for (size_t i = 0; i < N_METHODS; i++)
+        if (strcmp(method_list[i], raw) == 0) {
+            if (which != NULL)
+                *which = (int)i;
+            return Py_NewRef(methods[i]);
+        }
+    if (which != NULL)
+        *which = -1;
+    return PyUnicode_DecodeLatin1(raw, PyBytes_GET_SIZE(name), NULL);
+}
+
+static int http_glue_init(void)
+{
+    if ((s_get_method = PyUnicode_InternFromString("get_method")) == NULL ||
+        (s_should_keep_alive = PyUnicode_InternFromString("should_keep_alive")) == NULL ||
+        (s_feed_data = PyUnicode_InternFromString("feed_data")) == NULL)
+        return -1;
+    for (size_t i = 0; i < N_METHODS; i++)
+        if ((methods[i] = PyUnicode_InternFromString(method_list[i])) == NULL)
+            return -1;
+    for (size_t i = 0; i < N_COMMON; i++)
+        if ((common_bytes[i] = PyBytes_FromString(common_names[i])) == NULL)
+            return -1;
+    return 0;
+}
+
+#endif
