@@ -359,6 +359,8 @@ def test_the_scope_of_origin_form_requests(backend):
                                   "http"]).encode())
         head = raw(port, b"HEAD /scope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert status_of(head) == 200 and head.endswith(b"\r\n\r\n")
+        got = raw(port, b"GET /generated-headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b"\r\nx-made: lazily\r\n" in got and got.endswith(b"\r\n\r\ngenerated")
     finally:
         assert stop_server(proc) == 0
 

@@ -739,6 +739,8 @@ static PyObject *response_head(Cycle *cycle, AsgiCore *core, PyObject *body, int
     if (PyList_GET_SIZE(core->date_line) != 1 || !PyBytes_Check(PyList_GET_ITEM(core->date_line, 0)))
         return NULL;
     PyObject *date = PyList_GET_ITEM(core->date_line, 0);
+    if (!PyList_Check(cycle->headers) && !PyTuple_Check(cycle->headers))
+        return NULL;   /* an iterable read once: _write_head's */
     PyObject *headers = PySequence_Fast(cycle->headers, "headers must be a sequence");
     if (headers == NULL)
         return NULL;

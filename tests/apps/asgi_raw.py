@@ -63,6 +63,13 @@ async def app(scope, receive, send):
             await asyncio.sleep(0.01)
         after = asyncio.current_task()
         await _respond(send, repr((before is not None and before is after, seen)).encode())
+    elif path.endswith("/generated-headers"):
+        # Headers as an iterable that can be read once (ASGI allows any),
+        # one of which (Connection) the server must act on.
+        made = [(b"x-made", b"lazily"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": ((name, value) for name, value in made)})
+        await send({"type": "http.response.body", "body": b"generated"})
     elif path == "/raise":
         raise RuntimeError("raised before a response, as asked")
     elif path == "/half":
