@@ -496,8 +496,11 @@ class RequestCycle(Cycle):
     def _ended(self, exc: BaseException | None) -> None:
         """The app's coroutine is over, having raised ``exc`` if not None:
         log what went wrong, and answer or reset what it left undone. An
-        exit or interrupt goes on once that is done."""
+        exit or interrupt goes on once that is done; a coroutine being
+        closed (the loop going away) starts nothing."""
         self.body = bytearray()   # what the app never read
+        if isinstance(exc, GeneratorExit):
+            raise exc
         if exc is None:
             if not self.response_started:
                 log.error("the ASGI app returned without a response to %s %s",
