@@ -409,3 +409,83 @@ def test_an_app_that_fails_at_once_or_later_is_answered_or_reset(backend, query)
         assert not got.endswith(b"\r\n\r\n1234567890")
     finally:
         assert stop_server(proc) == 0
+
+
+class _Sink:
+    """The transport an in-process HttpProtocol writes to: it counts."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data) -> None:
+        self.written += len(data)
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 1)
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_the_request_path_keeps_nothing_per_request(backend):
+    # Requests fed to the protocol in process, each from a plain callback
+    # as the loop delivers them, answered at once, after a failure, and
+    # after a wait: once warm, more requests leave no more objects alive
+    # (a reference the C path kept would keep a request, its scope and
+    # its task per request).
+    import asyncio
+    import collections
+    import gc
+    import logging
+    import sys
+
+    import uringio
+    from uringio.asgi.http import HttpProtocol, ServerState
+
+    sys.path.insert(0, APPS)
+    try:
+        import asgi_raw
+    finally:
+        sys.path.remove(APPS)
+
+    async def feed(proto, sink, request: bytes, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(count):
+            written = sink.written
+            loop.call_soon(proto.data_received, request)
+            for _ in range(1000):   # answered within the next turns, or after the wait
+                await asyncio.sleep(0)
+                if sink.written != written:
+                    break
+                await asyncio.sleep(0.001)
+            assert sink.written != written, request
+
+    def alive() -> collections.Counter:
+        gc.collect()
+        return collections.Counter(type(o).__name__ for o in gc.get_objects())
+
+    async def main() -> None:
+        for path, count in ((b"/scope", 2000), (b"/raise", 2000), (b"/task?wait", 100)):
+            proto = HttpProtocol(ServerState(asgi_raw.app))
+            sink = _Sink()
+            proto.connection_made(sink)
+            request = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path
+            await feed(proto, sink, request, count)   # (warm: caches filled once)
+            before = alive()
+            await feed(proto, sink, request, count)
+            grown = alive() - before
+            # A reference kept per request would grow by `count` at least.
+            assert sum(grown.values()) < count // 10, (path, grown.most_common(5))
+            assert not grown["RequestCycle"] and not grown["EagerTask"], (path, grown)
+
+    logging.disable(logging.CRITICAL)   # (the failing route logs each failure)
+    try:
+        uringio.run(main(), backend=backend)
+    finally:
+        logging.disable(logging.NOTSET)
