@@ -59,6 +59,7 @@
 #include <liburing.h>   /* IORING_CQE_F_MORE, IORING_CQE_BUFFER_SHIFT */
 
 #include "pyslots.h"
+#include "raised.h"
 #include "uring_shared.h"
 
 /* -- RingMemory ----------------------------------------------------------- */
@@ -781,19 +782,13 @@ static int reads_settle(FileReads *self, PyObject *target, int is_future, Py_ssi
     }
     if (!PyErr_ExceptionMatches(PyExc_Exception))
         return -1;
-    PyObject *type, *exc, *tb;
-    PyErr_Fetch(&type, &exc, &tb);
-    PyErr_NormalizeException(&type, &exc, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(exc, tb);
+    PyObject *exc = raised_exception();
     PyObject *call[2] = {target, exc};
     res = self->report == NULL ? NULL : PyObject_Vectorcall(self->report, call, 2, NULL);
     if (res == NULL)
         PyErr_WriteUnraisable(target);
     Py_XDECREF(res);
-    Py_XDECREF(type);
     Py_XDECREF(exc);
-    Py_XDECREF(tb);
     return 0;
 }
 

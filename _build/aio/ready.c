@@ -25,6 +25,7 @@
 #include <Python.h>
 
 #include "pyslots.h"
+#include "raised.h"
 
 typedef struct {
     PyObject_HEAD
@@ -200,13 +201,7 @@ static int run_handle(Ready *self, PyObject *handle)
     }
     if (PyErr_ExceptionMatches(PyExc_SystemExit) || PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
         return -1;
-    PyObject *type, *exc, *tb;
-    PyErr_Fetch(&type, &exc, &tb);   /* 3.11 has no PyErr_GetRaisedException */
-    PyErr_NormalizeException(&type, &exc, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(exc, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
+    PyObject *exc = raised_exception();
     res = PyObject_CallFunctionObjArgs(self->on_error, handle, exc, NULL);
     Py_DECREF(exc);
     if (res == NULL)

@@ -35,6 +35,7 @@
 
 #include "http_glue.h"
 #include "pyslots.h"
+#include "raised.h"
 
 /* -- what setup() hands over ---------------------------------------------- */
 
@@ -71,13 +72,12 @@ static PyObject *setup(PyObject *module, PyObject *args)
 }
 
 /* Interned names and constants, made at import. */
-static PyObject *s_get_http_version,
-    *s_head_slow, *s_input_failed, *s_new_request, *s_response_done, *s_drain, *s_copy,
-    *s_type, *s_asgi, *s_http_version, *s_server, *s_client, *s_scheme, *s_method,
-    *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers, *s_state, *s_extensions,
-    *s_http, *s_pathsend_key, *s_v11, *s_v10, *s_status, *s_body, *s_more_body,
-    *s_response_start, *s_response_body, *s_send_slow, *s_receive, *s_send, *s_ended, *s_suspended, *s_wake,
-    *s_update_reading, *b_empty, *b_chunk_end;
+static PyObject *s_get_http_version, *s_head_slow, *s_input_failed, *s_new_request,
+    *s_response_done, *s_drain, *s_type, *s_asgi, *s_http_version, *s_server, *s_client,
+    *s_scheme, *s_method, *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers,
+    *s_state, *s_extensions, *s_http, *s_pathsend_key, *s_v11, *s_v10, *s_status, *s_body,
+    *s_more_body, *s_response_start, *s_response_body, *s_send_slow, *s_receive, *s_send,
+    *s_ended, *s_suspended, *s_wake, *s_update_reading, *b_empty;
 
 static double monotonic(void)
 {
@@ -339,17 +339,11 @@ static PyObject *AsgiCore_data_received(AsgiCore *self, PyObject *data)
     if (got != NULL)
         return got;
     /* A limit, an upgrade or what did not parse: http.py's to answer. */
-    PyObject *type, *exc, *tb;
-    PyErr_Fetch(&type, &exc, &tb);
-    PyErr_NormalizeException(&type, &exc, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(exc, tb);
+    PyObject *exc = raised_exception();
     PyObject *args[3] = {(PyObject *)self, exc, data};
     got = PyObject_VectorcallMethod(s_input_failed, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
                                     NULL);
-    Py_XDECREF(type);
     Py_XDECREF(exc);
-    Py_XDECREF(tb);
     return got;
 }
 
@@ -547,16 +541,10 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
     coro = PyObject_Vectorcall(self->app, args, 3, NULL);
     if (coro == NULL || !PyCoro_CheckExact(coro)) {
         /* It raised, or gave an awaitable of another kind: Python's. */
-        PyObject *type, *exc, *tb;
         if (coro == NULL) {
-            PyErr_Fetch(&type, &exc, &tb);
-            PyErr_NormalizeException(&type, &exc, &tb);
-            if (tb != NULL)
-                PyException_SetTraceback(exc, tb);
+            PyObject *exc = raised_exception();
             status = app_ended(cycle, exc) ? -1 : 1;
-            Py_XDECREF(type);
             Py_XDECREF(exc);
-            Py_XDECREF(tb);
         } else {
             PyObject *stepped[5] = {(PyObject *)cycle, coro, Py_None, Py_None, Py_None};
             result = PyObject_VectorcallMethod(s_suspended, stepped,
@@ -618,15 +606,9 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
         status = got == NULL ? -1 : 1;
         Py_XDECREF(got);
     } else {
-        PyObject *type, *exc, *tb;
-        PyErr_Fetch(&type, &exc, &tb);
-        PyErr_NormalizeException(&type, &exc, &tb);
-        if (tb != NULL)
-            PyException_SetTraceback(exc, tb);
+        PyObject *exc = raised_exception();
         status = exc == NULL || app_ended(cycle, exc) ? -1 : 1;
-        Py_XDECREF(type);
         Py_XDECREF(exc);
-        Py_XDECREF(tb);
     }
 done:
     Py_XDECREF(receive);
@@ -1081,7 +1063,7 @@ PyMODINIT_FUNC PyInit__asgicore(void)
     if (http_glue_init() || INTERN(s_get_http_version, "get_http_version") ||
         INTERN(s_head_slow, "_head_slow") || INTERN(s_input_failed, "_input_failed") ||
         INTERN(s_new_request, "_new_request") || INTERN(s_response_done, "response_done") ||
-        INTERN(s_drain, "drain") || INTERN(s_copy, "copy") || INTERN(s_type, "type") ||
+        INTERN(s_drain, "drain") || INTERN(s_type, "type") ||
         INTERN(s_asgi, "asgi") || INTERN(s_http_version, "http_version") ||
         INTERN(s_server, "server") || INTERN(s_client, "client") || INTERN(s_scheme, "scheme") ||
         INTERN(s_method, "method") || INTERN(s_root_path, "root_path") ||
@@ -1097,7 +1079,6 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         INTERN(s_suspended, "_suspended") || INTERN(s_wake, "wake") ||
         INTERN(s_update_reading, "update_reading") ||
         (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
-        (b_chunk_end = PyBytes_FromString("0\r\n\r\n")) == NULL ||
         (loop_kwnames = Py_BuildValue("(s)", "loop")) == NULL)
         return NULL;
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&CycleType) < 0 ||

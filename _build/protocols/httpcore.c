@@ -41,6 +41,7 @@
 
 #include "http_glue.h"
 #include "pyslots.h"
+#include "raised.h"
 
 /* -- what setup() hands over ---------------------------------------------- */
 
@@ -328,23 +329,6 @@ static PyObject *common_response(HttpCore *self, PyObject *response)
     }
     Py_DECREF(tail);
     return wire;
-}
-
-/* The exception being raised, taken (with its traceback) from the thread. */
-static PyObject *raised_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *exc, *tb;
-    PyErr_Fetch(&type, &exc, &tb);
-    PyErr_NormalizeException(&type, &exc, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(exc, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return exc;
-#endif
 }
 
 static PyObject *HttpCore_on_message_complete(HttpCore *self, PyObject *unused)

@@ -257,7 +257,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
     # TimerHandle each).
 
     def _arm_idle(self) -> None:
-        self.deadline = self.loop.time() + self.server.keep_alive
+        self.deadline = self.loop.time() + self._keep_alive
         self.deadline_head = False
 
     def _disarm(self) -> None:
