@@ -1,5 +1,6 @@
 import os
 import socket
+import time
 
 import pytest
 
@@ -114,6 +115,46 @@ def raised_in_thread(fn) -> BaseException | None:
     thread.join(10)
     assert not thread.is_alive(), "the thread did not finish"
     return raised[0] if raised else None
+
+
+class signal_off_the_main_thread:
+    """``with signal_off_the_main_thread(signum):`` -- ``signum`` sent to the
+    process once the block has run for ``delay`` seconds, and taken by a
+    thread of its own (the main thread blocks it meanwhile). The main
+    thread's wait is then not interrupted, as when a signal lands just
+    before the wait began: only the C-level handler's wakeup write
+    (signal.set_wakeup_fd) can end it. Python still runs the handler in the
+    main thread, once it is back at bytecode."""
+
+    def __init__(self, signum: int, delay: float = 0.2) -> None:
+        import threading
+
+        self.signum = signum
+        self.go = threading.Event()
+
+        def send() -> None:
+            if self.go.wait(10):
+                time.sleep(delay)
+                os.kill(os.getpid(), signum)
+
+        # Created before the main thread blocks the signal: its mask is
+        # the one it starts with.
+        self.thread = threading.Thread(target=send)
+        self.thread.start()
+
+    def __enter__(self):
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_BLOCK, {self.signum})
+        self.go.set()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        import signal
+
+        self.go.set()
+        self.thread.join(10)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {self.signum})
 
 
 def open_fds() -> int:

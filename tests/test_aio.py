@@ -19,7 +19,7 @@ import weakref
 import pytest
 
 import uringio
-from conftest import open_fds, recv_exactly
+from conftest import open_fds, recv_exactly, signal_off_the_main_thread
 from uringio.aio import EventLoop, EventLoopPolicy
 
 MiB = 1 << 20
@@ -637,3 +637,25 @@ def test_add_reader_is_level_triggered_and_add_writer_fires(backend):
         ours.close()
 
     run(backend, main)
+
+
+def test_a_signal_handler_runs_however_the_signal_lands(backend):
+    # As the core loop's test (test_loop.py): a signal another thread takes
+    # does not interrupt the wait; the handler must still run at once, not
+    # when the timer ends the wait (then both would run in that turn).
+    loop = uringio.new_event_loop(backend)
+    stopped_by = []
+
+    def stop(by: str) -> None:
+        stopped_by.append(by)
+        loop.stop()
+
+    try:
+        loop.add_signal_handler(signal.SIGUSR1, stop, "signal")
+        loop.call_later(10, stop, "timer")
+        with signal_off_the_main_thread(signal.SIGUSR1):
+            loop.run_forever()
+        loop.remove_signal_handler(signal.SIGUSR1)
+    finally:
+        loop.close()
+    assert stopped_by == ["signal"]

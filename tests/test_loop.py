@@ -1,13 +1,14 @@
 """Callbacks, timers, thread-safe wakeup, run/stop and backend selection."""
 
 import logging
+import signal
 import threading
 import time
 
 import pytest
 
 import uringio
-from conftest import raised_in_thread
+from conftest import raised_in_thread, signal_off_the_main_thread
 from uringio import LoopClosedError, UringUnavailable, open_loop
 
 
@@ -213,3 +214,22 @@ def test_timers_follow_the_loop_clock_so_tests_need_no_sleeps(loop):
     now[0] += 3540
     assert loop.run_until(lambda: len(fired) == 2, 1.0)
     assert fired == ["minute", "hour"]
+
+
+def test_a_signal_ends_the_wait_however_it_lands(loop):
+    # The handler must run even when the signal does not interrupt the
+    # wait (here: another thread takes it). Had the signal not woken the
+    # loop, the timer would end the wait, and both would run in that turn.
+    stopped_by = []
+
+    def stop(by: str) -> None:
+        stopped_by.append(by)
+        loop.stop()
+
+    loop.add_signal_handler(signal.SIGUSR1, stop, "signal")
+    loop.call_later(10, stop, "timer")
+    with signal_off_the_main_thread(signal.SIGUSR1):
+        loop.run()
+    loop.remove_signal_handlers()
+    assert stopped_by == ["signal"]
+    assert signal.set_wakeup_fd(-1) == -1   # put back as it was

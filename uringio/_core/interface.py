@@ -130,6 +130,14 @@ class Loop(Protocol):
         """Put back the signal handlers ``add_signal_handler`` replaced."""
         ...
 
+    def wake_on_signals(self, on: bool) -> None:
+        """Whether a signal's arrival ends the loop's wait at once (Python's
+        ``signal.set_wakeup_fd`` on the loop's wakeup), so that a
+        Python-level handler that queues work runs without waiting for IO.
+        ``add_signal_handler`` turns it on, ``remove_signal_handlers`` off.
+        From the main thread only."""
+        ...
+
     # -- running -------------------------------------------------------------
 
     def run(self) -> None:

@@ -83,8 +83,13 @@ class BaseLoop:
         # Where a handler's or callback's exception goes: (what raised, the
         # exception). None: the "uringio" logger, with the traceback.
         self.on_error: Callable[[object, BaseException], None] | None = None
-        # eventfd: a thread-safe wakeup the backend keeps a read pending on.
-        self._wakeup_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        # The wakeup: a pipe whose read end the backend keeps a read pending
+        # on (uring) or watches (epoll). Other threads write to it
+        # (call_soon_threadsafe), and so does Python's C-level signal
+        # handler (signal.set_wakeup_fd; see wake_on_signals). A pipe, not
+        # an eventfd: that handler writes one byte, which an eventfd refuses.
+        self._wakeup_fd, self._wakeup_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._old_signal_wakeup: int | None = None   # while signals wake us: the fd before
 
     # -- callbacks and timers ------------------------------------------------
 
@@ -102,20 +107,36 @@ class BaseLoop:
     def call_soon_threadsafe(self, callback: Callable, *args: Any) -> None:
         self._ready.append((callback, args))  # deque.append is atomic
         try:
-            os.eventfd_write(self._wakeup_fd, 1)
-        except (BlockingIOError, OSError):
-            pass  # counter full (already pending) or loop closed
+            os.write(self._wakeup_write, b"\0")
+        except OSError:
+            pass  # the pipe is full (a wakeup is pending anyway) or the loop closed
 
     def add_signal_handler(self, signum: int, callback: Callable, *args: Any) -> None:
         def on_signal(_signum, _frame):
             self.call_soon_threadsafe(callback, *args)
         old = signal.signal(signum, on_signal)
         self._signals.setdefault(signum, old)
+        self.wake_on_signals(True)
 
     def remove_signal_handlers(self) -> None:
         for signum, old in self._signals.items():
             signal.signal(signum, old)
         self._signals.clear()
+        self.wake_on_signals(False)
+
+    def wake_on_signals(self, on: bool) -> None:
+        # A Python-level handler runs only once the interpreter is back at
+        # bytecode: a signal that lands between the turn's last bytecode
+        # and the start of the wait would wait with it, until some IO or
+        # timer ended the wait (a SIGTERM ignored for as long as a server
+        # is idle). Python's C-level handler writing to our wakeup pipe
+        # ends the wait whenever the signal comes.
+        if on and self._old_signal_wakeup is None:
+            self._old_signal_wakeup = signal.set_wakeup_fd(self._wakeup_write,
+                                                           warn_on_full_buffer=False)
+        elif not on and self._old_signal_wakeup is not None:
+            signal.set_wakeup_fd(self._old_signal_wakeup)
+            self._old_signal_wakeup = None
 
     # -- running -------------------------------------------------------------
 
@@ -232,6 +253,7 @@ class BaseLoop:
         self._ready.clear()
         self._timers.clear()
         os.close(self._wakeup_fd)
+        os.close(self._wakeup_write)
 
     def __enter__(self):
         return self

@@ -27,7 +27,7 @@ class OpKind(enum.IntEnum):
     RECV_STREAM = 3 # multishot recv over the provided-buffer ring
     SEND = 4
     CLOSE = 5
-    WAKEUP = 6      # the read kept pending on the loop's eventfd
+    WAKEUP = 6      # the read kept pending on the loop's wakeup pipe
     SEND_STREAM = 7 # reports from the C-side send streams ("writers"): one op for all
     SPLICE_IN = 8   # file -> pipe half of a sendfile
     SENDFILE = 9    # pipe -> socket half of a sendfile

@@ -16,7 +16,7 @@ What the kernel guarantees, and what it forces on this code:
   foreign call hands every buffer it reported back before submitting.
 * With SINGLE_ISSUER | DEFER_TASKRUN, completion work runs only inside our
   io_uring_enter, in this thread: the loop must be created and run in one
-  thread, and other threads wake it through the eventfd read kept pending.
+  thread, and other threads wake it through the wakeup pipe's read kept pending.
 
 Per turn: one foreign call submits the SQEs queued since the last turn,
 waits, and leaves every ready CQE in an array; then the C dispatcher
@@ -639,8 +639,9 @@ class ProactorLoop(RingRelay, RingFiles, BaseLoop):
         self._submit(self._ring.prep_read(self._wakeup_fd, op.pin, 8, 0, op.id))
 
     def _on_wakeup(self, op: Op, res: int, flags: int) -> None:
-        # read(2) on an eventfd: 8 bytes, the counter, which the read resets.
-        # The callbacks themselves are already in the ready queue.
+        # read(2) on the wakeup pipe: up to 8 of its bytes (what is left
+        # completes the next read at once). The callbacks themselves are
+        # already in the ready queue.
         if op.cancelled:
             self._ops.pop(op)
             return

@@ -146,7 +146,7 @@ class ReactorLoop(PollRelay, PoolFiles, BaseLoop):
 
     def _drain_wakeup(self) -> None:
         try:
-            os.eventfd_read(self._wakeup_fd)
+            os.read(self._wakeup_fd, 4096)   # (what is left, if any, wakes the next turn)
         except BlockingIOError:
             pass
 

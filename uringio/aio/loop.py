@@ -548,6 +548,7 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
                 raise RuntimeError(f"sig {sig:d} cannot be caught") from None
             raise
         signal.siginterrupt(sig, False)   # system calls go on; the wakeup does the rest
+        self._core.wake_on_signals(True)
         self._signal_handlers[sig] = handle
 
     def remove_signal_handler(self, sig: int) -> bool:
@@ -555,6 +556,8 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         if self._signal_handlers.pop(sig, None) is None:
             return False
         signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+        if not self._signal_handlers and not self._core.is_closed():
+            self._core.wake_on_signals(False)
         return True
 
 

@@ -4,8 +4,8 @@ A protocol marks its ``data_received`` with ``@blocking`` when it does
 blocking work (a database call, a slow computation). The method then runs
 *off* the loop thread and *returns* the bytes to send back, instead of
 writing them itself: worker threads never touch the ring or a connection.
-Its result travels back through the loop's thread-safe wakeup (an eventfd
-with a read kept pending on the ring, or registered with epoll), and the
+Its result travels back through the loop's thread-safe wakeup (a pipe with
+a read kept pending on the ring, or registered with epoll), and the
 connection writes results in the order the data arrived.
 
 Under the ``single`` model a ``@blocking`` method runs inline, on the loop
