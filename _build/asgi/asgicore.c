@@ -46,19 +46,53 @@ static PyTypeObject *task_type;   /* eager.EagerTask */
 static Py_ssize_t task_begun;     /* ...its _begun slot */
 static PyObject *current_tasks;   /* _asyncio._current_tasks: {loop: its running task} */
 static PyObject *cancelled_error; /* asyncio.CancelledError */
-static PyObject *future_init;     /* asyncio.Future.__init__ */
+static initproc future_init;      /* asyncio.Future's tp_init: Future.__init__ */
 static PyObject *future_finish;   /* asyncio.Future.set_result */
-static PyObject *loop_kwnames;    /* ("loop",) */
+static PyObject *init_kwargs;     /* {"loop": the loop of the last task begun} */
+static PyObject *scope_template;  /* a scope's keys, in order, and its constant values */
+
+/* Interned names and constants, made at import. */
+static PyObject *s_get_http_version, *s_head_slow, *s_input_failed, *s_new_request,
+    *s_response_done, *s_drain, *s_type, *s_asgi, *s_http_version, *s_server, *s_client,
+    *s_scheme, *s_method, *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers,
+    *s_state, *s_extensions, *s_http, *s_pathsend_key, *s_v11, *s_v10, *s_status, *s_body,
+    *s_more_body, *s_response_start, *s_response_body, *s_send_slow, *s_receive, *s_send,
+    *s_ended, *s_suspended, *s_wake, *s_update_reading, *s_loop, *b_empty, *empty_tuple;
 
 static PyObject *setup(PyObject *module, PyObject *args)
 {
-    PyObject *limit, *version, *lines, *unq, *task, *tasks, *cancelled, *init, *finish;
-    if (!PyArg_ParseTuple(args, "OO!O!OO!OOOO", &limit, &PyDict_Type, &version, &PyDict_Type,
-                          &lines, &unq, &PyType_Type, &task, &tasks, &cancelled, &init, &finish))
+    PyObject *limit, *version, *lines, *unq, *task, *tasks, *cancelled, *future, *finish;
+    if (!PyArg_ParseTuple(args, "OO!O!OO!OOO!O", &limit, &PyDict_Type, &version, &PyDict_Type,
+                          &lines, &unq, &PyType_Type, &task, &tasks, &cancelled, &PyType_Type,
+                          &future, &finish))
         return NULL;
     if (slot_offset((PyTypeObject *)task, "_begun", &task_begun))
         return NULL;
-    Py_XSETREF(future_init, Py_NewRef(init));
+    /* Called as a slot, Future.__init__ skips the wrapper that would pack
+     * its keyword into a new dict per task. */
+    future_init = ((PyTypeObject *)future)->tp_init;
+    if (future_init == NULL) {
+        PyErr_SetString(PyExc_TypeError, "the future type has no __init__");
+        return NULL;
+    }
+    /* Every scope starts as a copy of this (a copy of a dict is a copy of
+     * its table: no insertions, no resizing), its per-request values set
+     * over the placeholders. */
+    PyObject *template = PyDict_New();
+    if (template == NULL)
+        return NULL;
+    PyObject *keys[] = {s_type, s_asgi, s_http_version, s_server, s_client, s_scheme, s_method,
+                        s_root_path, s_path, s_raw_path, s_query_string, s_headers, s_state,
+                        s_extensions};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        PyObject *value = keys[i] == s_type || keys[i] == s_scheme ? s_http :
+                          keys[i] == s_asgi ? version : Py_None;
+        if (PyDict_SetItem(template, keys[i], value)) {
+            Py_DECREF(template);
+            return NULL;
+        }
+    }
+    Py_XSETREF(scope_template, template);
     Py_XSETREF(future_finish, Py_NewRef(finish));
     Py_XSETREF(limit_type, Py_NewRef(limit));
     Py_XSETREF(asgi_version, Py_NewRef(version));
@@ -71,18 +105,14 @@ static PyObject *setup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Interned names and constants, made at import. */
-static PyObject *s_get_http_version, *s_head_slow, *s_input_failed, *s_new_request,
-    *s_response_done, *s_drain, *s_type, *s_asgi, *s_http_version, *s_server, *s_client,
-    *s_scheme, *s_method, *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers,
-    *s_state, *s_extensions, *s_http, *s_pathsend_key, *s_v11, *s_v10, *s_status, *s_body,
-    *s_more_body, *s_response_start, *s_response_body, *s_send_slow, *s_receive, *s_send,
-    *s_ended, *s_suspended, *s_wake, *s_update_reading, *b_empty;
-
 static double monotonic(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);   /* time.monotonic(), asyncio's loop.time() */
+    /* The clock of time.monotonic() (loop.time(), which the sweep reads),
+     * at its last tick: a deadline set from it falls due at most a tick
+     * (1-4 ms) early, and reading it costs a load, not a timer read --
+     * twice a request, it was 2% of a request's CPU. */
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -456,15 +486,12 @@ static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
         Py_SETREF(path, PyUnicode_Concat(self->root_path, path));
     if (path == NULL)
         goto fail;
-    if ((scope = _PyDict_NewPresized(15)) == NULL)
+    if ((scope = PyDict_Copy(scope_template)) == NULL)
         goto fail;
 #define PUT(key, val) if (PyDict_SetItem(scope, key, val)) goto fail;
-    PUT(s_type, s_http)
-    PUT(s_asgi, asgi_version)
     PUT(s_http_version, version)
     PUT(s_server, self->sockname)
     PUT(s_client, self->client)
-    PUT(s_scheme, s_http)
     PUT(s_method, method)
     PUT(s_root_path, self->root_path)
     PUT(s_path, path)
@@ -557,13 +584,16 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
     if ((task = task_type->tp_alloc(task_type, 0)) == NULL)
         goto done;
     SLOT(task, task_begun) = Py_NewRef(coro);
-    PyObject *init_args[3] = {task, self->loop}, *initialised;
-    initialised = PyObject_Vectorcall(future_init, init_args, 1, loop_kwnames);
-    if (initialised == NULL || (context = PyContext_CopyCurrent()) == NULL) {
-        Py_XDECREF(initialised);
-        goto done;
+    if (init_kwargs == NULL || PyDict_GetItemWithError(init_kwargs, s_loop) != self->loop) {
+        if (PyErr_Occurred())
+            goto done;
+        Py_XSETREF(init_kwargs, PyDict_New());
+        if (init_kwargs == NULL || PyDict_SetItem(init_kwargs, s_loop, self->loop))
+            goto done;
     }
-    Py_DECREF(initialised);
+    if (future_init(task, empty_tuple, init_kwargs) < 0 ||
+            (context = PyContext_CopyCurrent()) == NULL)
+        goto done;
     if (PyDict_SetItem(current_tasks, self->loop, task))
         goto done;
     PySendResult sent = PYGEN_ERROR;
@@ -1044,7 +1074,8 @@ static PyTypeObject AsgiCoreType = {
 
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(RequestLimit, asgi_version, status_lines, unquote, ClientDisconnected)"},
+     "setup(RequestLimit, asgi_version, status_lines, unquote, EagerTask, current_tasks,\n"
+     "      CancelledError, Future, Future.set_result)"},
     {NULL}
 };
 
@@ -1079,7 +1110,7 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         INTERN(s_suspended, "_suspended") || INTERN(s_wake, "wake") ||
         INTERN(s_update_reading, "update_reading") ||
         (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
-        (loop_kwnames = Py_BuildValue("(s)", "loop")) == NULL)
+        INTERN(s_loop, "loop") || (empty_tuple = PyTuple_New(0)) == NULL)
         return NULL;
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&CycleType) < 0 ||
         PyType_Ready(&AsgiCoreType) < 0)

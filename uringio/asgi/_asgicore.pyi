@@ -5,7 +5,7 @@ from typing import Any
 
 def setup(limit: type, asgi_version: dict, status_lines: dict, unquote: Callable[[str], str],
           task_type: type, current_tasks: dict | None, cancelled_error: type,
-          future_init: Callable[..., None], future_finish: Callable[..., None]) -> None: ...
+          future_type: type, future_finish: Callable[..., None]) -> None: ...
 
 class Cycle:
     proto: Any

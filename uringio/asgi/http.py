@@ -159,7 +159,7 @@ class ClientDisconnected(OSError):
 
 
 setup(RequestLimit, ASGI_VERSION, _STATUS_LINES, unquote, EagerTask,
-      getattr(_asyncio, "_current_tasks", None), asyncio.CancelledError, asyncio.Future.__init__,
+      getattr(_asyncio, "_current_tasks", None), asyncio.CancelledError, asyncio.Future,
       asyncio.Future.set_result)
 
 
