@@ -365,6 +365,24 @@ def test_the_scope_of_origin_form_requests(backend):
         assert stop_server(proc) == 0
 
 
+def test_each_request_gets_a_scope_of_its_own(backend):
+    # Two requests on one connection, the first changing its scope (its
+    # dicts, nested ones too): the second's is as the first one's was.
+    proc, port = _serve(backend, "asgi_raw:app")
+    try:
+        request = b"GET /scope?whole HTTP/1.1\r\nHost: x\r\n\r\n"
+        got = raw(port, request + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        bodies = [answer.split(b"\r\n\r\n", 1)[1] for answer in got.split(b"HTTP/1.1 200 OK")[1:]]
+        assert len(bodies) == 2 and bodies[0] == bodies[1], got
+        assert bodies[0] == repr(
+            ["1.1", "GET", "", "/scope", b"/scope", b"whole", "http",
+             ["asgi", "client", "extensions", "headers", "http_version", "method", "path",
+              "query_string", "raw_path", "root_path", "scheme", "server", "state", "type"],
+             {"http.response.pathsend": {}}, {}]).encode()
+    finally:
+        assert stop_server(proc) == 0
+
+
 @pytest.mark.parametrize("target", ["asgi_raw:app", "asgi_raw:future_app"])
 def test_an_app_runs_in_one_task_with_its_own_context(backend, target):
     # Two requests on one connection, each answered at once (no wait) and

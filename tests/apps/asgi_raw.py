@@ -51,7 +51,19 @@ async def app(scope, receive, send):
     elif path.endswith("/scope"):
         keys = ("http_version", "method", "root_path", "path", "raw_path", "query_string",
                 "scheme")
-        await _respond(send, repr([scope[key] for key in keys]).encode())
+        seen = [scope[key] for key in keys]
+        whole = scope["query_string"] == b"whole"
+        if whole:
+            seen += [sorted(scope), scope["extensions"], scope["state"]]
+        body = repr(seen).encode()
+        if whole:
+            # What an app does to its scope is its own: the next request's
+            # scope starts as this one did.
+            scope["extensions"]["http.response.pathsend"]["mine"] = True
+            scope["extensions"]["mine"] = {}
+            scope["state"]["mine"] = True
+            scope["mine"] = True
+        await _respond(send, body)
     elif path == "/task":
         # The task the app runs in is one and the same before and after it
         # waits (anyio's cancel scopes rely on it), and a variable it sets
