@@ -134,6 +134,31 @@ def test_reset_reaches_connection_lost_and_others_continue(loop):
     other.close()
 
 
+def test_writes_of_bytes_and_of_other_buffers_keep_their_order(loop):
+    # Connection.write is fastpath.c's C method: bytes go straight to the
+    # stream's writer, anything else through the Python write (copied, so
+    # the caller may change it after the call). Interleaved, they arrive
+    # in order, each as it was when written.
+    from uringio.net.connection import Connection
+    assert type(Connection.__dict__["write"]).__name__ == "method_descriptor"
+
+    class Mixed(Protocol):
+        def connection_made(self, conn):
+            buffer = bytearray(b"b")
+            conn.write(b"a")
+            conn.write(buffer)
+            buffer[:] = b"X"
+            conn.write(memoryview(b"c"))
+            conn.write(b"d")
+            conn.close()
+
+    server = serve(loop, Mixed)
+    client = socket.create_connection(server.address, timeout=5)
+    assert read_until_closed(loop, client, 5.0) == b"abcd"
+    server.close()
+    client.close()
+
+
 def test_write_after_close_is_refused(loop):
     protocols = []
 

@@ -425,6 +425,8 @@ class Connection(asyncio.Transport):
     def write(self, data) -> None:
         """Queue ``data`` for sending, in order. Raises RuntimeError after
         close(); after the connection is lost, writes are dropped."""
+        # (connection_write, at the end of this module, replaces this with
+        # the same steps in C: a change here is a change there.)
         if self._closing:
             if self._closed:
                 return
@@ -663,3 +665,14 @@ class Connection(asyncio.Transport):
             # both go by reference counting, as asyncio's transports do.
             self._protocol = self._on_closed = None  # type: ignore[assignment]
             self._deliver = self._events = drop  # type: ignore[assignment]
+
+
+try:
+    # The same steps in C for the common write, without this frame
+    # (_build/_core/fastpath.c, connection_write): a write of a C protocol
+    # reaches the stream's C writer with no Python in between.
+    from .._core._fastpath import connection_write as _connection_write
+except ImportError:   # (not built: the Python write serves)
+    pass
+else:
+    Connection.write = _connection_write(Connection, Connection.write)  # type: ignore[method-assign]
