@@ -326,13 +326,21 @@ def run_loadgen(loadgen: Path, port: int, scenario: Scenario, warmup: float,
     window's edges on stderr)."""
     argv = [str(loadgen), HOST, str(port), str(scenario.conns), str(scenario.size),
             str(scenario.pipeline), str(warmup), str(duration)]
+    return drive_loadgen(argv, warmup + duration, cpu, server)
+
+
+def drive_loadgen(argv: list[str], seconds: float, cpu: int | None, server: Server,
+                  http: bool = False) -> dict:
+    """Run loadgen as ``argv`` (either mode; warm-up + duration = ``seconds``)
+    pinned to ``cpu``: its JSON result plus ``server_cpu_s``, the server's CPU
+    time between MEASURE_START and MEASURE_STOP. RunFailed on any error."""
     with pinned(cpu):
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
     cpu_start = cpu_stop = None
     diagnostics: list[str] = []
     try:
-        deadline = time.monotonic() + warmup + duration + LOADGEN_SLACK_S
+        deadline = time.monotonic() + seconds + LOADGEN_SLACK_S
         for line in _stderr_lines(proc, deadline):
             if line == "MEASURE_START":
                 cpu_start = server.cpu_seconds()
@@ -355,14 +363,19 @@ def run_loadgen(loadgen: Path, port: int, scenario: Scenario, warmup: float,
     except ValueError:
         raise RunFailed(f"load generator exited with status {proc.returncode} "
                         "without a result", detail) from None
+    wrong, stalled, none = (
+        ("bad responses", "rounds of responses never completed",
+         "no responses came in the measured window") if http else
+        ("wrong echoes", "echoes never completed",
+         "no messages were echoed in the measured window"))
     if result["errors"]:
         raise RunFailed(
             f"load generator saw {result['errors']} errors ({result['connect_errors']} "
-            f"failed connects, {result['resets']} resets, {result['mismatches']} wrong "
-            f"echoes, {result['stalled']} echoes never completed)",
+            f"failed connects, {result['resets']} resets, {result['mismatches']} {wrong}, "
+            f"{result['stalled']} {stalled})",
             detail + "\n--- server stderr ---\n" + server.stderr_tail())
     if cpu_start is None or cpu_stop is None or not result["messages"]:
-        raise RunFailed("no messages were echoed in the measured window", detail)
+        raise RunFailed(none, detail)
     result["server_cpu_s"] = cpu_stop - cpu_start
     return result
 

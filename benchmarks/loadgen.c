@@ -1,21 +1,41 @@
 /*
- * loadgen: closed-loop load generator for TCP echo servers.
+ * loadgen: closed-loop load generator for TCP echo servers and HTTP/1.1
+ * servers.
  *
  *   loadgen HOST PORT CONNS SIZE PIPELINE WARMUP_S DURATION_S
+ *   loadgen --http PATH HOST PORT CONNS PIPELINE WARMUP_S DURATION_S
  *
- * Opens CONNS connections up front. Each connection repeats a round: send
- * PIPELINE messages of SIZE bytes in one send, receive exactly
- * PIPELINE*SIZE bytes back, check they equal what was sent, and record the
- * round trip time. Only rounds completed inside the measured window (after
+ * Opens CONNS connections up front. Each connection repeats a round and
+ * records its time; only rounds completed inside the measured window (after
  * the warm-up) are counted.
  *
- * stdout: one JSON line with the results.
+ * Echo mode: a round sends PIPELINE messages of SIZE bytes in one send,
+ * receives exactly PIPELINE*SIZE bytes back and checks they equal what was
+ * sent.
+ *
+ * HTTP mode (--http): a round sends PIPELINE copies of
+ * "GET PATH HTTP/1.1\r\nHost: HOST:PORT\r\n\r\n" in one send (what wrk
+ * sends, with pipeline.lua when PIPELINE > 1) and receives until PIPELINE
+ * whole responses are in. Responses are parsed as they arrive, across recvs
+ * into a 64 KiB buffer per connection: the status line, the headers up to
+ * the blank line (a head over 16 KiB is refused), then exactly
+ * Content-Length body bytes, skipped by counting, so a body of any size
+ * costs no memory. Each response counts as one message. Errors (the
+ * connection is dropped): a status other than 2xx, a response without
+ * Content-Length (chunked or close-delimited bodies are not supported; a 204
+ * needs none), any Transfer-Encoding, "Connection: close", a head over
+ * 16 KiB or not ending in CRLF CRLF, bytes beyond the round's responses, and
+ * the server closing or resetting. Header names are matched without regard
+ * to case. The first bad response is described on stderr; "mismatches" in
+ * the JSON counts them all, and "size" is the bytes of one request.
+ *
+ * stdout: one JSON line with the results (the same keys in both modes).
  * stderr: "MEASURE_START" / "MEASURE_STOP" lines when the measured window
  *         opens and closes (the harness samples the server's CPU time
  *         then), plus diagnostics.
  * Exit status: 0 if there were no errors, 1 on any error (failed connect,
- * reset, wrong echo, or an echo still incomplete 2 s after the window
- * closed), 2 on bad usage or a setup failure.
+ * reset, wrong echo or bad response, or a round still incomplete 2 s after
+ * the window closed), 2 on bad usage or a setup failure.
  *
  * Single threaded, on io_uring: a round is one send SQE and one recv SQE
  * (MSG_WAITALL, so the kernel gathers the whole round), and one
@@ -27,7 +47,9 @@
  * third more, a multishot recv with provided buffers even more, as it tries
  * one more recv (which finds nothing) after every echo. The harness reports
  * the client's CPU use for every run so a client-bound result can be
- * recognised.
+ * recognised. In HTTP mode the length of a round's answer is not known in
+ * advance, so its recvs are plain ones (no MSG_WAITALL), each taking what
+ * has arrived, polling first unless the last recv left data in the socket.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -35,6 +57,7 @@
 #include <liburing.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +72,8 @@
 #define CONNECT_TIMEOUT_NS (5 * NS_PER_S)
 #define DRAIN_TIMEOUT_NS (2 * NS_PER_S)
 #define PATTERN_SHIFTS 64
+#define HTTP_RBUF (64 * 1024)       /* receive buffer per connection */
+#define HTTP_HEAD_MAX (16 * 1024)   /* largest response head accepted */
 
 enum op { OP_SEND, OP_RECV };
 
@@ -62,6 +87,12 @@ struct conn {
 	uint64_t *pattern;      /* PATTERN_SHIFTS words longer than a round */
 	unsigned char *sbuf;    /* this round's bytes: a window into pattern */
 	unsigned char *rbuf;
+	/* HTTP mode: rbuf[rstart, rend) is received and not yet parsed. */
+	size_t rstart, rend;
+	size_t scanned;         /* bytes from rstart already searched for CRLFCRLF */
+	uint64_t body_left;     /* body bytes of the current response still due */
+	uint32_t responses;     /* whole responses received this round */
+	bool poll_first;        /* the next recv waits for data first */
 };
 
 static struct io_uring ring;
@@ -75,6 +106,8 @@ static uint32_t *lat_ns;        /* one entry per round completed in the window *
 static size_t nr_lat, cap_lat;
 static uint64_t connect_errors, resets, mismatches, stalled;
 static uint32_t pipeline;
+static bool http_mode;
+static unsigned char *http_round; /* HTTP mode: PIPELINE requests, all rounds */
 
 static uint64_t now_ns(void)
 {
@@ -148,11 +181,20 @@ static void queue_recv(struct conn *c)
 {
 	struct io_uring_sqe *sqe = get_sqe();
 
-	/* The echo cannot be there yet: wait for data instead of trying a recv
-	 * that would fail, and let the kernel gather the whole round. */
-	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->received,
-			   round_bytes - c->received, MSG_WAITALL);
-	sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	if (http_mode) {
+		/* As much as has arrived; the responses' length is unknown. */
+		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rend,
+				   HTTP_RBUF - c->rend, 0);
+		if (c->poll_first)
+			sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	} else {
+		/* The echo cannot be there yet: wait for data instead of trying
+		 * a recv that would fail, and let the kernel gather the whole
+		 * round. */
+		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->received,
+				   round_bytes - c->received, MSG_WAITALL);
+		sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+	}
 	io_uring_sqe_set_data64(sqe, (uint64_t)c->id << 1 | OP_RECV);
 }
 
@@ -174,7 +216,13 @@ static void start_round(struct conn *c, uint64_t t)
 	c->round++;
 	c->sent = c->received = 0;
 	c->start_ns = t;
-	c->sbuf = (unsigned char *)(c->pattern + c->round % PATTERN_SHIFTS);
+	if (http_mode) {
+		c->sbuf = http_round;
+		c->responses = 0;
+		c->poll_first = true; /* no answer before the requests */
+	} else {
+		c->sbuf = (unsigned char *)(c->pattern + c->round % PATTERN_SHIFTS);
+	}
 	queue_send(c);
 	queue_recv(c);
 }
@@ -183,7 +231,7 @@ static void complete_round(struct conn *c)
 {
 	uint64_t t = now_ns();
 
-	if (memcmp(c->rbuf, c->sbuf, round_bytes) != 0) {
+	if (!http_mode && memcmp(c->rbuf, c->sbuf, round_bytes) != 0) {
 		size_t off = 0;
 
 		while (c->rbuf[off] == c->sbuf[off])
@@ -207,6 +255,196 @@ static void complete_round(struct conn *c)
 	} else {
 		start_round(c, t);
 	}
+}
+
+/* A bad response: described on stderr if it is the first, counted, and the
+ * connection dropped. Returns -1. */
+__attribute__((format(printf, 2, 3)))
+static int http_error(struct conn *c, const char *fmt, ...)
+{
+	if (!mismatches) {
+		va_list ap;
+
+		fprintf(stderr, "loadgen: connection %u: ", c->id);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		fputc('\n', stderr);
+	}
+	mismatches++;
+	drop_conn(c);
+	return -1;
+}
+
+/* For messages: the first line of s (at most 100 bytes), non-printable bytes
+ * as '?'. */
+static const char *printable_line(const unsigned char *s, size_t len)
+{
+	static char out[101];
+	size_t i;
+
+	for (i = 0; i < len && i < sizeof(out) - 1 && s[i] != '\r' && s[i] != '\n'; i++)
+		out[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+	out[i] = '\0';
+	return out;
+}
+
+static bool name_is(const unsigned char *name, size_t len, const char *want)
+{
+	return len == strlen(want) && strncasecmp((const char *)name, want, len) == 0;
+}
+
+/* Whether the comma-separated list v[0, len) holds the token "close". */
+static bool has_close(const unsigned char *v, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		size_t start, end;
+
+		while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+			i++;
+		start = i;
+		while (i < len && v[i] != ',')
+			i++;
+		end = i;
+		while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+			end--;
+		if (name_is(v + start, end - start, "close"))
+			return true;
+	}
+	return false;
+}
+
+/* Checks one response head, h[0, len) ending in CRLF CRLF, and sets
+ * body_left. Returns 0, or -1 after http_error. */
+static int parse_head(struct conn *c, const unsigned char *h, size_t len)
+{
+	const unsigned char *end = h + len - 2; /* the blank line's CRLF */
+	const unsigned char *line = (const unsigned char *)memchr(h, '\n', len) + 1;
+	uint64_t length = 0;
+	bool have_length = false;
+	int status;
+
+	/* "HTTP/1.x NNN" followed by a space or the line's end */
+	if (len < 14 || memcmp(h, "HTTP/1.", 7) != 0 || h[7] < '0' || h[7] > '9' ||
+	    h[8] != ' ' || h[9] < '0' || h[9] > '9' || h[10] < '0' || h[10] > '9' ||
+	    h[11] < '0' || h[11] > '9' || (h[12] != ' ' && h[12] != '\r'))
+		return http_error(c, "not an HTTP/1.x status line: \"%s\"",
+				  printable_line(h, len));
+	status = (h[9] - '0') * 100 + (h[10] - '0') * 10 + (h[11] - '0');
+	if (status < 200 || status > 299)
+		return http_error(c, "status %d, not 2xx: \"%s\"", status,
+				  printable_line(h, len));
+	while (line < end) {
+		const unsigned char *eol = memchr(line, '\n', end + 1 - line);
+		const unsigned char *colon = memchr(line, ':', eol - line);
+		const unsigned char *v, *vend = eol;
+		size_t name_len;
+
+		if (!colon)
+			return http_error(c, "header line without a colon: \"%s\"",
+					  printable_line(line, eol - line));
+		name_len = colon - line;
+		v = colon + 1;
+		while (v < vend && (*v == ' ' || *v == '\t'))
+			v++;
+		while (vend > v && (vend[-1] == '\r' || vend[-1] == ' ' || vend[-1] == '\t'))
+			vend--;
+		if (name_is(line, name_len, "content-length")) {
+			uint64_t n = 0;
+
+			if (v == vend || vend - v > 18)
+				return http_error(c, "bad Content-Length: \"%s\"",
+						  printable_line(line, eol - line));
+			for (const unsigned char *p = v; p < vend; p++) {
+				if (*p < '0' || *p > '9')
+					return http_error(c, "bad Content-Length: \"%s\"",
+							  printable_line(line, eol - line));
+				n = n * 10 + (*p - '0');
+			}
+			if (have_length && n != length)
+				return http_error(c, "two different Content-Lengths");
+			length = n;
+			have_length = true;
+		} else if (name_is(line, name_len, "transfer-encoding")) {
+			return http_error(c, "\"%s\": Transfer-Encoding (chunked) is not "
+					  "supported, loadgen needs Content-Length",
+					  printable_line(line, eol - line));
+		} else if (name_is(line, name_len, "connection") && has_close(v, vend - v)) {
+			return http_error(c, "the server sent \"Connection: close\": loadgen "
+					  "needs keep-alive");
+		}
+		line = eol + 1;
+	}
+	if (!have_length && status != 204)
+		return http_error(c, "status %d response without Content-Length: chunked "
+				  "or close-delimited bodies are not supported", status);
+	c->body_left = status == 204 ? 0 : length;
+	return 0;
+}
+
+/* n more bytes arrived at rbuf + rend: parse what can be. Returns 1 when the
+ * round's responses are all in, 0 when more are due (a recv is queued),
+ * -1 when the connection was dropped. */
+static int http_received(struct conn *c, size_t n, bool more_waiting)
+{
+	c->rend += n;
+	while (c->rstart < c->rend && c->responses < pipeline) {
+		unsigned char *p = c->rbuf + c->rstart;
+		size_t avail = c->rend - c->rstart;
+
+		if (c->body_left) { /* skip body bytes: counted, never kept */
+			size_t skip = avail < c->body_left ? avail : c->body_left;
+
+			c->rstart += skip;
+			c->body_left -= skip;
+			if (!c->body_left)
+				c->responses++;
+			continue;
+		}
+		/* A head: find its end, resuming where the last search stopped
+		 * (less 3 bytes, which may start the CRLF CRLF). */
+		size_t from = c->scanned > 3 ? c->scanned - 3 : 0;
+		unsigned char *blank = memmem(p + from, avail - from, "\r\n\r\n", 4);
+
+		if (!blank || (size_t)(blank + 4 - p) > HTTP_HEAD_MAX) {
+			if (avail > HTTP_HEAD_MAX || blank)
+				return http_error(c, "response head over %d bytes (or without "
+						  "CRLF CRLF): \"%s\"", HTTP_HEAD_MAX,
+						  printable_line(p, avail));
+			c->scanned = avail;
+			break;
+		}
+		size_t head_len = blank + 4 - p;
+
+		if (parse_head(c, p, head_len) < 0)
+			return -1;
+		c->scanned = 0;
+		c->rstart += head_len;
+		if (!c->body_left)
+			c->responses++;
+	}
+	if (c->responses == pipeline) {
+		if (c->rstart < c->rend)
+			return http_error(c, "%zu bytes after the round's %u responses: \"%s\"",
+					  c->rend - c->rstart, pipeline,
+					  printable_line(c->rbuf + c->rstart, c->rend - c->rstart));
+		c->rstart = c->rend = 0;
+		return 1;
+	}
+	if (c->rstart == c->rend) {
+		c->rstart = c->rend = 0;
+	} else if (c->rstart) {
+		/* Only part of a head (at most HTTP_HEAD_MAX) is left over: move
+		 * it to the front for room to receive the rest. */
+		memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+		c->rend -= c->rstart;
+		c->rstart = 0;
+	}
+	c->poll_first = !more_waiting;
+	queue_recv(c);
+	return 0;
 }
 
 static void handle_cqe(struct conn *conns, struct io_uring_cqe *cqe)
@@ -233,6 +471,12 @@ static void handle_cqe(struct conn *conns, struct io_uring_cqe *cqe)
 			queue_send(c); /* short send: push the rest */
 			return;
 		}
+	} else if (http_mode) {
+		if (http_received(c, res, cqe->flags & IORING_CQE_F_SOCK_NONEMPTY) <= 0)
+			return;
+		/* All the responses are in: the round's receiving is done, as
+		 * in echo mode once round_bytes are back. */
+		c->received = round_bytes;
 	} else {
 		c->received += res;
 		if (c->received < round_bytes) {
@@ -353,27 +597,65 @@ static double parse_seconds(const char *s, const char *what)
 	return v;
 }
 
+/* HTTP mode: PIPELINE copies of the request, what every round sends.
+ * Returns the size of one request. */
+static long build_http_round(const char *path, const char *host, long port)
+{
+	for (const char *p = path; *p; p++) {
+		if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+			fprintf(stderr, "loadgen: bad path (a space or control byte): %s\n",
+				path);
+			exit(2);
+		}
+	}
+	if (path[0] != '/') {
+		fprintf(stderr, "loadgen: the path must start with '/': %s\n", path);
+		exit(2);
+	}
+	int len = snprintf(NULL, 0, "GET %s HTTP/1.1\r\nHost: %s:%ld\r\n\r\n",
+			   path, host, port);
+
+	http_round = malloc((size_t)len * pipeline + 1);
+	if (!http_round) {
+		perror("loadgen: malloc");
+		exit(2);
+	}
+	for (uint32_t i = 0; i < pipeline; i++)
+		snprintf((char *)http_round + (size_t)i * len, len + 1,
+			 "GET %s HTTP/1.1\r\nHost: %s:%ld\r\n\r\n", path, host, port);
+	return len;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 8) {
+	http_mode = argc > 1 && strcmp(argv[1], "--http") == 0;
+	if (argc != (http_mode ? 9 : 8)) {
 		fprintf(stderr,
-			"usage: %s HOST PORT CONNS SIZE PIPELINE WARMUP_S DURATION_S\n",
-			argv[0]);
+			"usage: %s HOST PORT CONNS SIZE PIPELINE WARMUP_S DURATION_S\n"
+			"       %s --http PATH HOST PORT CONNS PIPELINE WARMUP_S DURATION_S\n",
+			argv[0], argv[0]);
 		return 2;
 	}
+	/* arg[0] is HOST; HTTP mode has PATH before it and no SIZE. */
+	char **arg = argv + (http_mode ? 3 : 1);
 	struct sockaddr_in addr = {.sin_family = AF_INET};
-	long nconns = parse_long(argv[3], "connection count", 1);
-	long size = parse_long(argv[4], "message size", 1);
+	long nconns = parse_long(arg[2], "connection count", 1);
+	long size = http_mode ? 0 : parse_long(arg[3], "message size", 1);
+	char **rest = arg + (http_mode ? 3 : 4);
 
-	pipeline = parse_long(argv[5], "pipeline depth", 1);
-	double warmup = parse_seconds(argv[6], "warm-up");
-	double duration = parse_seconds(argv[7], "duration");
+	pipeline = parse_long(rest[0], "pipeline depth", 1);
+	double warmup = parse_seconds(rest[1], "warm-up");
+	double duration = parse_seconds(rest[2], "duration");
 
-	if (inet_pton(AF_INET, argv[1], &addr.sin_addr) != 1) {
-		fprintf(stderr, "loadgen: not an IPv4 address: %s\n", argv[1]);
+	if (inet_pton(AF_INET, arg[0], &addr.sin_addr) != 1) {
+		fprintf(stderr, "loadgen: not an IPv4 address: %s\n", arg[0]);
 		return 2;
 	}
-	addr.sin_port = htons(parse_long(argv[2], "port", 1));
+	long port = parse_long(arg[1], "port", 1);
+
+	addr.sin_port = htons(port);
+	if (http_mode)
+		size = build_http_round(argv[2], arg[0], port);
 	round_bytes = (size_t)size * pipeline;
 
 	raise_fd_limit((rlim_t)nconns + 64);
@@ -403,13 +685,18 @@ int main(int argc, char **argv)
 			c->fd = -1;
 			continue;
 		}
-		c->pattern = malloc(words * 8);
-		c->rbuf = malloc(round_bytes);
-		if (!c->pattern || !c->rbuf) {
+		if (http_mode) {
+			c->rbuf = malloc(HTTP_RBUF);
+		} else {
+			c->pattern = malloc(words * 8);
+			c->rbuf = malloc(round_bytes);
+		}
+		if ((!http_mode && !c->pattern) || !c->rbuf) {
 			perror("loadgen: malloc");
 			return 2;
 		}
-		init_pattern(c, words);
+		if (!http_mode)
+			init_pattern(c, words);
 		connected++;
 	}
 
@@ -490,8 +777,8 @@ int main(int argc, char **argv)
 	/* Rounds still waiting after the drain period: bytes were lost. */
 	stalled = busy_conns;
 	if (stalled)
-		fprintf(stderr, "loadgen: %llu connections still waiting for their echo\n",
-			(unsigned long long)stalled);
+		fprintf(stderr, "loadgen: %llu connections still waiting for their %s\n",
+			(unsigned long long)stalled, http_mode ? "responses" : "echo");
 	uint64_t errors = connect_errors + resets + mismatches + stalled;
 
 	printf("{\"messages\": %llu, \"seconds\": %.6f, \"msgs_per_s\": %.1f, "
