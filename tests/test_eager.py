@@ -54,7 +54,8 @@ def test_a_coroutine_that_does_not_wait_runs_at_once_in_a_task_of_its_own(backen
         assert isinstance(task, asyncio.Task) and task.done()
         assert await task is None   # whoever waits on it is not left waiting
         assert "eagerly" in seen["repr"] and seen["coro"] is coro
-        assert seen["info"].name is None   # anyio's view of it, which reads get_coro()
+        # anyio's view of it, which reads get_coro() and get_name()
+        assert seen["info"].name == task.get_name() and task.get_name().startswith("Task-")
         assert VAR.get() == "default"   # its context was a copy
     run(backend, main)
 
@@ -76,6 +77,29 @@ def test_a_coroutine_that_waits_goes_on_in_the_same_task(backend):
         fut.set_result(5)
         assert await task == (True, 5, "the app's")
         assert VAR.get() == "default"
+    run(backend, main)
+
+
+def test_a_task_keeps_its_name_across_the_first_wait(backend):
+    # A name is made when first asked for, or set by the coroutine, before
+    # the task is a whole one; after the wait it is the same.
+    async def main():
+        names = {}
+
+        async def named(key, name=None):
+            task = asyncio.current_task()
+            if name is not None:
+                task.set_name(name)
+            before = task.get_name()
+            await asyncio.sleep(0)
+            names[key] = (before, asyncio.current_task().get_name())
+
+        for key, name in (("set", "request-1"), ("made", None)):
+            task = await eagerly(named(key, name))
+            await task
+        assert names["set"] == ("request-1", "request-1")
+        made_before, made_after = names["made"]
+        assert made_before == made_after and made_before.startswith("Task-")
     run(backend, main)
 
 

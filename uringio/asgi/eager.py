@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Coroutine
 from typing import Any
@@ -29,6 +30,8 @@ from typing import Any
 _init_future = asyncio.Future.__init__
 _finish = asyncio.Future.set_result   # (Task's own refuses: a task's result is its coroutine's)
 _init_task = asyncio.Task.__init__
+_name_of = asyncio.Task.get_name   # (the name set, or None: not EagerTask's)
+_names = itertools.count(1)
 
 
 class EagerTask(asyncio.Task):
@@ -43,6 +46,15 @@ class EagerTask(asyncio.Task):
     def get_coro(self):
         begun = getattr(self, "_begun", None)
         return begun if begun is not None else self._coro   # type: ignore[attr-defined]
+
+    def get_name(self) -> str:
+        # Task.__init__ names a task, and this one has not run it yet: it
+        # gets its name when first asked (adopt keeps it).
+        name = _name_of(self)
+        if name is None:
+            name = f"Task-eager-{next(_names)}"
+            self.set_name(name)
+        return name
 
     def __repr__(self) -> str:
         if self._coro is None:   # type: ignore[attr-defined]
@@ -86,13 +98,13 @@ def adopt(task: asyncio.Task, loop: asyncio.AbstractEventLoop, coro: Coroutine,
     """Make the begun ``task`` a task of ``loop`` running ``coro`` (a
     Resumed) in ``context``, scheduled like one from ``loop.create_task``.
     Initialising it resets its state, so what was asked of it meanwhile is
-    asked again: the callbacks for its end, and a cancel -- once its first
-    step has it waiting, so that the cancel reaches what it waits for, as
-    a task's does."""
+    asked again: its name, the callbacks for its end, and a cancel -- once
+    its first step has it waiting, so that the cancel reaches what it waits
+    for, as a task's does."""
     cancels = task.cancelling()
     message = task._cancel_message   # type: ignore[attr-defined]
     callbacks = task._callbacks or ()
-    _init_task(task, coro, loop=loop, context=context)
+    _init_task(task, coro, loop=loop, context=context, name=_name_of(task))
     for callback, callback_context in callbacks:
         task.add_done_callback(callback, context=callback_context)
     for _ in range(cancels):
