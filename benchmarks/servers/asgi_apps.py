@@ -29,10 +29,11 @@ async def _lifespan(receive, send) -> None:
 
 
 # Each app answers in its own coroutine, its messages written out as in
-# uvicorn's README hello: the per-request cost is the server's, not a
-# helper's (a shared helper coroutine and a formatted length were a third
-# of uringio's CPU per raw request). The length is given, as an app that
-# knows it does (without one uvicorn would send the body chunked).
+# uvicorn's README hello: what a request costs beyond that is the
+# server's, not a helper's (a shared helper coroutine that formatted the
+# length was 0.36 us of uringio's 2.45 us of Python per request). The
+# length is given, as an app that knows it does (without one uvicorn
+# would send the body chunked).
 
 
 async def raw(scope, receive, send):
