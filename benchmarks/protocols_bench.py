@@ -1,6 +1,6 @@
 """Real protocols side by side: HTTP under wrk, RESP under redis-benchmark.
 
-    python benchmarks/protocols_bench.py [--rounds R] [--duration S]
+    python benchmarks/protocols_bench.py [--rounds R] [--duration S] [--client wrk|loadgen]
 
 HTTP: `python -m uringio serve http` (uring, epoll), a uvloop + httptools
 server, the same minimal httptools protocol on uringio ("bare": the loops
@@ -9,6 +9,9 @@ one worker, all answering "/" with "Hello, World!".
 wrk (one thread, 100 connections) drives each twice: with 16 requests
 pipelined per connection (TechEmpower's plaintext method: without it, one
 wrk thread saturates before a good Python server does) and without.
+``--client loadgen`` drives them with loadgen.c's HTTP mode instead (the
+same requests, 100 connections), which costs about two thirds of wrk's CPU
+per request: without pipelining, wrk runs out of its core before uringio.
 RESP: `python -m uringio serve resp` (uring, epoll) and redis-server (one
 thread, persistence off) under `redis-benchmark -t get,set -P 16`.
 
@@ -229,12 +232,15 @@ def run_redis_benchmark(port: int, requests: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per HTTP run")
+    parser.add_argument("--client", choices=("wrk", "loadgen"), default="wrk",
+                        help="the HTTP load generator: wrk -t1 -c100, or loadgen.c's HTTP mode")
     parser.add_argument("--requests", type=int, default=500_000, help="per redis-benchmark test")
     parser.add_argument("--out", type=Path, default=eb.DEFAULT_OUT)
     args = parser.parse_args(argv)
     console = Console(width=150)
     ensure_tools()
+    measure = run_wrk if args.client == "wrk" else run_http_loadgen
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -249,9 +255,9 @@ def main(argv: list[str] | None = None) -> int:
                     proc = start(build(port), port, tmp, name.replace("+", "_"))
                     if kind == "http":
                         row = {f"p16_{k}": v for k, v in
-                               run_wrk(proc.port, 16, args.duration, proc).items()}
+                               measure(proc.port, 16, args.duration, proc).items()}
                         row.update({f"p1_{k}": v for k, v in
-                                    run_wrk(proc.port, 1, args.duration, proc).items()})
+                                    measure(proc.port, 1, args.duration, proc).items()})
                     else:
                         row = run_redis_benchmark(proc.port, args.requests)
                     results.setdefault((kind, name), []).append(row)
@@ -262,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                         proc.stop()
     summary = {f"{k}/{n}": {key: statistics.median(r[key] for r in rows) for key in rows[0]}
                for (k, n), rows in results.items() if rows}
-    http = Table(title=f"HTTP plaintext, wrk -t1 -c100, median of {args.rounds}")
-    for col in ("server", "pipelined x16 req/s", "×uvloop", "CPU µs/req", "wrk CPU",
+    client = "wrk -t1 -c100" if args.client == "wrk" else "loadgen --http, 100 connections"
+    http = Table(title=f"HTTP plaintext, {client}, median of {args.rounds}")
+    for col in ("server", "pipelined x16 req/s", "×uvloop", "CPU µs/req", "client CPU",
                 "no pipelining req/s", "CPU µs/req (no pipelining)", "×uvloop"):
         http.add_column(col, justify="right")
     base = summary.get("http/uvloop+httptools")
