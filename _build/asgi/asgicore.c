@@ -48,7 +48,7 @@ static PyObject *current_tasks;   /* _asyncio._current_tasks: {loop: its running
 static PyObject *cancelled_error; /* asyncio.CancelledError */
 static initproc future_init;      /* asyncio.Future's tp_init: Future.__init__ */
 static PyObject *future_finish;   /* asyncio.Future.set_result */
-static PyObject *init_kwargs;     /* {"loop": the loop of the last task begun} */
+static PyObject *init_kwargs;     /* {"loop": None}, the loop set in it for each call */
 static PyObject *scope_template;  /* a scope's keys, in order, and its constant values */
 
 /* Interned names and constants, made at import. */
@@ -584,14 +584,11 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
     if ((task = task_type->tp_alloc(task_type, 0)) == NULL)
         goto done;
     SLOT(task, task_begun) = Py_NewRef(coro);
-    if (init_kwargs == NULL || PyDict_GetItemWithError(init_kwargs, s_loop) != self->loop) {
-        if (PyErr_Occurred())
-            goto done;
-        Py_XSETREF(init_kwargs, PyDict_New());
-        if (init_kwargs == NULL || PyDict_SetItem(init_kwargs, s_loop, self->loop))
-            goto done;
-    }
-    if (future_init(task, empty_tuple, init_kwargs) < 0 ||
+    /* (the dict keeps no loop between calls, to keep none alive) */
+    if (PyDict_SetItem(init_kwargs, s_loop, self->loop))
+        goto done;
+    int initialised = future_init(task, empty_tuple, init_kwargs);
+    if (PyDict_SetItem(init_kwargs, s_loop, Py_None) || initialised < 0 ||
             (context = PyContext_CopyCurrent()) == NULL)
         goto done;
     if (PyDict_SetItem(current_tasks, self->loop, task))
@@ -1110,7 +1107,8 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         INTERN(s_suspended, "_suspended") || INTERN(s_wake, "wake") ||
         INTERN(s_update_reading, "update_reading") ||
         (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
-        INTERN(s_loop, "loop") || (empty_tuple = PyTuple_New(0)) == NULL)
+        INTERN(s_loop, "loop") || (empty_tuple = PyTuple_New(0)) == NULL ||
+        (init_kwargs = PyDict_New()) == NULL || PyDict_SetItem(init_kwargs, s_loop, Py_None))
         return NULL;
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&CycleType) < 0 ||
         PyType_Ready(&AsgiCoreType) < 0)
