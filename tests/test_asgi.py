@@ -483,6 +483,14 @@ def test_the_request_path_keeps_nothing_per_request(backend):
                     break
                 await asyncio.sleep(0.001)
             assert sink.written != written, request
+            # A request that had to wait is over when its task is: until
+            # then its objects are alive (a dozen), and a snapshot taken
+            # meanwhile would count them.
+            for _ in range(1000):
+                if not proto.server.tasks:
+                    break
+                await asyncio.sleep(0.001)
+            assert not proto.server.tasks, request
 
     def alive() -> collections.Counter:
         gc.collect()
