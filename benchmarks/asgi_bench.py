@@ -145,20 +145,16 @@ def main(argv_: list[str] | None = None) -> int:
                         help="requests per connection in flight (wrk with pipeline.lua); above "
                              "1 the client costs less per request, so a fast server, not "
                              "the client, sets the pace")
-    parser.add_argument("--client", choices=("wrk", "loadgen"), default="wrk",
-                        help="the load generator for every server: wrk -t1 -c100, or "
-                             "loadgen.c's HTTP mode (cheaper per request, 100 connections)")
+    pb.add_client_option(parser)
     parser.add_argument("--no-frame", action="store_true",
                         help="skip the minimal uvloop + httptools protocol")
     args = parser.parse_args(argv_)
     pb.ensure_tools()
-    if args.client == "loadgen":
-        try:
-            eb.build_tools()
-        except eb.BenchError as exc:
-            print(exc, file=sys.stderr)
-            return 2
-    measure = pb.run_wrk if args.client == "wrk" else pb.run_http_loadgen
+    try:
+        measure, client = pb.http_client(args.client)
+    except eb.BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     apps = args.apps.split(",")
     servers = args.servers.split(",")
     runs = [(s, a) for a in apps for s in servers]
@@ -194,22 +190,21 @@ def main(argv_: list[str] | None = None) -> int:
                       flush=True)
     frame = results.get(("uvloop+httptools", "raw"))
     pipelining = f"{args.pipeline} pipelined" if args.pipeline > 1 else "no pipelining"
-    client = "wrk -t1 -c100" if args.client == "wrk" else "loadgen --http, 100 connections"
     print(f"\nASGI servers, {client}, {pipelining}, medians of {args.rounds} rounds")
     for app in apps:
         print(f"\n{app}:")
         ours = results.get(("uringio uring", app), [])
         for server_name in servers:
-            got = results.get((server_name, app))
-            if not got:
+            rates = results.get((server_name, app))
+            if not rates:
                 print(f"  {server_name:16} failed")
                 continue
-            line = (f"  {server_name:16} {statistics.median(got):>10,.0f} req/s "
+            line = (f"  {server_name:16} {statistics.median(rates):>10,.0f} req/s "
                     f"{statistics.median(cpu[(server_name, app)]):6.1f} µs/req")
             if frame:
-                line += f"  {statistics.median(got) / statistics.median(frame):.2f}× frame"
+                line += f"  {statistics.median(rates) / statistics.median(frame):.2f}× frame"
             if ours and server_name != "uringio uring":
-                pairs = [a / b for a, b in zip(ours, got, strict=False)]
+                pairs = [a / b for a, b in zip(ours, rates, strict=False)]
                 line += f"  uring/this {statistics.median(pairs):.2f}×"
             print(line)
     if frame:

@@ -217,6 +217,28 @@ def run_http_loadgen(port: int, pipeline: int, duration: float, server: eb.Serve
             "p99_us": got["p99_us"]}
 
 
+# The HTTP load generators, by --client name: the function that runs one
+# (run_wrk's signature and result) and what a headline calls it.
+HTTP_CLIENTS: dict[str, tuple[Callable[..., dict], str]] = {
+    "wrk": (run_wrk, "wrk -t1 -c100"),
+    "loadgen": (run_http_loadgen, "loadgen --http, 100 connections"),
+}
+
+
+def add_client_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--client", choices=tuple(HTTP_CLIENTS), default="wrk",
+                        help="the HTTP load generator for every server: wrk -t1 -c100, or "
+                             "loadgen.c's HTTP mode (cheaper per request, 100 connections)")
+
+
+def http_client(name: str) -> tuple[Callable[..., dict], str]:
+    """HTTP_CLIENTS[name], with loadgen built first: a build that fails
+    (eb.BenchError) stops the run before any server starts."""
+    if name == "loadgen":
+        eb.build_tools()
+    return HTTP_CLIENTS[name]
+
+
 def run_redis_benchmark(port: int, requests: int) -> dict:
     argv = ["redis-benchmark", "-h", eb.HOST, "-p", str(port), "-t", "set,get",
             "-n", str(requests), "-P", "16", "-c", "50", "-q"]
@@ -233,14 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per HTTP run")
-    parser.add_argument("--client", choices=("wrk", "loadgen"), default="wrk",
-                        help="the HTTP load generator: wrk -t1 -c100, or loadgen.c's HTTP mode")
+    add_client_option(parser)
     parser.add_argument("--requests", type=int, default=500_000, help="per redis-benchmark test")
     parser.add_argument("--out", type=Path, default=eb.DEFAULT_OUT)
     args = parser.parse_args(argv)
     console = Console(width=150)
     ensure_tools()
-    measure = run_wrk if args.client == "wrk" else run_http_loadgen
+    try:
+        measure, client = http_client(args.client)
+    except eb.BenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
     results: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -268,7 +293,6 @@ def main(argv: list[str] | None = None) -> int:
                         proc.stop()
     summary = {f"{k}/{n}": {key: statistics.median(r[key] for r in rows) for key in rows[0]}
                for (k, n), rows in results.items() if rows}
-    client = "wrk -t1 -c100" if args.client == "wrk" else "loadgen --http, 100 connections"
     http = Table(title=f"HTTP plaintext, {client}, median of {args.rounds}")
     for col in ("server", "pipelined x16 req/s", "×uvloop", "CPU µs/req", "client CPU",
                 "no pipelining req/s", "CPU µs/req (no pipelining)", "×uvloop"):
