@@ -403,6 +403,45 @@ def test_an_app_runs_in_one_task_with_its_own_context(backend, target):
         assert stop_server(proc) == 0
 
 
+def test_a_task_left_with_state_is_not_the_next_requests(backend):
+    # Each request on one connection reads its task, then leaves something
+    # on it: kept in a list, named, cancelled, weakly referenced (as anyio
+    # keys its cancel scopes' state). The server may run a request in the
+    # last one's task object only when nothing of that kind happened to it:
+    # each next request finds a task with no name, no cancel, pending, not
+    # one kept or weakly referenced -- and a task kept was ended.
+    proc, port = _serve(backend, "asgi_raw:app")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for action in (b"", b"", b"keep", b"", b"name", b"", b"cancel", b"",
+                           b"weak", b"", b""):
+                s.sendall(b"GET /task-state?%s HTTP/1.1\r\nHost: x\r\n\r\n" % action)
+                got = b""
+                while not got.endswith(b")"):
+                    chunk = s.recv(65536)
+                    assert chunk, got
+                    got += chunk
+                assert got.endswith(b"\r\n\r\n(None, 0, False, False, True)"), (action, got)
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_receive_and_send_kept_by_an_app_stay_their_requests(backend):
+    proc, port = _serve(backend, "asgi_raw:app")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for path in (b"/scope", b"/keep-methods", b"/kept-methods"):
+                s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                got = b""
+                while b"\r\n\r\n" not in got or not got.endswith((b")", b"]", b"kept")):
+                    chunk = s.recv(65536)
+                    assert chunk, got
+                    got += chunk
+        assert got.endswith(b"\r\n\r\n(False, False, 'refused', 'http.disconnect')"), got
+    finally:
+        assert stop_server(proc) == 0
+
+
 @pytest.mark.parametrize("query", [b"", b"wait"])
 def test_an_app_that_fails_at_once_or_later_is_answered_or_reset(backend, query):
     proc, port = _serve(backend, "asgi_raw:app")

@@ -44,6 +44,7 @@ static PyObject *status_lines;    /* {version: {status: b"HTTP/1.1 200 OK\r\n"}}
 static PyObject *unquote;         /* urllib.parse.unquote */
 static PyTypeObject *task_type;   /* eager.EagerTask */
 static Py_ssize_t task_begun;     /* ...its _begun slot */
+static Py_ssize_t task_touched;   /* ...and its _touched slot */
 static PyObject *current_tasks;   /* _asyncio._current_tasks: {loop: its running task} */
 static PyObject *cancelled_error; /* asyncio.CancelledError */
 static initproc future_init;      /* asyncio.Future's tp_init: Future.__init__ */
@@ -66,7 +67,8 @@ static PyObject *setup(PyObject *module, PyObject *args)
                           &lines, &unq, &PyType_Type, &task, &tasks, &cancelled, &PyType_Type,
                           &future, &finish))
         return NULL;
-    if (slot_offset((PyTypeObject *)task, "_begun", &task_begun))
+    if (slot_offset((PyTypeObject *)task, "_begun", &task_begun) ||
+            slot_offset((PyTypeObject *)task, "_touched", &task_touched))
         return NULL;
     /* Called as a slot, Future.__init__ skips the wrapper that would pack
      * its keyword into a new dict per task. */
@@ -289,6 +291,8 @@ typedef struct {
     PyObject *pipeline;        /* deque: requests parsed, waiting their turn */
     PyObject *loop;
     PyObject *app;             /* the app the C path starts, or None: http.py's start() */
+    PyObject *spare_task;      /* the last request's EagerTask, for the next, or NULL */
+    PyObject *spare_receive, *spare_send;   /* ...its receive and send, unbound, or NULL */
     double keep_alive;         /* the idle timeout */
     int pending_error;         /* a status to answer once the response in flight is out */
     char reading_paused, client_eof, access_log;
@@ -307,7 +311,7 @@ typedef struct {
 #define CORE_OBJECTS(X) PARSER_FIELDS(X) X(url) \
     X(headers) X(cycle) X(parsing) X(sockname) X(client) X(root_path) X(state) X(transport) \
     X(write) X(cycle_type) X(date_line) \
-    X(pipeline) X(loop) X(app)
+    X(pipeline) X(loop) X(app) X(spare_task) X(spare_receive) X(spare_send)
 
 static PyObject *AsgiCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -544,6 +548,44 @@ static int app_ended(Cycle *cycle, PyObject *exc)
     return -1;
 }
 
+/* ``cycle``'s bound method ``name``: the connection's spare method object
+ * bound to it, if it has one (keep_method). */
+static PyObject *bind_method(PyObject **spare, PyObject *cycle, PyObject *name)
+{
+    PyObject *method = *spare;
+    if (method == NULL)
+        return PyObject_GetAttr(cycle, name);
+    *spare = NULL;
+    if (PyMethod_Check(method))
+        Py_SETREF(((PyMethodObject *)method)->im_self, Py_NewRef(cycle));
+    else
+        Py_SETREF(((PyCFunctionObject *)method)->m_self, Py_NewRef(cycle));
+    return method;
+}
+
+/* Done with ``method`` (a reference given), a bound method of a request's
+ * cycle: when nothing else holds it, even weakly, it is kept as the spare,
+ * bound to None meanwhile (its cycle goes now), and the next request's is
+ * the same object -- rebinding a method no one else can see is invisible,
+ * and a request saves the two method objects an app's receive and send are. */
+static void keep_method(PyObject **spare, PyObject *method)
+{
+    if (method != NULL && *spare == NULL && Py_REFCNT(method) == 1) {
+        if (PyMethod_Check(method) && ((PyMethodObject *)method)->im_weakreflist == NULL) {
+            Py_SETREF(((PyMethodObject *)method)->im_self, Py_NewRef(Py_None));
+            *spare = method;
+            return;
+        }
+        if (PyCFunction_CheckExact(method) &&
+                ((PyCFunctionObject *)method)->m_weakreflist == NULL) {
+            Py_SETREF(((PyCFunctionObject *)method)->m_self, Py_NewRef(Py_None));
+            *spare = method;
+            return;
+        }
+    }
+    Py_XDECREF(method);
+}
+
 /* Start the app on ``cycle``, the connection's next request, with no task
  * and no loop turn: its coroutine is stepped here, in a copy of the
  * context, with the task it would go on in as the current one (eager.py
@@ -558,10 +600,11 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
     PyObject *running = PyDict_GetItemWithError(current_tasks, self->loop);
     if (running != NULL || PyErr_Occurred())
         return PyErr_Occurred() ? -1 : 0;   /* from inside a task: a task of its own */
-    PyObject *receive = PyObject_GetAttr((PyObject *)cycle, s_receive), *send = NULL;
-    PyObject *coro = NULL, *task = NULL, *context = NULL, *result = NULL;
+    PyObject *receive = bind_method(&self->spare_receive, (PyObject *)cycle, s_receive);
+    PyObject *send = NULL, *coro = NULL, *task = NULL, *context = NULL, *result = NULL;
     int status = -1;
-    if (receive == NULL || (send = PyObject_GetAttr((PyObject *)cycle, s_send)) == NULL)
+    if (receive == NULL ||
+            (send = bind_method(&self->spare_send, (PyObject *)cycle, s_send)) == NULL)
         goto done;
     Py_SETREF(self->cycle, Py_NewRef(cycle));
     PyObject *args[3] = {cycle->scope, receive, send};
@@ -580,16 +623,24 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
         }
         goto done;
     }
-    /* eager.begin_task(loop, coro): a task with its loop, not yet its coroutine */
-    if ((task = task_type->tp_alloc(task_type, 0)) == NULL)
-        goto done;
-    SLOT(task, task_begun) = Py_NewRef(coro);
-    /* (the dict keeps no loop between calls, to keep none alive) */
-    if (PyDict_SetItem(init_kwargs, s_loop, self->loop))
-        goto done;
-    int initialised = future_init(task, empty_tuple, init_kwargs);
-    if (PyDict_SetItem(init_kwargs, s_loop, Py_None) || initialised < 0 ||
-            (context = PyContext_CopyCurrent()) == NULL)
+    if (self->spare_task != NULL) {
+        /* The last request's task, as untouched as a new one (below). */
+        task = self->spare_task;
+        self->spare_task = NULL;
+        SLOT(task, task_begun) = Py_NewRef(coro);
+    } else {
+        /* eager.begin_task(loop, coro): a task with its loop, not yet its coroutine */
+        if ((task = task_type->tp_alloc(task_type, 0)) == NULL)
+            goto done;
+        SLOT(task, task_begun) = Py_NewRef(coro);
+        /* (the dict keeps no loop between calls, to keep none alive) */
+        if (PyDict_SetItem(init_kwargs, s_loop, self->loop))
+            goto done;
+        int initialised = future_init(task, empty_tuple, init_kwargs);
+        if (PyDict_SetItem(init_kwargs, s_loop, Py_None) || initialised < 0)
+            goto done;
+    }
+    if ((context = PyContext_CopyCurrent()) == NULL)
         goto done;
     if (PyDict_SetItem(current_tasks, self->loop, task))
         goto done;
@@ -605,7 +656,17 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
     } else if (PyDict_DelItem(current_tasks, self->loop)) {
         PyErr_Clear();
     }
-    if (sent != PYGEN_NEXT) {
+    if (sent != PYGEN_NEXT && Py_REFCNT(task) == 1 && SLOT(task, task_touched) == NULL &&
+            *PyObject_GET_WEAKREFS_LISTPTR(task) == NULL) {
+        /* Nothing but this function holds the task, nothing weakly
+         * (anyio's WeakKeyDictionary of task states), and no method that
+         * leaves state on it ran (eager.EagerTask): it is as new as a fresh
+         * one, pending, and no one can wait for its end. The connection's
+         * next request runs in it. */
+        Py_CLEAR(SLOT(task, task_begun));
+        self->spare_task = task;
+        task = NULL;
+    } else if (sent != PYGEN_NEXT) {
         /* The task's end, for whoever waits on it (an exception is the
          * request's, answered by _ended). */
         PyObject *type, *exc, *tb;
@@ -638,9 +699,9 @@ static int start_eagerly(AsgiCore *self, Cycle *cycle)
         Py_XDECREF(exc);
     }
 done:
-    Py_XDECREF(receive);
-    Py_XDECREF(send);
-    Py_XDECREF(coro);
+    Py_XDECREF(coro);   /* (first: a finished coroutine's frame held them) */
+    keep_method(&self->spare_receive, receive);
+    keep_method(&self->spare_send, send);
     Py_XDECREF(task);
     Py_XDECREF(context);
     Py_XDECREF(result);
@@ -785,7 +846,17 @@ static PyObject *response_head(Cycle *cycle, AsgiCore *core, PyObject *body, int
     if (!has_length && !no_body_status) {
         if (more_body)
             goto other;   /* chunked, or a close for HTTP/1.0 */
-        snprintf(length, sizeof length, "content-length: %zd\r\n", PyBytes_GET_SIZE(body));
+        /* (by hand: snprintf's format parsing was a tenth of this function) */
+        char digits[24], *d = digits + sizeof digits;
+        Py_ssize_t n = PyBytes_GET_SIZE(body);
+        do {
+            *--d = (char)('0' + n % 10);
+            n /= 10;
+        } while (n);
+        size_t nd = (size_t)(digits + sizeof digits - d);
+        memcpy(length, "content-length: ", 16);
+        memcpy(length + 16, d, nd);
+        memcpy(length + 16 + nd, "\r\n", 3);
     }
     int v11 = version == s_v11;
     const char *conn = !cycle->keep_alive ? "connection: close\r\n" :

@@ -4,8 +4,12 @@ left."""
 
 import asyncio
 import contextvars
+import weakref
 
 EVENTS: dict[str, object] = {}
+KEPT: list[asyncio.Task] = []
+WEAKLY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+KEPT_METHODS: list = []
 SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
 
 
@@ -75,6 +79,41 @@ async def app(scope, receive, send):
             await asyncio.sleep(0.01)
         after = asyncio.current_task()
         await _respond(send, repr((before is not None and before is after, seen)).encode())
+    elif path == "/task-state":
+        # What a request finds on its task (read without leaving anything
+        # on it), then leaves there as the query asks: the task kept, named,
+        # cancelled or weakly referenced. The next request's task must show
+        # none of it, whether it is new or a reused one.
+        task = asyncio.current_task()
+        found = (asyncio.Task.get_name(task), task.cancelling(), task.done(),
+                 any(known is task for known in list(WEAKLY.keys()) + KEPT),
+                 all(kept.done() for kept in KEPT))
+        action = scope["query_string"]
+        if action == b"keep":
+            KEPT.append(task)
+        elif action == b"name":
+            task.set_name("mine")
+        elif action == b"cancel":
+            task.cancel()
+        elif action == b"weak":
+            WEAKLY[task] = action
+        await _respond(send, repr(found).encode())
+    elif path == "/keep-methods":
+        KEPT_METHODS[:] = [receive, send]
+        await _respond(send, b"kept")
+    elif path == "/kept-methods":
+        # A request's receive and send, kept by the app, are still that
+        # request's: after its end, send refuses and receive says
+        # disconnect, and they are not the next request's.
+        old_receive, old_send = KEPT_METHODS
+        try:
+            await old_send({"type": "http.response.body", "body": b"late"})
+            late = "sent"
+        except RuntimeError:
+            late = "refused"
+        gone = (await old_receive())["type"]
+        await _respond(send, repr((old_receive is receive, old_send is send, late,
+                                   gone)).encode())
     elif path.endswith("/generated-headers"):
         # Headers as an iterable that can be read once (ASGI allows any),
         # one of which (Connection) the server must act on.

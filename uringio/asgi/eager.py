@@ -38,10 +38,37 @@ class EagerTask(asyncio.Task):
     """asyncio's Task, running before it is initialised as one: until then
     it has its loop and no coroutine of its own. What reads the coroutine
     (``get_coro``, which crashes 3.11's C task without one, and ``repr``)
-    is answered here: ``get_coro`` is the coroutine begun (``_begun``)."""
+    is answered here: ``get_coro`` is the coroutine begun (``_begun``).
 
-    __slots__ = ("_begun",)
+    The methods that leave state on a task (a name, a cancel, callbacks for
+    its end) mark it ``_touched``. asgicore runs the next request of a
+    connection in the same task object when the last one's coroutine
+    finished and nothing kept, referenced, weakly referenced or touched
+    its task: to the code under the app it is as new as a fresh one, and
+    a request saves a task's allocation and initialisation."""
+
+    __slots__ = ("_begun", "_touched")
     _begun: Coroutine
+
+    def cancel(self, msg: Any = None) -> bool:
+        self._touched = True
+        return super().cancel(msg)
+
+    def uncancel(self) -> int:
+        self._touched = True
+        return super().uncancel()
+
+    def set_name(self, value: object) -> None:
+        self._touched = True
+        super().set_name(value)
+
+    def add_done_callback(self, fn, *, context=None) -> None:
+        self._touched = True
+        super().add_done_callback(fn, context=context)
+
+    def remove_done_callback(self, fn) -> int:
+        self._touched = True
+        return super().remove_done_callback(fn)
 
     def get_coro(self):
         begun = getattr(self, "_begun", None)
