@@ -53,12 +53,12 @@ typedef struct {
 
 static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data;
 
-static PyObject *parser_get(ParserRefs *refs)
+static inline PyObject *parser_get(ParserRefs *refs)
 {
     return Py_NewRef(refs->parser ? refs->parser : Py_None);
 }
 
-static int parser_set(ParserRefs *refs, PyObject *parser)
+static inline int parser_set(ParserRefs *refs, PyObject *parser)
 {
     if (parser == NULL) {
         PyErr_SetString(PyExc_TypeError, "the parser cannot be deleted");
@@ -94,34 +94,55 @@ enum { H_CONNECTION = 5, H_CONTENT_LENGTH = 6, H_TRANSFER_ENCODING = 8, H_UPGRAD
        H_EXPECT = 15 };
 static PyObject *common_bytes[N_COMMON];
 
-/* ``name`` in lower case (a new reference); *common (if not NULL): its
- * index in common_names, or -1. */
-static PyObject *lower_name(PyObject *name, int *common)
+/* The index in common_names of the header name raw[:size], any case, or -1. */
+static int common_index(const char *raw, Py_ssize_t size)
 {
-    const char *raw = PyBytes_AS_STRING(name);
-    Py_ssize_t size = PyBytes_GET_SIZE(name), i;
-    for (i = 0; i < (Py_ssize_t)N_COMMON; i++) {
+    for (int i = 0; i < (int)N_COMMON; i++) {
         PyObject *known = common_bytes[i];
-        if (PyBytes_GET_SIZE(known) == size && strncasecmp(PyBytes_AS_STRING(known), raw, size) == 0) {
-            if (common != NULL)
-                *common = (int)i;
-            return Py_NewRef(known);
-        }
+        if (PyBytes_GET_SIZE(known) == size && strncasecmp(PyBytes_AS_STRING(known), raw, size) == 0)
+            return i;
     }
-    if (common != NULL)
-        *common = -1;
-    for (i = 0; i < size && !(raw[i] >= 'A' && raw[i] <= 'Z'); i++)
-        ;
-    if (i == size)
-        return Py_NewRef(name);   /* already lower-case */
+    return -1;
+}
+
+/* raw[:size] as bytes in lower case, its first ``upper`` bytes known to be
+ * lower-case already. */
+static PyObject *lowered(const char *raw, Py_ssize_t size, Py_ssize_t upper)
+{
     PyObject *lower = PyBytes_FromStringAndSize(raw, size);
     if (lower != NULL) {
         char *p = PyBytes_AS_STRING(lower);
-        for (; i < size; i++)
+        for (Py_ssize_t i = upper; i < size; i++)
             if (p[i] >= 'A' && p[i] <= 'Z')
                 p[i] += 'a' - 'A';
     }
     return lower;
+}
+
+/* The header name raw[:size] in lower case (a new reference); *common (if
+ * not NULL): its index in common_names, or -1. */
+static PyObject *lower_name_raw(const char *raw, Py_ssize_t size, int *common)
+{
+    int i = common_index(raw, size);
+    if (common != NULL)
+        *common = i;
+    return i >= 0 ? Py_NewRef(common_bytes[i]) : lowered(raw, size, 0);
+}
+
+/* ``name`` in lower case (a new reference): itself when it is; *common as
+ * lower_name_raw's. */
+static inline PyObject *lower_name(PyObject *name, int *common)
+{
+    const char *raw = PyBytes_AS_STRING(name);
+    Py_ssize_t size = PyBytes_GET_SIZE(name), i;
+    int known = common_index(raw, size);
+    if (common != NULL)
+        *common = known;
+    if (known >= 0)
+        return Py_NewRef(common_bytes[known]);
+    for (i = 0; i < size && !(raw[i] >= 'A' && raw[i] <= 'Z'); i++)
+        ;
+    return i == size ? Py_NewRef(name) : lowered(raw, size, i);
 }
 
 /* A Content-Length value (llhttp has checked it): -1 if it is not a
@@ -155,24 +176,29 @@ static const char *const method_list[] = {"GET", "HEAD", "POST", "PUT", "DELETE"
 enum { M_GET, M_HEAD, M_POST, M_PUT, M_DELETE, M_OPTIONS, M_PATCH, M_CONNECT };
 static PyObject *methods[N_METHODS];
 
-/* get_method()'s bytes as str (a new reference); *which (if not NULL): its
+/* The method raw[:size] as str (a new reference); *which (if not NULL): its
  * index in method_list, or -1. */
-static PyObject *method_name(PyObject *name, int *which)
+static PyObject *method_name_raw(const char *raw, Py_ssize_t size, int *which)
 {
-    if (!PyBytes_Check(name)) {
-        PyErr_SetString(PyExc_TypeError, "get_method() gave no bytes");
-        return NULL;
-    }
-    const char *raw = PyBytes_AS_STRING(name);
     for (size_t i = 0; i < N_METHODS; i++)
-        if (strcmp(method_list[i], raw) == 0) {
+        if ((Py_ssize_t)strlen(method_list[i]) == size && memcmp(method_list[i], raw, size) == 0) {
             if (which != NULL)
                 *which = (int)i;
             return Py_NewRef(methods[i]);
         }
     if (which != NULL)
         *which = -1;
-    return PyUnicode_DecodeLatin1(raw, PyBytes_GET_SIZE(name), NULL);
+    return PyUnicode_DecodeLatin1(raw, size, NULL);
+}
+
+/* get_method()'s bytes as str, as method_name_raw's. */
+static inline PyObject *method_name(PyObject *name, int *which)
+{
+    if (!PyBytes_Check(name)) {
+        PyErr_SetString(PyExc_TypeError, "get_method() gave no bytes");
+        return NULL;
+    }
+    return method_name_raw(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), which);
 }
 
 static int http_glue_init(void)
