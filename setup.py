@@ -18,9 +18,12 @@ setup(
                   include_dirs=["_build"],
                   depends=["_build/pyslots.h", "_build/http_glue.h", "_build/raised.h"],
                   extra_compile_args=["-O2", "-Wall"]),
-        Extension("uringio.asgi._asgicore", ["_build/asgi/asgicore.c"],
-                  include_dirs=["_build"],
-                  depends=["_build/pyslots.h", "_build/http_glue.h", "_build/raised.h"],
+        Extension("uringio.asgi._asgicore",
+                  ["_build/asgi/asgicore.c", *(f"_build/vendor/llhttp/src/{name}.c"
+                                               for name in ("api", "http", "llhttp"))],
+                  include_dirs=["_build", "_build/vendor/llhttp/include"],
+                  depends=["_build/pyslots.h", "_build/http_glue.h", "_build/raised.h",
+                           "_build/vendor/llhttp/include/llhttp.h"],
                   extra_compile_args=["-O2", "-Wall"]),
     ],
 )

@@ -490,6 +490,88 @@ class _Sink:
         pass
 
 
+def _in_process(backend: str, feed) -> bytes:
+    """What an HttpProtocol for asgi_raw.app writes when ``feed(proto, loop)``
+    (a coroutine function) feeds it, in process."""
+    import asyncio
+    import sys
+
+    import uringio
+    from uringio.asgi.http import HttpProtocol, ServerState
+    sys.path.insert(0, APPS)
+    try:
+        import asgi_raw
+    finally:
+        sys.path.remove(APPS)
+    out = bytearray()
+
+    class Recorder(_Sink):
+        def write(self, data) -> None:
+            out.extend(data)
+
+    async def main() -> None:
+        proto = HttpProtocol(ServerState(asgi_raw.app))
+        proto.connection_made(Recorder())
+        await feed(proto, asyncio.get_running_loop())
+
+    uringio.run(main(), backend=backend)
+    return bytes(out)
+
+
+async def _turns(loop, count: int = 3) -> None:
+    import asyncio
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_a_head_cut_anywhere_parses_as_a_whole_one(backend):
+    # Pipelined requests fed in pieces of 1, 2, 3, 7 bytes and whole: a
+    # piece of the URL, of a header's name or value, or of a body ends in
+    # each place, and the app sees the same requests -- an empty header
+    # value as one, a body whole.
+    requests = (b"GET /echo-head?a=1&b=two HTTP/1.1\r\nHost: example\r\n"
+                b"X-Empty:\r\nX-Long-Header-Name: a value, with spaces\r\n\r\n"
+                b"POST /echo-head HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"
+                b"POST /echo-head HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+
+    def fed_in(size: int) -> bytes:
+        async def feed(proto, loop) -> None:
+            for at in range(0, len(requests), size):
+                loop.call_soon(proto.data_received, requests[at:at + size])
+                await _turns(loop)
+            await _turns(loop, 10)
+        return _in_process(backend, feed)
+
+    whole = fed_in(len(requests))
+    assert whole.count(b"HTTP/1.1 200 OK") == 3, whole
+    assert (b"('GET', '/echo-head', b'a=1&b=two', [(b'host', b'example'), (b'x-empty', b''), "
+            b"(b'x-long-header-name', b'a value, with spaces')], b'')") in whole
+    assert whole.count(b"b'hello world')") == 2, whole
+    for size in (1, 2, 3, 7):
+        # (the Date line may turn a second between two runs)
+        assert fed_in(size).split(b"\r\n\r\n")[1::2] == whole.split(b"\r\n\r\n")[1::2], size
+
+
+def test_a_head_past_its_limit_is_refused_before_it_ends(backend):
+    # A header value that never ends, fed a KiB at a time: 431 once the
+    # head passes the 64 KiB limit, not when (never) the header is done.
+    pieces = []
+
+    async def feed(proto, loop) -> None:
+        loop.call_soon(proto.data_received, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for count in range(1, 200):
+            loop.call_soon(proto.data_received, b"a" * 1024)
+            await _turns(loop)
+            if proto.closing:
+                pieces.append(count)
+                return
+
+    out = _in_process(backend, feed)
+    assert out.startswith(b"HTTP/1.1 431 "), out[:100]
+    assert pieces and pieces[0] <= 65, pieces
+
+
 def test_the_request_path_keeps_nothing_per_request(backend):
     # Requests fed to the protocol in process, each from a plain callback
     # as the loop delivers them, answered at once, after a failure, and

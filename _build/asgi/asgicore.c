@@ -34,6 +34,7 @@
 #include <structmember.h>
 
 #include "http_glue.h"
+#include "llhttp.h"
 #include "pyslots.h"
 #include "raised.h"
 
@@ -51,9 +52,11 @@ static initproc future_init;      /* asyncio.Future's tp_init: Future.__init__ *
 static PyObject *future_finish;   /* asyncio.Future.set_result */
 static PyObject *init_kwargs;     /* {"loop": None}, the loop set in it for each call */
 static PyObject *scope_template;  /* a scope's keys, in order, and its constant values */
+static PyObject *parser_error;    /* httptools.HttpParserError: what did not parse */
+static PyObject *parser_upgrade;  /* httptools.HttpParserUpgrade(offset): the rest is not HTTP */
 
 /* Interned names and constants, made at import. */
-static PyObject *s_get_http_version, *s_head_slow, *s_input_failed, *s_new_request,
+static PyObject *s_on_body, *s_head_slow, *s_input_failed, *s_new_request,
     *s_response_done, *s_drain, *s_type, *s_asgi, *s_http_version, *s_server, *s_client,
     *s_scheme, *s_method, *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers,
     *s_state, *s_extensions, *s_http, *s_pathsend_key, *s_v11, *s_v10, *s_status, *s_body,
@@ -63,9 +66,10 @@ static PyObject *s_get_http_version, *s_head_slow, *s_input_failed, *s_new_reque
 static PyObject *setup(PyObject *module, PyObject *args)
 {
     PyObject *limit, *version, *lines, *unq, *task, *tasks, *cancelled, *future, *finish;
-    if (!PyArg_ParseTuple(args, "OO!O!OO!OOO!O", &limit, &PyDict_Type, &version, &PyDict_Type,
+    PyObject *error, *upgrade;
+    if (!PyArg_ParseTuple(args, "OO!O!OO!OOO!OOO", &limit, &PyDict_Type, &version, &PyDict_Type,
                           &lines, &unq, &PyType_Type, &task, &tasks, &cancelled, &PyType_Type,
-                          &future, &finish))
+                          &future, &finish, &error, &upgrade))
         return NULL;
     if (slot_offset((PyTypeObject *)task, "_begun", &task_begun) ||
             slot_offset((PyTypeObject *)task, "_touched", &task_touched))
@@ -96,6 +100,8 @@ static PyObject *setup(PyObject *module, PyObject *args)
     }
     Py_XSETREF(scope_template, template);
     Py_XSETREF(future_finish, Py_NewRef(finish));
+    Py_XSETREF(parser_error, Py_NewRef(error));
+    Py_XSETREF(parser_upgrade, Py_NewRef(upgrade));
     Py_XSETREF(limit_type, Py_NewRef(limit));
     Py_XSETREF(asgi_version, Py_NewRef(version));
     Py_XSETREF(status_lines, Py_NewRef(lines));
@@ -274,10 +280,20 @@ static PyObject *done;   /* the one Done */
 
 static PyTypeObject AsgiCoreType, CycleType;
 
+/* A piece of a head that llhttp reports in parts (the URL, a header's name
+ * or value): a pointer into the chunk being parsed while the piece lies in
+ * it, bytes once a chunk ends inside it. */
+typedef struct {
+    const char *at;
+    Py_ssize_t len;
+    PyObject *held;   /* bytes, or NULL */
+} Span;
+
 typedef struct {
     PyObject_HEAD
-    ParserRefs p;              /* httptools.HttpRequestParser(self), its methods */
-    PyObject *url;             /* the request target so far (bytes) */
+    llhttp_t parser;           /* its data: this AsgiCore */
+    Span url_part, name_part, value_part;
+    PyObject *url;             /* the request target (bytes) */
     PyObject *headers;         /* [(lower-case name, value)] so far */
     PyObject *cycle;           /* the request being answered, or None */
     PyObject *parsing;         /* the request whose body arrives now, or None */
@@ -308,16 +324,20 @@ typedef struct {
     char write_paused;
 } AsgiCore;
 
-#define CORE_OBJECTS(X) PARSER_FIELDS(X) X(url) \
+#define CORE_OBJECTS(X) X(url) X(url_part.held) X(name_part.held) X(value_part.held) \
     X(headers) X(cycle) X(parsing) X(sockname) X(client) X(root_path) X(state) X(transport) \
     X(write) X(cycle_type) X(date_line) \
     X(pipeline) X(loop) X(app) X(spare_task) X(spare_receive) X(spare_send)
+
+static llhttp_settings_t settings;   /* the callbacks below, set at import */
 
 static PyObject *AsgiCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     AsgiCore *self = (AsgiCore *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    llhttp_init(&self->parser, HTTP_REQUEST, &settings);
+    self->parser.data = self;
     self->url = Py_NewRef(b_empty);
     self->headers = PyList_New(0);
     self->cycle = Py_NewRef(Py_None);
@@ -363,76 +383,146 @@ static void AsgiCore_dealloc(AsgiCore *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *AsgiCore_data_received(AsgiCore *self, PyObject *data)
+/* -- the head, from llhttp ------------------------------------------------- */
+
+/* The pieces of a head as llhttp reports them: while a chunk is parsed, a
+ * piece is a pointer into it; what is left open when the chunk ends is
+ * copied (span_hold), as the chunk goes. */
+
+static int span_add(Span *span, const char *at, size_t len)
 {
-    if (self->p.feed_data == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "no parser");
-        return NULL;
+    if (span->held == NULL && span->at == NULL) {
+        span->at = at;
+        span->len = (Py_ssize_t)len;
+        return 0;
     }
-    PyObject *got = PyObject_CallOneArg(self->p.feed_data, data);
-    if (got != NULL)
-        return got;
-    /* A limit, an upgrade or what did not parse: http.py's to answer. */
-    PyObject *exc = raised_exception();
-    PyObject *args[3] = {(PyObject *)self, exc, data};
-    got = PyObject_VectorcallMethod(s_input_failed, args, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                    NULL);
-    Py_XDECREF(exc);
-    return got;
+    if (span->held == NULL && span->at + span->len == at) {
+        span->len += (Py_ssize_t)len;
+        return 0;
+    }
+    if (span->held == NULL &&
+            (span->held = PyBytes_FromStringAndSize(span->at, span->len)) == NULL)
+        return -1;
+    span->at = NULL;
+    PyBytes_ConcatAndDel(&span->held, PyBytes_FromStringAndSize(at, (Py_ssize_t)len));
+    return span->held == NULL ? -1 : 0;
 }
 
-static PyObject *AsgiCore_on_url(AsgiCore *self, PyObject *url)
+static int span_hold(Span *span)
 {
-    if (!PyBytes_Check(url)) {
-        PyErr_SetString(PyExc_TypeError, "on_url() wants bytes");
-        return NULL;
-    }
-    if (PyBytes_GET_SIZE(self->url) == 0) {
-        /* The first piece of a URL starts a request's head. */
-        if (PyList_GET_SIZE(self->headers)) {
-            PyObject *fresh = PyList_New(0);
-            if (fresh == NULL)
-                return NULL;
-            Py_SETREF(self->headers, fresh);
-        }
-        self->head_bytes = 0;
-        self->slow_head = self->has_connection = self->expect_100 = self->body_follows = 0;
-        self->deadline = monotonic() + self->header_timeout;
-        self->deadline_head = 1;
-        Py_SETREF(self->url, Py_NewRef(url));
-    } else {
-        PyBytes_Concat(&self->url, url);   /* sets self->url NULL on failure */
-        if (self->url == NULL) {
-            self->url = Py_NewRef(b_empty);
-            return NULL;
-        }
-    }
-    self->head_bytes += PyBytes_GET_SIZE(url);
-    if (self->head_bytes > self->max_head)
-        return raise_limit(PyBytes_GET_SIZE(self->url) > self->max_head ? 414 : 431);
-    Py_RETURN_NONE;
+    if (span->at == NULL)
+        return 0;
+    span->held = PyBytes_FromStringAndSize(span->at, span->len);
+    span->at = NULL;
+    return span->held == NULL ? -1 : 0;
 }
 
-static PyObject *AsgiCore_on_header(AsgiCore *self, PyObject *const *args, Py_ssize_t nargs)
+static const char *span_data(Span *span, Py_ssize_t *len)
 {
-    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "on_header(name, value) wants two bytes");
-        return NULL;
+    if (span->held != NULL) {
+        *len = PyBytes_GET_SIZE(span->held);
+        return PyBytes_AS_STRING(span->held);
     }
-    PyObject *value = args[1];
-    self->head_bytes += PyBytes_GET_SIZE(args[0]) + PyBytes_GET_SIZE(value) + 4;
-    if (self->head_bytes > self->max_head)
-        return raise_limit(431);
+    *len = span->at ? span->len : 0;
+    return span->at ? span->at : "";
+}
+
+static void span_reset(Span *span)
+{
+    Py_CLEAR(span->held);
+    span->at = NULL;
+    span->len = 0;
+}
+
+#define CORE(parser) ((AsgiCore *)(parser)->data)
+
+/* Each callback returns 0, or -1 with the exception set: llhttp stops, and
+ * data_received hands the exception to http.py. */
+
+static int head_begins(llhttp_t *parser)
+{
+    AsgiCore *self = CORE(parser);
+    if (PyList_GET_SIZE(self->headers)) {
+        PyObject *fresh = PyList_New(0);
+        if (fresh == NULL)
+            return -1;
+        Py_SETREF(self->headers, fresh);
+    }
+    self->head_bytes = 0;
+    self->slow_head = self->has_connection = self->expect_100 = self->body_follows = 0;
+    self->deadline = monotonic() + self->header_timeout;
+    self->deadline_head = 1;
+    return 0;
+}
+
+/* A piece of the head arrived: within the limit on a head's size? */
+static int head_grows(AsgiCore *self, size_t len, int status)
+{
+    self->head_bytes += (Py_ssize_t)len;
+    if (self->head_bytes <= self->max_head)
+        return 0;
+    raise_limit(status);
+    return -1;
+}
+
+static int url_piece(llhttp_t *parser, const char *at, size_t len)
+{
+    AsgiCore *self = CORE(parser);
+    if (head_grows(self, len, self->url_part.len + (Py_ssize_t)len > self->max_head ? 414 : 431))
+        return -1;
+    return span_add(&self->url_part, at, len);
+}
+
+static int url_complete(llhttp_t *parser)
+{
+    AsgiCore *self = CORE(parser);
+    Py_ssize_t len;
+    const char *at = span_data(&self->url_part, &len);
+    PyObject *url = PyBytes_FromStringAndSize(at, len);
+    span_reset(&self->url_part);
+    if (url == NULL)
+        return -1;
+    Py_SETREF(self->url, url);
+    return 0;
+}
+
+static int name_piece(llhttp_t *parser, const char *at, size_t len)
+{
+    AsgiCore *self = CORE(parser);
+    return head_grows(self, len, 431) ? -1 : span_add(&self->name_part, at, len);
+}
+
+static int value_piece(llhttp_t *parser, const char *at, size_t len)
+{
+    AsgiCore *self = CORE(parser);
+    return head_grows(self, len, 431) ? -1 : span_add(&self->value_part, at, len);
+}
+
+/* A header is complete: its name in lower case (a common one made once),
+ * what the request's handling depends on noted, the pair appended. */
+static int header_complete(llhttp_t *parser)
+{
+    AsgiCore *self = CORE(parser);
+    Py_ssize_t name_len, value_len;
+    const char *raw_name = span_data(&self->name_part, &name_len);
+    const char *raw_value = span_data(&self->value_part, &value_len);
     int common;
-    PyObject *name = lower_name(args[0], &common);
-    if (name == NULL)
-        return NULL;
+    PyObject *name = head_grows(self, 4, 431) ? NULL : lower_name_raw(raw_name, name_len, &common);
+    PyObject *value = name ? PyBytes_FromStringAndSize(raw_value, value_len) : NULL;
+    span_reset(&self->name_part);
+    span_reset(&self->value_part);
+    if (value == NULL) {
+        Py_XDECREF(name);
+        return -1;
+    }
     switch (common) {
     case H_CONTENT_LENGTH: {
         long long n = content_length(value, self->max_body);
         if (n < 0) {
             Py_DECREF(name);
-            return raise_limit(n == -2 ? 413 : 400);   /* refused before a byte is read */
+            Py_DECREF(value);
+            raise_limit(n == -2 ? 413 : 400);   /* refused before a byte is read */
+            return -1;
         }
         self->body_follows |= n > 0;
         break;
@@ -447,20 +537,109 @@ static PyObject *AsgiCore_on_header(AsgiCore *self, PyObject *const *args, Py_ss
         self->slow_head = 1;
         break;
     case H_EXPECT:
-        if (PyBytes_GET_SIZE(value) == 12 &&
-                strncasecmp(PyBytes_AS_STRING(value), "100-continue", 12) == 0)
+        if (value_len == 12 && strncasecmp(PyBytes_AS_STRING(value), "100-continue", 12) == 0)
             self->expect_100 = 1;
         break;
     }
-    PyObject *pair = PyTuple_Pack(2, name, value);
-    Py_DECREF(name);
-    if (pair == NULL)
-        return NULL;
+    PyObject *pair = PyTuple_New(2);
+    if (pair == NULL) {
+        Py_DECREF(name);
+        Py_DECREF(value);
+        return -1;
+    }
+    PyTuple_SET_ITEM(pair, 0, name);
+    PyTuple_SET_ITEM(pair, 1, value);
     int failed = PyList_Append(self->headers, pair);
     Py_DECREF(pair);
-    if (failed)
+    return failed ? -1 : 0;
+}
+
+static int head_complete(AsgiCore *self);
+static int message_complete(AsgiCore *self);
+
+static int headers_complete(llhttp_t *parser)
+{
+    if (head_complete(CORE(parser)))
+        return -1;
+    /* An upgrade has no body here: llhttp stops after its head
+     * (HPE_PAUSED_UPGRADE), and data_received says where. */
+    return parser->upgrade ? 1 : 0;
+}
+
+static int body_piece(llhttp_t *parser, const char *at, size_t len)
+{
+    AsgiCore *self = CORE(parser);
+    PyObject *body = PyBytes_FromStringAndSize(at, (Py_ssize_t)len), *got = NULL;
+    if (body != NULL)
+        got = call_method1((PyObject *)self, s_on_body, body);
+    Py_XDECREF(body);
+    Py_XDECREF(got);
+    return got == NULL ? -1 : 0;
+}
+
+static int message_ends(llhttp_t *parser)
+{
+    return message_complete(CORE(parser));
+}
+
+/* Parse a chunk: callbacks above as llhttp reaches them; a limit broken,
+ * an upgrade or what did not parse goes to http.py's _input_failed(exc,
+ * data) -- RequestLimit, httptools.HttpParserUpgrade(offset of what follows
+ * the head), httptools.HttpParserError, or what a callback raised. */
+static PyObject *AsgiCore_data_received(AsgiCore *self, PyObject *data)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    const char *start = view.buf;
+    llhttp_errno_t err = llhttp_execute(&self->parser, start, (size_t)view.len);
+    PyObject *exc = NULL;
+    if (err == HPE_OK) {
+        int held = span_hold(&self->url_part) | span_hold(&self->name_part) |
+                   span_hold(&self->value_part);
+        PyBuffer_Release(&view);
+        if (held)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    span_reset(&self->url_part);
+    span_reset(&self->name_part);
+    span_reset(&self->value_part);
+    if (PyErr_Occurred()) {
+        exc = raised_exception();   /* a callback's */
+    } else if (err == HPE_PAUSED_UPGRADE && self->parser.upgrade) {
+        /* As httptools does: the parser is free again, and the caller
+         * told where the head ended. */
+        Py_ssize_t offset = llhttp_get_error_pos(&self->parser) - start;
+        llhttp_resume_after_upgrade(&self->parser);
+        exc = PyObject_CallFunction(parser_upgrade, "n", offset);
+    } else {
+        const char *reason = llhttp_get_error_reason(&self->parser);
+        exc = PyObject_CallFunction(parser_error, "s", reason ? reason : llhttp_errno_name(err));
+    }
+    PyBuffer_Release(&view);
+    if (exc == NULL)
+        return NULL;
+    PyObject *args[3] = {(PyObject *)self, exc, data};
+    PyObject *got = PyObject_VectorcallMethod(s_input_failed, args,
+                                              3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_DECREF(exc);
+    return got;
+}
+
+/* What _head_slow reads of a head llhttp parsed: (http_version, method,
+ * upgrade, keep_alive). */
+static PyObject *AsgiCore_parsed_head(AsgiCore *self, PyObject *unused)
+{
+    llhttp_t *parser = &self->parser;
+    const char *method = llhttp_method_name((llhttp_method_t)parser->method);
+    PyObject *name = method_name_raw(method, (Py_ssize_t)strlen(method), NULL);
+    if (name == NULL)
+        return NULL;
+    return Py_BuildValue("(NNOO)", PyUnicode_FromFormat("%d.%d", parser->http_major,
+                                                        parser->http_minor),
+                         name, parser->upgrade ? Py_True : Py_False,
+                         llhttp_should_keep_alive(parser) ? Py_True : Py_False);
 }
 
 /* The scope of an origin-form request (a new reference), or NULL with no
@@ -708,50 +887,43 @@ done:
     return status;
 }
 
-static PyObject *AsgiCore_on_headers_complete(AsgiCore *self, PyObject *unused)
+/* 0 or -1 (an exception set) from a call of http.py's Python. */
+static int called(PyObject *got)
 {
+    Py_XDECREF(got);
+    return got == NULL ? -1 : 0;
+}
+
+/* A head is complete: the scope and RequestCycle of a request of the
+ * common kind, started at once or queued behind the one being answered;
+ * any other head is _head_slow's. */
+static int head_complete(AsgiCore *self)
+{
+    llhttp_t *parser = &self->parser;
     self->deadline = 0.0;
-    if (self->slow_head || self->p.parser == NULL || self->cycle_type == NULL)
-        return call_method0((PyObject *)self, s_head_slow);
-    PyObject *name = PyObject_CallNoArgs(self->p.get_method), *method, *keep_alive, *version;
-    if (name == NULL)
-        return NULL;
+    if (self->slow_head || self->cycle_type == NULL || parser->method == HTTP_CONNECT)
+        return called(call_method0((PyObject *)self, s_head_slow));
+    const char *name = llhttp_method_name((llhttp_method_t)parser->method);
     int which;
-    method = method_name(name, &which);
-    Py_DECREF(name);
+    PyObject *method = method_name_raw(name, (Py_ssize_t)strlen(name), &which), *version;
     if (method == NULL)
-        return NULL;
-    if (which == M_CONNECT) {
-        Py_DECREF(method);
-        return call_method0((PyObject *)self, s_head_slow);
-    }
-    keep_alive = PyObject_CallNoArgs(self->p.should_keep_alive);
-    if (keep_alive == NULL) {
-        Py_DECREF(method);
-        return NULL;
-    }
-    if (keep_alive == Py_True && !self->has_connection) {
-        /* Only HTTP/1.1 keeps alive without a Connection header (1.0 needs
-         * "Connection: keep-alive"), and get_http_version formats a string. */
+        return -1;
+    int alive = llhttp_should_keep_alive(parser);
+    /* known by identity in send() */
+    if (parser->http_major == 1 && parser->http_minor == 1)
         version = Py_NewRef(s_v11);
-    } else if ((version = call_method0(self->p.parser, s_get_http_version)) == NULL) {
-        Py_DECREF(method);
-        Py_DECREF(keep_alive);
-        return NULL;
-    } else if (PyUnicode_Check(version) && PyUnicode_CompareWithASCIIString(version, "1.1") == 0) {
-        Py_SETREF(version, Py_NewRef(s_v11));   /* known by identity in send() */
-    } else if (PyUnicode_Check(version) && PyUnicode_CompareWithASCIIString(version, "1.0") == 0) {
-        Py_SETREF(version, Py_NewRef(s_v10));
-    }
-    PyObject *scope = make_scope(self, method, version), *cycle = NULL, *got = NULL;
-    int alive = keep_alive == Py_True;
-    Py_DECREF(version);
-    Py_DECREF(keep_alive);
+    else if (parser->http_major == 1 && parser->http_minor == 0)
+        version = Py_NewRef(s_v10);
+    else
+        version = PyUnicode_FromFormat("%d.%d", parser->http_major, parser->http_minor);
+    PyObject *scope = version ? make_scope(self, method, version) : NULL, *cycle = NULL;
+    int status = -1;
+    Py_XDECREF(version);
     if (scope == NULL) {
         Py_DECREF(method);
-        return PyErr_Occurred() ? NULL : call_method0((PyObject *)self, s_head_slow);
+        return PyErr_Occurred() ? -1 : called(call_method0((PyObject *)self, s_head_slow));
     }
-    /* The next request's head starts with its URL, in a new list. */
+    /* The next request's head starts in a new list. */
     PyObject *fresh = PyList_New(0);
     if (fresh == NULL)
         goto done;
@@ -767,28 +939,29 @@ static PyObject *AsgiCore_on_headers_complete(AsgiCore *self, PyObject *unused)
     Py_SETREF(self->parsing, Py_NewRef(cycle));
     switch (start_eagerly(self, (Cycle *)cycle)) {
     case 1:
-        got = Py_NewRef(Py_None);
+        status = 0;
         break;
     case 0:
-        got = call_method1((PyObject *)self, s_new_request, cycle);
+        status = called(call_method1((PyObject *)self, s_new_request, cycle));
         break;
     }
 done:
     Py_DECREF(method);
     Py_DECREF(scope);
     Py_XDECREF(cycle);
-    return got;
+    return status;
 }
 
-static PyObject *AsgiCore_on_message_complete(AsgiCore *self, PyObject *unused)
+/* A request's body is all here: a receive() waiting for it wakes. */
+static int message_complete(AsgiCore *self)
 {
     if (!PyObject_TypeCheck(self->parsing, &CycleType))
-        Py_RETURN_NONE;   /* None: the WebSocket upgrade request */
+        return 0;   /* None: the WebSocket upgrade request */
     Cycle *cycle = (Cycle *)self->parsing;
     cycle->more_body = 0;
     if (cycle->waiter != Py_None)
-        return call_method0(self->parsing, s_wake);
-    Py_RETURN_NONE;
+        return called(call_method0(self->parsing, s_wake));
+    return 0;
 }
 
 /* -- send ----------------------------------------------------------------- */
@@ -1048,16 +1221,6 @@ static PyTypeObject CycleType = {
     .tp_members = Cycle_members,
 };
 
-static PyObject *get_parser(AsgiCore *self, void *c)
-{
-    return parser_get(&self->p);
-}
-
-static int set_parser(AsgiCore *self, PyObject *parser, void *c)
-{
-    return parser_set(&self->p, parser);
-}
-
 static PyObject *get_transport(AsgiCore *self, void *c)
 {
     return Py_NewRef(self->transport ? self->transport : Py_None);
@@ -1078,7 +1241,6 @@ static int set_transport(AsgiCore *self, PyObject *transport, void *c)
 }
 
 static PyGetSetDef AsgiCore_getset[] = {
-    {"parser", (getter)get_parser, (setter)set_parser, NULL, NULL},
     {"transport", (getter)get_transport, (setter)set_transport, NULL, NULL},
     {NULL}
 };
@@ -1115,11 +1277,9 @@ static PyMemberDef AsgiCore_members[] = {
 };
 
 static PyMethodDef AsgiCore_methods[] = {
-    {"data_received", (PyCFunction)AsgiCore_data_received, METH_O, "Feed a chunk to the parser."},
-    {"on_url", (PyCFunction)AsgiCore_on_url, METH_O, NULL},
-    {"on_header", (PyCFunction)(void (*)(void))AsgiCore_on_header, METH_FASTCALL, NULL},
-    {"on_headers_complete", (PyCFunction)AsgiCore_on_headers_complete, METH_NOARGS, NULL},
-    {"on_message_complete", (PyCFunction)AsgiCore_on_message_complete, METH_NOARGS, NULL},
+    {"data_received", (PyCFunction)AsgiCore_data_received, METH_O, "Parse a chunk."},
+    {"parsed_head", (PyCFunction)AsgiCore_parsed_head, METH_NOARGS,
+     "The head just parsed: (http_version, method, upgrade, keep_alive)."},
     {NULL}
 };
 
@@ -1143,7 +1303,7 @@ static PyTypeObject AsgiCoreType = {
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_VARARGS,
      "setup(RequestLimit, asgi_version, status_lines, unquote, EagerTask, current_tasks,\n"
-     "      CancelledError, Future, Future.set_result)"},
+     "      CancelledError, Future, Future.set_result, HttpParserError, HttpParserUpgrade)"},
     {NULL}
 };
 
@@ -1159,7 +1319,7 @@ static struct PyModuleDef asgicore_module = {
 
 PyMODINIT_FUNC PyInit__asgicore(void)
 {
-    if (http_glue_init() || INTERN(s_get_http_version, "get_http_version") ||
+    if (http_glue_init() || INTERN(s_on_body, "on_body") ||
         INTERN(s_head_slow, "_head_slow") || INTERN(s_input_failed, "_input_failed") ||
         INTERN(s_new_request, "_new_request") || INTERN(s_response_done, "response_done") ||
         INTERN(s_drain, "drain") || INTERN(s_type, "type") ||
@@ -1181,6 +1341,16 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         INTERN(s_loop, "loop") || (empty_tuple = PyTuple_New(0)) == NULL ||
         (init_kwargs = PyDict_New()) == NULL || PyDict_SetItem(init_kwargs, s_loop, Py_None))
         return NULL;
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = head_begins;
+    settings.on_url = url_piece;
+    settings.on_url_complete = url_complete;
+    settings.on_header_field = name_piece;
+    settings.on_header_value = value_piece;
+    settings.on_header_value_complete = header_complete;
+    settings.on_headers_complete = headers_complete;
+    settings.on_body = body_piece;
+    settings.on_message_complete = message_ends;
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&CycleType) < 0 ||
         PyType_Ready(&AsgiCoreType) < 0)
         return NULL;

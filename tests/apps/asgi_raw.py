@@ -98,6 +98,16 @@ async def app(scope, receive, send):
         elif action == b"weak":
             WEAKLY[task] = action
         await _respond(send, repr(found).encode())
+    elif path == "/echo-head":
+        # The request as the app gets it: method, path, query, headers, body.
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await _respond(send, repr((scope["method"], scope["path"], scope["query_string"],
+                                   scope["headers"], body)).encode())
     elif path == "/keep-methods":
         KEPT_METHODS[:] = [receive, send]
         await _respond(send, b"kept")

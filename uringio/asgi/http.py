@@ -1,6 +1,6 @@
 """HTTP/1.1 for ASGI apps: the ``http`` scope on an asyncio transport.
 
-One ``HttpProtocol`` per connection parses with httptools; each request
+One ``HttpProtocol`` per connection parses with llhttp; each request
 becomes a ``RequestCycle`` whose ``receive`` and ``send`` the app awaits.
 Requests are answered one at a time, in order: a pipelined request waits
 for the response before it to complete (its body, if any, is buffered
@@ -160,7 +160,7 @@ class ClientDisconnected(OSError):
 
 setup(RequestLimit, ASGI_VERSION, _STATUS_LINES, unquote, EagerTask,
       getattr(_asyncio, "_current_tasks", None), asyncio.CancelledError, asyncio.Future,
-      asyncio.Future.set_result)
+      asyncio.Future.set_result, httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
@@ -181,7 +181,6 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
     def __init__(self, server: ServerState) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
-        self.parser = httptools.HttpRequestParser(self)
         self.pipeline = deque()   # parsed, waiting their turn
         # The app AsgiCore starts eagerly; None: start() starts each request
         # (to count it against limit_concurrency).
@@ -223,8 +222,9 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         self.pipeline.clear()
         self.release_drain()
 
-    # data_received is AsgiCore's: it feeds the parser, and hands what
-    # feed_data raised here.
+    # data_received is AsgiCore's: it parses with llhttp, and hands here
+    # what stopped the parser: a limit broken, an upgrade, what did not
+    # parse, or what one of its callbacks raised.
 
     def _input_failed(self, exc: BaseException, data: bytes) -> None:
         if isinstance(exc, RequestLimit):
@@ -235,15 +235,14 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
             # Any other upgrade (h2c, ...) is answered as what it also is,
             # an HTTP request, and the connection closes after it.
         elif isinstance(exc, httptools.HttpParserError):
-            # What a callback raised comes back wrapped (httptools'
-            # HttpParserCallbackError): a limit is answered as one, an exit
-            # or interrupt goes on; anything else did not parse.
-            cause = exc.__context__
-            if cause is not None and not isinstance(cause, Exception):
-                raise cause
-            self._refuse(cause.status if isinstance(cause, RequestLimit) else 400)
+            self._refuse(400)
+        elif isinstance(exc, Exception):
+            # The server's own fault, not the request's (what an app raises
+            # is its request's, answered there): logged, and a 500.
+            log.error("handling a request's head failed", exc_info=exc)
+            self._refuse(500)
         else:
-            raise exc
+            raise exc   # an exit or interrupt goes on
 
     def eof_received(self) -> bool | None:
         # The client sent all it will: the requests it sent are answered,
@@ -319,21 +318,18 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         self._set_reading(not self.pending_error and len(self.pipeline) < PIPELINE_HIGH_WATER
                           and (parsing is None or len(parsing.body) < BODY_HIGH_WATER))
 
-    # -- httptools callbacks ----------------------------------------------------
+    # -- the parser's callbacks -------------------------------------------------
 
-    # on_url, on_header, on_headers_complete and on_message_complete are
-    # AsgiCore's. No on_message_begin (a callback per request costs more
-    # than its use): the first piece of a URL starts a request's head.
-    # on_url arms the head's deadline, on_header checks the head's size and
-    # its Content-Length (400, 413), and on_headers_complete makes the
-    # scope and the RequestCycle of an origin-form request without an
-    # Upgrade header, or, for any other, calls _head_slow.
+    # llhttp calls AsgiCore's C back as it parses: the start of a head arms
+    # its deadline, each piece of it counts against the head's size (414,
+    # 431), a Content-Length is checked (400, 413), and a complete head
+    # becomes the scope and RequestCycle of an origin-form request without
+    # an Upgrade header -- or, for any other, is _head_slow's. A body's
+    # pieces are on_body's.
 
     def _head_slow(self) -> None:
         server = self.server
-        parser = self.parser
-        version = parser.get_http_version()
-        method = parser.get_method().decode("ascii")
+        version, method, upgrade, parser_keep_alive = self.parsed_head()
         raw_url, self.url = self.url, b""   # the next request's head starts with its URL
         headers, self.headers = self.headers, []
         try:
@@ -375,7 +371,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
             "state": server.state.copy(),
             "extensions": {"http.response.pathsend": {}},
         }
-        if parser.should_upgrade():
+        if upgrade:
             if any(name == b"upgrade" and value.lower() == b"websocket" for name, value in headers):
                 if self.cycle is not None or self.pipeline:
                     raise RequestLimit(400)   # an upgrade behind pipelined requests: refused
@@ -387,8 +383,6 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
                 self.parsing = None   # (it has no body: its message ends here)
                 return
             parser_keep_alive = False
-        else:
-            parser_keep_alive = parser.should_keep_alive()
         cycle = RequestCycle(self, scope, parser_keep_alive, expect_100)
         self.parsing = cycle
         self._new_request(cycle)
