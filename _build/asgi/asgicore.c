@@ -1,24 +1,30 @@
 /*
  * uringio.asgi._asgicore: the per-request path of the ASGI server
- * (uringio/asgi/http.py), as CPython C-API code. Parsing stays httptools'
- * (llhttp); this is what httptools calls back, and the app's send().
+ * (uringio/asgi/http.py), as CPython C-API code: llhttp's callbacks (the
+ * parser is compiled in, _build/vendor/llhttp), the eager start of the
+ * app, and the app's send().
  *
  * Why C: a profile of a raw ASGI app under wrk (py-spy, uring backend)
  * put 30% of the server's CPU in the head callbacks -- the URL split, the
  * header loop, the scope dict, the RequestCycle -- and 20% in send() and
- * the response head, against 17% for the kernel's whole TCP work.
+ * the response head, against 17% for the kernel's whole TCP work. Why
+ * llhttp itself rather than httptools: httptools calls back through
+ * Python, a bytes object and a Cython call per piece of a head, 12% of
+ * the server's own CPU once the rest was C.
  *
- * AsgiCore is the base class of http.HttpProtocol: data_received feeds
- * httptools, whose callbacks are the C methods below (httptools looks them
- * up once, as attributes of the protocol). A head of the common kind (an
- * origin-form URL, no upgrade, no trusted proxy headers to apply) becomes
- * its scope and RequestCycle here; anything else goes to the Python of
- * http.py, which also does everything per connection:
- *     self._head_slow()          a head of any other kind
- *     self._input_failed(exc, data)   feed_data raised
+ * AsgiCore is the base class of http.HttpProtocol: data_received runs its
+ * llhttp parser, whose callbacks are the C functions below. A head of the
+ * common kind (an origin-form URL, no upgrade, no trusted proxy headers to
+ * apply) becomes its scope and RequestCycle here; anything else goes to
+ * the Python of http.py, which also does everything per connection:
+ *     self._head_slow()          a head of any other kind (parsed_head()
+ *                                says what llhttp read of it)
+ *     self._input_failed(exc, data)   the parser stopped: a limit, an
+ *                                upgrade, what did not parse, an error
+ *     self.on_body(chunk)        a piece of a request's body
  *     self._new_request(cycle)   a request parsed: start or queue it
  *     self.response_done(cycle)  a response all written
- * and a limit broken raises RequestLimit(status) out of a callback.
+ * and a limit broken is RequestLimit(status), raised in a callback.
  *
  * Cycle is the base class of http.RequestCycle: its send() writes the head
  * and body of a response in C, and returns a finished awaitable unless the
@@ -1286,7 +1292,7 @@ static PyMethodDef AsgiCore_methods[] = {
 static PyTypeObject AsgiCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "uringio.asgi._asgicore.AsgiCore",
-    .tp_doc = "The httptools callbacks of http.HttpProtocol and its per-request state.",
+    .tp_doc = "The llhttp parser of http.HttpProtocol, its callbacks and its per-request state.",
     .tp_basicsize = sizeof(AsgiCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = AsgiCore_new,
