@@ -383,6 +383,23 @@ def test_each_request_gets_a_scope_of_its_own(backend):
         assert stop_server(proc) == 0
 
 
+def _get(sock: socket.socket, target: bytes) -> bytes:
+    """GET ``target`` on a kept-alive connection: the response's body."""
+    sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, got
+        got += chunk
+    head, body = got.split(b"\r\n\r\n", 1)
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, got + body
+        body += chunk
+    return body
+
+
 @pytest.mark.parametrize("target", ["asgi_raw:app", "asgi_raw:future_app"])
 def test_an_app_runs_in_one_task_with_its_own_context(backend, target):
     # Two requests on one connection, each answered at once (no wait) and
@@ -392,13 +409,7 @@ def test_an_app_runs_in_one_task_with_its_own_context(backend, target):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             for query in (b"", b"wait", b"", b"wait"):
-                s.sendall(b"GET /task?%s HTTP/1.1\r\nHost: x\r\n\r\n" % query)
-                got = b""
-                while not got.endswith(b")"):
-                    chunk = s.recv(65536)
-                    assert chunk, got
-                    got += chunk
-                assert got.endswith(b"(True, 'unset')"), got
+                assert _get(s, b"/task?" + query) == b"(True, 'unset')", query
     finally:
         assert stop_server(proc) == 0
 
@@ -415,13 +426,8 @@ def test_a_task_left_with_state_is_not_the_next_requests(backend):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             for action in (b"", b"", b"keep", b"", b"name", b"", b"cancel", b"",
                            b"weak", b"", b""):
-                s.sendall(b"GET /task-state?%s HTTP/1.1\r\nHost: x\r\n\r\n" % action)
-                got = b""
-                while not got.endswith(b")"):
-                    chunk = s.recv(65536)
-                    assert chunk, got
-                    got += chunk
-                assert got.endswith(b"\r\n\r\n(None, 0, False, False, True)"), (action, got)
+                found = _get(s, b"/task-state?" + action)
+                assert found == b"(None, 0, False, False, True)", (action, found)
     finally:
         assert stop_server(proc) == 0
 
@@ -430,14 +436,9 @@ def test_receive_and_send_kept_by_an_app_stay_their_requests(backend):
     proc, port = _serve(backend, "asgi_raw:app")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            for path in (b"/scope", b"/keep-methods", b"/kept-methods"):
-                s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
-                got = b""
-                while b"\r\n\r\n" not in got or not got.endswith((b")", b"]", b"kept")):
-                    chunk = s.recv(65536)
-                    assert chunk, got
-                    got += chunk
-        assert got.endswith(b"\r\n\r\n(False, False, 'refused', 'http.disconnect')"), got
+            _get(s, b"/scope")
+            assert _get(s, b"/keep-methods") == b"kept"
+            assert _get(s, b"/kept-methods") == b"(False, False, 'refused', 'http.disconnect')"
     finally:
         assert stop_server(proc) == 0
 
