@@ -2,6 +2,7 @@
 frameworks on both backends, answering curl and httpx; and what it does
 with hostile input."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -383,6 +384,17 @@ def test_each_request_gets_a_scope_of_its_own(backend):
         assert stop_server(proc) == 0
 
 
+@contextlib.contextmanager
+def _connection(backend: str, target: str):
+    """A server of the app ``target``, and one connection to it."""
+    proc, port = _serve(backend, target)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            yield sock
+    finally:
+        assert stop_server(proc) == 0
+
+
 def _get(sock: socket.socket, target: bytes) -> bytes:
     """GET ``target`` on a kept-alive connection: the response's body."""
     sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
@@ -405,13 +417,9 @@ def test_an_app_runs_in_one_task_with_its_own_context(backend, target):
     # Two requests on one connection, each answered at once (no wait) and
     # after a wait: the task is the same object before and after, and a
     # context variable the first request set is not the second's.
-    proc, port = _serve(backend, target)
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            for query in (b"", b"wait", b"", b"wait"):
-                assert _get(s, b"/task?" + query) == b"(True, 'unset')", query
-    finally:
-        assert stop_server(proc) == 0
+    with _connection(backend, target) as s:
+        for query in (b"", b"wait", b"", b"wait"):
+            assert _get(s, b"/task?" + query) == b"(True, 'unset')", query
 
 
 def test_a_task_left_with_state_is_not_the_next_requests(backend):
@@ -421,26 +429,17 @@ def test_a_task_left_with_state_is_not_the_next_requests(backend):
     # last one's task object only when nothing of that kind happened to it:
     # each next request finds a task with no name, no cancel, pending, not
     # one kept or weakly referenced -- and a task kept was ended.
-    proc, port = _serve(backend, "asgi_raw:app")
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            for action in (b"", b"", b"keep", b"", b"name", b"", b"cancel", b"",
-                           b"weak", b"", b""):
-                found = _get(s, b"/task-state?" + action)
-                assert found == b"(None, 0, False, False, True)", (action, found)
-    finally:
-        assert stop_server(proc) == 0
+    with _connection(backend, "asgi_raw:app") as s:
+        for action in (b"", b"", b"keep", b"", b"name", b"", b"cancel", b"", b"weak", b"", b""):
+            found = _get(s, b"/task-state?" + action)
+            assert found == b"(None, 0, False, False, True)", (action, found)
 
 
 def test_receive_and_send_kept_by_an_app_stay_their_requests(backend):
-    proc, port = _serve(backend, "asgi_raw:app")
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            _get(s, b"/scope")
-            assert _get(s, b"/keep-methods") == b"kept"
-            assert _get(s, b"/kept-methods") == b"(False, False, 'refused', 'http.disconnect')"
-    finally:
-        assert stop_server(proc) == 0
+    with _connection(backend, "asgi_raw:app") as s:
+        _get(s, b"/scope")
+        assert _get(s, b"/keep-methods") == b"kept"
+        assert _get(s, b"/kept-methods") == b"(False, False, 'refused', 'http.disconnect')"
 
 
 @pytest.mark.parametrize("query", [b"", b"wait"])
