@@ -412,6 +412,19 @@ def _get(sock: socket.socket, target: bytes) -> bytes:
     return body
 
 
+def test_a_scope_changed_or_kept_is_not_the_next_requests(backend):
+    # The last request's scope may serve the next one only as new: what an
+    # app changed in it (every value, nested dicts too) or kept of it (its
+    # state and extensions, changed after its end) is not the next one's.
+    with _connection(backend, "asgi_raw:app") as s:
+        first = _get(s, b"/scope-report")
+        assert b"('extensions', {'http.response.pathsend': {}})" in first, first
+        for target in (b"/scope-overwrite", b"/scope-report", b"/scope-keep", b"/scope-report",
+                       b"/scope-report"):
+            found = _get(s, target)
+            assert found == first.replace(b"/scope-report", target), (target, found)
+
+
 @pytest.mark.parametrize("target", ["asgi_raw:app", "asgi_raw:future_app"])
 def test_an_app_runs_in_one_task_with_its_own_context(backend, target):
     # Two requests on one connection, each answered at once (no wait) and

@@ -58,6 +58,9 @@ static initproc future_init;      /* asyncio.Future's tp_init: Future.__init__ *
 static PyObject *future_finish;   /* asyncio.Future.set_result */
 static PyObject *init_kwargs;     /* {"loop": None}, the loop set in it for each call */
 static PyObject *scope_template;  /* a scope's keys, in order, and its constant values */
+enum { K_TYPE, K_ASGI, K_HTTP_VERSION, K_SERVER, K_CLIENT, K_SCHEME, K_METHOD, K_ROOT_PATH,
+       K_PATH, K_RAW_PATH, K_QUERY_STRING, K_HEADERS, K_STATE, K_EXTENSIONS, N_SCOPE_KEYS };
+static PyObject *scope_keys[N_SCOPE_KEYS];   /* ...its keys, in that order */
 static PyObject *parser_error;    /* httptools.HttpParserError: what did not parse */
 static PyObject *parser_upgrade;  /* httptools.HttpParserUpgrade(offset): the rest is not HTTP */
 
@@ -93,12 +96,15 @@ static PyObject *setup(PyObject *module, PyObject *args)
     PyObject *template = PyDict_New();
     if (template == NULL)
         return NULL;
-    PyObject *keys[] = {s_type, s_asgi, s_http_version, s_server, s_client, s_scheme, s_method,
-                        s_root_path, s_path, s_raw_path, s_query_string, s_headers, s_state,
-                        s_extensions};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        PyObject *value = keys[i] == s_type || keys[i] == s_scheme ? s_http :
-                          keys[i] == s_asgi ? version : Py_None;
+    PyObject *keys[N_SCOPE_KEYS] = {
+        [K_TYPE] = s_type, [K_ASGI] = s_asgi, [K_HTTP_VERSION] = s_http_version,
+        [K_SERVER] = s_server, [K_CLIENT] = s_client, [K_SCHEME] = s_scheme,
+        [K_METHOD] = s_method, [K_ROOT_PATH] = s_root_path, [K_PATH] = s_path,
+        [K_RAW_PATH] = s_raw_path, [K_QUERY_STRING] = s_query_string, [K_HEADERS] = s_headers,
+        [K_STATE] = s_state, [K_EXTENSIONS] = s_extensions};
+    for (int i = 0; i < N_SCOPE_KEYS; i++) {
+        scope_keys[i] = keys[i];
+        PyObject *value = i == K_TYPE || i == K_SCHEME ? s_http : i == K_ASGI ? version : Py_None;
         if (PyDict_SetItem(template, keys[i], value)) {
             Py_DECREF(template);
             return NULL;
@@ -648,6 +654,77 @@ static PyObject *AsgiCore_parsed_head(AsgiCore *self, PyObject *unused)
                          llhttp_should_keep_alive(parser) ? Py_True : Py_False);
 }
 
+/* A scope's "state", as new as the copy of the lifespan state it would get? */
+static int state_as_new(AsgiCore *self, PyObject *state)
+{
+    return PyDict_GET_SIZE(self->state) == 0 && PyDict_CheckExact(state) &&
+           PyDict_GET_SIZE(state) == 0 && Py_REFCNT(state) == 1;
+}
+
+/* ...its "extensions", as new as {"http.response.pathsend": {}}? */
+static int extensions_as_new(PyObject *extensions)
+{
+    if (!PyDict_CheckExact(extensions) || PyDict_GET_SIZE(extensions) != 1 ||
+            Py_REFCNT(extensions) != 1)
+        return 0;
+    PyObject *pathsend = PyDict_GetItemWithError(extensions, s_pathsend_key);
+    PyErr_Clear();
+    return pathsend != NULL && PyDict_CheckExact(pathsend) && PyDict_GET_SIZE(pathsend) == 0 &&
+           Py_REFCNT(pathsend) == 1;
+}
+
+static PyObject *new_extensions(void)
+{
+    PyObject *pathsend = PyDict_New(), *extensions = pathsend ? PyDict_New() : NULL;
+    if (extensions != NULL && PyDict_SetItem(extensions, s_pathsend_key, pathsend))
+        Py_CLEAR(extensions);
+    Py_XDECREF(pathsend);
+    return extensions;
+}
+
+/* ``scope`` (a dict) with ``values`` (the template's order; NULL for state
+ * and extensions: new ones) set over what differs: 0, or -1. */
+static int fill_scope(AsgiCore *self, PyObject *scope, PyObject **values, unsigned differ)
+{
+    for (int i = 0; i < N_SCOPE_KEYS; i++) {
+        if (!(differ & (1u << i)))
+            continue;
+        PyObject *value = i == K_STATE ? PyDict_Copy(self->state) :
+                          i == K_EXTENSIONS ? new_extensions() : Py_NewRef(values[i]);
+        if (value == NULL)
+            return -1;
+        int failed = PyDict_SetItem(scope, scope_keys[i], value);
+        Py_DECREF(value);
+        if (failed)
+            return -1;
+    }
+    return 0;
+}
+
+/* Which of ``last``'s values differ from ``values`` (a bit per key), when
+ * the last request's scope can be the next one's: nothing but its request,
+ * which nothing but this connection holds, holds it, and its keys are the
+ * template's, in order (none added, removed or moved); else -1. To the
+ * app it is as new as a copy of the template -- what it could have done
+ * to it is undone here -- and a request saves the dicts of a scope. */
+static long long scope_reuse(AsgiCore *self, PyObject *last, PyObject **values)
+{
+    if (Py_REFCNT(self->parsing) != 1 || Py_REFCNT(last) != 1 || !PyDict_CheckExact(last) ||
+            PyDict_GET_SIZE(last) != N_SCOPE_KEYS)
+        return -1;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    unsigned differ = 0;
+    for (int i = 0; PyDict_Next(last, &pos, &key, &value); i++) {
+        if (key != scope_keys[i])
+            return -1;
+        if (i == K_STATE ? !state_as_new(self, value) :
+                i == K_EXTENSIONS ? !extensions_as_new(value) : value != values[i])
+            differ |= 1u << i;
+    }
+    return differ;
+}
+
 /* The scope of an origin-form request (a new reference), or NULL with no
  * exception: not one for this path. */
 static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
@@ -659,7 +736,7 @@ static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
     const char *mark = memchr(url, '?', size), *hash = memchr(url, '#', size);
     query_end = hash ? hash - url : size;
     path_end = mark && mark - url < query_end ? mark - url : query_end;
-    PyObject *raw_path = NULL, *path = NULL, *query = NULL, *scope = NULL, *value;
+    PyObject *raw_path = NULL, *path = NULL, *query = NULL, *scope = NULL;
     if (path_end == size)
         raw_path = Py_NewRef(self->url);
     else if ((raw_path = PyBytes_FromStringAndSize(url, path_end)) == NULL)
@@ -675,35 +752,24 @@ static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
         Py_SETREF(path, PyUnicode_Concat(self->root_path, path));
     if (path == NULL)
         goto fail;
-    if ((scope = PyDict_Copy(scope_template)) == NULL)
-        goto fail;
-#define PUT(key, val) if (PyDict_SetItem(scope, key, val)) goto fail;
-    PUT(s_http_version, version)
-    PUT(s_server, self->sockname)
-    PUT(s_client, self->client)
-    PUT(s_method, method)
-    PUT(s_root_path, self->root_path)
-    PUT(s_path, path)
-    PUT(s_raw_path, raw_path)
-    PUT(s_query_string, query)
-    PUT(s_headers, self->headers)
-    if ((value = PyDict_Copy(self->state)) == NULL)
-        goto fail;
-    if (PyDict_SetItem(scope, s_state, value)) {
-        Py_DECREF(value);
-        goto fail;
+    PyObject *values[N_SCOPE_KEYS] = {
+        [K_TYPE] = s_http, [K_ASGI] = asgi_version, [K_HTTP_VERSION] = version,
+        [K_SERVER] = self->sockname, [K_CLIENT] = self->client, [K_SCHEME] = s_http,
+        [K_METHOD] = method, [K_ROOT_PATH] = self->root_path, [K_PATH] = path,
+        [K_RAW_PATH] = raw_path, [K_QUERY_STRING] = query, [K_HEADERS] = self->headers};
+    long long differ = -1;
+    if (PyObject_TypeCheck(self->parsing, &CycleType) &&
+            (differ = scope_reuse(self, ((Cycle *)self->parsing)->scope, values)) >= 0) {
+        scope = Py_NewRef(((Cycle *)self->parsing)->scope);   /* (its request goes now) */
+    } else {
+        /* A copy of the template, its constant values set: a copy of a
+         * dict is a copy of its table, no insertions, no resizing. */
+        if ((scope = PyDict_Copy(scope_template)) == NULL)
+            goto fail;
+        differ = ~((1u << K_TYPE) | (1u << K_ASGI) | (1u << K_SCHEME));
     }
-    Py_DECREF(value);
-    PyObject *pathsend = PyDict_New(), *extensions = pathsend ? PyDict_New() : NULL;
-    if (extensions == NULL || PyDict_SetItem(extensions, s_pathsend_key, pathsend) ||
-            PyDict_SetItem(scope, s_extensions, extensions)) {
-        Py_XDECREF(pathsend);
-        Py_XDECREF(extensions);
+    if (fill_scope(self, scope, values, (unsigned)differ))
         goto fail;
-    }
-    Py_DECREF(pathsend);
-    Py_DECREF(extensions);
-#undef PUT
     Py_DECREF(raw_path);
     Py_DECREF(query);
     Py_DECREF(path);

@@ -10,6 +10,7 @@ EVENTS: dict[str, object] = {}
 KEPT: list[asyncio.Task] = []
 WEAKLY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 KEPT_METHODS: list = []
+KEPT_PARTS: list = []
 SEEN: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="unset")
 
 
@@ -108,6 +109,27 @@ async def app(scope, receive, send):
                 break
         await _respond(send, repr((scope["method"], scope["path"], scope["query_string"],
                                    scope["headers"], body)).encode())
+    elif path in ("/scope-report", "/scope-overwrite", "/scope-keep"):
+        # What a request finds in its scope, after changing what an earlier
+        # request kept of its own (its state and extensions dicts). Then
+        # (overwrite) every value changed in place, no key added or removed,
+        # or (keep) its state and extensions kept past its end. Each next
+        # request's scope must be as the first one's was.
+        for part in KEPT_PARTS:
+            part["leaked"] = True
+        KEPT_PARTS.clear()
+        report = repr(list(scope.items())).encode()
+        if path == "/scope-overwrite":
+            scope["extensions"]["http.response.pathsend"]["mine"] = True
+            scope["state"]["mine"] = True
+            scope["headers"].append((b"mine", b"yes"))
+            for key in scope:
+                # (not http_version, which the response's head is written in)
+                if key not in ("extensions", "state", "headers", "http_version"):
+                    scope[key] = "mine"
+        elif path == "/scope-keep":
+            KEPT_PARTS[:] = [scope["state"], scope["extensions"]]
+        await _respond(send, report)
     elif path == "/keep-methods":
         KEPT_METHODS[:] = [receive, send]
         await _respond(send, b"kept")
