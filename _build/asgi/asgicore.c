@@ -176,32 +176,43 @@ static void Cycle_dealloc(Cycle *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* ``self``'s state as a new request's: a cycle just allocated, or the
+ * last request's when nothing but its connection holds it (head_complete).
+ * 0, or -1. */
+static int cycle_init(Cycle *self, PyObject *proto, PyObject *scope, int keep_alive,
+                      int expect_100, int head_only)
+{
+    PyObject *body = self->body;
+    if (body == NULL || !PyByteArray_CheckExact(body) || PyByteArray_GET_SIZE(body) != 0 ||
+            Py_REFCNT(body) != 1) {
+        if ((body = PyByteArray_FromStringAndSize(NULL, 0)) == NULL)
+            return -1;
+        Py_XSETREF(self->body, body);
+    }
+    Py_XSETREF(self->proto, Py_NewRef(proto));
+    Py_XSETREF(self->scope, Py_NewRef(scope));
+    Py_XSETREF(self->waiter, Py_NewRef(Py_None));
+    Py_XSETREF(self->status, PyLong_FromLong(0));
+    Py_XSETREF(self->headers, PyTuple_New(0));
+    if (self->status == NULL || self->headers == NULL)
+        return -1;
+    self->received = 0;
+    self->keep_alive = (char)keep_alive;
+    self->expect_100 = (char)expect_100;
+    self->more_body = 1;
+    self->body_done = self->disconnected = self->response_started = self->response_complete =
+        self->chunked = 0;
+    self->head_only = (char)head_only;
+    return 0;
+}
+
 /* A new cycle of ``type`` (a new reference). */
 static PyObject *cycle_make(PyTypeObject *type, PyObject *proto, PyObject *scope, int keep_alive,
                             int expect_100, int head_only)
 {
-    PyObject *body = PyByteArray_FromStringAndSize(NULL, 0);
-    if (body == NULL)
-        return NULL;
     Cycle *self = (Cycle *)type->tp_alloc(type, 0);
-    if (self == NULL) {
-        Py_DECREF(body);
-        return NULL;
-    }
-    self->proto = Py_NewRef(proto);
-    self->scope = Py_NewRef(scope);
-    self->body = body;
-    self->waiter = Py_NewRef(Py_None);
-    self->status = PyLong_FromLong(0);
-    self->headers = PyTuple_New(0);
-    if (self->status == NULL || self->headers == NULL) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    self->keep_alive = (char)keep_alive;
-    self->expect_100 = (char)expect_100;
-    self->more_body = 1;
-    self->head_only = (char)head_only;
+    if (self != NULL && cycle_init(self, proto, scope, keep_alive, expect_100, head_only))
+        Py_CLEAR(self);
     return (PyObject *)self;
 }
 
@@ -1001,10 +1012,18 @@ static int head_complete(AsgiCore *self)
         goto done;
     Py_SETREF(self->headers, fresh);
     Py_SETREF(self->url, Py_NewRef(b_empty));
-    cycle = cycle_make((PyTypeObject *)self->cycle_type, (PyObject *)self, scope, alive,
-                       self->expect_100, which == M_HEAD);
-    if (cycle == NULL)
+    if (Py_TYPE(self->parsing) == (PyTypeObject *)self->cycle_type &&
+            Py_REFCNT(self->parsing) == 1) {
+        /* The last request's cycle, which nothing but this connection
+         * holds (a RequestCycle keeps no state but Cycle's): made over. */
+        cycle = Py_NewRef(self->parsing);
+        if (cycle_init((Cycle *)cycle, (PyObject *)self, scope, alive, self->expect_100,
+                       which == M_HEAD))
+            goto done;
+    } else if ((cycle = cycle_make((PyTypeObject *)self->cycle_type, (PyObject *)self, scope,
+                                   alive, self->expect_100, which == M_HEAD)) == NULL) {
         goto done;
+    }
     /* A request without a body is complete now, before the app starts:
      * its receive() answers at once. */
     ((Cycle *)cycle)->more_body = self->body_follows;
