@@ -191,6 +191,33 @@ def test_expect_100_continue(fastapi_server):
     assert status_of(out) == 200 and out.endswith(b'{"name":"x","total":2.0,"tags":[]}')
 
 
+@pytest.mark.parametrize("target", [b"/echo-head", b"/start-then-read"])
+def test_a_chunked_body_past_the_limit_is_refused_while_its_app_waits(backend, target):
+    # The body's size is known only as it arrives: once past --max-body,
+    # the app waiting for it hears the client is gone, and the client gets
+    # a 413 -- or, its response begun, a reset -- not a connection that
+    # hangs. Another connection is served meanwhile.
+    proc, port = _serve(backend, "asgi_raw:app", "--max-body", "100")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"50\r\n%s\r\n" % (target, b"a" * 80))
+            s.sendall(b"50\r\n%s\r\n" % (b"b" * 80))
+            if target == b"/echo-head":
+                got = recv_until_eof(s)
+                assert status_of(got) == 413 and got.endswith(b"413 Request Entity Too Large\n")
+            else:
+                with pytest.raises(ConnectionResetError):
+                    got = b""
+                    while chunk := s.recv(65536):
+                        got += chunk
+                assert not got.endswith(b"ok"), got
+        other = raw(port, b"GET /scope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert status_of(other) == 200
+    finally:
+        assert stop_server(proc) == 0
+
+
 def test_slowloris_gets_408_and_others_are_served(backend, served_file):
     proc, port = _serve(backend, "fastapi_app:app", "--header-timeout", "0.5",
                         env={"ASGI_TEST_FILE": str(served_file)})
@@ -503,9 +530,10 @@ class _Sink:
         pass
 
 
-def _in_process(backend: str, feed) -> bytes:
-    """What an HttpProtocol for asgi_raw.app writes when ``feed(proto, loop)``
-    (a coroutine function) feeds it, in process."""
+def _in_process(backend: str, feed, protocol=None) -> bytes:
+    """What an HttpProtocol (or ``protocol``, a subclass) for asgi_raw.app
+    writes when ``feed(proto, loop)`` (a coroutine function) feeds it, in
+    process."""
     import asyncio
     import sys
 
@@ -523,7 +551,7 @@ def _in_process(backend: str, feed) -> bytes:
             out.extend(data)
 
     async def main() -> None:
-        proto = HttpProtocol(ServerState(asgi_raw.app))
+        proto = (protocol or HttpProtocol)(ServerState(asgi_raw.app))
         proto.connection_made(Recorder())
         await feed(proto, asyncio.get_running_loop())
 
@@ -583,6 +611,26 @@ def test_a_head_past_its_limit_is_refused_before_it_ends(backend):
     out = _in_process(backend, feed)
     assert out.startswith(b"HTTP/1.1 431 "), out[:100]
     assert pieces and pieces[0] <= 65, pieces
+
+
+def test_a_callback_of_the_parser_that_fails_is_a_logged_500(backend, caplog):
+    # What the server's own code raises while the parser calls it back (here
+    # on_body) is the server's fault, not the request's: a 500, logged.
+    from uringio.asgi.http import HttpProtocol
+
+    class Failing(HttpProtocol):
+        def on_body(self, body: bytes) -> None:
+            raise RuntimeError("on_body failed, as asked")
+
+    async def feed(proto, loop) -> None:
+        loop.call_soon(proto.data_received, b"POST /echo-head HTTP/1.1\r\nHost: x\r\n"
+                                            b"Content-Length: 5\r\n\r\nhello")
+        await _turns(loop, 10)
+
+    out = _in_process(backend, feed, Failing)
+    assert out.startswith(b"HTTP/1.1 500 ") and out.count(b"HTTP/1.1") == 1, out
+    assert any(record.exc_info and "on_body failed" in str(record.exc_info[1])
+               for record in caplog.records), caplog.records
 
 
 def test_the_request_path_keeps_nothing_per_request(backend):

@@ -130,6 +130,13 @@ async def app(scope, receive, send):
         elif path == "/scope-keep":
             KEPT_PARTS[:] = [scope["state"], scope["extensions"]]
         await _respond(send, report)
+    elif path == "/start-then-read":
+        # A response begun before the request's body is read.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"2")]})
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.body", "body": b"ok"})
     elif path == "/keep-methods":
         KEPT_METHODS[:] = [receive, send]
         await _respond(send, b"kept")

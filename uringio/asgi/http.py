@@ -285,12 +285,27 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
 
     def _refuse(self, status: int) -> None:
         # Answer an error and close: now, or after the response in flight.
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.pending_error = status
-            self.cycle.keep_alive = False
-            self.pipeline.clear()
-            self._set_reading(False)
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle is not self.parsing or not cycle.more_body:
+                self.pending_error = status
+                cycle.keep_alive = False
+                self.pipeline.clear()
+                self._set_reading(False)
+                return
+            # The error is in the body of the request being answered (too
+            # large, malformed), which its app may be waiting for: the rest
+            # will not come. To the app the client is gone (receive says
+            # http.disconnect, send raises); the error is answered now, or,
+            # with the response begun, the connection is reset -- a
+            # response cut short must not look complete.
+            cycle.disconnected = True
+            cycle.wake()
+            if cycle.response_started:
+                self.closing = True
+                assert self.transport is not None
+                getattr(self.transport, "reset", self.transport.abort)()
+                return
         self._disarm()
         body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
         assert self.transport is not None
