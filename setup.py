@@ -15,7 +15,7 @@ setup(
                   include_dirs=["_build"], depends=["_build/pyslots.h", "_build/raised.h"],
                   extra_compile_args=["-O2", "-Wall"]),
         Extension("uringio.protocols._httpcore", ["_build/protocols/httpcore.c"],
-                  include_dirs=["_build"],
+                  include_dirs=["_build", "_build/vendor/llhttp/include"],
                   depends=["_build/pyslots.h", "_build/http_glue.h", "_build/raised.h"],
                   extra_compile_args=["-O2", "-Wall"]),
         Extension("uringio.asgi._asgicore",

@@ -15,6 +15,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "llhttp.h"
+#include "raised.h"
+
 static PyObject *limit_type;   /* protocols.http.RequestLimit */
 
 static PyObject *raise_limit(int status)
@@ -79,6 +82,124 @@ static inline int parser_set(ParserRefs *refs, PyObject *parser)
     return 0;
 }
 
+/* -- llhttp ----------------------------------------------------------------- */
+
+/* httptools' exception types, which http.py's _input_failed knows: what
+ * did not parse, and an upgrade (the offset of what follows the head). */
+static PyObject *parser_error, *parser_upgrade;
+
+/* A piece of a head that llhttp reports in parts (the URL, a header's name
+ * or value): a pointer into the chunk being parsed while the piece lies in
+ * it, bytes once a chunk ends inside it (span_hold), as the chunk goes. */
+typedef struct {
+    const char *at;
+    Py_ssize_t len;
+    PyObject *held;   /* bytes, or NULL */
+} Span;
+
+typedef struct {
+    Span url, name, value;
+} HeadParts;
+
+#define HEAD_PARTS_FIELDS(X) X(parts.url.held) X(parts.name.held) X(parts.value.held)
+
+static inline int span_add(Span *span, const char *at, size_t len)
+{
+    if (span->held == NULL && span->at == NULL) {
+        span->at = at;
+        span->len = (Py_ssize_t)len;
+        return 0;
+    }
+    if (span->held == NULL && span->at + span->len == at) {
+        span->len += (Py_ssize_t)len;
+        return 0;
+    }
+    if (span->held == NULL &&
+            (span->held = PyBytes_FromStringAndSize(span->at, span->len)) == NULL)
+        return -1;
+    span->at = NULL;
+    PyBytes_ConcatAndDel(&span->held, PyBytes_FromStringAndSize(at, (Py_ssize_t)len));
+    return span->held == NULL ? -1 : 0;
+}
+
+static inline int span_hold(Span *span)
+{
+    if (span->at == NULL)
+        return 0;
+    span->held = PyBytes_FromStringAndSize(span->at, span->len);
+    span->at = NULL;
+    return span->held == NULL ? -1 : 0;
+}
+
+static inline const char *span_data(Span *span, Py_ssize_t *len)
+{
+    if (span->held != NULL) {
+        *len = PyBytes_GET_SIZE(span->held);
+        return PyBytes_AS_STRING(span->held);
+    }
+    *len = span->at ? span->len : 0;
+    return span->at ? span->at : "";
+}
+
+static inline void span_reset(Span *span)
+{
+    Py_CLEAR(span->held);
+    span->at = NULL;
+    span->len = 0;
+}
+
+static inline void head_parts_reset(HeadParts *parts)
+{
+    span_reset(&parts->url);
+    span_reset(&parts->name);
+    span_reset(&parts->value);
+}
+
+/* The request's version, "1.1" and "1.0" made once (known by identity). */
+static PyObject *s_v11, *s_v10;
+
+static inline PyObject *http_version(llhttp_t *parser)
+{
+    if (parser->http_major == 1 && parser->http_minor == 1)
+        return Py_NewRef(s_v11);
+    if (parser->http_major == 1 && parser->http_minor == 0)
+        return Py_NewRef(s_v10);
+    return PyUnicode_FromFormat("%d.%d", parser->http_major, parser->http_minor);
+}
+
+/* Parse ``data`` (any buffer): 0 when it all parsed, what is left open of a
+ * head's pieces copied; -1 with an exception set, the buffer unreadable;
+ * 1 when something stopped the parser, *stopped (a new reference) being
+ * what: the exception a callback raised, parser_upgrade(offset of what
+ * follows the head, the parser free again, as httptools leaves it), or
+ * parser_error(llhttp's reason). */
+static inline int parse_chunk(llhttp_t *parser, HeadParts *parts, PyObject *data, PyObject **stopped)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return -1;
+    const char *start = view.buf;
+    llhttp_errno_t err = llhttp_execute(parser, start, (size_t)view.len);
+    if (err == HPE_OK) {
+        int held = span_hold(&parts->url) | span_hold(&parts->name) | span_hold(&parts->value);
+        PyBuffer_Release(&view);
+        return held ? -1 : 0;
+    }
+    head_parts_reset(parts);
+    if (PyErr_Occurred()) {
+        *stopped = raised_exception();
+    } else if (err == HPE_PAUSED_UPGRADE && parser->upgrade) {
+        Py_ssize_t offset = llhttp_get_error_pos(parser) - start;
+        llhttp_resume_after_upgrade(parser);
+        *stopped = PyObject_CallFunction(parser_upgrade, "n", offset);
+    } else {
+        const char *reason = llhttp_get_error_reason(parser);
+        *stopped = PyObject_CallFunction(parser_error, "s", reason ? reason : llhttp_errno_name(err));
+    }
+    PyBuffer_Release(&view);
+    return *stopped == NULL ? -1 : 1;
+}
+
 /* -- header names ----------------------------------------------------------- */
 
 /* The names most requests send, lower-case, made once: a request's "Host"
@@ -121,7 +242,7 @@ static PyObject *lowered(const char *raw, Py_ssize_t size, Py_ssize_t upper)
 
 /* The header name raw[:size] in lower case (a new reference); *common (if
  * not NULL): its index in common_names, or -1. */
-static PyObject *lower_name_raw(const char *raw, Py_ssize_t size, int *common)
+static inline PyObject *lower_name_raw(const char *raw, Py_ssize_t size, int *common)
 {
     int i = common_index(raw, size);
     if (common != NULL)
@@ -178,7 +299,7 @@ static PyObject *methods[N_METHODS];
 
 /* The method raw[:size] as str (a new reference); *which (if not NULL): its
  * index in method_list, or -1. */
-static PyObject *method_name_raw(const char *raw, Py_ssize_t size, int *which)
+static inline PyObject *method_name_raw(const char *raw, Py_ssize_t size, int *which)
 {
     for (size_t i = 0; i < N_METHODS; i++)
         if ((Py_ssize_t)strlen(method_list[i]) == size && memcmp(method_list[i], raw, size) == 0) {
@@ -203,7 +324,9 @@ static inline PyObject *method_name(PyObject *name, int *which)
 
 static int http_glue_init(void)
 {
-    if ((s_get_method = PyUnicode_InternFromString("get_method")) == NULL ||
+    if ((s_v11 = PyUnicode_InternFromString("1.1")) == NULL ||
+        (s_v10 = PyUnicode_InternFromString("1.0")) == NULL ||
+        (s_get_method = PyUnicode_InternFromString("get_method")) == NULL ||
         (s_should_keep_alive = PyUnicode_InternFromString("should_keep_alive")) == NULL ||
         (s_feed_data = PyUnicode_InternFromString("feed_data")) == NULL)
         return -1;

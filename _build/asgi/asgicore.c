@@ -40,7 +40,6 @@
 #include <structmember.h>
 
 #include "http_glue.h"
-#include "llhttp.h"
 #include "pyslots.h"
 #include "raised.h"
 
@@ -61,14 +60,12 @@ static PyObject *scope_template;  /* a scope's keys, in order, and its constant 
 enum { K_TYPE, K_ASGI, K_HTTP_VERSION, K_SERVER, K_CLIENT, K_SCHEME, K_METHOD, K_ROOT_PATH,
        K_PATH, K_RAW_PATH, K_QUERY_STRING, K_HEADERS, K_STATE, K_EXTENSIONS, N_SCOPE_KEYS };
 static PyObject *scope_keys[N_SCOPE_KEYS];   /* ...its keys, in that order */
-static PyObject *parser_error;    /* httptools.HttpParserError: what did not parse */
-static PyObject *parser_upgrade;  /* httptools.HttpParserUpgrade(offset): the rest is not HTTP */
 
 /* Interned names and constants, made at import. */
 static PyObject *s_on_body, *s_head_slow, *s_input_failed, *s_new_request,
     *s_response_done, *s_drain, *s_type, *s_asgi, *s_http_version, *s_server, *s_client,
     *s_scheme, *s_method, *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers,
-    *s_state, *s_extensions, *s_http, *s_pathsend_key, *s_v11, *s_v10, *s_status, *s_body,
+    *s_state, *s_extensions, *s_http, *s_pathsend_key, *s_status, *s_body,
     *s_more_body, *s_response_start, *s_response_body, *s_send_slow, *s_receive, *s_send,
     *s_ended, *s_suspended, *s_wake, *s_update_reading, *s_loop, *b_empty, *empty_tuple;
 
@@ -303,19 +300,10 @@ static PyObject *done;   /* the one Done */
 
 static PyTypeObject AsgiCoreType, CycleType;
 
-/* A piece of a head that llhttp reports in parts (the URL, a header's name
- * or value): a pointer into the chunk being parsed while the piece lies in
- * it, bytes once a chunk ends inside it. */
-typedef struct {
-    const char *at;
-    Py_ssize_t len;
-    PyObject *held;   /* bytes, or NULL */
-} Span;
-
 typedef struct {
     PyObject_HEAD
     llhttp_t parser;           /* its data: this AsgiCore */
-    Span url_part, name_part, value_part;
+    HeadParts parts;           /* the pieces of a head, as they arrive */
     PyObject *url;             /* the request target (bytes) */
     PyObject *headers;         /* [(lower-case name, value)] so far */
     PyObject *cycle;           /* the request being answered, or None */
@@ -347,7 +335,7 @@ typedef struct {
     char write_paused;
 } AsgiCore;
 
-#define CORE_OBJECTS(X) X(url) X(url_part.held) X(name_part.held) X(value_part.held) \
+#define CORE_OBJECTS(X) X(url) HEAD_PARTS_FIELDS(X) \
     X(headers) X(cycle) X(parsing) X(sockname) X(client) X(root_path) X(state) X(transport) \
     X(write) X(cycle_type) X(date_line) \
     X(pipeline) X(loop) X(app) X(spare_task) X(spare_receive) X(spare_send)
@@ -408,55 +396,6 @@ static void AsgiCore_dealloc(AsgiCore *self)
 
 /* -- the head, from llhttp ------------------------------------------------- */
 
-/* The pieces of a head as llhttp reports them: while a chunk is parsed, a
- * piece is a pointer into it; what is left open when the chunk ends is
- * copied (span_hold), as the chunk goes. */
-
-static int span_add(Span *span, const char *at, size_t len)
-{
-    if (span->held == NULL && span->at == NULL) {
-        span->at = at;
-        span->len = (Py_ssize_t)len;
-        return 0;
-    }
-    if (span->held == NULL && span->at + span->len == at) {
-        span->len += (Py_ssize_t)len;
-        return 0;
-    }
-    if (span->held == NULL &&
-            (span->held = PyBytes_FromStringAndSize(span->at, span->len)) == NULL)
-        return -1;
-    span->at = NULL;
-    PyBytes_ConcatAndDel(&span->held, PyBytes_FromStringAndSize(at, (Py_ssize_t)len));
-    return span->held == NULL ? -1 : 0;
-}
-
-static int span_hold(Span *span)
-{
-    if (span->at == NULL)
-        return 0;
-    span->held = PyBytes_FromStringAndSize(span->at, span->len);
-    span->at = NULL;
-    return span->held == NULL ? -1 : 0;
-}
-
-static const char *span_data(Span *span, Py_ssize_t *len)
-{
-    if (span->held != NULL) {
-        *len = PyBytes_GET_SIZE(span->held);
-        return PyBytes_AS_STRING(span->held);
-    }
-    *len = span->at ? span->len : 0;
-    return span->at ? span->at : "";
-}
-
-static void span_reset(Span *span)
-{
-    Py_CLEAR(span->held);
-    span->at = NULL;
-    span->len = 0;
-}
-
 #define CORE(parser) ((AsgiCore *)(parser)->data)
 
 /* Each callback returns 0, or -1 with the exception set: llhttp stops, and
@@ -491,18 +430,18 @@ static int head_grows(AsgiCore *self, size_t len, int status)
 static int url_piece(llhttp_t *parser, const char *at, size_t len)
 {
     AsgiCore *self = CORE(parser);
-    if (head_grows(self, len, self->url_part.len + (Py_ssize_t)len > self->max_head ? 414 : 431))
+    if (head_grows(self, len, self->parts.url.len + (Py_ssize_t)len > self->max_head ? 414 : 431))
         return -1;
-    return span_add(&self->url_part, at, len);
+    return span_add(&self->parts.url, at, len);
 }
 
 static int url_complete(llhttp_t *parser)
 {
     AsgiCore *self = CORE(parser);
     Py_ssize_t len;
-    const char *at = span_data(&self->url_part, &len);
+    const char *at = span_data(&self->parts.url, &len);
     PyObject *url = PyBytes_FromStringAndSize(at, len);
-    span_reset(&self->url_part);
+    span_reset(&self->parts.url);
     if (url == NULL)
         return -1;
     Py_SETREF(self->url, url);
@@ -512,13 +451,13 @@ static int url_complete(llhttp_t *parser)
 static int name_piece(llhttp_t *parser, const char *at, size_t len)
 {
     AsgiCore *self = CORE(parser);
-    return head_grows(self, len, 431) ? -1 : span_add(&self->name_part, at, len);
+    return head_grows(self, len, 431) ? -1 : span_add(&self->parts.name, at, len);
 }
 
 static int value_piece(llhttp_t *parser, const char *at, size_t len)
 {
     AsgiCore *self = CORE(parser);
-    return head_grows(self, len, 431) ? -1 : span_add(&self->value_part, at, len);
+    return head_grows(self, len, 431) ? -1 : span_add(&self->parts.value, at, len);
 }
 
 /* A header is complete: its name in lower case (a common one made once),
@@ -527,13 +466,13 @@ static int header_complete(llhttp_t *parser)
 {
     AsgiCore *self = CORE(parser);
     Py_ssize_t name_len, value_len;
-    const char *raw_name = span_data(&self->name_part, &name_len);
-    const char *raw_value = span_data(&self->value_part, &value_len);
+    const char *raw_name = span_data(&self->parts.name, &name_len);
+    const char *raw_value = span_data(&self->parts.value, &value_len);
     int common;
     PyObject *name = head_grows(self, 4, 431) ? NULL : lower_name_raw(raw_name, name_len, &common);
     PyObject *value = name ? PyBytes_FromStringAndSize(raw_value, value_len) : NULL;
-    span_reset(&self->name_part);
-    span_reset(&self->value_part);
+    span_reset(&self->parts.name);
+    span_reset(&self->parts.value);
     if (value == NULL) {
         Py_XDECREF(name);
         return -1;
@@ -605,48 +544,22 @@ static int message_ends(llhttp_t *parser)
     return message_complete(CORE(parser));
 }
 
-/* Parse a chunk: callbacks above as llhttp reaches them; a limit broken,
- * an upgrade or what did not parse goes to http.py's _input_failed(exc,
- * data) -- RequestLimit, httptools.HttpParserUpgrade(offset of what follows
- * the head), httptools.HttpParserError, or what a callback raised. */
+/* Parse a chunk: callbacks above as llhttp reaches them; what stops the
+ * parser (parse_chunk says what) goes to http.py's _input_failed(exc,
+ * data). */
 static PyObject *AsgiCore_data_received(AsgiCore *self, PyObject *data)
 {
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    const char *start = view.buf;
-    llhttp_errno_t err = llhttp_execute(&self->parser, start, (size_t)view.len);
-    PyObject *exc = NULL;
-    if (err == HPE_OK) {
-        int held = span_hold(&self->url_part) | span_hold(&self->name_part) |
-                   span_hold(&self->value_part);
-        PyBuffer_Release(&view);
-        if (held)
-            return NULL;
+    PyObject *stopped;
+    switch (parse_chunk(&self->parser, &self->parts, data, &stopped)) {
+    case 0:
         Py_RETURN_NONE;
-    }
-    span_reset(&self->url_part);
-    span_reset(&self->name_part);
-    span_reset(&self->value_part);
-    if (PyErr_Occurred()) {
-        exc = raised_exception();   /* a callback's */
-    } else if (err == HPE_PAUSED_UPGRADE && self->parser.upgrade) {
-        /* As httptools does: the parser is free again, and the caller
-         * told where the head ended. */
-        Py_ssize_t offset = llhttp_get_error_pos(&self->parser) - start;
-        llhttp_resume_after_upgrade(&self->parser);
-        exc = PyObject_CallFunction(parser_upgrade, "n", offset);
-    } else {
-        const char *reason = llhttp_get_error_reason(&self->parser);
-        exc = PyObject_CallFunction(parser_error, "s", reason ? reason : llhttp_errno_name(err));
-    }
-    PyBuffer_Release(&view);
-    if (exc == NULL)
+    case -1:
         return NULL;
-    PyObject *args[3] = {(PyObject *)self, exc, data};
+    }
+    PyObject *args[3] = {(PyObject *)self, stopped, data};
     PyObject *got = PyObject_VectorcallMethod(s_input_failed, args,
                                               3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    Py_DECREF(exc);
+    Py_DECREF(stopped);
     return got;
 }
 
@@ -659,9 +572,8 @@ static PyObject *AsgiCore_parsed_head(AsgiCore *self, PyObject *unused)
     PyObject *name = method_name_raw(method, (Py_ssize_t)strlen(method), NULL);
     if (name == NULL)
         return NULL;
-    return Py_BuildValue("(NNOO)", PyUnicode_FromFormat("%d.%d", parser->http_major,
-                                                        parser->http_minor),
-                         name, parser->upgrade ? Py_True : Py_False,
+    return Py_BuildValue("(NNOO)", http_version(parser), name,
+                         parser->upgrade ? Py_True : Py_False,
                          llhttp_should_keep_alive(parser) ? Py_True : Py_False);
 }
 
@@ -992,13 +904,7 @@ static int head_complete(AsgiCore *self)
     if (method == NULL)
         return -1;
     int alive = llhttp_should_keep_alive(parser);
-    /* known by identity in send() */
-    if (parser->http_major == 1 && parser->http_minor == 1)
-        version = Py_NewRef(s_v11);
-    else if (parser->http_major == 1 && parser->http_minor == 0)
-        version = Py_NewRef(s_v10);
-    else
-        version = PyUnicode_FromFormat("%d.%d", parser->http_major, parser->http_minor);
+    version = http_version(parser);
     PyObject *scope = version ? make_scope(self, method, version) : NULL, *cycle = NULL;
     int status = -1;
     Py_XDECREF(version);
@@ -1421,7 +1327,7 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         INTERN(s_query_string, "query_string") || INTERN(s_headers, "headers") ||
         INTERN(s_state, "state") || INTERN(s_extensions, "extensions") ||
         INTERN(s_http, "http") || INTERN(s_pathsend_key, "http.response.pathsend") ||
-        INTERN(s_v11, "1.1") || INTERN(s_v10, "1.0") || INTERN(s_status, "status") ||
+        INTERN(s_status, "status") ||
         INTERN(s_body, "body") || INTERN(s_more_body, "more_body") ||
         INTERN(s_response_start, "http.response.start") ||
         INTERN(s_response_body, "http.response.body") || INTERN(s_send_slow, "_send_slow") ||

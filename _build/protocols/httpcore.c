@@ -57,7 +57,7 @@ static Py_ssize_t rs_status, rs_headers, rs_file, rs_tail, rs_wire, rs_wire_date
 /* Interned names and constants, made at import. */
 static PyObject *s_by_url, *s_get_http_version,
     *s_handle, *s_keep_alive_tail, *s_respond, *s_handler_failed, *s_input_failed,
-    *s_head_incomplete, *s_join, *s_v11, *b_empty, *b_content_length;
+    *s_head_incomplete, *s_join, *b_empty, *b_content_length;
 
 static PyObject *setup(PyObject *module, PyObject *args)
 {
@@ -625,7 +625,6 @@ PyMODINIT_FUNC PyInit__httpcore(void)
         (s_input_failed = PyUnicode_InternFromString("_input_failed")) == NULL ||
         (s_head_incomplete = PyUnicode_InternFromString("_head_incomplete")) == NULL ||
         (s_join = PyUnicode_InternFromString("join")) == NULL ||
-        (s_v11 = PyUnicode_InternFromString("1.1")) == NULL ||
         (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
         (b_content_length = PyBytes_FromString("content-length")) == NULL)
         return NULL;
