@@ -1,12 +1,14 @@
 /*
- * What the two C per-request paths on httptools share: serve http's
- * (protocols/httpcore.c) and the ASGI server's (asgi/asgicore.c). The
- * parser and the bound methods they call per request, looked up once;
- * header names and methods as objects made once; a limit raised as
+ * What the two C per-request paths share: serve http's
+ * (protocols/httpcore.c) and the ASGI server's (asgi/asgicore.c). Parsing
+ * with llhttp (compiled in from _build/vendor/llhttp): a head's pieces read
+ * in place, a chunk parsed and what stopped the parser said; header names
+ * and methods as objects made once; a limit raised as
  * protocols.http.RequestLimit(status); a Content-Length read.
  *
  * Each module that includes it calls http_glue_init() from its init
- * function and sets limit_type from its setup().
+ * function and sets limit_type, parser_error and parser_upgrade from its
+ * setup().
  */
 #ifndef URINGIO_HTTP_GLUE_H
 #define URINGIO_HTTP_GLUE_H
@@ -43,43 +45,6 @@ static inline PyObject *call_method1(PyObject *obj, PyObject *name, PyObject *ar
 {
     PyObject *args[2] = {obj, arg};
     return PyObject_VectorcallMethod(name, args, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-}
-
-/* -- the parser ------------------------------------------------------------ */
-
-/* httptools.HttpRequestParser(protocol), and its methods a request calls. */
-typedef struct {
-    PyObject *parser, *get_method, *should_keep_alive, *feed_data;
-} ParserRefs;
-
-#define PARSER_FIELDS(X) X(p.parser) X(p.get_method) X(p.should_keep_alive) X(p.feed_data)
-
-static PyObject *s_get_method, *s_should_keep_alive, *s_feed_data;
-
-static inline PyObject *parser_get(ParserRefs *refs)
-{
-    return Py_NewRef(refs->parser ? refs->parser : Py_None);
-}
-
-static inline int parser_set(ParserRefs *refs, PyObject *parser)
-{
-    if (parser == NULL) {
-        PyErr_SetString(PyExc_TypeError, "the parser cannot be deleted");
-        return -1;
-    }
-    PyObject *get_method = PyObject_GetAttr(parser, s_get_method);
-    PyObject *should_keep_alive = get_method ? PyObject_GetAttr(parser, s_should_keep_alive) : NULL;
-    PyObject *feed_data = should_keep_alive ? PyObject_GetAttr(parser, s_feed_data) : NULL;
-    if (feed_data == NULL) {
-        Py_XDECREF(get_method);
-        Py_XDECREF(should_keep_alive);
-        return -1;
-    }
-    Py_XSETREF(refs->parser, Py_NewRef(parser));
-    Py_XSETREF(refs->get_method, get_method);
-    Py_XSETREF(refs->should_keep_alive, should_keep_alive);
-    Py_XSETREF(refs->feed_data, feed_data);
-    return 0;
 }
 
 /* -- llhttp ----------------------------------------------------------------- */
@@ -148,12 +113,44 @@ static inline void span_reset(Span *span)
     span->len = 0;
 }
 
+/* The piece as bytes (a new reference), the span reset for the next. */
+static inline PyObject *span_take(Span *span)
+{
+    PyObject *bytes = span->held;
+    if (bytes == NULL)
+        bytes = PyBytes_FromStringAndSize(span->at ? span->at : "", span->at ? span->len : 0);
+    span->held = NULL;
+    span->at = NULL;
+    span->len = 0;
+    return bytes;
+}
+
+/* The URL is complete: *url (a reference held) is now it. 0, or -1. */
+static inline int take_url(HeadParts *parts, PyObject **url)
+{
+    PyObject *taken = span_take(&parts->url);
+    if (taken == NULL)
+        return -1;
+    Py_XSETREF(*url, taken);
+    return 0;
+}
+
 static inline void head_parts_reset(HeadParts *parts)
 {
     span_reset(&parts->url);
     span_reset(&parts->name);
     span_reset(&parts->value);
 }
+
+/* The llhttp settings of a C path: its callbacks, the functions of these
+ * names in the file that includes this one (each returns 0, or -1 with the
+ * exception set, which parse_chunk then hands on). */
+#define PATH_CALLBACKS {                                                     \
+    .on_message_begin = head_begins, .on_url = url_piece,                   \
+    .on_url_complete = url_complete, .on_header_field = name_piece,         \
+    .on_header_value = value_piece, .on_header_value_complete = header_complete, \
+    .on_headers_complete = headers_complete, .on_body = body_piece,         \
+    .on_message_complete = message_complete}
 
 /* The request's version, "1.1" and "1.0" made once (known by identity). */
 static PyObject *s_v11, *s_v10;
@@ -173,7 +170,8 @@ static inline PyObject *http_version(llhttp_t *parser)
  * what: the exception a callback raised, parser_upgrade(offset of what
  * follows the head, the parser free again, as httptools leaves it), or
  * parser_error(llhttp's reason). */
-static inline int parse_chunk(llhttp_t *parser, HeadParts *parts, PyObject *data, PyObject **stopped)
+static inline int parse_chunk(llhttp_t *parser, HeadParts *parts, PyObject *data,
+                              PyObject **stopped)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
@@ -194,7 +192,8 @@ static inline int parse_chunk(llhttp_t *parser, HeadParts *parts, PyObject *data
         *stopped = PyObject_CallFunction(parser_upgrade, "n", offset);
     } else {
         const char *reason = llhttp_get_error_reason(parser);
-        *stopped = PyObject_CallFunction(parser_error, "s", reason ? reason : llhttp_errno_name(err));
+        *stopped = PyObject_CallFunction(parser_error, "s",
+                                         reason ? reason : llhttp_errno_name(err));
     }
     PyBuffer_Release(&view);
     return *stopped == NULL ? -1 : 1;
@@ -226,44 +225,41 @@ static int common_index(const char *raw, Py_ssize_t size)
     return -1;
 }
 
-/* raw[:size] as bytes in lower case, its first ``upper`` bytes known to be
- * lower-case already. */
-static PyObject *lowered(const char *raw, Py_ssize_t size, Py_ssize_t upper)
+/* The header name raw[:size] in lower case (a new reference); *common (if
+ * not NULL): its index in common_names, or -1. */
+static inline PyObject *lower_name(const char *raw, Py_ssize_t size, int *common)
 {
+    int known = common_index(raw, size);
+    if (common != NULL)
+        *common = known;
+    if (known >= 0)
+        return Py_NewRef(common_bytes[known]);
     PyObject *lower = PyBytes_FromStringAndSize(raw, size);
     if (lower != NULL) {
         char *p = PyBytes_AS_STRING(lower);
-        for (Py_ssize_t i = upper; i < size; i++)
+        for (Py_ssize_t i = 0; i < size; i++)
             if (p[i] >= 'A' && p[i] <= 'Z')
                 p[i] += 'a' - 'A';
     }
     return lower;
 }
 
-/* The header name raw[:size] in lower case (a new reference); *common (if
- * not NULL): its index in common_names, or -1. */
-static inline PyObject *lower_name_raw(const char *raw, Py_ssize_t size, int *common)
+/* The header whose name and value the spans hold: *name in lower case (a
+ * common one made once, *common its index or -1), *value (new references);
+ * the spans reset for the next. 0, or -1 with neither made. */
+static inline int take_header(HeadParts *parts, PyObject **name, PyObject **value, int *common)
 {
-    int i = common_index(raw, size);
-    if (common != NULL)
-        *common = i;
-    return i >= 0 ? Py_NewRef(common_bytes[i]) : lowered(raw, size, 0);
-}
-
-/* ``name`` in lower case (a new reference): itself when it is; *common as
- * lower_name_raw's. */
-static inline PyObject *lower_name(PyObject *name, int *common)
-{
-    const char *raw = PyBytes_AS_STRING(name);
-    Py_ssize_t size = PyBytes_GET_SIZE(name), i;
-    int known = common_index(raw, size);
-    if (common != NULL)
-        *common = known;
-    if (known >= 0)
-        return Py_NewRef(common_bytes[known]);
-    for (i = 0; i < size && !(raw[i] >= 'A' && raw[i] <= 'Z'); i++)
-        ;
-    return i == size ? Py_NewRef(name) : lowered(raw, size, i);
+    Py_ssize_t len;
+    const char *raw = span_data(&parts->name, &len);
+    *name = lower_name(raw, len, common);
+    span_reset(&parts->name);
+    *value = *name ? span_take(&parts->value) : NULL;
+    if (*value == NULL) {
+        Py_CLEAR(*name);
+        span_reset(&parts->value);
+        return -1;
+    }
+    return 0;
 }
 
 /* A Content-Length value (llhttp has checked it): -1 if it is not a
@@ -299,7 +295,7 @@ static PyObject *methods[N_METHODS];
 
 /* The method raw[:size] as str (a new reference); *which (if not NULL): its
  * index in method_list, or -1. */
-static inline PyObject *method_name_raw(const char *raw, Py_ssize_t size, int *which)
+static inline PyObject *method_name(const char *raw, Py_ssize_t size, int *which)
 {
     for (size_t i = 0; i < N_METHODS; i++)
         if ((Py_ssize_t)strlen(method_list[i]) == size && memcmp(method_list[i], raw, size) == 0) {
@@ -312,23 +308,10 @@ static inline PyObject *method_name_raw(const char *raw, Py_ssize_t size, int *w
     return PyUnicode_DecodeLatin1(raw, size, NULL);
 }
 
-/* get_method()'s bytes as str, as method_name_raw's. */
-static inline PyObject *method_name(PyObject *name, int *which)
-{
-    if (!PyBytes_Check(name)) {
-        PyErr_SetString(PyExc_TypeError, "get_method() gave no bytes");
-        return NULL;
-    }
-    return method_name_raw(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), which);
-}
-
 static int http_glue_init(void)
 {
     if ((s_v11 = PyUnicode_InternFromString("1.1")) == NULL ||
-        (s_v10 = PyUnicode_InternFromString("1.0")) == NULL ||
-        (s_get_method = PyUnicode_InternFromString("get_method")) == NULL ||
-        (s_should_keep_alive = PyUnicode_InternFromString("should_keep_alive")) == NULL ||
-        (s_feed_data = PyUnicode_InternFromString("feed_data")) == NULL)
+        (s_v10 = PyUnicode_InternFromString("1.0")) == NULL)
         return -1;
     for (size_t i = 0; i < N_METHODS; i++)
         if ((methods[i] = PyUnicode_InternFromString(method_list[i])) == NULL)

@@ -224,14 +224,17 @@ class FakeConn:
         pass
 
 
-def exchange(router, request: bytes) -> list[tuple[bytes, bytes]]:
-    """Feed ``request`` to a fresh protocol in process; (head, body) pairs
-    of the responses (GET only: a body is what Content-Length says)."""
+def exchange(router, request: bytes, piece: int = 0) -> list[tuple[bytes, bytes]]:
+    """Feed ``request`` to a fresh protocol in process, whole or in pieces
+    of ``piece`` bytes; (head, body) pairs of the responses (GET only: a
+    body is what Content-Length says)."""
     from uringio.http import HTTPProtocol
     conn = FakeConn()
     protocol = HTTPProtocol(router)
     protocol.connection_made(conn)
-    protocol.data_received(request)
+    piece = piece or len(request)
+    for at in range(0, len(request), piece):
+        protocol.data_received(request[at:at + piece])
     out, data = [], conn.data
     while data:
         head, _, rest = data.partition(b"\r\n\r\n")
@@ -290,10 +293,13 @@ def test_routes_match_with_and_without_the_exact_url_table():
     assert bodies == [b"a:", b"a:x=1", b"cafe"]
 
 
-def test_each_request_reaches_its_handler_whole():
+@pytest.mark.parametrize("piece", [0, 1, 2, 3, 7])
+def test_each_request_reaches_its_handler_whole(piece):
     # Pipelined requests of every shape, each kept by the handler: a kept
     # request must keep its own parts (the per-request path reuses only a
-    # request no one else holds), and header names arrive in lower case.
+    # request no one else holds), and header names arrive in lower case --
+    # fed whole, or cut into pieces that end inside a URL, a header's name
+    # or value, a body.
     from uringio.http import Response, Router
     router = Router()
     kept = []
@@ -309,7 +315,7 @@ def test_each_request_reaches_its_handler_whole():
                 b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
                 b"GET /r HTTP/1.1\r\nHost: d\r\nConnection: keep-alive\r\n\r\n"
                 b"GET /r HTTP/1.0\r\nconnection: Keep-Alive\r\n\r\n")
-    responses = exchange(router, requests)
+    responses = exchange(router, requests, piece)
     assert [body for _, body in responses] == [b"ok"] * 5
     assert [(r.method, r.url, r.body, r.keep_alive, r.version) for r in kept] == [
         ("GET", b"/r", b"", True, "1.1"), ("POST", b"/r", b"hello", True, "1.1"),
@@ -400,8 +406,8 @@ def test_a_fixed_response_follows_its_status_and_the_date():
 
 
 def test_a_protocol_and_its_parser_are_freed_after_use():
-    # HTTPProtocol and its httptools parser refer to each other (the parser
-    # holds the protocol's callbacks): the cycle must be collectable.
+    # HTTPProtocol and what it holds (the router, its Request kept for
+    # reuse, the parts of a head) must be collectable once dropped.
     import gc
     import weakref
 

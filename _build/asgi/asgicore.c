@@ -340,7 +340,7 @@ typedef struct {
     X(write) X(cycle_type) X(date_line) \
     X(pipeline) X(loop) X(app) X(spare_task) X(spare_receive) X(spare_send)
 
-static llhttp_settings_t settings;   /* the callbacks below, set at import */
+static llhttp_settings_t settings;   /* the callbacks below (defined after them) */
 
 static PyObject *AsgiCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -438,14 +438,7 @@ static int url_piece(llhttp_t *parser, const char *at, size_t len)
 static int url_complete(llhttp_t *parser)
 {
     AsgiCore *self = CORE(parser);
-    Py_ssize_t len;
-    const char *at = span_data(&self->parts.url, &len);
-    PyObject *url = PyBytes_FromStringAndSize(at, len);
-    span_reset(&self->parts.url);
-    if (url == NULL)
-        return -1;
-    Py_SETREF(self->url, url);
-    return 0;
+    return take_url(&self->parts, &self->url);
 }
 
 static int name_piece(llhttp_t *parser, const char *at, size_t len)
@@ -465,18 +458,10 @@ static int value_piece(llhttp_t *parser, const char *at, size_t len)
 static int header_complete(llhttp_t *parser)
 {
     AsgiCore *self = CORE(parser);
-    Py_ssize_t name_len, value_len;
-    const char *raw_name = span_data(&self->parts.name, &name_len);
-    const char *raw_value = span_data(&self->parts.value, &value_len);
+    PyObject *name, *value;
     int common;
-    PyObject *name = head_grows(self, 4, 431) ? NULL : lower_name_raw(raw_name, name_len, &common);
-    PyObject *value = name ? PyBytes_FromStringAndSize(raw_value, value_len) : NULL;
-    span_reset(&self->parts.name);
-    span_reset(&self->parts.value);
-    if (value == NULL) {
-        Py_XDECREF(name);
+    if (head_grows(self, 4, 431) || take_header(&self->parts, &name, &value, &common))
         return -1;
-    }
     switch (common) {
     case H_CONTENT_LENGTH: {
         long long n = content_length(value, self->max_body);
@@ -499,7 +484,8 @@ static int header_complete(llhttp_t *parser)
         self->slow_head = 1;
         break;
     case H_EXPECT:
-        if (value_len == 12 && strncasecmp(PyBytes_AS_STRING(value), "100-continue", 12) == 0)
+        if (PyBytes_GET_SIZE(value) == 12 &&
+                strncasecmp(PyBytes_AS_STRING(value), "100-continue", 12) == 0)
             self->expect_100 = 1;
         break;
     }
@@ -517,7 +503,7 @@ static int header_complete(llhttp_t *parser)
 }
 
 static int head_complete(AsgiCore *self);
-static int message_complete(AsgiCore *self);
+static int body_complete(AsgiCore *self);
 
 static int headers_complete(llhttp_t *parser)
 {
@@ -539,10 +525,12 @@ static int body_piece(llhttp_t *parser, const char *at, size_t len)
     return got == NULL ? -1 : 0;
 }
 
-static int message_ends(llhttp_t *parser)
+static int message_complete(llhttp_t *parser)
 {
-    return message_complete(CORE(parser));
+    return body_complete(CORE(parser));
 }
+
+static llhttp_settings_t settings = PATH_CALLBACKS;
 
 /* Parse a chunk: callbacks above as llhttp reaches them; what stops the
  * parser (parse_chunk says what) goes to http.py's _input_failed(exc,
@@ -569,7 +557,7 @@ static PyObject *AsgiCore_parsed_head(AsgiCore *self, PyObject *unused)
 {
     llhttp_t *parser = &self->parser;
     const char *method = llhttp_method_name((llhttp_method_t)parser->method);
-    PyObject *name = method_name_raw(method, (Py_ssize_t)strlen(method), NULL);
+    PyObject *name = method_name(method, (Py_ssize_t)strlen(method), NULL);
     if (name == NULL)
         return NULL;
     return Py_BuildValue("(NNOO)", http_version(parser), name,
@@ -900,7 +888,7 @@ static int head_complete(AsgiCore *self)
         return called(call_method0((PyObject *)self, s_head_slow));
     const char *name = llhttp_method_name((llhttp_method_t)parser->method);
     int which;
-    PyObject *method = method_name_raw(name, (Py_ssize_t)strlen(name), &which), *version;
+    PyObject *method = method_name(name, (Py_ssize_t)strlen(name), &which), *version;
     if (method == NULL)
         return -1;
     int alive = llhttp_should_keep_alive(parser);
@@ -950,7 +938,7 @@ done:
 }
 
 /* A request's body is all here: a receive() waiting for it wakes. */
-static int message_complete(AsgiCore *self)
+static int body_complete(AsgiCore *self)
 {
     if (!PyObject_TypeCheck(self->parsing, &CycleType))
         return 0;   /* None: the WebSocket upgrade request */
@@ -1338,16 +1326,6 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         INTERN(s_loop, "loop") || (empty_tuple = PyTuple_New(0)) == NULL ||
         (init_kwargs = PyDict_New()) == NULL || PyDict_SetItem(init_kwargs, s_loop, Py_None))
         return NULL;
-    llhttp_settings_init(&settings);
-    settings.on_message_begin = head_begins;
-    settings.on_url = url_piece;
-    settings.on_url_complete = url_complete;
-    settings.on_header_field = name_piece;
-    settings.on_header_value = value_piece;
-    settings.on_header_value_complete = header_complete;
-    settings.on_headers_complete = headers_complete;
-    settings.on_body = body_piece;
-    settings.on_message_complete = message_ends;
     if (PyType_Ready(&DoneType) < 0 || PyType_Ready(&CycleType) < 0 ||
         PyType_Ready(&AsgiCoreType) < 0)
         return NULL;

@@ -1,18 +1,16 @@
 /*
  * uringio.protocols._httpcore: the per-request path of uringio.http, as CPython C-API
- * code. Parsing stays httptools' (llhttp); this is what httptools calls back.
+ * code: llhttp's callbacks (the parser compiled in, _build/vendor/llhttp).
  *
  * Why C: with 16 pipelined requests per read, a request costs the kernel
- * and the loop about 0.4 us, and httptools' own work about 0.2 us. The HTTP
- * layer in Python cost 1.3 us more: four Python callbacks and their state,
- * the Request, the routing and the response. httptools looks its callbacks
- * up once, as attributes of the object it parses for; when they are the C
- * methods below, a callback costs a C call. In process, 16 pipelined GETs
- * now cost about 0.45 us a request, the minimal httptools protocol of the
- * benchmarks' uvloop server 0.6 us (benchmarks/http_inprocess.py).
+ * and the loop about 0.4 us, and the parser's own work about 0.2 us. The
+ * HTTP layer in Python cost 1.3 us more: four Python callbacks and their
+ * state, the Request, the routing and the response. Here llhttp calls C
+ * back, with a head's pieces as pointers into the chunk being parsed (the
+ * ASGI server's path does the same; http_glue.h has what both share).
  *
  * HttpCore is the base class of http.HTTPProtocol and holds the state of
- * the request being parsed. data_received feeds httptools; the callbacks
+ * the request being parsed. data_received runs the parser; the callbacks
  * build each Request, route it, call the handler and, for the common
  * response (HTTP/1.1 keep-alive, a status we know, no extra headers, no
  * file, not HEAD), append its bytes to the output list, which goes out in
@@ -20,16 +18,15 @@
  *     self._respond(request, response)     any other response
  *     self._handler_failed(request, exc)   a handler raised, or returned no
  *                                          Response: the 500 response
- *     self._input_failed(exc)              feed_data raised: 400, a limit, 500
+ *     self._input_failed(exc)              the parser stopped: 400, a limit,
+ *                                          500, or an exit going on
  *     self._head_incomplete(size)          a head not complete after a chunk
  *     router.handle(request)               a URL not in the exact-URL table
- * and a limit broken raises http.RequestLimit(status) out of the callback.
+ * and a limit broken is http.RequestLimit(status), raised in a callback.
  *
- * No on_message_begin: a callback per request costs more than its use.
- * httptools reports the URL as it arrives, so on_url is the first sign of a
- * request's head (a method alone is a few bytes at most). The 431 limit is
- * checked once a head is complete, not per header: a head still incomplete
- * after a chunk is bounded by _head_incomplete's count of its bytes.
+ * The 431 limit is checked once a head is complete, not per header: a head
+ * still incomplete after a chunk is bounded by _head_incomplete's count of
+ * its bytes.
  *
  * http.py calls setup() once with the types and tables this code reads.
  */
@@ -55,17 +52,18 @@ static Py_ssize_t rq_method, rq_url, rq_headers, rq_body, rq_keep_alive, rq_vers
 static Py_ssize_t rs_status, rs_headers, rs_file, rs_tail, rs_wire, rs_wire_date, rs_wire_status;
 
 /* Interned names and constants, made at import. */
-static PyObject *s_by_url, *s_get_http_version,
+static PyObject *s_by_url,
     *s_handle, *s_keep_alive_tail, *s_respond, *s_handler_failed, *s_input_failed,
     *s_head_incomplete, *s_join, *b_empty, *b_content_length;
 
 static PyObject *setup(PyObject *module, PyObject *args)
 {
     PyTypeObject *request, *response;
-    PyObject *limit, *lines, *date, *date_fn;
+    PyObject *limit, *lines, *date, *date_fn, *error, *upgrade;
     Py_ssize_t max_header;
-    if (!PyArg_ParseTuple(args, "O!O!OO!O!On", &PyType_Type, &request, &PyType_Type, &response,
-                          &limit, &PyDict_Type, &lines, &PyList_Type, &date, &date_fn, &max_header))
+    if (!PyArg_ParseTuple(args, "O!O!OO!O!OnOO", &PyType_Type, &request, &PyType_Type, &response,
+                          &limit, &PyDict_Type, &lines, &PyList_Type, &date, &date_fn, &max_header,
+                          &error, &upgrade))
         return NULL;
     if (PyList_GET_SIZE(date) != 2) {
         PyErr_SetString(PyExc_ValueError, "the date state is [expires, line]");
@@ -91,6 +89,8 @@ static PyObject *setup(PyObject *module, PyObject *args)
     Py_XSETREF(date_now, Py_NewRef(date));
     Py_XSETREF(date_line, Py_NewRef(date_fn));
     max_header_bytes = max_header;
+    Py_XSETREF(parser_error, Py_NewRef(error));
+    Py_XSETREF(parser_upgrade, Py_NewRef(upgrade));
     Py_RETURN_NONE;
 }
 
@@ -98,7 +98,8 @@ static PyObject *setup(PyObject *module, PyObject *args)
 
 typedef struct {
     PyObject_HEAD
-    ParserRefs p;             /* httptools.HttpRequestParser(self), its methods */
+    llhttp_t parser;          /* its data: this HttpCore */
+    HeadParts parts;          /* the pieces of a head, as they arrive */
     PyObject *send;           /* the connection's write() */
     PyObject *router;         /* http.Router */
     PyObject *by_url;         /* ...its _by_url, {url bytes: (handler, methods)} */
@@ -115,103 +116,104 @@ typedef struct {
     Py_ssize_t stalled;       /* bytes fed while no head completed */
     char in_head;             /* a head has begun and is not complete */
     char done;                /* a response said "close": ignore the rest */
-    char has_connection;      /* the head has a Connection header */
 } HttpCore;
 
-static PyObject *HttpCore_on_url(HttpCore *self, PyObject *url)
+/* -- the head, from llhttp --------------------------------------------------
+ *
+ * Each callback returns 0, or -1 with the exception set: llhttp stops, and
+ * data_received hands the exception to http.py's _input_failed. */
+
+#define CORE(parser) ((HttpCore *)(parser)->data)
+
+static int head_begins(llhttp_t *parser)
 {
-    if (!PyBytes_Check(url)) {
-        PyErr_SetString(PyExc_TypeError, "on_url() wants bytes");
-        return NULL;
-    }
-    self->in_head = 1;
-    if (PyBytes_GET_SIZE(self->url) == 0) {   /* the whole URL, nearly always */
-        Py_INCREF(url);
-        Py_SETREF(self->url, url);
-    } else {
-        PyBytes_Concat(&self->url, url);   /* sets self->url NULL on failure */
-        if (self->url == NULL) {
-            self->url = Py_NewRef(b_empty);
-            return NULL;
-        }
-    }
-    Py_RETURN_NONE;
+    CORE(parser)->in_head = 1;
+    return 0;
 }
 
-static PyObject *HttpCore_on_header(HttpCore *self, PyObject *const *args, Py_ssize_t nargs)
+static int url_piece(llhttp_t *parser, const char *at, size_t len)
 {
-    if (nargs != 2 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "on_header(name, value) wants two bytes");
-        return NULL;
-    }
-    PyObject *name = args[0], *value = args[1];
+    return span_add(&CORE(parser)->parts.url, at, len);
+}
+
+static int url_complete(llhttp_t *parser)
+{
+    HttpCore *self = CORE(parser);
+    return take_url(&self->parts, &self->url);
+}
+
+static int name_piece(llhttp_t *parser, const char *at, size_t len)
+{
+    return span_add(&CORE(parser)->parts.name, at, len);
+}
+
+static int value_piece(llhttp_t *parser, const char *at, size_t len)
+{
+    return span_add(&CORE(parser)->parts.value, at, len);
+}
+
+/* A header is complete: its name in lower case (a common one made once),
+ * into the request's headers. */
+static int header_complete(llhttp_t *parser)
+{
+    HttpCore *self = CORE(parser);
+    PyObject *name, *value;
+    if (take_header(&self->parts, &name, &value, NULL))
+        return -1;
     self->header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
-    name = lower_name(name, NULL);
-    if (name == NULL)
-        return NULL;
-    Py_ssize_t size = PyBytes_GET_SIZE(name);
-    if (size == 10 && memcmp(PyBytes_AS_STRING(name), "connection", 10) == 0)
-        self->has_connection = 1;
     int failed = PyDict_SetItem(self->headers, name, value);
     Py_DECREF(name);
-    if (failed)
-        return NULL;
-    Py_RETURN_NONE;
+    Py_DECREF(value);
+    return failed ? -1 : 0;
 }
 
-static PyObject *HttpCore_on_headers_complete(HttpCore *self, PyObject *unused)
+static int headers_complete(llhttp_t *parser)
 {
+    HttpCore *self = CORE(parser);
     self->in_head = 0;
     Py_XSETREF(self->waiting_since, Py_NewRef(Py_None));   /* deletable: may be NULL */
     self->stalled = 0;
-    if (self->header_bytes + PyBytes_GET_SIZE(self->url) > max_header_bytes)
-        return raise_limit(431);
+    if (self->header_bytes + PyBytes_GET_SIZE(self->url) > max_header_bytes) {
+        raise_limit(431);
+        return -1;
+    }
     PyObject *length = PyDict_GetItemWithError(self->headers, b_content_length);
-    if (length != NULL && PyBytes_Check(length) && content_length(length, self->max_body) == -2)
-        return raise_limit(413);
+    if (length != NULL && PyBytes_Check(length) && content_length(length, self->max_body) == -2) {
+        raise_limit(413);
+        return -1;
+    }
     if (length == NULL && PyErr_Occurred())
-        return NULL;
-    Py_RETURN_NONE;
+        return -1;
+    /* An upgrade has no body here: llhttp stops after its head. */
+    return parser->upgrade ? 1 : 0;
 }
 
-static PyObject *HttpCore_on_body(HttpCore *self, PyObject *body)
+static int body_piece(llhttp_t *parser, const char *at, size_t len)
 {
-    if (!PyBytes_Check(body)) {
-        PyErr_SetString(PyExc_TypeError, "on_body() wants bytes");
-        return NULL;
+    HttpCore *self = CORE(parser);
+    self->body_size += (Py_ssize_t)len;
+    if (self->body_size > self->max_body) {   /* chunked bodies announce no length */
+        raise_limit(413);
+        return -1;
     }
-    self->body_size += PyBytes_GET_SIZE(body);
-    if (self->body_size > self->max_body)   /* chunked bodies announce no length */
-        return raise_limit(413);
-    if (PyList_Append(self->body, body))
-        return NULL;
-    Py_RETURN_NONE;
+    PyObject *body = PyBytes_FromStringAndSize(at, (Py_ssize_t)len);
+    int failed = body == NULL || PyList_Append(self->body, body);
+    Py_XDECREF(body);
+    return failed ? -1 : 0;
 }
 
 /* The Request of the message just parsed; resets the state for the next. */
 static PyObject *take_request(HttpCore *self, int *is_head)
 {
     PyObject *request = NULL, *method = NULL, *keep_alive = NULL, *version = NULL, *body;
-    PyObject *name = PyObject_CallNoArgs(self->p.get_method);
-    if (name == NULL)
-        return NULL;
-    method = method_name(name, NULL);
+    const char *name = llhttp_method_name((llhttp_method_t)self->parser.method);
+    method = method_name(name, (Py_ssize_t)strlen(name), NULL);
     *is_head = method == methods[M_HEAD];
-    Py_DECREF(name);
     if (method == NULL)
         return NULL;
-    keep_alive = PyObject_CallNoArgs(self->p.should_keep_alive);
-    if (keep_alive == NULL)
+    keep_alive = PyBool_FromLong(llhttp_should_keep_alive(&self->parser));
+    if ((version = http_version(&self->parser)) == NULL)   /* "1.1" known by identity */
         goto done;
-    if (keep_alive == Py_True && !self->has_connection) {
-        /* Only HTTP/1.1 keeps alive without a Connection header (1.0 needs
-         * "Connection: keep-alive"), and get_http_version formats a string. */
-        version = Py_NewRef(s_v11);
-    } else if ((version = call_method0(self->p.parser, s_get_http_version)) == NULL) {
-        goto done;
-    } else if (PyUnicode_Check(version) && PyUnicode_Compare(version, s_v11) == 0) {
-        Py_SETREF(version, Py_NewRef(s_v11));   /* so the fast path knows it by identity */
-    }
     Py_ssize_t pieces = PyList_GET_SIZE(self->body);
     if (pieces == 0)
         body = Py_NewRef(b_empty);
@@ -246,7 +248,6 @@ static PyObject *take_request(HttpCore *self, int *is_head)
     self->url = Py_NewRef(b_empty);
     self->headers = headers;
     self->header_bytes = 0;
-    self->has_connection = 0;
     if (pieces) {
         Py_SETREF(self->body, next_body);
         self->body_size = 0;
@@ -331,15 +332,19 @@ static PyObject *common_response(HttpCore *self, PyObject *response)
     return wire;
 }
 
-static PyObject *HttpCore_on_message_complete(HttpCore *self, PyObject *unused)
+/* A request is complete: its Request routed to its handler, and the
+ * response appended to the chunk's output (the common one), or _respond's. */
+static int message_complete(llhttp_t *parser)
 {
+    HttpCore *self = CORE(parser);
     int is_head;
     if (self->done)   /* the rest of a chunk after a response that closes */
-        Py_RETURN_NONE;
+        return 0;
     PyObject *request = take_request(self, &is_head);
     if (request == NULL)
-        return NULL;
-    PyObject *response = route(self, request), *result = NULL;
+        return -1;
+    PyObject *response = route(self, request);
+    int status = -1;
     if (response != NULL && !PyObject_TypeCheck(response, response_type)) {
         PyErr_Format(PyExc_TypeError, "the handler returned %.100s, not a Response",
                      Py_TYPE(response)->tp_name);
@@ -347,7 +352,7 @@ static PyObject *HttpCore_on_message_complete(HttpCore *self, PyObject *unused)
     }
     if (response == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception))
-            goto done;   /* KeyboardInterrupt and the like go on up */
+            goto done;   /* KeyboardInterrupt and the like: _input_failed raises them */
         PyObject *exc = raised_exception();
         PyObject *call[3] = {(PyObject *)self, request, exc};
         response = PyObject_VectorcallMethod(s_handler_failed, call,
@@ -366,15 +371,17 @@ static PyObject *HttpCore_on_message_complete(HttpCore *self, PyObject *unused)
         if (wire != NULL) {
             int failed = PyList_Append(self->out, wire);
             Py_DECREF(wire);
-            if (!failed)
-                result = Py_NewRef(Py_None);
+            status = failed ? -1 : 0;
             goto done;
         }
         if (PyErr_Occurred())
             goto done;
     }
     PyObject *call[3] = {(PyObject *)self, request, response};
-    result = PyObject_VectorcallMethod(s_respond, call, 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    PyObject *result = PyObject_VectorcallMethod(s_respond, call,
+                                                 3 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    status = result == NULL ? -1 : 0;
+    Py_XDECREF(result);
 done:
     Py_XDECREF(response);
     if (Py_REFCNT(request) == 1 && self->spare == NULL && Py_IS_TYPE(request, request_type)) {
@@ -383,7 +390,7 @@ done:
             Py_XSETREF(SLOT(request, rq_body), Py_NewRef(b_empty));
     } else
         Py_DECREF(request);
-    return result;
+    return status;
 }
 
 /* this->date: the Date line of the second we are in, from http._date, or
@@ -434,16 +441,18 @@ static PyObject *HttpCore_data_received(HttpCore *self, PyObject *data)
         Py_RETURN_NONE;
     if (current_date(self) < 0)
         return NULL;
-    PyObject *result = PyObject_CallOneArg(self->p.feed_data, data);
-    if (result == NULL) {
-        /* Bad input, a limit broken, a handler's failure: Python answers. */
-        PyObject *exc = raised_exception();
-        PyObject *call[2] = {(PyObject *)self, exc};
-        result = PyObject_VectorcallMethod(s_input_failed, call, 2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        Py_DECREF(exc);
+    PyObject *stopped, *result;
+    int parsed = parse_chunk(&self->parser, &self->parts, data, &stopped);
+    if (parsed < 0)
+        return NULL;
+    if (parsed == 1) {
+        /* Bad input, a limit broken, a failure in this path: Python answers. */
+        PyObject *call[2] = {(PyObject *)self, stopped};
+        result = PyObject_VectorcallMethod(s_input_failed, call,
+                                           2 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_DECREF(stopped);
     } else if (self->in_head) {
         /* A head still incomplete after this chunk: Python counts it. */
-        Py_DECREF(result);
         Py_ssize_t size = PyObject_Length(data);
         PyObject *call[2] = {(PyObject *)self, size < 0 ? NULL : PyLong_FromSsize_t(size)};
         result = call[1] == NULL ? NULL : PyObject_VectorcallMethod(
@@ -451,12 +460,15 @@ static PyObject *HttpCore_data_received(HttpCore *self, PyObject *data)
         Py_XDECREF(call[1]);
     } else {
         self->stalled = 0;
+        result = Py_NewRef(Py_None);
     }
     if (result == NULL)
         return NULL;
     Py_DECREF(result);
     return HttpCore_flush(self, NULL);
 }
+
+static llhttp_settings_t settings = PATH_CALLBACKS;
 
 static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -468,10 +480,8 @@ static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     HttpCore *self = (HttpCore *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
-    self->p.parser = Py_NewRef(Py_None);   /* no callback works before _parser is set */
-    self->p.get_method = Py_NewRef(Py_None);
-    self->p.should_keep_alive = Py_NewRef(Py_None);
-    self->p.feed_data = Py_NewRef(Py_None);
+    llhttp_init(&self->parser, HTTP_REQUEST, &settings);
+    self->parser.data = self;
     self->send = Py_NewRef(Py_None);
     self->router = Py_NewRef(Py_None);
     self->by_url = PyDict_New();
@@ -489,7 +499,7 @@ static PyObject *HttpCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 }
 
 /* Every object field, named once for traverse and clear. */
-#define OBJECT_FIELDS(X) PARSER_FIELDS(X) X(send) \
+#define OBJECT_FIELDS(X) HEAD_PARTS_FIELDS(X) X(send) \
     X(router) X(by_url) X(out) X(date) X(url) X(headers) X(body) X(waiting_since) X(spare)
 
 static int HttpCore_traverse(HttpCore *self, visitproc visit, void *arg)
@@ -517,16 +527,6 @@ static void HttpCore_dealloc(HttpCore *self)
 
 /* The typed members refuse None or a wrong type with TypeError, so the C
  * code above can rely on what they hold. A cleared one reads as None. */
-static PyObject *get_parser(HttpCore *self, void *c)
-{
-    return parser_get(&self->p);
-}
-
-static int set_parser(HttpCore *self, PyObject *parser, void *c)
-{
-    return parser_set(&self->p, parser);
-}
-
 static PyObject *get_router(HttpCore *self, void *c)
 {
     return Py_NewRef(self->router ? self->router : Py_None);
@@ -553,7 +553,6 @@ static int set_router(HttpCore *self, PyObject *router, void *c)
 
 /* Setting either also takes what the per-request path needs from it. */
 static PyGetSetDef HttpCore_getset[] = {
-    {"_parser", (getter)get_parser, (setter)set_parser, NULL, NULL},
     {"_router", (getter)get_router, (setter)set_router, NULL, NULL},
     {NULL}
 };
@@ -571,13 +570,8 @@ static PyMemberDef HttpCore_members[] = {
 };
 
 static PyMethodDef HttpCore_methods[] = {
-    {"on_url", (PyCFunction)HttpCore_on_url, METH_O, NULL},
-    {"on_header", (PyCFunction)(void (*)(void))HttpCore_on_header, METH_FASTCALL, NULL},
-    {"on_headers_complete", (PyCFunction)HttpCore_on_headers_complete, METH_NOARGS, NULL},
-    {"on_body", (PyCFunction)HttpCore_on_body, METH_O, NULL},
-    {"on_message_complete", (PyCFunction)HttpCore_on_message_complete, METH_NOARGS, NULL},
     {"data_received", (PyCFunction)HttpCore_data_received, METH_O,
-     "Feed a chunk to the parser; send the responses it produced in one write."},
+     "Parse a chunk; send the responses it produced in one write."},
     {"_flush", (PyCFunction)HttpCore_flush, METH_NOARGS, "Send the responses made so far."},
     {NULL}
 };
@@ -585,7 +579,7 @@ static PyMethodDef HttpCore_methods[] = {
 static PyTypeObject HttpCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "uringio.protocols._httpcore.HttpCore",
-    .tp_doc = "The httptools callbacks of http.HTTPProtocol and its per-request state.",
+    .tp_doc = "The llhttp parser of http.HTTPProtocol, its callbacks and its per-request state.",
     .tp_basicsize = sizeof(HttpCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = HttpCore_new,
@@ -601,7 +595,8 @@ static PyTypeObject HttpCoreType = {
 
 static PyMethodDef module_methods[] = {
     {"setup", setup, METH_VARARGS,
-     "setup(Request, Response, Limit, status_lines_11, date, date_line, max_header_bytes)"},
+     "setup(Request, Response, Limit, status_lines_11, date, date_line, max_header_bytes,\n"
+     "      HttpParserError, HttpParserUpgrade)"},
     {NULL}
 };
 
@@ -617,7 +612,6 @@ PyMODINIT_FUNC PyInit__httpcore(void)
 {
     if (http_glue_init() ||
         (s_by_url = PyUnicode_InternFromString("_by_url")) == NULL ||
-        (s_get_http_version = PyUnicode_InternFromString("get_http_version")) == NULL ||
         (s_handle = PyUnicode_InternFromString("handle")) == NULL ||
         (s_keep_alive_tail = PyUnicode_InternFromString("_keep_alive_tail")) == NULL ||
         (s_respond = PyUnicode_InternFromString("_respond")) == NULL ||

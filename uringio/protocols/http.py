@@ -1,6 +1,6 @@
 """HTTP/1.1 on uringio: the protocol, a small router, static files.
 
-Parsing is httptools (llhttp, the parser of Node.js); its callbacks, and
+Parsing is llhttp (the parser of Node.js, compiled in); its callbacks, and
 the common request from there to its response bytes, are the C base class
 ``HttpCore`` (``_build/protocols/httpcore.c``), and the rest is here. Requests on a
 connection are answered in order, pipelined or not; every response a chunk
@@ -253,8 +253,8 @@ def _date_line() -> bytes:
 class HTTPProtocol(HttpCore, Protocol):
     """HTTP/1.1 (and 1.0) server side of one connection.
 
-    The httptools callbacks, and the state of the request being parsed, are
-    HttpCore's (``_build/protocols/httpcore.c``): they build each Request, route it,
+    The parser, its callbacks and the state of the request being parsed
+    are HttpCore's (``_build/protocols/httpcore.c``): they build each Request, route it,
     and append the common response to ``_out``. This class reads the input,
     answers what that path hands back (``_respond``, ``_handler_failed``)
     and enforces the limits."""
@@ -267,7 +267,6 @@ class HTTPProtocol(HttpCore, Protocol):
         self._router = router   # HttpCore takes its exact-URL table too
         self._max_body = max_body
         self._header_timeout = header_timeout
-        self._parser = httptools.HttpRequestParser(self)
         self._conn: Connection | None = None
         self._timer = None
 
@@ -283,26 +282,24 @@ class HTTPProtocol(HttpCore, Protocol):
         if self._timer is not None:
             self._timer.cancel()
 
-    # data_received(data) is HttpCore's: it feeds the parser and sends
+    # data_received(data) is HttpCore's: it parses with llhttp and sends
     # what the chunk's requests produced in one write (_flush). It calls
     # these two for the rare cases:
 
     def _input_failed(self, exc: BaseException) -> None:
-        """feed_data raised: bad input, a limit broken, or a failure in
-        the per-request path."""
+        """The parser stopped: bad input (or an upgrade), a limit broken,
+        or a failure in the per-request path, raised in a callback."""
         if self._done:
             return   # the rest of a chunk after a response that closes
-        if isinstance(exc, httptools.HttpParserCallbackError):
-            cause = exc.__context__
-            if isinstance(cause, RequestLimit):
-                self._fail(cause.status)
-            else:
-                log.error("HTTP request handling failed: %r", cause)
-                self._fail(500)
+        if isinstance(exc, RequestLimit):
+            self._fail(exc.status)
         elif isinstance(exc, (httptools.HttpParserError, httptools.HttpParserUpgrade)):
             self._fail(400)
+        elif isinstance(exc, Exception):
+            log.error("HTTP request handling failed: %r", exc)
+            self._fail(500)
         else:
-            raise exc
+            raise exc   # an exit or interrupt goes on
 
     def _head_incomplete(self, size: int) -> None:
         """A request's head is still incomplete after a chunk of ``size``
@@ -409,7 +406,7 @@ class HTTPProtocol(HttpCore, Protocol):
 
 
 _httpcore.setup(Request, Response, RequestLimit, _STATUS_LINES_11, _date, _date_line,
-                MAX_HEADER_BYTES)
+                MAX_HEADER_BYTES, httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 def default_router(static_dir: str | None = None, read_up_to: int = -1) -> Router:
