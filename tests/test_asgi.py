@@ -452,6 +452,18 @@ def test_a_scope_changed_or_kept_is_not_the_next_requests(backend):
             assert found == first.replace(b"/scope-report", target), (target, found)
 
 
+def test_a_response_is_in_its_requests_version_whatever_the_scope_says(backend):
+    with _connection(backend, "asgi_raw:app") as s:
+        for target in (b"/version-rewrite", b"/version-rewrite?slow", b"/version-rewrite"):
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+            got = b""
+            while not got.endswith(b"rewritten"):
+                chunk = s.recv(65536)
+                assert chunk, got   # (kept alive: the next request is answered)
+                got += chunk
+            assert got.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection" not in got, got
+
+
 @pytest.mark.parametrize("target", ["asgi_raw:app", "asgi_raw:future_app"])
 def test_an_app_runs_in_one_task_with_its_own_context(backend, target):
     # Two requests on one connection, each answered at once (no wait) and

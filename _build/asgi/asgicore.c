@@ -143,12 +143,14 @@ typedef struct {
     PyObject *waiter;      /* the future receive() waits on, or None */
     PyObject *status;      /* the response's, from http.response.start */
     PyObject *headers;     /* ...its headers; None once the head is written */
+    PyObject *version;     /* the request's HTTP version (str): the response's, whatever
+                            * the app does to its scope */
     Py_ssize_t received;   /* body bytes so far */
     char keep_alive, expect_100, more_body, body_done, disconnected, response_started,
         response_complete, chunked, head_only;
 } Cycle;
 
-#define CYCLE_OBJECTS(X) X(proto) X(scope) X(body) X(waiter) X(status) X(headers)
+#define CYCLE_OBJECTS(X) X(proto) X(scope) X(body) X(waiter) X(status) X(headers) X(version)
 
 static int Cycle_traverse(Cycle *self, visitproc visit, void *arg)
 {
@@ -186,6 +188,10 @@ static int cycle_init(Cycle *self, PyObject *proto, PyObject *scope, int keep_al
             return -1;
         Py_XSETREF(self->body, body);
     }
+    PyObject *version = PyDict_GetItemWithError(scope, s_http_version);
+    if (version == NULL && PyErr_Occurred())
+        return -1;
+    Py_XSETREF(self->version, Py_NewRef(version ? version : s_v11));
     Py_XSETREF(self->proto, Py_NewRef(proto));
     Py_XSETREF(self->scope, Py_NewRef(scope));
     Py_XSETREF(self->waiter, Py_NewRef(Py_None));
@@ -957,9 +963,7 @@ static int body_complete(AsgiCore *self)
  * have no line for). */
 static PyObject *response_head(Cycle *cycle, AsgiCore *core, PyObject *body, int more_body)
 {
-    PyObject *version = PyDict_GetItemWithError(cycle->scope, s_http_version), *lines, *line;
-    if (version == NULL)
-        return NULL;
+    PyObject *version = cycle->version, *lines, *line;
     if ((lines = PyDict_GetItemWithError(status_lines, version)) == NULL)
         return NULL;
     if ((line = PyDict_GetItemWithError(lines, cycle->status)) == NULL || !PyBytes_Check(line))
@@ -1173,6 +1177,7 @@ static PyMemberDef Cycle_members[] = {
     {"waiter", T_OBJECT, offsetof(Cycle, waiter), 0, NULL},
     {"status", T_OBJECT, offsetof(Cycle, status), 0, NULL},
     {"headers", T_OBJECT, offsetof(Cycle, headers), 0, NULL},
+    {"version", T_OBJECT, offsetof(Cycle, version), READONLY, NULL},
     {"received", T_PYSSIZET, offsetof(Cycle, received), 0, NULL},
     {"keep_alive", T_BOOL, offsetof(Cycle, keep_alive), 0, NULL},
     {"expect_100", T_BOOL, offsetof(Cycle, expect_100), 0, NULL},

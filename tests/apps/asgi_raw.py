@@ -137,6 +137,15 @@ async def app(scope, receive, send):
         while (await receive()).get("more_body"):
             pass
         await send({"type": "http.response.body", "body": b"ok"})
+    elif path == "/version-rewrite":
+        # The app rewrites its scope's http_version: its response is still
+        # written in the request's (here 1.1, kept alive), by the C path or,
+        # with headers it can read once only, by the Python one.
+        scope["http_version"] = "1.0"
+        made = [(b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": iter(made) if scope["query_string"] == b"slow" else made})
+        await send({"type": "http.response.body", "body": b"rewritten"})
     elif path == "/keep-methods":
         KEPT_METHODS[:] = [receive, send]
         await _respond(send, b"kept")

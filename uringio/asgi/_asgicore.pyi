@@ -15,6 +15,7 @@ class Cycle:
     waiter: Any
     status: Any
     headers: Any
+    version: str
     received: int
     keep_alive: bool
     expect_100: bool

@@ -482,8 +482,9 @@ class RequestCycle(Cycle):
     (body bytes so far), body_done (the app has had all of the body: next
     is a disconnect), waiter, disconnected, response_started,
     response_complete, status, headers (None once the head is written),
-    chunked, head_only. ``send`` writes the common response in C and
-    leaves the rest to ``_send_slow``."""
+    chunked, head_only, and version (the request's HTTP version, which the
+    response is written in, whatever the app does to its scope). ``send``
+    writes the common response in C and leaves the rest to ``_send_slow``."""
 
     __slots__ = ()
 
@@ -630,8 +631,7 @@ class RequestCycle(Cycle):
         # The head goes with the first body message: one write, and when the
         # whole body is in that message, its length is known.
         proto = self.proto
-        scope = self.scope
-        version = scope["http_version"]
+        version = self.version
         status = self.status
         parts = [_status_line(version, status), proto.server.date_line]
         has_length = False
