@@ -45,7 +45,7 @@
 
 /* -- what setup() hands over ---------------------------------------------- */
 
-static PyObject *asgi_version;    /* the scope's "asgi" dict */
+static PyObject *asgi_version;    /* what each scope's "asgi" dict is a copy of */
 static PyObject *status_lines;    /* {version: {status: b"HTTP/1.1 200 OK\r\n"}} */
 static PyObject *unquote;         /* urllib.parse.unquote */
 static PyTypeObject *task_type;   /* eager.EagerTask */
@@ -101,7 +101,7 @@ static PyObject *setup(PyObject *module, PyObject *args)
         [K_STATE] = s_state, [K_EXTENSIONS] = s_extensions};
     for (int i = 0; i < N_SCOPE_KEYS; i++) {
         scope_keys[i] = keys[i];
-        PyObject *value = i == K_TYPE || i == K_SCHEME ? s_http : i == K_ASGI ? version : Py_None;
+        PyObject *value = i == K_TYPE || i == K_SCHEME ? s_http : Py_None;
         if (PyDict_SetItem(template, keys[i], value)) {
             Py_DECREF(template);
             return NULL;
@@ -599,14 +599,31 @@ static PyObject *new_extensions(void)
     return extensions;
 }
 
-/* ``scope`` (a dict) with ``values`` (the template's order; NULL for state
+/* ...its "asgi", as new as a copy of asgi_version? */
+static int asgi_as_new(PyObject *asgi)
+{
+    if (!PyDict_CheckExact(asgi) || Py_REFCNT(asgi) != 1 ||
+            PyDict_GET_SIZE(asgi) != PyDict_GET_SIZE(asgi_version))
+        return 0;
+    /* (the keys of asgi_version's copies are its own key objects) */
+    Py_ssize_t pos = 0, at = 0;
+    PyObject *key, *value, *own_key, *own_value;
+    while (PyDict_Next(asgi, &pos, &key, &value))
+        if (!PyDict_Next(asgi_version, &at, &own_key, &own_value) || key != own_key ||
+                value != own_value)
+            return 0;
+    return 1;
+}
+
+/* ``scope`` (a dict) with ``values`` (the template's order; for asgi, state
  * and extensions: new ones) set over what differs: 0, or -1. */
 static int fill_scope(AsgiCore *self, PyObject *scope, PyObject **values, unsigned differ)
 {
     for (int i = 0; i < N_SCOPE_KEYS; i++) {
         if (!(differ & (1u << i)))
             continue;
-        PyObject *value = i == K_STATE ? PyDict_Copy(self->state) :
+        PyObject *value = i == K_ASGI ? PyDict_Copy(asgi_version) :
+                          i == K_STATE ? PyDict_Copy(self->state) :
                           i == K_EXTENSIONS ? new_extensions() : Py_NewRef(values[i]);
         if (value == NULL)
             return -1;
@@ -635,7 +652,7 @@ static long long scope_reuse(AsgiCore *self, PyObject *last, PyObject **values)
     for (int i = 0; PyDict_Next(last, &pos, &key, &value); i++) {
         if (key != scope_keys[i])
             return -1;
-        if (i == K_STATE ? !state_as_new(self, value) :
+        if (i == K_ASGI ? !asgi_as_new(value) : i == K_STATE ? !state_as_new(self, value) :
                 i == K_EXTENSIONS ? !extensions_as_new(value) : value != values[i])
             differ |= 1u << i;
     }
@@ -670,7 +687,7 @@ static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
     if (path == NULL)
         goto fail;
     PyObject *values[N_SCOPE_KEYS] = {
-        [K_TYPE] = s_http, [K_ASGI] = asgi_version, [K_HTTP_VERSION] = version,
+        [K_TYPE] = s_http, [K_HTTP_VERSION] = version,
         [K_SERVER] = self->sockname, [K_CLIENT] = self->client, [K_SCHEME] = s_http,
         [K_METHOD] = method, [K_ROOT_PATH] = self->root_path, [K_PATH] = path,
         [K_RAW_PATH] = raw_path, [K_QUERY_STRING] = query, [K_HEADERS] = self->headers};
@@ -683,7 +700,7 @@ static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
          * dict is a copy of its table, no insertions, no resizing. */
         if ((scope = PyDict_Copy(scope_template)) == NULL)
             goto fail;
-        differ = ~((1u << K_TYPE) | (1u << K_ASGI) | (1u << K_SCHEME));
+        differ = ~((1u << K_TYPE) | (1u << K_SCHEME));
     }
     if (fill_scope(self, scope, values, (unsigned)differ))
         goto fail;

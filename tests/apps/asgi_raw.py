@@ -111,9 +111,9 @@ async def app(scope, receive, send):
                                    scope["headers"], body)).encode())
     elif path in ("/scope-report", "/scope-overwrite", "/scope-keep"):
         # What a request finds in its scope, after changing what an earlier
-        # request kept of its own (its state and extensions dicts). Then
+        # request kept of its own (its asgi, state and extensions dicts). Then
         # (overwrite) every value changed in place, no key added or removed,
-        # or (keep) its state and extensions kept past its end. Each next
+        # or (keep) those dicts kept past its end. Each next
         # request's scope must be as the first one's was.
         for part in KEPT_PARTS:
             part["leaked"] = True
@@ -122,13 +122,14 @@ async def app(scope, receive, send):
         if path == "/scope-overwrite":
             scope["extensions"]["http.response.pathsend"]["mine"] = True
             scope["state"]["mine"] = True
+            scope["asgi"]["mine"] = True
             scope["headers"].append((b"mine", b"yes"))
             for key in scope:
                 # (not http_version, which the response's head is written in)
                 if key not in ("extensions", "state", "headers", "http_version"):
                     scope[key] = "mine"
         elif path == "/scope-keep":
-            KEPT_PARTS[:] = [scope["state"], scope["extensions"]]
+            KEPT_PARTS[:] = [scope["asgi"], scope["state"], scope["extensions"]]
         await _respond(send, report)
     elif path == "/start-then-read":
         # A response begun before the request's body is read.

@@ -372,7 +372,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
             client, scheme = _forwarded(headers, client, scheme)
         scope: dict[str, Any] = {
             "type": "http",
-            "asgi": ASGI_VERSION,
+            "asgi": dict(ASGI_VERSION),
             "http_version": version,
             "server": self.sockname,
             "client": client,
