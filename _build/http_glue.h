@@ -210,7 +210,7 @@ static const char *const common_names[] = {
     "x-forwarded-for", "x-forwarded-proto",
 };
 #define N_COMMON (sizeof(common_names) / sizeof(common_names[0]))
-enum { H_CONNECTION = 5, H_CONTENT_LENGTH = 6, H_TRANSFER_ENCODING = 8, H_UPGRADE = 14,
+enum { H_CONTENT_LENGTH = 6, H_TRANSFER_ENCODING = 8, H_UPGRADE = 14,
        H_EXPECT = 15 };
 static PyObject *common_bytes[N_COMMON];
 

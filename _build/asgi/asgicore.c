@@ -334,7 +334,6 @@ typedef struct {
     Py_ssize_t head_bytes, max_head, max_body;
     char deadline_head;        /* the deadline is the head's (408), else idle */
     char slow_head;            /* the head needs http.py's Python (_head_slow) */
-    char has_connection;       /* a Connection header */
     char expect_100;
     char body_follows;         /* a Content-Length over 0 or a Transfer-Encoding */
     char closing;
@@ -417,7 +416,7 @@ static int head_begins(llhttp_t *parser)
         Py_SETREF(self->headers, fresh);
     }
     self->head_bytes = 0;
-    self->slow_head = self->has_connection = self->expect_100 = self->body_follows = 0;
+    self->slow_head = self->expect_100 = self->body_follows = 0;
     self->deadline = monotonic() + self->header_timeout;
     self->deadline_head = 1;
     return 0;
@@ -482,9 +481,6 @@ static int header_complete(llhttp_t *parser)
     }
     case H_TRANSFER_ENCODING:
         self->body_follows = 1;
-        break;
-    case H_CONNECTION:
-        self->has_connection = 1;
         break;
     case H_UPGRADE:
         self->slow_head = 1;
