@@ -57,8 +57,8 @@ static PyObject *parser_error, *parser_upgrade;
  * or value): a pointer into the chunk being parsed while the piece lies in
  * it, bytes once a chunk ends inside it (span_hold), as the chunk goes. */
 typedef struct {
-    const char *at;
-    Py_ssize_t len;
+    const char *at;   /* where it lies in the chunk, or NULL: held, or empty */
+    Py_ssize_t len;   /* its length so far, wherever it is */
     PyObject *held;   /* bytes, or NULL */
 } Span;
 
@@ -83,6 +83,7 @@ static inline int span_add(Span *span, const char *at, size_t len)
             (span->held = PyBytes_FromStringAndSize(span->at, span->len)) == NULL)
         return -1;
     span->at = NULL;
+    span->len += (Py_ssize_t)len;
     PyBytes_ConcatAndDel(&span->held, PyBytes_FromStringAndSize(at, (Py_ssize_t)len));
     return span->held == NULL ? -1 : 0;
 }
@@ -98,12 +99,8 @@ static inline int span_hold(Span *span)
 
 static inline const char *span_data(Span *span, Py_ssize_t *len)
 {
-    if (span->held != NULL) {
-        *len = PyBytes_GET_SIZE(span->held);
-        return PyBytes_AS_STRING(span->held);
-    }
-    *len = span->at ? span->len : 0;
-    return span->at ? span->at : "";
+    *len = span->len;
+    return span->held ? PyBytes_AS_STRING(span->held) : span->at ? span->at : "";
 }
 
 static inline void span_reset(Span *span)
@@ -118,7 +115,7 @@ static inline PyObject *span_take(Span *span)
 {
     PyObject *bytes = span->held;
     if (bytes == NULL)
-        bytes = PyBytes_FromStringAndSize(span->at ? span->at : "", span->at ? span->len : 0);
+        bytes = PyBytes_FromStringAndSize(span->at ? span->at : "", span->len);
     span->held = NULL;
     span->at = NULL;
     span->len = 0;

@@ -625,6 +625,25 @@ def test_a_head_past_its_limit_is_refused_before_it_ends(backend):
     assert pieces and pieces[0] <= 65, pieces
 
 
+def test_a_url_past_the_head_limit_is_414_however_it_arrives(backend):
+    # A URL that alone passes the 64 KiB head limit is a 414 (a head too
+    # large for other reasons, 431), fed whole or a KiB at a time: the
+    # URL's length counts every piece, not only those of the last chunk.
+    def refused(piece: int) -> bytes:
+        async def feed(proto, loop) -> None:
+            loop.call_soon(proto.data_received, b"GET /")
+            for _ in range(200):
+                loop.call_soon(proto.data_received, b"a" * piece)
+                await _turns(loop)
+                if proto.closing:
+                    return
+        return _in_process(backend, feed)
+
+    for piece in (100_000, 1024):
+        out = refused(piece)
+        assert out.startswith(b"HTTP/1.1 414 "), (piece, out[:100])
+
+
 def test_a_callback_of_the_parser_that_fails_is_a_logged_500(backend, caplog):
     # What the server's own code raises while the parser calls it back (here
     # on_body) is the server's fault, not the request's: a 500, logged.
