@@ -178,8 +178,8 @@ static void Cycle_dealloc(Cycle *self)
 /* ``self``'s state as a new request's: a cycle just allocated, or the
  * last request's when nothing but its connection holds it (head_complete).
  * 0, or -1. */
-static int cycle_init(Cycle *self, PyObject *proto, PyObject *scope, int keep_alive,
-                      int expect_100, int head_only)
+static int cycle_init(Cycle *self, PyObject *proto, PyObject *scope, PyObject *version,
+                      int keep_alive, int expect_100, int head_only)
 {
     PyObject *body = self->body;
     if (body == NULL || !PyByteArray_CheckExact(body) || PyByteArray_GET_SIZE(body) != 0 ||
@@ -188,10 +188,7 @@ static int cycle_init(Cycle *self, PyObject *proto, PyObject *scope, int keep_al
             return -1;
         Py_XSETREF(self->body, body);
     }
-    PyObject *version = PyDict_GetItemWithError(scope, s_http_version);
-    if (version == NULL && PyErr_Occurred())
-        return -1;
-    Py_XSETREF(self->version, Py_NewRef(version ? version : s_v11));
+    Py_XSETREF(self->version, Py_NewRef(version));
     Py_XSETREF(self->proto, Py_NewRef(proto));
     Py_XSETREF(self->scope, Py_NewRef(scope));
     Py_XSETREF(self->waiter, Py_NewRef(Py_None));
@@ -210,11 +207,12 @@ static int cycle_init(Cycle *self, PyObject *proto, PyObject *scope, int keep_al
 }
 
 /* A new cycle of ``type`` (a new reference). */
-static PyObject *cycle_make(PyTypeObject *type, PyObject *proto, PyObject *scope, int keep_alive,
-                            int expect_100, int head_only)
+static PyObject *cycle_make(PyTypeObject *type, PyObject *proto, PyObject *scope,
+                            PyObject *version, int keep_alive, int expect_100, int head_only)
 {
     Cycle *self = (Cycle *)type->tp_alloc(type, 0);
-    if (self != NULL && cycle_init(self, proto, scope, keep_alive, expect_100, head_only))
+    if (self != NULL &&
+            cycle_init(self, proto, scope, version, keep_alive, expect_100, head_only))
         Py_CLEAR(self);
     return (PyObject *)self;
 }
@@ -228,12 +226,14 @@ static PyObject *Cycle_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!pp", kwlist, &proto, &PyDict_Type, &scope,
                                      &keep_alive, &expect_100))
         return NULL;
-    PyObject *method = PyDict_GetItemWithError(scope, s_method);
-    if (method == NULL && PyErr_Occurred())
+    PyObject *method = PyDict_GetItemWithError(scope, s_method), *version = NULL;
+    if ((method == NULL || (version = PyDict_GetItemWithError(scope, s_http_version)) == NULL) &&
+            PyErr_Occurred())
         return NULL;
     int head_only = method != NULL && PyUnicode_Check(method) &&
                     PyUnicode_CompareWithASCIIString(method, "HEAD") == 0;
-    return cycle_make(type, proto, scope, keep_alive, expect_100, head_only);
+    return cycle_make(type, proto, scope, version ? version : s_v11, keep_alive, expect_100,
+                      head_only);
 }
 
 /* -- a finished awaitable -------------------------------------------------- */
@@ -632,15 +632,14 @@ static int fill_scope(AsgiCore *self, PyObject *scope, PyObject **values, unsign
 }
 
 /* Which of ``last``'s values differ from ``values`` (a bit per key), when
- * the last request's scope can be the next one's: nothing but its request,
- * which nothing but this connection holds, holds it, and its keys are the
- * template's, in order (none added, removed or moved); else -1. To the
- * app it is as new as a copy of the template -- what it could have done
- * to it is undone here -- and a request saves the dicts of a scope. */
+ * the last request's scope (its cycle free: head_complete) can be the next
+ * one's: nothing but its cycle holds it, and its keys are the template's,
+ * in order (none added, removed or moved); else -1. To the app it is as
+ * new as a copy of the template -- what it could have done to it is undone
+ * here -- and a request saves the dicts of a scope. */
 static long long scope_reuse(AsgiCore *self, PyObject *last, PyObject **values)
 {
-    if (Py_REFCNT(self->parsing) != 1 || Py_REFCNT(last) != 1 || !PyDict_CheckExact(last) ||
-            PyDict_GET_SIZE(last) != N_SCOPE_KEYS)
+    if (Py_REFCNT(last) != 1 || !PyDict_CheckExact(last) || PyDict_GET_SIZE(last) != N_SCOPE_KEYS)
         return -1;
     Py_ssize_t pos = 0;
     PyObject *key, *value;
@@ -655,9 +654,10 @@ static long long scope_reuse(AsgiCore *self, PyObject *last, PyObject **values)
     return differ;
 }
 
-/* The scope of an origin-form request (a new reference), or NULL with no
+/* The scope of an origin-form request (a new reference), made over from
+ * ``last``'s when it can be (a free cycle, or NULL), or NULL with no
  * exception: not one for this path. */
-static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
+static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version, Cycle *last)
 {
     const char *url = PyBytes_AS_STRING(self->url);
     Py_ssize_t size = PyBytes_GET_SIZE(self->url), path_end, query_end;
@@ -688,9 +688,8 @@ static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version)
         [K_METHOD] = method, [K_ROOT_PATH] = self->root_path, [K_PATH] = path,
         [K_RAW_PATH] = raw_path, [K_QUERY_STRING] = query, [K_HEADERS] = self->headers};
     long long differ = -1;
-    if (PyObject_TypeCheck(self->parsing, &CycleType) &&
-            (differ = scope_reuse(self, ((Cycle *)self->parsing)->scope, values)) >= 0) {
-        scope = Py_NewRef(((Cycle *)self->parsing)->scope);   /* (its request goes now) */
+    if (last != NULL && (differ = scope_reuse(self, last->scope, values)) >= 0) {
+        scope = Py_NewRef(last->scope);   /* (its request goes now) */
     } else {
         /* A copy of the template, its constant values set: a copy of a
          * dict is a copy of its table, no insertions, no resizing. */
@@ -912,11 +911,16 @@ static int head_complete(AsgiCore *self)
         return -1;
     int alive = llhttp_should_keep_alive(parser);
     version = http_version(parser);
-    PyObject *scope = version ? make_scope(self, method, version) : NULL, *cycle = NULL;
+    /* The last request's cycle when nothing but this connection holds it
+     * (a RequestCycle keeps no state but Cycle's): this request's scope and
+     * cycle are made over from it. */
+    Cycle *last = Py_TYPE(self->parsing) == (PyTypeObject *)self->cycle_type &&
+                  Py_REFCNT(self->parsing) == 1 ? (Cycle *)self->parsing : NULL;
+    PyObject *scope = version ? make_scope(self, method, version, last) : NULL, *cycle = NULL;
     int status = -1;
-    Py_XDECREF(version);
     if (scope == NULL) {
         Py_DECREF(method);
+        Py_XDECREF(version);
         return PyErr_Occurred() ? -1 : called(call_method0((PyObject *)self, s_head_slow));
     }
     /* The next request's head starts in a new list. */
@@ -925,16 +929,13 @@ static int head_complete(AsgiCore *self)
         goto done;
     Py_SETREF(self->headers, fresh);
     Py_SETREF(self->url, Py_NewRef(b_empty));
-    if (Py_TYPE(self->parsing) == (PyTypeObject *)self->cycle_type &&
-            Py_REFCNT(self->parsing) == 1) {
-        /* The last request's cycle, which nothing but this connection
-         * holds (a RequestCycle keeps no state but Cycle's): made over. */
-        cycle = Py_NewRef(self->parsing);
-        if (cycle_init((Cycle *)cycle, (PyObject *)self, scope, alive, self->expect_100,
+    if (last != NULL) {
+        cycle = Py_NewRef(last);
+        if (cycle_init(last, (PyObject *)self, scope, version, alive, self->expect_100,
                        which == M_HEAD))
             goto done;
     } else if ((cycle = cycle_make((PyTypeObject *)self->cycle_type, (PyObject *)self, scope,
-                                   alive, self->expect_100, which == M_HEAD)) == NULL) {
+                                   version, alive, self->expect_100, which == M_HEAD)) == NULL) {
         goto done;
     }
     /* A request without a body is complete now, before the app starts:
@@ -951,6 +952,7 @@ static int head_complete(AsgiCore *self)
     }
 done:
     Py_DECREF(method);
+    Py_DECREF(version);
     Py_DECREF(scope);
     Py_XDECREF(cycle);
     return status;
