@@ -268,6 +268,14 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         elif self.cycle is None and not self.closing:
             self.close()
 
+    def reset(self) -> None:
+        """Close with a reset, even when all that was sent is out: a
+        response cut short must not end like a whole one. (uringio's
+        connection resets; asyncio's transports have abort.)"""
+        self.closing = True
+        assert self.transport is not None
+        getattr(self.transport, "reset", self.transport.abort)()
+
     def close(self) -> None:
         if not self.closing:
             self.closing = True
@@ -302,9 +310,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
             cycle.disconnected = True
             cycle.wake()
             if cycle.response_started:
-                self.closing = True
-                assert self.transport is not None
-                getattr(self.transport, "reset", self.transport.abort)()
+                self.reset()
                 return
         self._disarm()
         body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
@@ -559,12 +565,7 @@ class RequestCycle(Cycle):
             self.wake()
             proto.response_done(self)
         else:
-            assert proto.transport is not None
-            proto.closing = True
-            # A reset, even when all that was sent is out: a response cut
-            # short must not end like a whole one. (uringio's connection
-            # resets; asyncio's transports have abort.)
-            getattr(proto.transport, "reset", proto.transport.abort)()
+            proto.reset()
 
     async def receive(self) -> dict:
         if self.expect_100:
