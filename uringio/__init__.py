@@ -18,6 +18,13 @@ below it:
 * ``uringio.cli``: ``python -m uringio``.
 """
 
+import sys
+
+if not sys.platform.startswith("linux"):
+    # One line instead of an error from deep inside: io_uring and epoll are Linux's.
+    raise ImportError(f"uringio runs on Linux only (io_uring and epoll are Linux's); "
+                      f"this is {sys.platform}")
+
 from ._core import BACKENDS, BaseLoop, Loop, open_loop
 from ._version import __version__ as __version__
 from .errors import BusyResourceError, LoopClosedError, UringUnavailable
@@ -26,7 +33,8 @@ from .net import Connection, Protocol, Server, blocking, listen
 
 # The asyncio loop is imported when first asked for: a program that uses
 # only the callback API does not pay for it (and Python 3.10 can still
-# import the rest).
+# import the rest). ``EventLoopPolicy`` is made only when asked for by name
+# (uringio.aio says why).
 _AIO_NAMES = ("EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run")
 
 
@@ -44,8 +52,12 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "BACKENDS", "BaseLoop", "BusyResourceError", "Connection", "EventLoop", "EventLoopPolicy",
+    "BACKENDS", "BaseLoop", "BusyResourceError", "Connection", "EventLoop",
     "Loop", "LoopClosedError", "MODELS", "Protocol", "Server", "UringUnavailable", "blocking",
     "files", "install", "listen", "new_event_loop", "open_file", "open_loop", "run",
     "run_server", "serve", "serve_asgi",
 ]
+if sys.version_info < (3, 14):
+    # Not where asyncio's policies are deprecated (3.14) or gone (3.16):
+    # ``from uringio import *`` must not make one there.
+    __all__ += ["EventLoopPolicy"]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn
 
 from .._core.backend import BACKENDS
+from .._version import __version__
 from ..asgi.server import AppImportError
 from ..errors import ListenError, UringUnavailable
 from ..models import MODELS
@@ -97,13 +98,18 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _repo_file(*parts: str) -> str:
-    """A file of the source checkout (benchmarks are not installed)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(root, *parts)
-    if not os.path.exists(path):
-        raise SystemExit(f"{os.path.join(*parts)} not found: "
-                         "run this from a uringio source checkout")
-    return path
+    """A file of the source checkout: the benchmarks are not in the wheel.
+
+    Looked for beside the package (an editable install, or ``python -m``
+    from the checkout) and then in the current directory (an installed
+    uringio run from inside a checkout)."""
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for root in (package_root, os.getcwd()):
+        path = os.path.join(root, *parts)
+        if os.path.exists(path):
+            return path
+    raise SystemExit(f"{os.path.join(*parts)} not found: the benchmarks come with the "
+                     "source, not the wheel; run this from a uringio checkout")
 
 
 def _on_listening(args: argparse.Namespace):
@@ -177,6 +183,7 @@ def _run_script(relpath: str, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _Parser(prog="python -m uringio",
                      description="TCP servers on io_uring, with an epoll reactor beside it.")
+    parser.add_argument("--version", action="version", version=f"uringio {__version__}")
     parser.add_argument("--log-level", type=_LOG_LEVEL, default="INFO",
                         help="logging level (default INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
