@@ -161,11 +161,13 @@ def build_tools() -> Path:
     Returns the load generator's path.
     """
     BUILD_DIR.mkdir(exist_ok=True)
+    liburing = None
     for name in ("loadgen", "c_echo_server"):
         src, exe = BENCH_DIR / f"{name}.c", BUILD_DIR / name
         if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
             continue
-        cmd = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(exe), str(src), "-l:liburing.a"]
+        liburing = liburing or _liburing()
+        cmd = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(exe), str(src), *liburing.gcc_args()]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True)
         except FileNotFoundError as exc:
@@ -173,6 +175,21 @@ def build_tools() -> Path:
         if done.returncode != 0:
             raise BenchError(f"building {name} failed:\n$ {' '.join(cmd)}\n{done.stderr}")
     return BUILD_DIR / "loadgen"
+
+
+def _liburing():
+    """The liburing uringio itself builds with (_build/liburing_build.py: the
+    vendored release, configured and compiled once into build/), so the C
+    programs need no liburing-dev either."""
+    sys.path.insert(0, str(REPO_ROOT / "_build"))
+    try:
+        import liburing_build
+    finally:
+        sys.path.pop(0)
+    try:
+        return liburing_build.find(REPO_ROOT)
+    except liburing_build.LiburingBuildError as exc:
+        raise BenchError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up a uringio checkout on Debian/Ubuntu: system packages (liburing-dev,
-# a C compiler, Python headers, venv), then .venv/ with uringio installed in
-# editable mode. With --test, also the real clients and servers the tests
+# Set up a uringio checkout on Debian/Ubuntu: system packages (a C compiler,
+# the Python headers, venv), then .venv/ with uringio installed in editable
+# mode (its build compiles the vendored liburing, _build/vendor/liburing). With --test, also the real clients and servers the tests
 # drive (curl, redis-cli, redis-benchmark, redis-server). Safe to run again:
 # it only does what is missing.
 set -euo pipefail
@@ -9,8 +9,6 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 need=()
-[ -e /usr/include/liburing.h ] || need+=(liburing-dev)
-command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v "$PY" >/dev/null || need+=(python3 python3-venv python3-dev)
 if [ "${1:-}" = "--test" ]; then
@@ -37,9 +35,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.uringio-installed
 stale=
-for f in pyproject.toml setup.py _build/* _build/*/*; do
-    if [ "$f" -nt "$stamp" ]; then stale=1; fi
-done
+if [ -e "$stamp" ] && [ -n "$(find pyproject.toml setup.py _build -newer "$stamp" -print -quit)" ]; then
+    stale=1
+fi
 if [ ! -e "$stamp" ] || [ -n "$stale" ] \
         || ! .venv/bin/python -c 'import uringio._core._liburing, uringio._core._fastpath, uringio.aio._ready, uringio.protocols._resp, uringio.protocols._httpcore, uringio.asgi._asgicore' 2>/dev/null; then
     echo "setup: installing uringio (editable) and its test and benchmark tools"

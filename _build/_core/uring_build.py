@@ -2,8 +2,9 @@
 
 Most of liburing is ``static inline`` (IOURINGINLINE), so it cannot be reached
 through ``dlopen``: this script compiles a small extension against liburing's
-header and links ``liburing.a`` statically, so the built module has no run-time
-dependency on the shared library.
+header; setup.py links ``liburing.a`` into it statically (the vendored release,
+``_build/liburing_build.py``), so the built module has no run-time dependency
+on a shared library.
 
 The C helpers are shaped for the cost model of Python: a foreign call costs
 far more than the C work inside it, so
@@ -16,8 +17,6 @@ far more than the C work inside it, so
 """
 
 import os
-import re
-import subprocess
 
 from cffi import FFI
 
@@ -211,47 +210,15 @@ SOURCE = (open(os.path.join(HERE, os.pardir, "keep_gil.h")).read()
           + open(os.path.join(HERE, "uring_helpers.c")).read())
 
 
-MIN_LIBURING = (2, 3)
-
-
-def _liburing_version() -> str:
-    """liburing's version as pkg-config reports it; the build needs >= 2.3."""
-    try:
-        out = subprocess.run(["pkg-config", "--modversion", "liburing"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    parts = tuple(int(x) for x in re.findall(r"\d+", out)[:2])
-    if parts and parts < MIN_LIBURING:
-        raise SystemExit(f"uringio needs liburing >= 2.3 (found {out}); "
-                         "install liburing-dev from Debian 12 or newer")
-    return out
-
-
-def _liburing_static() -> list[str]:
-    """Link liburing.a when it is there, so the extension needs no liburing.so."""
-    for libdir in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-                   "/usr/lib64", "/usr/lib", "/usr/local/lib"):
-        path = os.path.join(libdir, "liburing.a")
-        if os.path.exists(path):
-            return [path]
-    return []
-
-
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
-_static = _liburing_static()
 ffibuilder.set_source(
     "uringio._core._liburing",
     SOURCE,
     include_dirs=[HERE],   # uring_shared.h, which _fastpath includes too
     depends=[os.path.join(HERE, name) for name in ("uring_helpers.c", "uring_shared.h",
                                                      os.path.join(os.pardir, "keep_gil.h"))],
-    extra_objects=_static,
-    libraries=[] if _static else ["uring"],
+    # liburing itself (its headers, liburing.a, UIO_LIBURING_VERSION) is added by
+    # setup.py's build_ext, from _build/liburing_build.py: vendored unless asked.
     extra_compile_args=["-O2"],
-    define_macros=[("UIO_LIBURING_VERSION", '"%s"' % _liburing_version())],
 )
-
-if __name__ == "__main__":
-    ffibuilder.compile(verbose=True)

@@ -18,7 +18,8 @@
 
 #include "uring_shared.h"
 
-/* liburing 2.3 has no version macros: the build passes what pkg-config says. */
+/* The version and origin of the liburing linked in ("2.15 (vendored)"): setup.py's
+ * build_ext passes them, from _build/liburing_build.py. */
 const char *uio_liburing_version(void) { return UIO_LIBURING_VERSION; }
 
 struct uio_bufring {
@@ -915,10 +916,10 @@ int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
     reg.ring_addr = (unsigned long)br->br;
     reg.ring_entries = entries;
     reg.bgid = bgid;
-    reg.pad = incremental ? IOU_PBUF_RING_INC : 0;   /* "flags" in newer headers */
+    reg.flags = incremental ? IOU_PBUF_RING_INC : 0;
     ret = io_uring_register_buf_ring(ring, &reg, 0);
     if (ret == -EINVAL && incremental) {   /* a kernel before 6.12 */
-        reg.pad = 0;
+        reg.flags = 0;
         incremental = 0;
         ret = io_uring_register_buf_ring(ring, &reg, 0);
     }
