@@ -13,6 +13,7 @@ command -v gcc >/dev/null || need+=(gcc libc6-dev)
 command -v "$PY" >/dev/null || need+=(python3 python3-venv python3-dev)
 if [ "${1:-}" = "--test" ]; then
     command -v curl >/dev/null || need+=(curl)
+    command -v pkg-config >/dev/null || need+=(pkg-config)   # tests/test_liburing_build.py
     command -v redis-benchmark >/dev/null || need+=(redis-tools)
     command -v redis-server >/dev/null || need+=(redis-server)
 fi
