@@ -32,8 +32,7 @@ from .models import MODELS, run_server, serve
 from .net import Connection, Protocol, Server, blocking, listen
 
 # The asyncio loop is imported when first asked for: a program that uses
-# only the callback API does not pay for it (and Python 3.10 can still
-# import the rest). ``EventLoopPolicy`` is made only when asked for by name
+# only the callback API does not pay for it. ``EventLoopPolicy`` is made only when asked for by name
 # (uringio.aio says why).
 _AIO_NAMES = ("EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run")
 

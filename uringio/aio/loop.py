@@ -34,7 +34,6 @@ import selectors
 import signal
 import socket
 import stat
-import sys
 import threading
 import warnings
 import weakref
@@ -49,11 +48,6 @@ from . import sendfile
 from ._ready import Ready
 from .futures import resolve
 from .readiness import ReadinessMixin
-
-if sys.version_info < (3, 11):
-    # BaseEventLoop's hooks and sslproto's shutdown timeout, as used here,
-    # are those of 3.11; 3.10's differ.
-    raise ImportError("uringio's asyncio event loop needs Python 3.11 or newer")
 
 log = logging.getLogger("uringio")
 

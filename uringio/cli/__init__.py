@@ -64,11 +64,7 @@ _MILLISECONDS = _checked(float, lambda ms: 0 <= ms < math.inf, "0 or more millis
 
 
 def _is_level_name(name: str) -> bool:
-    # logging.getLevelNamesMapping() is Python 3.11+; on 3.10, getLevelName
-    # gives a registered name's number (and a "Level X" string otherwise).
-    if sys.version_info >= (3, 11):
-        return name in logging.getLevelNamesMapping()
-    return isinstance(logging.getLevelName(name), int)
+    return name in logging.getLevelNamesMapping()
 
 
 _LOG_LEVEL = _checked(str.upper, _is_level_name, "DEBUG, INFO, WARNING or ERROR")
