@@ -19,13 +19,46 @@ def _uring_reason() -> str | None:
 
 _URING_SKIP = _uring_reason()
 
+# URINGIO_REQUIRE_URING=1 (CI sets it): where io_uring cannot be set up,
+# the tests that need it fail instead of skipping, so that a regression in
+# setting up the ring cannot pass as a run of skips.
+REQUIRE_URING = os.environ.get("URINGIO_REQUIRE_URING", "") not in ("", "0")
+
+
+def skip_or_fail(reason: str, allow_module_level: bool = False) -> None:
+    """Skip for ``reason`` -- io_uring (or the binding) is missing -- or,
+    under URINGIO_REQUIRE_URING=1, fail with it."""
+    if REQUIRE_URING:
+        pytest.fail(f"{reason} (and URINGIO_REQUIRE_URING=1 requires io_uring)",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=allow_module_level)
+
+
+def skip_unless_uring() -> None:
+    """Every test that needs io_uring calls this (directly, or through the
+    fixtures below): skipped, with the reason, where io_uring cannot be set
+    up; failed instead under URINGIO_REQUIRE_URING=1."""
+    if _URING_SKIP:
+        skip_or_fail(f"io_uring unavailable: {_URING_SKIP}")
+
+
+@pytest.fixture
+def uring_available() -> None:
+    skip_unless_uring()
+
+
+# For a test or module that needs io_uring but no loop: ``@needs_uring``,
+# or ``pytestmark = needs_uring``.
+needs_uring = pytest.mark.usefixtures("uring_available")
+
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     """Every IO behaviour test runs on both backends; uring is skipped, with
-    the reason, only where io_uring cannot be set up at all."""
-    if request.param == "uring" and _URING_SKIP:
-        pytest.skip(f"io_uring unavailable: {_URING_SKIP}")
+    the reason, only where io_uring cannot be set up at all (and fails
+    there under URINGIO_REQUIRE_URING=1)."""
+    if request.param == "uring":
+        skip_unless_uring()
     return request.param
 
 
@@ -38,8 +71,7 @@ def loop(backend):
 
 @pytest.fixture
 def uring_loop():
-    if _URING_SKIP:
-        pytest.skip(f"io_uring unavailable: {_URING_SKIP}")
+    skip_unless_uring()
     lp = open_loop("uring")
     yield lp
     lp.close()
@@ -155,6 +187,51 @@ class signal_off_the_main_thread:
         self.go.set()
         self.thread.join(10)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {self.signum})
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    """Poll ``predicate`` until it is true (then True) or ``timeout`` seconds
+    have passed (then False), for a condition another process or thread
+    brings about. The timeout only bounds a hang: it is never a measurement,
+    so it is generous."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        time.sleep(0.01)
+    return True
+
+
+async def eventually(predicate, timeout: float = 30.0) -> bool:
+    """``wait_for`` inside a coroutine: the event loop runs meanwhile."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return bool(predicate())
+        await asyncio.sleep(0.005)
+    return True
+
+
+def readable(sock) -> bool:
+    """Whether ``sock`` has bytes (or an end of file) to read now."""
+    import select
+
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def threads_of(pid: int) -> int:
+    """How many threads process ``pid`` runs, leaving out io_uring's kernel
+    workers (iou-wrk-*, iou-sqp-*), which /proc lists among them."""
+    count = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                count += not f.read().startswith("iou-")
+        except FileNotFoundError:   # the thread ended meanwhile
+            pass
+    return count
 
 
 def open_fds() -> int:

@@ -27,6 +27,8 @@ import signal
 import sys
 import unittest
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import uringio
 from uringio.aio import EventLoopPolicy
@@ -117,23 +119,28 @@ def case_for(mixin: str, bases: tuple[type, ...], loop: str, timeout: float) -> 
     return Case
 
 
-def run_case(case: type, verbose: bool) -> dict[str, str]:
-    """Test name -> "pass", "fail", "error" or "skip"."""
+def run_case(case: type, verbose: bool,
+             errors: dict[str, str] | None = None) -> dict[str, str]:
+    """Test name -> "pass", "fail", "error" or "skip"; ``errors`` (if given)
+    gets a line saying why, for each test that failed."""
     outcome: dict[str, str] = {}
+    why = errors if errors is not None else {}
+
+    def failed(test, kind: str, err) -> None:
+        outcome[test._testMethodName] = kind
+        why[test._testMethodName] = f"{err[0].__name__}: {err[1]}".splitlines()[0][:200]
+        if verbose:
+            print(f"  {test._testMethodName}: {err[0].__name__}: {err[1]}"[:300])
 
     class Result(unittest.TestResult):
         def addSuccess(self, test):
             outcome[test._testMethodName] = "pass"
 
         def addFailure(self, test, err):
-            outcome[test._testMethodName] = "fail"
-            if verbose:
-                print(f"  {test._testMethodName}: {err[0].__name__}: {err[1]}"[:300])
+            failed(test, "fail", err)
 
         def addError(self, test, err):
-            outcome[test._testMethodName] = "error"
-            if verbose:
-                print(f"  {test._testMethodName}: {err[0].__name__}: {err[1]}"[:300])
+            failed(test, "error", err)
 
         def addSkip(self, test, reason):
             outcome[test._testMethodName] = "skip"
@@ -143,6 +150,7 @@ def run_case(case: type, verbose: bool) -> dict[str, str]:
 
         def addUnexpectedSuccess(self, test):
             outcome[test._testMethodName] = "fail"
+            why[test._testMethodName] = "unexpected success"
 
     unittest.defaultTestLoader.loadTestsFromTestCase(case).run(Result())
     return outcome
@@ -157,7 +165,40 @@ EXPECTED = {
 
 # A test that fails on uringio's loop runs again, this many times, alone: a
 # few of CPython's tests race the machine (a port found free, then taken).
+# One that then passes is reported (a RETRIED or FLAKY line, which
+# tests/test_cpython_asyncio.py turns into a warning in pytest's summary),
+# and still counts as a failure under --check unless KNOWN_FLAKY lists it:
+# a test that fails one run in three is a bug in uringio until shown not to be.
 RETRIES = 2
+
+# Tests known to fail now and then for a reason that is not uringio's, with
+# that reason. A retry that passes is then reported but not counted.
+KNOWN_FLAKY: dict[str, str] = {}
+
+
+@dataclass
+class Verdict:
+    """What came of a test that passes on the selector loop and failed on
+    one of uringio's."""
+    line: str         # what main prints
+    failure: bool     # counts under --check
+    retried: bool     # passed only on a retry
+
+
+def judge(loop: str, test: str, why: str, retry: Callable[[], bool]) -> Verdict:
+    """The verdict on ``test``, which failed on ``loop`` (``why``: the first
+    line of its error); ``retry()`` runs it again, alone, True if it passed."""
+    if test in EXPECTED:
+        return Verdict(f"  {loop} {test}: expected ({EXPECTED[test]})", False, False)
+    tries = next((i + 1 for i in range(RETRIES) if retry()), 0)
+    if not tries:
+        return Verdict(f"  {loop} {test}: FAILS (passes on the selector loop): {why}", True, False)
+    first = f"failed ({why}), then passed on retry {tries}"
+    if test in KNOWN_FLAKY:
+        return Verdict(f"  {loop} {test}: RETRIED: {first}; known flaky: {KNOWN_FLAKY[test]}",
+                       False, True)
+    return Verdict(f"  {loop} {test}: FLAKY: {first}; it counts as a failure (if the cause "
+                   "is not uringio's, add it to KNOWN_FLAKY with the reason)", True, True)
 
 
 def rerun(name: str, bases: tuple[type, ...], loop: str, test: str, timeout: float,
@@ -179,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds per test")
     parser.add_argument("--check", action="store_true",
                         help="exit 1 if a test that passes on the selector loop fails on "
-                             "uringio's, other than those in EXPECTED")
+                             "uringio's, other than those in EXPECTED, or passes there only "
+                             "on a retry, other than those in KNOWN_FLAKY")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     loops = args.loops.split(",")
@@ -188,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     table = mixins()
     chosen = args.mixins.split(",") if args.mixins else list(table)
     totals = {loop: [0, 0] for loop in loops}
-    unexpected = 0
+    unexpected = retried = 0
     for name in chosen:
-        results = {loop: run_case(case_for(name, table[name], loop, args.timeout), args.verbose)
+        errors: dict[str, dict[str, str]] = {loop: {} for loop in loops}
+        results = {loop: run_case(case_for(name, table[name], loop, args.timeout), args.verbose,
+                                  errors[loop])
                    for loop in loops}
         line = [f"{name:15}"]
         for loop in loops:
@@ -209,18 +253,14 @@ def main(argv: list[str] | None = None) -> int:
             missing = sorted(t for t, v in results["selector"].items()
                              if v == "pass" and results[loop].get(t) != "pass")
             for test in missing:
-                if test in EXPECTED:
-                    print(f"  {loop} {test}: expected ({EXPECTED[test]})")
-                    continue
-                tries = next((i + 1 for i in range(RETRIES)
-                              if rerun(name, table[name], loop, test, args.timeout,
-                                       args.verbose)), 0)
-                if tries:
-                    print(f"  {loop} {test}: failed, then passed on retry {tries}")
-                else:
-                    print(f"  {loop} {test}: FAILS (passes on the selector loop)")
-                    unexpected += 1
+                why = errors[loop].get(test, results[loop].get(test, "did not run"))
+                verdict = judge(loop, test, why, partial(rerun, name, table[name], loop, test,
+                                                         args.timeout, args.verbose))
+                print(verdict.line, flush=True)
+                unexpected += verdict.failure
+                retried += verdict.retried
     print("total          " + "  ".join(f"{loop} {p}/{r}" for loop, (p, r) in totals.items()))
+    print(f"{retried} test(s) passed only on a retry")
     if args.check:
         print(f"{unexpected} unexpected failure(s)")
         return 1 if unexpected else 0

@@ -19,7 +19,7 @@ import weakref
 import pytest
 
 import uringio
-from conftest import open_fds, recv_exactly, signal_off_the_main_thread
+from conftest import eventually, open_fds, recv_exactly, signal_off_the_main_thread
 from uringio.aio import EventLoop, EventLoopPolicy
 
 MiB = 1 << 20
@@ -169,10 +169,7 @@ def test_flow_control_pauses_and_resumes_writing(backend):
         transport.write(payload)
         assert events == ["pause"]
         got = await loop.run_in_executor(None, recv_exactly, peer, len(payload))
-        for _ in range(100):
-            if "resume" in events:
-                break
-            await asyncio.sleep(0.01)
+        assert await eventually(lambda: "resume" in events)
         assert got == payload and events == ["pause", "resume"]
         transport.close()
         peer.close()
@@ -550,11 +547,8 @@ def test_connect_close_cycles_leak_no_fd(backend, cycles):
             assert await reader.readexactly(4) == b"ping"
             writer.close()
             await writer.wait_closed()
-        for _ in range(200):   # the server's side closes after our FIN
-            if open_fds() == baseline:
-                break
-            await asyncio.sleep(0.01)
-        assert open_fds() == baseline
+        # The server's side closes after our FIN.
+        assert await eventually(lambda: open_fds() == baseline), (open_fds(), baseline)
         server.close()
         await server.wait_closed()
 
@@ -616,10 +610,7 @@ def test_add_reader_is_level_triggered_and_add_writer_fires(backend):
 
         loop.add_reader(ours, readable)
         theirs.sendall(b"abc")
-        for _ in range(200):
-            if len(calls) == 3:
-                break
-            await asyncio.sleep(0.005)
+        assert await eventually(lambda: len(calls) >= 3), calls
         assert calls == [b"a", b"b", b"c"]
         assert loop.remove_reader(ours) and not loop.remove_reader(ours)
         theirs.sendall(b"d")

@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -45,27 +44,46 @@ def test_serve_closes_every_fd_before_exit(backend):
     from uringio.protocols.apps import EchoProtocol
 
     before = set(os.listdir("/proc/self/fd"))
-    ready = []
+    servers = []
+    listening = threading.Event()
+    raised: list[BaseException] = []
     # run_server installs signal handlers, which only the main thread may do:
     # it runs here, and a helper thread plays the client and sends SIGTERM.
+    # What the helper raises is handed to the main thread, which re-raises it.
+
+    def on_listening(server):
+        servers.append(server)
+        listening.set()
 
     def client_then_stop():
-        deadline = time.monotonic() + 5
-        while not ready and time.monotonic() < deadline:
-            time.sleep(0.01)
-        server = ready[0]
-        sock = socket.create_connection(server.address, timeout=5)
-        sock.sendall(b"abc")
-        assert sock.recv(10) == b"abc"
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert sock.recv(10) == b""
-        sock.close()
+        stopped = False
+        try:
+            assert listening.wait(30), "the server never started listening"
+            sock = socket.create_connection(servers[0].address, timeout=10)
+            sock.sendall(b"abc")
+            assert sock.recv(10) == b"abc"
+            os.kill(os.getpid(), signal.SIGTERM)
+            stopped = True
+            assert sock.recv(10) == b""   # the server closed its side
+            sock.close()
+        except BaseException as exc:   # re-raised in the main thread
+            raised.append(exc)
+            if listening.is_set() and not stopped:
+                # End run_server all the same, without the signal: the
+                # test fails with this exception rather than hanging.
+                loop = servers[0].loop
+                loop.call_soon_threadsafe(loop.stop)
 
     helper = threading.Thread(target=client_then_stop)
     helper.start()
     old = signal.getsignal(signal.SIGTERM)
-    run_server(EchoProtocol, "127.0.0.1", 0, backend=backend, on_listening=ready.append)
-    helper.join(10)
+    try:
+        run_server(EchoProtocol, "127.0.0.1", 0, backend=backend, on_listening=on_listening)
+    finally:
+        helper.join(30)
+    assert not helper.is_alive(), "the client thread did not finish"
+    if raised:
+        raise raised[0]
     assert signal.getsignal(signal.SIGTERM) == old   # handlers restored
     assert set(os.listdir("/proc/self/fd")) == before
 

@@ -10,12 +10,12 @@ import threading
 
 import pytest
 
-from conftest import raised_in_thread
+from conftest import raised_in_thread, skip_or_fail
 from uringio._core import ring as ring_mod
 from uringio._core.ops import Op, OpKind
 
 if ring_mod.Dispatcher is None:
-    pytest.skip("binding not built", allow_module_level=True)
+    skip_or_fail("binding not built", allow_module_level=True)
 
 ffi = ring_mod.ffi
 F_MORE = ring_mod.IORING_CQE_F_MORE

@@ -323,9 +323,8 @@ def test_receive_streams_sharing_few_small_buffers_lose_nothing(incremental):
     # Few, small provided buffers, so they run dry (ENOBUFS) and, consumed
     # incrementally, hold pieces of many connections' messages at once;
     # each connection's bytes must still arrive whole and in order.
-    from conftest import _URING_SKIP
-    if _URING_SKIP:
-        pytest.skip(_URING_SKIP)
+    from conftest import skip_unless_uring
+    skip_unless_uring()
     from uringio._core.proactor import ProactorLoop
     loop = ProactorLoop(buffers=16, buffer_size=4096, incremental_buffers=incremental)
     if incremental and not loop.incremental_buffers:

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from conftest import start_server, stop_server
+from conftest import start_server, stop_server, threads_of, wait_for
 from uringio import Protocol, Server, blocking, listen
 from uringio.models.pool import WorkerPool
 
@@ -25,27 +25,68 @@ def ask_pid(port: int) -> int:
 
 
 def test_pool_runs_blocking_work_in_parallel(backend):
+    # Twenty calls whose blocking work lasts an hour. The pool starts a
+    # thread only when none is idle: twenty threads busy together show all
+    # twenty calls in flight at the same time, whatever this machine's
+    # speed. Run one at a time, or inline on the loop, they never need a
+    # second thread.
     proc, port = start_server([*SERVE, "echo", "--model", "pool", "--threads", "20",
-                               "--work-ms", "50"], backend)
+                               "--work-ms", str(3600 * 1000)], backend)
+    clients = []
     try:
-        results = {}
-
-        def client(i):
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-                s.sendall(b"client %02d" % i)
-                results[i] = s.recv(100)
-
-        start = time.monotonic()
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
-        elapsed = time.monotonic() - start
-        assert results == {i: b"client %02d" % i for i in range(20)}
-        assert elapsed < 0.5, f"20 x 50 ms took {elapsed:.2f} s: the work was serialised"
+        before = threads_of(proc.pid)
+        for i in range(20):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            clients[-1].sendall(b"client %02d" % i)
+        assert wait_for(lambda: threads_of(proc.pid) == before + 20), threads_of(proc.pid) - before
     finally:
-        stop_server(proc)
+        for client in clients:
+            client.close()
+        stop_server(proc, signal.SIGKILL)   # the calls would not end by themselves
+
+
+def test_pool_answers_calls_that_only_return_together(loop):
+    # Each call waits at a barrier that all of them must reach before any
+    # returns: they are answered only if the pool runs them all at once.
+    n = 8
+    barrier = threading.Barrier(n, timeout=30)
+
+    class MeetThenUpper(Protocol):
+        def connection_made(self, conn):
+            pass
+
+        @blocking
+        def data_received(self, data):
+            barrier.wait()
+            return data.upper()
+
+    pool = WorkerPool(loop, n)
+    server = Server(loop, MeetThenUpper, listen("127.0.0.1", 0), pool=pool).start()
+    clients = [socket.create_connection(server.address, timeout=5) for _ in range(n)]
+    replies = [b""] * n
+    for i, client in enumerate(clients):
+        client.sendall(b"call %d" % i)
+        client.setblocking(False)
+
+    def all_answered():
+        for i, client in enumerate(clients):
+            try:
+                replies[i] += client.recv(100)
+            except BlockingIOError:
+                pass
+        return all(len(reply) >= len(b"CALL 0") for reply in replies)
+
+    try:
+        # A barrier that timed out (calls run fewer at a time) ends the wait.
+        assert loop.run_until(lambda: all_answered() or barrier.broken, 60.0), replies
+        assert not barrier.broken, "the calls did not all run at once"
+        assert replies == [b"CALL %d" % i for i in range(n)]
+    finally:
+        barrier.abort()   # frees any call still waiting, so the pool can shut down
+        server.close()
+        for client in clients:
+            client.close()
+        pool.shutdown()
 
 
 def test_single_model_runs_blocking_work_inline(backend):
@@ -120,12 +161,12 @@ def test_multi_restarts_a_killed_worker_and_stops_cleanly(backend):
         before = children(proc.pid)
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+
+        def replaced():
             now = children(proc.pid)
-            if len(now) == 2 and victim not in now:
-                break
-            time.sleep(0.05)
+            return len(now) == 2 and victim not in now
+
+        assert wait_for(replaced), children(proc.pid)
         now = children(proc.pid)
         assert victim not in now and len(now) == 2
         assert ask_pid(port) in now   # still served

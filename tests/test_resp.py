@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 
-from conftest import recv_exactly, recv_until_eof, start_server, stop_server
+from conftest import recv_exactly, recv_until_eof, start_server, stop_server, wait_for
 from uringio import resp
 from uringio.resp import MAX_LINE, resp_factory
 
@@ -121,18 +121,30 @@ def test_every_command_through_redis_py(port):
 @pytest.mark.timeout(30)
 def test_set_options_and_expiry(port):
     r = client(port)
-    # Deadlines of 250 ms: short, yet long enough that a loaded machine
-    # still reads the keys before they expire.
+    # Deadlines of 250 ms on the monotonic clock, which the server shares
+    # with us: a read answered within 250 ms of sending the SET must find
+    # the key, and one that finds it gone must come 250 ms after at least,
+    # whatever this machine's speed.
+    ttl = 0.25
+    sent = time.monotonic()
     assert r.set("px", "v", px=250) and r.set("ex", "v", ex=100)
-    assert r.get("px") == b"v"
+    got = r.get("px")
+    assert got == b"v" or time.monotonic() - sent >= ttl
+    kept_sent = time.monotonic()
     r.set("kept", "1", px=250)
     r.set("kept", "2")                 # a plain SET drops the time to live
+    counter_sent = time.monotonic()
     r.set("counter", "1", px=250)
-    assert r.incr("counter") == 2      # INCR keeps it
-    time.sleep(0.4)
-    assert r.get("px") is None and r.exists("px") == 0 and r.delete("px") == 0
+    counter = r.incr("counter")        # 2; 1 only once the key had expired (a new key)
+    assert counter == 2 or (counter == 1 and time.monotonic() - counter_sent >= ttl), counter
+    assert wait_for(lambda: r.exists("px") == 0, 10.0), "px never expired"
+    assert time.monotonic() - sent >= ttl, "px expired early"
+    assert r.get("px") is None and r.delete("px") == 0
+    if counter == 2:                   # INCR found it alive and kept its time to live
+        assert wait_for(lambda: r.exists("counter") == 0, 10.0), "INCR dropped the deadline"
+    time.sleep(max(0.0, kept_sent + ttl - time.monotonic()))   # past kept's first deadline
     assert r.get("ex") == b"v" and r.get("kept") == b"2"
-    assert r.get("counter") is None
+    assert r.get("counter") is None or counter == 1
     assert r.set("px", "again", nx=True) is True      # an expired key is absent for NX too
     for bad, message in [(("EX", "0"), "invalid expire time"),
                          (("PX", "-5"), "invalid expire time"),

@@ -5,13 +5,13 @@ import os
 
 import pytest
 
-from conftest import _URING_SKIP
+from conftest import needs_uring
 
-pytestmark = pytest.mark.skipif(bool(_URING_SKIP), reason=f"io_uring unavailable: {_URING_SKIP}")
+pytestmark = needs_uring
 
 
 @pytest.fixture
-def ring():
+def ring(uring_available):
     from uringio._core.ring import Ring
     r = Ring(64)
     yield r
@@ -22,10 +22,50 @@ def triples(flat):
     return [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)]
 
 
-def test_setup_flags_and_probe(ring):
+def _kernel_takes(names: tuple[str, ...]) -> bool:
+    """Whether this kernel sets up a ring with the setup flags ``names``,
+    asked of it directly rather than through Ring."""
+    from uringio._core.ring import ffi, lib
+    ring = ffi.new("struct io_uring *")
+    flags = 0
+    for name in names:
+        flags |= getattr(lib, "IORING_SETUP_" + name)
+    err = lib.uio_queue_init(ring, 8, 32, flags, ffi.new("unsigned *"))
+    if err == 0:
+        lib.uio_queue_exit(ring)
+        return True
+    assert err == -errno.EINVAL, os.strerror(-err)   # flags it does not know
+    return False
+
+
+def _fdinfo(fd: int) -> dict[str, str]:
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_setup_takes_the_best_flags_this_kernel_has_and_the_sizes_asked(ring):
+    # Best first: deferred task work for the one thread that submits (6.1+),
+    # else cooperative task work (5.19+), else none. The ring must be set
+    # up with the first of these the kernel takes.
+    best = next(names for names in (("SINGLE_ISSUER", "DEFER_TASKRUN"),
+                                    ("COOP_TASKRUN", "TASKRUN_FLAG"), ())
+                if _kernel_takes(names))
+    assert ring.setup_flags == best
+    # The kernel's own account of the queues: 64 SQ entries, 4 x 64 CQEs
+    # by default, or as many CQEs as asked.
+    info = _fdinfo(ring.fd)
+    assert (int(info["SqMask"], 16) + 1, int(info["CqMask"], 16) + 1) == (64, 256), info
+    from uringio._core.ring import Ring
+    other = Ring(8, cq_entries=64)
+    try:
+        info = _fdinfo(other.fd)
+        assert (int(info["SqMask"], 16) + 1, int(info["CqMask"], 16) + 1) == (8, 64), info
+    finally:
+        other.close()
+
+
+def test_probe_finds_the_opcodes_the_loop_needs(ring):
     feats = ring.probe()
-    assert ring.setup_flags in (("SINGLE_ISSUER", "DEFER_TASKRUN"),
-                                ("COOP_TASKRUN", "TASKRUN_FLAG"), ())
     for name in ("ACCEPT", "RECV", "SEND", "CLOSE", "TIMEOUT", "ASYNC_CANCEL", "NOP"):
         assert feats.opcodes[name], name
 
@@ -88,10 +128,27 @@ def test_close_releases_the_ring_fd():
 
 
 def test_buffer_ring_registers_and_copies_out(ring):
+    # Registered: the kernel picks buffers from it for a receive; and take()
+    # copies out of the buffer each CQE names the bytes it reported (at an
+    # offset in it, when the kernel consumes buffers piece by piece).
+    import socket
+
     from uringio._core.buffers import BufRing
-    br = BufRing(ring, entries=8, size=4096)
-    assert br.take(0, 0) == b""
-    br.close()
+    from uringio._core.ring import lib
+    a, b = socket.socketpair()
+    br = BufRing(ring, entries=8, size=4096, bgid=5)
+    try:
+        ring.prep_recv_multishot(a.fileno(), 5, 0, 11)
+        for message in (b"first message", b"and a second, longer one", b"3"):
+            b.sendall(message)
+            [(ud, res, flags)] = triples(ring.submit_and_wait(1, timeout=5.0, bufring=br))
+            assert ud == 11 and res == len(message), (ud, res)
+            assert flags & lib.IORING_CQE_F_BUFFER and flags & lib.IORING_CQE_F_MORE
+            assert br.take(flags, res) == message
+    finally:
+        br.close()
+        a.close()
+        b.close()
     with pytest.raises(OSError):
         BufRing(ring, entries=3, size=4096)  # not a power of two
 
@@ -121,8 +178,7 @@ def test_recv_uses_only_the_buffers_in_circulation(ring):
     a, b = socket.socketpair()
     br = BufRing(ring, entries=8, size=16, initial=2, bgid=3)
     try:
-        b.sendall(b"x" * 64)
-        time.sleep(0.05)
+        b.sendall(b"x" * 64)   # in a's receive queue once it returns
         ring.prep_recv_multishot(a.fileno(), 3, 0, 7)
         ids, results = [], []
         deadline = time.monotonic() + 5

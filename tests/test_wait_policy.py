@@ -11,19 +11,24 @@ import time
 
 import pytest
 
-from conftest import _URING_SKIP
+from conftest import needs_uring, wait_for
 from uringio._core import open_loop
-
-needs_uring = pytest.mark.skipif(bool(_URING_SKIP), reason=f"io_uring unavailable: {_URING_SKIP}")
 
 
 @pytest.fixture
-def ring():
+def ring(uring_available):
     from uringio._core.ring import Ring
     r = Ring(64)
     r.pace_chunk = 2
     yield r
     r.close()
+
+
+def _waiting_in_io_uring_enter(tid: int) -> bool:
+    """Whether thread ``tid`` of this process is blocked in io_uring_enter(2)
+    (426 on x86_64 and aarch64): /proc says "running" for one on a CPU."""
+    with open(f"/proc/self/task/{tid}/syscall") as f:
+        return f.read().split()[0] == "426"
 
 
 def _user_data(ring, n: int) -> list[int]:
@@ -78,9 +83,18 @@ def test_the_loop_paces_what_its_file_reads_woke_it_for():
             loop.file_read(r, bytearray(1), -1, heard.append)
         loop.run_once(0)
         assert loop._ring.pace_clumps == 0
-        writer = threading.Timer(0.05, lambda: [os.write(w, b"x") for _r, w in pipes])
+        loop_thread = threading.get_native_id()
+
+        def write_once_the_loop_sleeps():
+            # The data comes while the loop waits in the kernel for it,
+            # however late this thread runs.
+            if wait_for(lambda: _waiting_in_io_uring_enter(loop_thread)):
+                for _r, w in pipes:
+                    os.write(w, b"x")
+
+        writer = threading.Thread(target=write_once_the_loop_sleeps)
         writer.start()
-        assert loop.run_until(lambda: len(heard) == 4, 10.0)
+        assert loop.run_until(lambda: len(heard) == 4, 60.0)
         writer.join()
         assert heard == [1, 1, 1, 1]
         assert loop._ring.pace_clumps >= 1

@@ -97,6 +97,23 @@ async def slow(seconds: float = 1.0):
     return {"slept": seconds}
 
 
+HELD: list[str] = []   # the /hold requests begun, in this worker
+
+
+@app.get("/hold")
+async def hold(release: str):
+    # In flight for as long as a test wants: until the file ``release`` exists.
+    HELD.append(release)
+    while not os.path.exists(release):
+        await asyncio.sleep(0.01)
+    return {"released": release}
+
+
+@app.get("/held")
+async def held():
+    return {"held": HELD}
+
+
 @app.get("/sync")
 def sync_route(n: int = 1):
     # A plain def: FastAPI runs it in anyio's worker threads.
