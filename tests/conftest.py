@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+import uringio
 from uringio import UringUnavailable, open_loop
 
 BACKENDS = ["uring", "epoll"]
@@ -239,6 +240,17 @@ def open_fds() -> int:
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE_DIR = os.path.dirname(os.path.abspath(uringio.__file__))
+
+# URINGIO_TEST_INSTALLED=1 (scripts/dist.py sets it): the suite runs against
+# an installed wheel, from a copy of the checkout without uringio/, so that a
+# file missing from the wheel fails it. Every import, here and in the servers
+# the tests start (cwd=REPO), must then be the wheel's.
+INSTALLED = os.environ.get("URINGIO_TEST_INSTALLED", "") not in ("", "0")
+if INSTALLED and (os.path.exists(os.path.join(REPO, "uringio"))
+                  or PACKAGE_DIR.startswith(REPO + os.sep)):
+    raise pytest.UsageError(f"URINGIO_TEST_INSTALLED=1, but uringio is imported from "
+                            f"{PACKAGE_DIR} beside the tests in {REPO}")
 
 
 def start_server(argv: list[str], backend: str, preexec_fn=None):

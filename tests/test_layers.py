@@ -6,9 +6,9 @@ import pathlib
 
 import pytest
 
-from conftest import REPO
+from conftest import PACKAGE_DIR
 
-PACKAGE = pathlib.Path(REPO) / "uringio"
+PACKAGE = pathlib.Path(PACKAGE_DIR)   # the checkout's, or the installed wheel's
 
 # Lower first. A module may import its own layer's modules and those of
 # lower ones; aio, models and protocols stand side by side and import
