@@ -38,16 +38,17 @@ from .loop import EventLoop
 CHUNK = 64 * 1024
 
 
-def _core_call(method: str, *args: Any) -> asyncio.Future:
-    """Start the running uringio loop's core file operation ``method``: a
-    future of its result."""
+def _core_call(method: str, *args: Any, **options: Any) -> asyncio.Future:
+    """Start the running uringio loop's core file operation ``method``
+    (``args``, the handler, then ``options``, which come after it in the
+    core's signatures): a future of its result."""
     loop = asyncio.get_running_loop()
     if not isinstance(loop, EventLoop):
         raise RuntimeError(
             f"uringio's file API needs uringio's event loop, not {loop!r} (use uringio.run(), "
             "or asyncio.run(..., loop_factory=uringio.new_event_loop))")
     fut = loop.create_future()
-    getattr(loop._core, method)(*args, functools.partial(resolve, fut))
+    getattr(loop._core, method)(*args, functools.partial(resolve, fut), **options)
     return fut
 
 
@@ -292,7 +293,7 @@ class AsyncFile(_Lines[bytes]):
         returns once the bytes are on disk."""
         self._check("w")
         return await _core_call("file_write", self._fd, data, offset,
-                                SYNC_DATA if datasync else SYNC_ALL)
+                                sync=SYNC_DATA if datasync else SYNC_ALL)
 
     async def stat(self) -> os.stat_result:
         self._check(None)
