@@ -119,6 +119,19 @@ class ServerState:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def busy(self, limit: int, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``limit`` requests or more are running. Not counted: a
+        task that has finished (it stays in ``tasks`` until its done
+        callback runs, a turn later, when a keep-alive client's next
+        request may be in already), and the task this runs in (its
+        response is all written: the next request pipelined behind it
+        starts from there)."""
+        tasks = self.tasks
+        if len(tasks) < limit:
+            return False
+        current = asyncio.current_task(loop)
+        return sum(not task.done() and task is not current for task in tasks) >= limit
+
     def start_sweeping(self, loop: asyncio.AbstractEventLoop) -> None:
         """Check the connections' deadlines from now on, often enough that
         none fires more than a quarter of its timeout late."""
@@ -451,7 +464,8 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         server = self.server
         app = server.app
         limit = server.limit_concurrency
-        if limit is not None and (len(server.connections) > limit or len(server.tasks) >= limit):
+        if limit is not None and (len(server.connections) > limit
+                                  or server.busy(limit, self.loop)):
             app = _service_unavailable
         server.spawn(self.loop, cycle.run(app))
 
