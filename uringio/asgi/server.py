@@ -46,7 +46,9 @@ def import_app(target: str, app_dir: str = ".") -> Callable:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        # MODULE itself, or a package on its way, is missing: not a module
+        # whose name merely begins with what is (app_main importing app).
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise AppImportError(f"no module {module_name!r} under {path}") from exc
         raise   # the module itself imports something missing: its traceback says what
     app: Any = module
