@@ -46,11 +46,14 @@ def stat_result(mode: int, ino: int, dev: int, nlink: int, uid: int, gid: int, s
                 times_ns: tuple[int, int, int], blksize: int, blocks: int,
                 rdev: int) -> os.stat_result:
     """An ``os.stat_result`` as os.stat() makes it, from statx(2)'s fields."""
-    atime, mtime, ctime = times_ns
-    seconds = [t // 1_000_000_000 for t in times_ns]
-    return os.stat_result((mode, ino, dev, nlink, uid, gid, size, *seconds,
-                           atime / 1e9, mtime / 1e9, ctime / 1e9, atime, mtime, ctime,
-                           blksize, blocks, rdev))
+    parts = [divmod(t, 1_000_000_000) for t in times_ns]
+    seconds = [sec for sec, _ in parts]
+    # The float times as os.stat() computes them (seconds + nanoseconds *
+    # 1e-9), not t / 1e9, which differs from it in the last bit about half
+    # the time: a file's st_mtime then compares equal to os.stat()'s.
+    floats = [sec + nsec * 1e-9 for sec, nsec in parts]
+    return os.stat_result((mode, ino, dev, nlink, uid, gid, size, *seconds, *floats,
+                           *times_ns, blksize, blocks, rdev))
 
 
 class PoolFiles:
