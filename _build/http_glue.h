@@ -64,7 +64,14 @@ typedef struct {
 
 typedef struct {
     Span url, name, value;
+    int hosts;                  /* Host lines in this head (RFC 9112 §3.2: exactly one) */
+    Py_ssize_t extensions;      /* chunk-extension bytes of this message's body so far */
 } HeadParts;
+
+/* RFC 9112 §7.1.1: chunk extensions are the sender's to add and ours to
+ * ignore, but they are bytes no body limit counts: a message may carry this
+ * many of them, no more (Node's CVE-2024-22019 was a body of endless ones). */
+#define MAX_CHUNK_EXTENSIONS (16 * 1024)
 
 #define HEAD_PARTS_FIELDS(X) X(parts.url.held) X(parts.name.held) X(parts.value.held)
 
@@ -139,6 +146,38 @@ static inline void head_parts_reset(HeadParts *parts)
     span_reset(&parts->value);
 }
 
+/* A message begins: nothing of it counted yet. */
+static inline void head_parts_begin(HeadParts *parts)
+{
+    parts->hosts = 0;
+    parts->extensions = 0;
+}
+
+/* RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a
+ * Host line, and to any request with more than one. -1 with RequestLimit(400)
+ * raised, or 0. */
+static inline int host_check(llhttp_t *parser, HeadParts *parts)
+{
+    int v11 = parser->http_major == 1 && parser->http_minor == 1;
+    if (parts->hosts > 1 || (v11 && parts->hosts == 0)) {
+        raise_limit(400);
+        return -1;
+    }
+    return 0;
+}
+
+/* len more bytes of a chunk extension (its name or value): -1 with
+ * RequestLimit(400) raised past MAX_CHUNK_EXTENSIONS, or 0. */
+static inline int extension_grows(HeadParts *parts, size_t len)
+{
+    parts->extensions += (Py_ssize_t)len;
+    if (parts->extensions > MAX_CHUNK_EXTENSIONS) {
+        raise_limit(400);
+        return -1;
+    }
+    return 0;
+}
+
 /* The llhttp settings of a C path: its callbacks, the functions of these
  * names in the file that includes this one (each returns 0, or -1 with the
  * exception set, which parse_chunk then hands on). */
@@ -147,6 +186,8 @@ static inline void head_parts_reset(HeadParts *parts)
     .on_url_complete = url_complete, .on_header_field = name_piece,         \
     .on_header_value = value_piece, .on_header_value_complete = header_complete, \
     .on_headers_complete = headers_complete, .on_body = body_piece,         \
+    .on_chunk_extension_name = extension_piece,                             \
+    .on_chunk_extension_value = extension_piece,                            \
     .on_message_complete = message_complete}
 
 /* The request's version, "1.1" and "1.0" made once (known by identity). */
@@ -207,8 +248,8 @@ static const char *const common_names[] = {
     "x-forwarded-for", "x-forwarded-proto",
 };
 #define N_COMMON (sizeof(common_names) / sizeof(common_names[0]))
-enum { H_CONTENT_LENGTH = 6, H_TRANSFER_ENCODING = 8, H_UPGRADE = 14,
-       H_EXPECT = 15 };
+enum { H_HOST = 0, H_CONTENT_LENGTH = 6, H_TRANSFER_ENCODING = 8, H_UPGRADE = 14,
+       H_EXPECT = 15, H_X_FORWARDED_FOR = 18, H_X_FORWARDED_PROTO = 19 };
 static PyObject *common_bytes[N_COMMON];
 
 /* The index in common_names of the header name raw[:size], any case, or -1. */
@@ -280,6 +321,34 @@ static long long content_length(PyObject *value, Py_ssize_t limit)
     return digits ? n : -1;
 }
 
+/* -- response fields ---------------------------------------------------------- */
+
+/* What an app may write as a response header (RFC 9110 §5.1, §5.5): a name
+ * is a token; a value is visible characters, obs-text, spaces and tabs. A CR,
+ * LF or NUL in either would let an app's value (often the client's, echoed)
+ * end the header, or the head, and write headers or a body of its own. */
+static unsigned char token_chars[256];
+
+static inline int field_name_ok(const char *p, Py_ssize_t n)
+{
+    if (n == 0)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!token_chars[(unsigned char)p[i]])
+            return 0;
+    return 1;
+}
+
+static inline int field_value_ok(const char *p, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return 0;
+    }
+    return 1;
+}
+
 /* -- methods ----------------------------------------------------------------- */
 
 /* The methods as str, interned: a route's ("GET", "HEAD") finds them by
@@ -316,6 +385,9 @@ static int http_glue_init(void)
     for (size_t i = 0; i < N_COMMON; i++)
         if ((common_bytes[i] = PyBytes_FromString(common_names[i])) == NULL)
             return -1;
+    for (int c = 0; c < 256; c++)
+        token_chars[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
+                         (c >= 'A' && c <= 'Z') || (c && strchr("!#$%&'*+-.^_`|~", c));
     return 0;
 }
 

@@ -338,6 +338,7 @@ typedef struct {
     char body_follows;         /* a Content-Length over 0 or a Transfer-Encoding */
     char closing;
     char write_paused;
+    char trust_forwarded;      /* the peer is a trusted proxy: its X-Forwarded-* count */
 } AsgiCore;
 
 #define CORE_OBJECTS(X) X(url) HEAD_PARTS_FIELDS(X) \
@@ -416,6 +417,7 @@ static int head_begins(llhttp_t *parser)
         Py_SETREF(self->headers, fresh);
     }
     self->head_bytes = 0;
+    head_parts_begin(&self->parts);
     self->slow_head = self->expect_100 = self->body_follows = 0;
     self->deadline = monotonic() + self->header_timeout;
     self->deadline_head = 1;
@@ -485,6 +487,13 @@ static int header_complete(llhttp_t *parser)
     case H_UPGRADE:
         self->slow_head = 1;
         break;
+    case H_HOST:
+        self->parts.hosts++;
+        break;
+    case H_X_FORWARDED_FOR:
+    case H_X_FORWARDED_PROTO:
+        self->slow_head |= self->trust_forwarded;   /* _head_slow applies them */
+        break;
     case H_EXPECT:
         if (PyBytes_GET_SIZE(value) == 12 &&
                 strncasecmp(PyBytes_AS_STRING(value), "100-continue", 12) == 0)
@@ -525,6 +534,11 @@ static int body_piece(llhttp_t *parser, const char *at, size_t len)
     Py_XDECREF(body);
     Py_XDECREF(got);
     return got == NULL ? -1 : 0;
+}
+
+static int extension_piece(llhttp_t *parser, const char *at, size_t len)
+{
+    return extension_grows(&CORE(parser)->parts, len);
 }
 
 static int message_complete(llhttp_t *parser)
@@ -902,6 +916,8 @@ static int head_complete(AsgiCore *self)
 {
     llhttp_t *parser = &self->parser;
     self->deadline = 0.0;
+    if (host_check(parser, &self->parts))
+        return -1;
     if (self->slow_head || self->cycle_type == NULL || parser->method == HTTP_CONNECT)
         return called(call_method0((PyObject *)self, s_head_slow));
     const char *name = llhttp_method_name((llhttp_method_t)parser->method);
@@ -1011,6 +1027,8 @@ static PyObject *response_head(Cycle *cycle, AsgiCore *core, PyObject *body, int
             goto other;
         Py_ssize_t klen = PyBytes_GET_SIZE(k);
         const char *kp = PyBytes_AS_STRING(k);
+        if (!field_name_ok(kp, klen) || !field_value_ok(PyBytes_AS_STRING(v), PyBytes_GET_SIZE(v)))
+            goto other;   /* _write_head refuses it, with the reason */
         if (klen == 14 && strncasecmp(kp, "content-length", 14) == 0)
             has_length = 1;
         else if ((klen == 10 && strncasecmp(kp, "connection", 10) == 0) ||
@@ -1264,6 +1282,7 @@ static PyMemberDef AsgiCore_members[] = {
     {"_date_line", T_OBJECT_EX, offsetof(AsgiCore, date_line), 0, NULL},
     {"deadline", T_DOUBLE, offsetof(AsgiCore, deadline), 0, NULL},
     {"deadline_head", T_BOOL, offsetof(AsgiCore, deadline_head), 0, NULL},
+    {"trust_forwarded", T_BOOL, offsetof(AsgiCore, trust_forwarded), 0, NULL},
     {"_header_timeout", T_DOUBLE, offsetof(AsgiCore, header_timeout), 0, NULL},
     {"head_bytes", T_PYSSIZET, offsetof(AsgiCore, head_bytes), 0, NULL},
     {"_max_head", T_PYSSIZET, offsetof(AsgiCore, max_head), 0, NULL},

@@ -127,7 +127,9 @@ typedef struct {
 
 static int head_begins(llhttp_t *parser)
 {
-    CORE(parser)->in_head = 1;
+    HttpCore *self = CORE(parser);
+    self->in_head = 1;
+    head_parts_begin(&self->parts);
     return 0;
 }
 
@@ -158,8 +160,10 @@ static int header_complete(llhttp_t *parser)
 {
     HttpCore *self = CORE(parser);
     PyObject *name, *value;
-    if (take_header(&self->parts, &name, &value, NULL))
+    int common;
+    if (take_header(&self->parts, &name, &value, &common))
         return -1;
+    self->parts.hosts += common == H_HOST;
     self->header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
     int failed = PyDict_SetItem(self->headers, name, value);
     Py_DECREF(name);
@@ -177,6 +181,8 @@ static int headers_complete(llhttp_t *parser)
         raise_limit(431);
         return -1;
     }
+    if (host_check(parser, &self->parts))
+        return -1;
     PyObject *length = PyDict_GetItemWithError(self->headers, b_content_length);
     if (length != NULL && PyBytes_Check(length) && content_length(length, self->max_body) == -2) {
         raise_limit(413);
@@ -334,6 +340,11 @@ static PyObject *common_response(HttpCore *self, PyObject *response)
 
 /* A request is complete: its Request routed to its handler, and the
  * response appended to the chunk's output (the common one), or _respond's. */
+static int extension_piece(llhttp_t *parser, const char *at, size_t len)
+{
+    return extension_grows(&CORE(parser)->parts, len);
+}
+
 static int message_complete(llhttp_t *parser)
 {
     HttpCore *self = CORE(parser);

@@ -42,6 +42,7 @@ class AsgiCore:
     loop: Any
     deadline: float
     deadline_head: bool
+    trust_forwarded: bool
     head_bytes: int
     closing: bool
     write_paused: bool

@@ -37,10 +37,12 @@ from urllib.parse import unquote
 import httptools
 
 from ..net.connection import Connection
-from ..protocols.http import RequestLimit
+from ..protocols.fields import check_field
+from ..protocols.http import LINGER_TIMEOUT, RequestLimit
 from ._asgicore import AsgiCore, Cycle, setup
 from .eager import EagerTask, Resumed, adopt, run_eagerly
 from .flow import WriteFlow
+from .forwarded import TrustedProxies, forwarded
 from .lifespan import ASGI_VERSION
 
 log = logging.getLogger("uringio.asgi")
@@ -88,7 +90,7 @@ class ServerState:
         self.limit_concurrency = limit_concurrency
         self.access_log = access_log
         self.proxy_headers = proxy_headers
-        self.forwarded_allow_ips = set(forwarded_allow_ips)
+        self.trusted_proxies = TrustedProxies(forwarded_allow_ips)
         self.ws_max_message = ws_max_message
         self.state = state if state is not None else {}
         self.connections: set = set()   # HttpProtocol and WebSocketProtocol
@@ -220,6 +222,9 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         self.server.connections.add(self)
         peer = transport.get_extra_info("peername")
         self.client = tuple(peer[:2]) if isinstance(peer, tuple) else None
+        # A trusted proxy's X-Forwarded-* headers send its heads to _head_slow.
+        self.trust_forwarded = (self.server.proxy_headers and self.client is not None
+                                and self.client[0] in self.server.trusted_proxies)
         sock = transport.get_extra_info("sockname")
         self.sockname = tuple(sock[:2]) if isinstance(sock, tuple) else None
         self._arm_idle()
@@ -327,13 +332,21 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
                 return
         self._disarm()
         body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
-        assert self.transport is not None
-        if not self.closing:
-            self.transport.write(_status_line("1.1", status) + self.server.date_line
-                                 + b"content-type: text/plain; charset=utf-8\r\n"
-                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                                 % (len(body), body))
-        self.close()
+        transport = self.transport
+        assert transport is not None
+        if self.closing:
+            return
+        transport.write(_status_line("1.1", status) + self.server.date_line
+                        + b"content-type: text/plain; charset=utf-8\r\n"
+                        b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                        % (len(body), body))
+        if not transport.can_write_eof():
+            self.close()
+            return
+        self.closing = True
+        transport.write_eof()
+        transport.set_protocol(_Lingering(self, transport))
+        transport.resume_reading()
 
     def _set_reading(self, on: bool) -> None:
         if self.closing or self.transport is None:
@@ -386,9 +399,8 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
                     raise RequestLimit(413)   # refused before a byte of it is read
             elif name == b"expect" and value.lower() == b"100-continue":
                 expect_100 = True
-        if server.proxy_headers and client is not None and (
-                client[0] in server.forwarded_allow_ips or "*" in server.forwarded_allow_ips):
-            client, scheme = _forwarded(headers, client, scheme)
+        if self.trust_forwarded:
+            client, scheme = forwarded(headers, client, scheme, server.trusted_proxies)
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": dict(ASGI_VERSION),
@@ -566,11 +578,14 @@ class RequestCycle(Cycle):
         proto.server.track(task)
 
     def _abandon(self) -> None:
-        # The app failed: a 500 if nothing was sent, else a reset.
+        # The app failed: a 500 if nothing was sent, else a reset. Nothing
+        # is sent until the head is written, with the first body message
+        # (headers is None from then on): an app whose headers were refused
+        # there (check_field) gets its 500.
         proto = self.proto
         if self.response_complete or self.disconnected or proto.closing:
             return
-        if not self.response_started:
+        if not self.response_started or self.headers is not None:
             self.keep_alive = self.keep_alive and not self.more_body
             self.status = 500
             self._write_head([(b"content-type", b"text/plain; charset=utf-8")], b"500 "
@@ -651,6 +666,7 @@ class RequestCycle(Cycle):
         parts = [_status_line(version, status), proto.server.date_line]
         has_length = False
         for name, value in headers:
+            check_field(name, value)   # before a byte of the head is written
             lname = name.lower()
             if lname == b"content-length":
                 has_length = True
@@ -718,16 +734,27 @@ async def _service_unavailable(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"503 Service Unavailable\n"})
 
 
-def _forwarded(headers, client, scheme):
-    """X-Forwarded-For / X-Forwarded-Proto of a trusted proxy."""
-    for name, value in headers:
-        if name == b"x-forwarded-proto":
-            scheme = value.decode("latin-1").strip().lower()
-        elif name == b"x-forwarded-for":
-            host = value.decode("latin-1").split(",")[0].strip()
-            if host:
-                client = (host, 0)
-    return client, scheme
+class _Lingering(asyncio.Protocol):
+    """A refused connection's last moments (nginx's lingering close): our
+    answer is written and our side shut (FIN); what the client still sends
+    -- the rest of a body too large, say -- is read and dropped until its
+    FIN, or for LINGER_TIMEOUT at most. Closing with its bytes unread would
+    make the kernel send a reset, and a reset can make the client's kernel
+    drop our answer before it is read."""
+
+    def __init__(self, proto: HttpProtocol, transport) -> None:
+        self.proto = proto
+        self.timer = proto.loop.call_later(LINGER_TIMEOUT, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> None:
+        return None   # the transport closes
+
+    def connection_lost(self, exc) -> None:
+        self.timer.cancel()
+        self.proto.connection_lost(exc)
 
 
 def _client_label(client) -> str:

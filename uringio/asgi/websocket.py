@@ -20,6 +20,7 @@ verdict with the close code it names (1002, 1007, ...). What is ours:
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 from collections import deque
 from typing import Any
@@ -38,7 +39,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
-from wsproto.utilities import LocalProtocolError
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .flow import WriteFlow
 
@@ -75,7 +76,16 @@ class WebSocketProtocol(WriteFlow, asyncio.Protocol):
         request was parsed there; ``rest`` is what came after its head."""
         self.transport = transport
         self.server.connections.add(self)
-        self.conn.initiate_upgrade_connection(headers, raw_path)
+        try:
+            self.conn.initiate_upgrade_connection(headers, raw_path)
+        except (RemoteProtocolError, UnicodeDecodeError) as exc:
+            # A handshake wsproto refuses (no key, another version) or cannot
+            # read (bytes that are not ASCII in Sec-WebSocket-Protocol or
+            # -Extensions: granian's CVE-2026-42544): the client's error,
+            # answered and logged quietly.
+            hint = getattr(exc, "event_hint", None)
+            self._refuse_handshake(getattr(hint, "status_code", 400), exc)
+            return
         self._handle_events()
         if rest:
             self.data_received(rest)
@@ -187,6 +197,13 @@ class WebSocketProtocol(WriteFlow, asyncio.Protocol):
     # -- the app --------------------------------------------------------------------
 
     def _start_app(self, event: Request) -> None:
+        for offer in event.extensions:
+            try:   # the parameters, parsed now as the accept would parse them
+                PerMessageDeflate().accept(offer if isinstance(offer, str) else offer.name)
+            except ValueError as exc:   # client_max_window_bits=abc
+                log.debug("WebSocket handshake refused: %r: %s", offer, exc)
+                self._reject(400)
+                return
         self.scope["subprotocols"] = list(event.subprotocols)
         self.queue.append({"type": "websocket.connect"})
         self.server.spawn(self.loop, self._run())
@@ -205,6 +222,19 @@ class WebSocketProtocol(WriteFlow, asyncio.Protocol):
                 self._reject(403)
             elif not self.closed:
                 self._close(1000, "")
+
+    def _refuse_handshake(self, status: int, exc: Exception) -> None:
+        """Answer a handshake wsproto could not take, in plain HTTP (its
+        state is of no use now), and close."""
+        log.debug("WebSocket handshake refused with %d: %s", status, exc)
+        self.handshake_done = self.closed = True
+        version = b"sec-websocket-version: 13\r\n" if status == 426 else b""
+        body = b"%d\n" % status
+        self._write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+                    b"%sconnection: close\r\n\r\n%s" % (
+                        status, http.HTTPStatus(status).phrase.encode(), len(body), version, body))
+        assert self.transport is not None
+        self.transport.close()
 
     def _reject(self, status: int) -> None:
         self.handshake_done = True

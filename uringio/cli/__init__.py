@@ -93,6 +93,18 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _trusted_proxies(text: str) -> tuple[str, ...]:
+    """An argparse ``type``: comma-separated addresses, networks or *."""
+    from ..asgi.forwarded import TrustedProxies
+
+    entries = tuple(entry.strip() for entry in text.split(","))
+    try:
+        TrustedProxies(entries)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--forwarded-allow-ips: ")) from None
+    return entries
+
+
 def _repo_file(*parts: str) -> str:
     """A file of the source checkout: the benchmarks are not in the wheel.
 
@@ -131,7 +143,7 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         header_timeout=args.header_timeout, keep_alive=args.timeout_keep_alive,
         limit_concurrency=args.limit_concurrency, access_log=args.access_log,
         proxy_headers=args.proxy_headers, ws_max_message=args.ws_max_size,
-        forwarded_allow_ips=tuple(ip.strip() for ip in args.forwarded_allow_ips.split(",")))
+        forwarded_allow_ips=args.forwarded_allow_ips)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -219,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     asgi.add_argument("--proxy-headers", action="store_true",
                       help="take client and scheme from X-Forwarded-For/-Proto, from the "
                            "addresses of --forwarded-allow-ips")
-    asgi.add_argument("--forwarded-allow-ips", default="127.0.0.1", metavar="IPS",
-                      help="comma-separated addresses trusted for proxy headers, or * "
-                           "(default 127.0.0.1)")
+    asgi.add_argument("--forwarded-allow-ips", type=_trusted_proxies, default=("127.0.0.1",),
+                      metavar="IPS", help="comma-separated addresses and networks "
+                      "(10.0.0.0/8) trusted for proxy headers, or * (default 127.0.0.1)")
     asgi.add_argument("--limit-concurrency", type=_THREADS, default=None, metavar="N",
                       help="above N connections or requests at once, answer 503")
     asgi.add_argument("--timeout-keep-alive", type=_SECONDS, default=5.0, metavar="S",

@@ -31,6 +31,7 @@ import httptools
 from ..net.connection import Connection, Protocol
 from . import _httpcore
 from ._httpcore import HttpCore
+from .fields import InvalidField, check_field
 
 log = logging.getLogger("uringio")
 
@@ -51,7 +52,10 @@ _CONTENT_TYPES: dict[str, bytes] = {}
 def _content_type(name: str) -> bytes:
     ctype = _CONTENT_TYPES.get(name)
     if ctype is None:
-        ctype = _CONTENT_TYPES[name] = name.encode()
+        ctype = name.encode()
+        check_field(b"Content-Type", ctype)
+        if len(_CONTENT_TYPES) < 1024:   # the app's few types, not one per request
+            _CONTENT_TYPES[name] = ctype
     return ctype
 
 _EMPTY = b""
@@ -108,6 +112,7 @@ class Response:
                  headers: list[tuple[str, str]] | None = None) -> None:
         self._body = body if body.__class__ is bytes else cast(str, body).encode()
         self.status = status
+        _content_type(content_type)   # InvalidField now, in the handler, not when written
         self._content_type = content_type
         self.headers = headers   # extra (name, value) pairs, or None
         self.file: Any = None   # an open file sent as the body, by sendfile
@@ -128,6 +133,7 @@ class Response:
 
     @content_type.setter
     def content_type(self, content_type: str) -> None:
+        _content_type(content_type)
         self._content_type = content_type
         self._tail = self._wire = None
 
@@ -332,7 +338,13 @@ class HTTPProtocol(HttpCore, Protocol):
         head = [b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n" % (
             status_line, self._date, ctype, len(body) if file is None else response.file_size)]
         for name, value in response.headers or ():
-            head.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
+            line = (name.encode(), value.encode())
+            try:
+                check_field(*line)
+            except InvalidField as exc:   # the handler's doing: as if it had raised
+                self._respond(request, self._handler_failed(request, exc))
+                return
+            head.append(b"%s: %s\r\n" % line)
         if not keep_alive:
             head.append(b"Connection: close\r\n")
         elif request.version == "1.0":
