@@ -566,6 +566,9 @@ class _Sink:
     def close(self) -> None:
         pass
 
+    def can_write_eof(self) -> bool:
+        return False   # a refusal then closes at once, as on a TLS transport
+
     def pause_reading(self) -> None:
         pass
 
