@@ -33,6 +33,31 @@ def test_call_later_order_and_cancel(loop):
     assert 0.07 <= time.monotonic() - start < 2.0
 
 
+def test_a_cancelled_timer_lets_go_of_its_callback_at_once(loop):
+    # A connection closed long before its timeout: what the timer would have
+    # called (the protocol, and all it holds) is freed at the cancel, not
+    # when the timeout would have come; and cancelled timers do not pile up.
+    import gc
+    import weakref
+
+    class Protocol:
+        def timed_out(self):
+            raise AssertionError("a cancelled timer fired")
+
+    held = []
+    for _ in range(1000):
+        protocol = Protocol()
+        held.append(weakref.ref(protocol))
+        loop.call_later(3600, protocol.timed_out).cancel()
+        del protocol
+    gc.collect()
+    assert all(ref() is None for ref in held)
+    assert len(loop._timers) <= 2 * 64 + 1   # dropped whenever most are cancelled
+    keep = loop.call_later(0, loop.stop)
+    loop.run()
+    assert keep.loop is None and not keep.cancelled
+
+
 def test_call_soon_threadsafe_wakes_a_waiting_loop(loop):
     seen = []
     thread = threading.Thread(target=lambda: (time.sleep(0.1),
