@@ -418,3 +418,40 @@ def test_an_app_module_failing_to_import_another_is_not_called_missing(app_dir):
     assert "no module 'needs_missing'" not in proc.stderr, proc.stderr
     assert proc.stderr.rstrip().endswith("ModuleNotFoundError: No module named 'needs_mis'"), \
         proc.stderr
+
+
+def test_two_asgi_servers_share_a_port_with_reuse_port(backend):
+    """serve asgi takes --reuse-port too (it had been accepted and ignored):
+    a second server on the same port starts, and the kernel spreads the
+    connections over both."""
+    import json
+
+    apps = os.path.join(REPO, "tests", "apps")
+
+    def asgi(port: int):
+        return start_server(["-m", "uringio", "serve", "asgi", "fastapi_app:app", "--app-dir",
+                             apps, "--port", str(port), "--reuse-port"], backend)
+
+    def pid_of_answer(port: int) -> int:
+        with connect(port) as sock:
+            sock.sendall(b"GET /state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = b""
+            while chunk := sock.recv(65536):
+                out += chunk
+        return json.loads(out.partition(b"\r\n\r\n")[2])["pid"]
+
+    first, port = asgi(0)
+    try:
+        second, same = asgi(port)
+        try:
+            assert same == port
+            seen = set()
+            for _ in range(200):
+                seen.add(pid_of_answer(port))
+                if len(seen) == 2:
+                    break
+            assert seen == {first.pid, second.pid}
+        finally:
+            assert stop_server(second) == 0
+    finally:
+        assert stop_server(first) == 0

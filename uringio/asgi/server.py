@@ -72,17 +72,19 @@ class Listening:
 
 def serve_asgi(app, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",
                workers: int = 1, on_listening=None, drain_timeout: float = 5.0,
-               **settings: Any) -> int:
+               reuse_port: bool = False, **settings: Any) -> int:
     """Serve ``app`` until SIGINT or SIGTERM; returns the exit status.
 
     ``workers`` 1 serves in this process; any other number forks that many
     workers (0: one per CPU) after the port is reserved, each with its own
-    loop and lifespan. ``settings`` go to ``ServerState``: ``root_path``,
+    loop and lifespan (sharing the port with SO_REUSEPORT, which
+    ``reuse_port`` also sets for a single process, so that other servers
+    can share it). ``settings`` go to ``ServerState``: ``root_path``,
     ``max_body``, ``max_head``, ``header_timeout``, ``keep_alive``,
     ``limit_concurrency``, ``access_log``, ``proxy_headers``,
     ``forwarded_allow_ips``, ``ws_max_message``."""
     if workers == 1:
-        sock = listen(host, port)
+        sock = listen(host, port, reuse_port=reuse_port)
         return _serve_worker(app, sock, backend, on_listening, drain_timeout, settings)
 
     def serve_worker(worker_port: int, worker_listening) -> None:
