@@ -266,6 +266,12 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         # The client sent all it will: the requests it sent are answered,
         # then the connection closes.
         self.client_eof = True
+        parsing = self.parsing
+        if parsing is not None and parsing.more_body:
+            # It ended inside a body: the rest cannot come, so the request
+            # cannot be answered as asked. Closing tells its app the client
+            # is gone (connection_lost: receive says http.disconnect).
+            return None
         return None if self.cycle is None else True
 
     # Timeouts are deadlines that ServerState's sweep checks a few times a
@@ -383,7 +389,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
             url = httptools.parse_url(raw_url)
         except httptools.HttpParserInvalidURLError:
             raise RequestLimit(400) from None
-        raw_path = url.path
+        raw_path = url.path or b"/"   # http://host:port has none: RFC 9112 §3.2.2
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)

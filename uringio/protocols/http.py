@@ -82,7 +82,9 @@ class Request:
         url = self.url
         if url[:1] == b"/" and b"?" not in url:
             return url.decode("latin-1")   # the common case, without parse_url
-        return httptools.parse_url(url).path.decode("latin-1")
+        # An absolute-form target may have no path at all (http://host:port):
+        # RFC 9112 §3.2.2 makes that "/".
+        return (httptools.parse_url(url).path or b"/").decode("latin-1")
 
     @property
     def query(self) -> bytes:
