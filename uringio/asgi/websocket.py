@@ -20,6 +20,7 @@ verdict with the close code it names (1002, 1007, ...). What is ours:
 from __future__ import annotations
 
 import asyncio
+import base64
 import http
 import logging
 from collections import deque
@@ -50,6 +51,14 @@ QUEUE_HIGH_WATER = 16
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 
 
+def _key_ok(key: bytes) -> bool:
+    """Whether a Sec-WebSocket-Key is the base64 of 16 bytes."""
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except ValueError:   # binascii.Error, not base64
+        return False
+
+
 class WebSocketProtocol(WriteFlow, asyncio.Protocol):
     """One upgraded connection: wsproto's frames, an ASGI app's messages."""
 
@@ -76,6 +85,11 @@ class WebSocketProtocol(WriteFlow, asyncio.Protocol):
         request was parsed there; ``rest`` is what came after its head."""
         self.transport = transport
         self.server.connections.add(self)
+        keys = [value for name, value in headers if name == b"sec-websocket-key"]
+        if len(keys) == 1 and not _key_ok(keys[0]):
+            # RFC 6455 §4.2.1: the base64 of 16 bytes, which wsproto does not check.
+            self._refuse_handshake(400, ValueError(f"Sec-WebSocket-Key {keys[0]!r}"))
+            return
         try:
             self.conn.initiate_upgrade_connection(headers, raw_path)
         except (RemoteProtocolError, UnicodeDecodeError) as exc:
