@@ -17,11 +17,15 @@ run out of tree in ``build/liburing-VERSION``, then its five library sources
 compiled with the flags of liburing's ``src/Makefile`` into ``liburing.a``
 there. It is redone only when a vendored file or this script is newer than
 that archive. Both setup.py (for the extensions) and the benchmarks' C
-programs use it.
+programs use it. A build with extra flags (setup.py passes URINGIO_SANITIZE's
+``-fsanitize=...``) goes to a folder of its own, ``build/liburing-VERSION-``
+and a digest of the flags, so it never replaces the plain archive that other
+builds from the same checkout link.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -68,14 +72,20 @@ def vendored_version() -> str:
     return match.group(1)
 
 
-def find(project_root: Path | str) -> Liburing:
+def find(project_root: Path | str, extra_cflags: list[str] | tuple[str, ...] = ()) -> Liburing:
     """The liburing to build with, by ``URINGIO_LIBURING`` (vendored by default).
+
+    ``extra_cflags`` are added to the vendored library's compile (the
+    system's is used as it was built).
 
     Raises LiburingBuildError naming the cause and the fix.
     """
     choice = os.environ.get("URINGIO_LIBURING", "vendored")
     if choice == "vendored":
-        return build_vendored(Path(project_root) / "build" / f"liburing-{vendored_version()}")
+        name = f"liburing-{vendored_version()}"
+        if extra_cflags:
+            name += "-" + hashlib.sha256(" ".join(extra_cflags).encode()).hexdigest()[:8]
+        return build_vendored(Path(project_root) / "build" / name, extra_cflags)
     if choice == "system":
         return system()
     raise LiburingBuildError(f"URINGIO_LIBURING={choice!r}: expected 'vendored' (the default) "
@@ -98,8 +108,9 @@ def _run(cmd: list[str], cwd: Path, what: str) -> None:
                                  f"{done.stdout[-2000:]}{done.stderr[-4000:]}")
 
 
-def build_vendored(out: Path) -> Liburing:
-    """Configure and compile the vendored liburing into ``out/liburing.a``."""
+def build_vendored(out: Path, extra_cflags: list[str] | tuple[str, ...] = ()) -> Liburing:
+    """Configure and compile the vendored liburing into ``out/liburing.a``,
+    with ``extra_cflags`` after its own flags."""
     version = vendored_version()
     archive = out / "liburing.a"
     include_dirs = [str(out / "src" / "include"), str(VENDOR / "src" / "include")]
@@ -118,7 +129,8 @@ def build_vendored(out: Path) -> Liburing:
         flags = ["-D_GNU_SOURCE", "-D_LARGEFILE_SOURCE", "-D_FILE_OFFSET_BITS=64",
                  "-DLIBURING_INTERNAL", "-include", str(out / "config-host.h"),
                  *(f"-I{d}" for d in include_dirs),
-                 "-O2", "-fPIC", "-Wall", "-Wno-unused-parameter", "-fno-stack-protector"]
+                 "-O2", "-fPIC", "-Wall", "-Wno-unused-parameter", "-fno-stack-protector",
+                 *extra_cflags]
         objects = []
         for name in SOURCES:
             obj = out / (name[:-2] + ".o")

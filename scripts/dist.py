@@ -34,6 +34,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from checkout_copy import copy_checkout  # scripts/, beside this file
+
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
 
@@ -153,15 +155,8 @@ def smoke(python: Path, cwd: Path) -> None:
 def test_installed(python: Path, pytest_args: list[str]) -> int:
     """The suite, from a copy of the checkout without the package or its build
     files, against the wheel installed in ``python``'s environment."""
-    tracked = output(["git", "ls-files"], cwd=ROOT).splitlines()
     with tempfile.TemporaryDirectory(prefix="uringio-installed-") as tmp:
-        for name in tracked:
-            # _build/ stays: the benchmarks' C programs build against its liburing.
-            if name.startswith("uringio/") or name == "setup.py":
-                continue
-            target = Path(tmp) / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target)
+        copy_checkout(Path(tmp), package=False)
         env = dict(os.environ, URINGIO_TEST_INSTALLED="1")
         started = time.monotonic()
         done = run([python, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args],
