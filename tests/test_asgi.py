@@ -4,6 +4,7 @@ with hostile input."""
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -635,9 +636,11 @@ def test_a_head_cut_anywhere_parses_as_a_whole_one(backend):
     assert (b"('GET', '/echo-head', b'a=1&b=two', [(b'host', b'example'), (b'x-empty', b''), "
             b"(b'x-long-header-name', b'a value, with spaces')], b'')") in whole
     assert whole.count(b"b'hello world')") == 2, whole
+    def undated(out: bytes) -> bytes:   # the Date line may turn a second between two runs
+        return re.sub(rb"(?i)\r\ndate: [^\r]*", b"", out)
+
     for size in (1, 2, 3, 7):
-        # (the Date line may turn a second between two runs)
-        assert fed_in(size).split(b"\r\n\r\n")[1::2] == whole.split(b"\r\n\r\n")[1::2], size
+        assert undated(fed_in(size)) == undated(whole), size
 
 
 def test_a_head_past_its_limit_is_refused_before_it_ends(backend):
