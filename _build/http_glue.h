@@ -272,12 +272,14 @@ static inline PyObject *lower_name(const char *raw, Py_ssize_t size, int *common
         *common = known;
     if (known >= 0)
         return Py_NewRef(common_bytes[known]);
-    PyObject *lower = PyBytes_FromStringAndSize(raw, size);
+    /* A new object written in place: PyBytes_FromStringAndSize(raw, 1) would
+     * be CPython's one shared b"X", and lowering that in place changed every
+     * b"X" in the process (found by fuzz/http_fuzz.py). With NULL it is new. */
+    PyObject *lower = PyBytes_FromStringAndSize(NULL, size);
     if (lower != NULL) {
         char *p = PyBytes_AS_STRING(lower);
         for (Py_ssize_t i = 0; i < size; i++)
-            if (p[i] >= 'A' && p[i] <= 'Z')
-                p[i] += 'a' - 'A';
+            p[i] = raw[i] >= 'A' && raw[i] <= 'Z' ? raw[i] + ('a' - 'A') : raw[i];
     }
     return lower;
 }

@@ -270,3 +270,42 @@ def test_a_refused_body_still_being_sent_gets_its_answer_not_a_reset(body_server
         sock.shutdown(socket.SHUT_WR)
         out = recv_until_eof(sock)
     assert status_of(out) == 413
+
+
+# -- found by the fuzzers (fuzz/corpus/*/regress-*) ----------------------------------------
+
+def test_a_one_letter_header_name_leaves_every_other_bytes_alone():
+    """A header named "X": its lower-case name was made by lowering, in place,
+    CPython's one shared b"X", after which every b"X" in the process read
+    b"x" -- request bodies, values, literals."""
+    from test_http import exchange
+    from uringio.http import Response, Router
+    router = Router()
+
+    @router.route("/echo", methods=("POST",))
+    def echo(request):
+        return Response(request.body)
+
+    out = exchange(router, b"POST /echo HTTP/1.1\r\nHost: h\r\nX: 1\r\nContent-Length: 1\r\n\r\nX"
+                           b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nX")
+    assert [body for _, body in out] == [b"X", b"X"]
+    assert bytes([88]) == b"X"
+
+
+def test_a_one_letter_header_name_on_the_asgi_path(backend):
+    proc, port = start_server(["-m", "uringio", "serve", "asgi", "asgi_raw:app", "--app-dir",
+                               APPS, "--port", "0"], backend)
+    try:
+        out = raw(port, b"POST /echo-head HTTP/1.1\r\nHost: h\r\nX: 1\r\nContent-Length: 1\r\n"
+                        b"Connection: close\r\n\r\nX")
+    finally:
+        _stopped_quietly(proc)
+    assert b"(b'x', b'1')" in out and out.endswith(b"b'X')"), out
+
+
+def test_a_websocket_header_h11_refuses_is_a_400(asgi_server):
+    """llhttp keeps a value's trailing space; wsproto's h11 refuses it, with
+    an exception that escaped data_received and left the client unanswered."""
+    out = raw(asgi_server, b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                           b"Connection: Upgrade\r\nSec-WebSocket-Version: 13 \r\n" + KEY + b"\r\n")
+    assert status_of(out) == 400, out

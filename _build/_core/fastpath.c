@@ -806,8 +806,9 @@ static int reads_settle(FileReads *self, PyObject *target, int is_future, Py_ssi
 static int file_read_cqe(RingMemory *m, uint64_t user_data, int32_t res)
 {
     FileReads *self = m->reads;
-    Py_ssize_t i = (Py_ssize_t)(user_data & ~UIO_READ_TAG);
-    if (self == NULL || i >= self->nslots || self->slots[i].target == NULL) {
+    /* Unsigned: a user_data with bit 62 set would be a negative index. */
+    uint64_t i = user_data & ~UIO_READ_TAG;
+    if (self == NULL || i >= (uint64_t)self->nslots || self->slots[i].target == NULL) {
         PyErr_Format(PyExc_IndexError, "CQE for unknown user_data %llu",
                      (unsigned long long)user_data);
         return -1;

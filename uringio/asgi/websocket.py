@@ -26,6 +26,7 @@ import logging
 from collections import deque
 from typing import Any
 
+import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
@@ -92,10 +93,11 @@ class WebSocketProtocol(WriteFlow, asyncio.Protocol):
             return
         try:
             self.conn.initiate_upgrade_connection(headers, raw_path)
-        except (RemoteProtocolError, UnicodeDecodeError) as exc:
-            # A handshake wsproto refuses (no key, another version) or cannot
-            # read (bytes that are not ASCII in Sec-WebSocket-Protocol or
-            # -Extensions: granian's CVE-2026-42544): the client's error,
+        except (RemoteProtocolError, h11.ProtocolError, UnicodeDecodeError) as exc:
+            # A handshake wsproto refuses (no key, another version), or its
+            # h11 does (a value with a trailing space, which llhttp keeps), or
+            # cannot read (bytes that are not ASCII in Sec-WebSocket-Protocol
+            # or -Extensions: granian's CVE-2026-42544): the client's error,
             # answered and logged quietly.
             hint = getattr(exc, "event_hint", None)
             self._refuse_handshake(getattr(hint, "status_code", 400), exc)
