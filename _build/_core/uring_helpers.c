@@ -622,7 +622,21 @@ static int uio_writer_flush(struct io_uring *ring, struct uio_writers *ws, int w
     w->pending = tmp;
     w->pending_cap = tcap;
     w->pending_len = 0;
-    return uio_writer_submit(ring, ws, wid);
+    int ret = uio_writer_submit(ring, ws, wid);
+    if (ret < 0) {
+        /* No SQE (the SQ full, the kernel taking none: -EBUSY): swap back,
+         * the bytes pending again for the next turn's flush. Left in
+         * `active` with no send, the next write's flush would swap them out
+         * as an empty buffer: bytes lost from the middle of the stream
+         * (found by fuzz/writers.c). */
+        w->pending = w->active;
+        w->pending_cap = w->active_cap;
+        w->pending_len = w->active_len;
+        w->active = tmp;
+        w->active_cap = tcap;
+        w->active_len = w->active_off = 0;
+    }
+    return ret;
 }
 
 /* Queue len bytes, to go out with this turn's submit; returns the bytes
@@ -658,17 +672,20 @@ long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t le
 /* Before each submit: one send for every writer written to this turn. */
 static void uio_writers_flush(struct io_uring *ring, struct uio_writers *ws)
 {
-    unsigned i;
+    unsigned i, kept = 0;
     for (i = 0; i < ws->ndirty; i++) {
         int wid = ws->dirty[i];
         struct uio_writer *w = &ws->w[wid];
         if (!w->dirty)
             continue;
         w->dirty = 0;
-        if (w->state == UIO_W_OPEN && !w->inflight && w->pending_len && !w->failed)
-            uio_writer_flush(ring, ws, wid);
+        if (w->state == UIO_W_OPEN && !w->inflight && w->pending_len && !w->failed &&
+                uio_writer_flush(ring, ws, wid) < 0) {
+            w->dirty = 1;   /* no SQE this turn: flushed on the next */
+            ws->dirty[kept++] = wid;
+        }
     }
-    ws->ndirty = 0;
+    ws->ndirty = kept;
 }
 
 /* Ask for a report once buffered <= level. Returns 1 when that is already
