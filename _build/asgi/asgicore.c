@@ -1283,6 +1283,7 @@ static PyMemberDef AsgiCore_members[] = {
     {"deadline", T_DOUBLE, offsetof(AsgiCore, deadline), 0, NULL},
     {"deadline_head", T_BOOL, offsetof(AsgiCore, deadline_head), 0, NULL},
     {"trust_forwarded", T_BOOL, offsetof(AsgiCore, trust_forwarded), 0, NULL},
+    {"body_follows", T_BOOL, offsetof(AsgiCore, body_follows), READONLY, NULL},
     {"_header_timeout", T_DOUBLE, offsetof(AsgiCore, header_timeout), 0, NULL},
     {"head_bytes", T_PYSSIZET, offsetof(AsgiCore, head_bytes), 0, NULL},
     {"_max_head", T_PYSSIZET, offsetof(AsgiCore, max_head), 0, NULL},

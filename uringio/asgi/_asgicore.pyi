@@ -43,6 +43,7 @@ class AsgiCore:
     deadline: float
     deadline_head: bool
     trust_forwarded: bool
+    body_follows: bool
     head_bytes: int
     closing: bool
     write_paused: bool

@@ -436,6 +436,10 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
                 return
             parser_keep_alive = False
         cycle = RequestCycle(self, scope, parser_keep_alive, expect_100)
+        # As the C path sets it: a body is coming only if the head says so
+        # (it had been True for every head here, so an app that failed at once
+        # closed the connection as if its body were left unread).
+        cycle.more_body = self.body_follows
         self.parsing = cycle
         self._new_request(cycle)
 
