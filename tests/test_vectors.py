@@ -445,7 +445,6 @@ KNOWN_BUGS = {
     ("connection.md:636:upgrade-Upgrade-GET-request", False): {"http": UPGRADE_400},
     ("connection.md:693:upgrade-Upgrade-POST-request", False):
         {"http": UPGRADE_400, "asgi": UPGRADE_BODY},
-    ("connection.md:249:close-CRLF-between-requests-explicit-close", False): {"asgi": CLOSE_400},
 }
 # These log an error, so each runs against a server of its own (the
 # module's servers must log none).
@@ -1036,7 +1035,7 @@ def test_a_request_with_an_upgrade_not_taken_is_answered_once_with_its_body(back
 def test_a_request_with_a_body_that_closes_is_answered_once(backend, kind, request):
     """The bytes after a request that closes the connection are not read:
     no answer is owed to them (llhttp: "Data after `Connection: close`")."""
-    proc, port = _one_server(request, kind, backend, {"asgi": CLOSE_400})
+    proc, port = _one_server(request, kind, backend, {})
     try:
         for close in (b"HTTP/1.1\r\nHost: x\r\nConnection: close", b"HTTP/1.0\r\nHost: x"):
             responses, rest, closed = exchange(

@@ -320,8 +320,11 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
             if cycle is not self.parsing or not cycle.more_body:
+                # The response in flight goes out as it would (keep-alive or
+                # not, its own affair), the error after it: unless it said
+                # connection: close, after which the client reads nothing
+                # (RFC 9112 §9.6), so nothing is written (response_done).
                 self.pending_error = status
-                cycle.keep_alive = False
                 self.pipeline.clear()
                 self._set_reading(False)
                 return
@@ -338,14 +341,19 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
                 return
         self._disarm()
         body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
+        self._linger(_status_line("1.1", status) + self.server.date_line
+                     + b"content-type: text/plain; charset=utf-8\r\n"
+                     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+
+    def _linger(self, last: bytes) -> None:
+        """Write ``last`` and close, lingering (_Lingering) where the
+        transport can shut its write side."""
         transport = self.transport
         assert transport is not None
         if self.closing:
             return
-        transport.write(_status_line("1.1", status) + self.server.date_line
-                        + b"content-type: text/plain; charset=utf-8\r\n"
-                        b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-                        % (len(body), body))
+        if last:
+            transport.write(last)
         if not transport.can_write_eof():
             self.close()
             return
@@ -501,7 +509,10 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         if self.cycle is not cycle:
             return
         self.cycle = None
-        if self.pending_error:
+        if self.pending_error and not cycle.keep_alive:
+            self._disarm()
+            self._linger(b"")
+        elif self.pending_error:
             self._refuse(self.pending_error)
         elif not cycle.keep_alive or self.closing:
             self.close()
