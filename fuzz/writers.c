@@ -1,0 +1,360 @@
+/*
+ * libFuzzer harness for the uring backend's C send streams ("writers",
+ * _build/_core/uring_helpers.c, compiled in whole): uio_write,
+ * uio_writer_notify, uio_writer_release, uio_writer_open, the per-turn
+ * flush (uio_writers_flush) and the completion of their sends
+ * (uio_writer_complete), fed synthetic completions by a fake kernel.
+ *
+ * The fake kernel is a struct io_uring whose SQ is memory of ours: after
+ * each step it takes the SQEs the writers prepared (as a kernel would at
+ * submit), keeps them in flight, and later completes one -- any one, in
+ * any order across writers -- with a full count, a short count, 0, or an
+ * error (-EPIPE, -ECANCELED, -ENOBUFS, -ECONNRESET, -EAGAIN), as the
+ * input says. The SQ may be as small as 2 entries, so a full SQ (liburing's
+ * submit then fails on the fake ring, fd -1) and the -EBUSY paths are
+ * reached too. It never completes a send twice or one not in flight: the
+ * real kernel does not.
+ *
+ * A model of each stream checks, step by step:
+ *   - the bytes the kernel is asked to send are exactly the next unsent
+ *     bytes written, in order, none twice, none skipped, on the writer's
+ *     fd, with user_data UIO_WRITER_TAG | wid;
+ *   - at most one send per writer is in flight, and its buffer is not
+ *     changed until its CQE (the ownership rule), whatever is written
+ *     meanwhile;
+ *   - uio_write returns the bytes buffered (written, not yet sent), or
+ *     -errno once a send failed; uio_writer_buffered agrees;
+ *   - a failed send (res < 0, or 0: -EPIPE) is reported once, as the
+ *     triple (report user_data, -errno, wid), and a level asked for with
+ *     uio_writer_notify is reported once, when the bytes buffered fall to
+ *     it, as (report user_data, buffered, UIO_WRITER_LEVEL | wid);
+ *   - a writer with nothing to send holds no buffer (uio_writer_held);
+ *   - a released writer with a send in flight keeps its buffer until the
+ *     CQE, which is then not reported; uio_writer_open never hands out a
+ *     wid whose send is still in flight.
+ * ASan and UBSan watch the C (buffer pools, the dirty list, the free list).
+ */
+#include "uring_helpers.c"   /* first: it defines _GNU_SOURCE for the headers */
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FAIL(...) do { fprintf(stderr, "writers: " __VA_ARGS__); fputc('\n', stderr); \
+                       abort(); } while (0)
+
+#define MAX_WRITERS 8
+#define SQ_MAX 64
+#define REPORT_UD 1
+
+/* -- the input, read as a stream of choices ------------------------------ */
+
+static const uint8_t *in_data;
+static size_t in_left;
+
+static unsigned take(unsigned below)   /* 0..below-1; 0 once the input is used up */
+{
+    unsigned v = 0;
+    for (unsigned span = below; span > 1 && in_left; span >>= 8) {
+        v = (v << 8) | *in_data++;
+        in_left--;
+    }
+    return below ? v % below : 0;
+}
+
+/* -- the fake kernel ------------------------------------------------------ */
+
+static struct uio_writers *ws;   /* the writers under test */
+
+static struct io_uring ring;
+static unsigned khead, ktail, kflags, kdropped, ring_mask_v, ring_entries_v, sq_array[SQ_MAX];
+static struct io_uring_sqe sqes[SQ_MAX];
+
+struct send {              /* a send the kernel holds */
+    int wid;
+    const char *buf;
+    size_t len;
+    char *copy;            /* its bytes when it was submitted */
+};
+static struct send inflight[4 * MAX_WRITERS];
+static int ninflight;
+
+/* -- the model ------------------------------------------------------------ */
+
+struct stream {
+    int open;              /* the model's: 0 free, 1 open, 2 released with a send in flight */
+    int wid, fd;
+    unsigned char *written;   /* every byte accepted, in order */
+    size_t nwritten, cap, sent;
+    int failed;            /* errno */
+    long long notify_at;   /* -1: none armed */
+    int sending;           /* a send in flight */
+};
+static struct stream streams[MAX_WRITERS];
+
+static unsigned char pattern(int wid, size_t pos)
+{
+    return (unsigned char)((pos * 131 + (size_t)wid * 17 + (pos >> 8)) & 0xff);
+}
+
+static struct stream *by_wid(int wid)
+{
+    for (int i = 0; i < MAX_WRITERS; i++)
+        if (streams[i].open && streams[i].wid == wid)
+            return &streams[i];
+    return NULL;
+}
+
+/* The kernel takes what the writers prepared since the last look. */
+static void kernel_takes(void)
+{
+    unsigned tail = ring.sq.sqe_tail;
+    for (unsigned i = khead; i != tail; i++) {
+        struct io_uring_sqe *sqe = &sqes[i & ring_mask_v];
+        if (sqe->opcode != IORING_OP_SEND)
+            FAIL("an SQE that is not a send: opcode %d", sqe->opcode);
+        if (!(sqe->user_data & UIO_WRITER_TAG))
+            FAIL("a send without the writer tag: %llx", (unsigned long long)sqe->user_data);
+        int wid = (int)(sqe->user_data & 0xffffffffULL);
+        struct stream *s = by_wid(wid);
+        if (s == NULL)
+            FAIL("a send for writer %d, which is not open", wid);
+        if (s->sending)
+            FAIL("a second send in flight for writer %d", wid);
+        if (sqe->fd != s->fd)
+            FAIL("writer %d sends on fd %d, not %d", wid, sqe->fd, s->fd);
+        if (sqe->len == 0 || s->sent + sqe->len > s->nwritten)
+            FAIL("writer %d sends %u bytes, %zu unsent", wid, sqe->len, s->nwritten - s->sent);
+        const char *buf = (const char *)(uintptr_t)sqe->addr;
+        if (memcmp(buf, s->written + s->sent, sqe->len) != 0)
+            FAIL("writer %d sends other bytes than the next %u written", wid, sqe->len);
+        if (ninflight == (int)(sizeof inflight / sizeof inflight[0]))
+            FAIL("too many sends in flight");
+        struct send *k = &inflight[ninflight++];
+        k->wid = wid;
+        k->buf = buf;
+        k->len = sqe->len;
+        k->copy = malloc(sqe->len);
+        memcpy(k->copy, buf, sqe->len);
+        s->sending = 1;
+    }
+    khead = tail;
+    ring.sq.sqe_head = tail;
+}
+
+/* The writers' per-turn flush, as uio_turn does it before its submit. */
+static void turn(void)
+{
+    if (ring.sq.sqe_tail != khead)
+        FAIL("SQEs left untaken");
+    uio_writers_flush(&ring, ws);
+    kernel_takes();
+}
+
+
+static void check_stream(struct stream *s)
+{
+    if (s->open != 1)
+        return;
+    long long buffered = uio_writer_buffered(ws, s->wid);
+    long long want = s->failed ? 0 : (long long)(s->nwritten - s->sent);
+    if (buffered != want)
+        FAIL("writer %d buffers %lld, the model %lld", s->wid, buffered, want);
+    if (buffered == 0 && !s->sending && uio_writer_held(ws, s->wid) != 0)
+        FAIL("writer %d holds %llu bytes of buffer with nothing to send", s->wid,
+             uio_writer_held(ws, s->wid));
+}
+
+/* The kernel completes send k with res. */
+static void complete(int k, int res)
+{
+    struct send send = inflight[k];
+    inflight[k] = inflight[--ninflight];
+    struct stream *s = NULL;
+    for (int i = 0; i < MAX_WRITERS; i++)
+        if (streams[i].open && streams[i].wid == send.wid)
+            s = &streams[i];
+    if (s == NULL)
+        FAIL("a send of writer %d, which the model lost", send.wid);
+    if (memcmp(send.buf, send.copy, send.len) != 0)
+        FAIL("writer %d changed a buffer the kernel was sending from", send.wid);
+    free(send.copy);
+    struct io_uring_cqe cqe = {.user_data = UIO_WRITER_TAG | (uint64_t)send.wid, .res = res};
+    int64_t out[UIO_CQE_WORDS] = {0};
+    int reported = uio_writer_complete(&ring, ws, &cqe, out);
+    s->sending = 0;
+    if (s->open == 2) {   /* released: freed now, never reported */
+        if (reported)
+            FAIL("a released writer %d reported", send.wid);
+        free(s->written);
+        memset(s, 0, sizeof *s);
+        return;
+    }
+    long long want_res = 0;
+    int want_report = 0;
+    uint32_t want_flags = (uint32_t)send.wid;
+    if (res > 0) {
+        s->sent += (size_t)res;
+        /* A short send goes on at once (a new SQE), and so do the bytes
+         * written meanwhile after a whole one -- unless there is no SQE:
+         * then the stream fails with -EBUSY. */
+        if (s->sent < s->nwritten) {
+            kernel_takes();
+            if (!s->sending) {
+                s->failed = EBUSY;
+                want_report = 1;
+                want_res = -EBUSY;
+            }
+        }
+        /* A level is looked at when a send's buffer is all sent, not after
+         * a short send (its continuation's CQE will look). */
+        if (!want_report && (size_t)res == send.len && s->notify_at >= 0 &&
+                (long long)(s->nwritten - s->sent) <= s->notify_at) {
+            s->notify_at = -1;
+            want_report = 1;
+            want_res = (long long)(s->nwritten - s->sent);
+            want_flags |= UIO_WRITER_LEVEL;
+        }
+    } else {
+        s->failed = res == 0 ? EPIPE : -res;
+        want_report = 1;
+        want_res = res == 0 ? -EPIPE : res;
+    }
+    if (reported != want_report)
+        FAIL("writer %d: %s report after res %d (sent %zu of %zu, notify at %lld, failed %d, "
+             "report %lld %llx)", send.wid, reported ? "a" : "no", res, s->sent, s->nwritten,
+             s->notify_at, s->failed, (long long)out[1], (long long)out[2]);
+    if (reported && (out[0] != REPORT_UD || out[1] != want_res || (uint32_t)out[2] != want_flags))
+        FAIL("writer %d reports (%lld, %lld, %llx), the model (1, %lld, %x)", send.wid,
+             (long long)out[0], (long long)out[1], (long long)out[2], want_res, want_flags);
+    check_stream(s);
+}
+
+static void write_bytes(struct stream *s, size_t len)
+{
+    if (s->nwritten + len > s->cap) {
+        s->cap = (s->nwritten + len) * 2;
+        s->written = realloc(s->written, s->cap);
+    }
+    unsigned char *data = malloc(len ? len : 1);
+    for (size_t i = 0; i < len; i++)
+        data[i] = pattern(s->wid, s->nwritten + i);
+    long long got = uio_write(ws, s->wid, (const char *)data, len);
+    if (s->failed) {
+        if (got != -s->failed)
+            FAIL("writer %d, failed with %d, wrote: %lld", s->wid, s->failed, got);
+    } else {
+        if (len)
+            memcpy(s->written + s->nwritten, data, len);
+        s->nwritten += len;
+        if (got != (long long)(s->nwritten - s->sent))
+            FAIL("uio_write returned %lld, the model %zu", got, s->nwritten - s->sent);
+    }
+    free(data);
+    /* The caller's bytes are copied in: scribbling on them changes nothing. */
+    check_stream(s);
+}
+
+static void setup_ring(unsigned entries)
+{
+    memset(&ring, 0, sizeof ring);
+    khead = ktail = kflags = kdropped = 0;
+    ring_entries_v = entries;
+    ring_mask_v = entries - 1;
+    ring.sq.khead = &khead;
+    ring.sq.ktail = &ktail;
+    ring.sq.kring_mask = &ring_mask_v;
+    ring.sq.kring_entries = &ring_entries_v;
+    ring.sq.kflags = &kflags;
+    ring.sq.kdropped = &kdropped;
+    ring.sq.array = sq_array;
+    ring.sq.sqes = sqes;
+    ring.sq.ring_mask = ring_mask_v;
+    ring.sq.ring_entries = entries;
+    ring.ring_fd = ring.enter_ring_fd = -1;   /* a submit fails: EBADF */
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    in_data = data;
+    in_left = size;
+    setup_ring(2u << take(6));   /* 2..64 entries */
+    ws = uio_writers_new(REPORT_UD);
+    memset(streams, 0, sizeof streams);
+    ninflight = 0;
+    static const int errors[] = {-EPIPE, -ECANCELED, -ENOBUFS, -ECONNRESET, -EAGAIN, -EINTR};
+    while (in_left) {
+        unsigned action = take(16);
+        struct stream *s = &streams[take(MAX_WRITERS)];
+        if (action < 2) {                        /* open */
+            if (s->open)
+                continue;
+            int wid = uio_writer_open(ws, (int)take(100));
+            if (wid < 0)
+                FAIL("uio_writer_open: %d", wid);
+            for (int k = 0; k < ninflight; k++)
+                if (inflight[k].wid == wid)
+                    FAIL("uio_writer_open handed out wid %d, whose send is in flight", wid);
+            memset(s, 0, sizeof *s);
+            s->open = 1;
+            s->wid = wid;
+            s->fd = ws->w[wid].fd;
+            s->notify_at = -1;
+        } else if (action < 7) {                 /* write */
+            if (s->open != 1)
+                continue;
+            static const size_t sizes[] = {0, 1, 7, 511, 512, 513, 4096, 65535, 65536, 70000};
+            size_t len = take(8) ? take(3000) : sizes[take(10)];
+            if (s->nwritten + len > (256u << 10))
+                len = 0;                         /* 256 KiB per stream is plenty */
+            write_bytes(s, len);
+        } else if (action == 7) {                /* notify */
+            if (s->open != 1)
+                continue;
+            long long level = take(4) ? (long long)take(8192) : 0;
+            int now = uio_writer_notify(ws, s->wid, level);
+            long long buffered = s->failed ? 0 : (long long)(s->nwritten - s->sent);
+            if (now != (buffered <= level))
+                FAIL("notify(%lld) with %lld buffered said %d", level, buffered, now);
+            s->notify_at = now ? -1 : level;
+        } else if (action == 8) {                /* release */
+            if (s->open != 1)
+                continue;
+            uio_writer_release(ws, s->wid);
+            if (s->sending) {
+                s->open = 2;
+            } else {
+                free(s->written);
+                memset(s, 0, sizeof *s);
+            }
+        } else if (action < 12) {                /* a turn */
+            turn();
+        } else if (ninflight) {                  /* a completion, any in flight */
+            int k = (int)take((unsigned)ninflight);
+            int res;
+            switch (take(5)) {
+            case 0: case 1: res = (int)inflight[k].len; break;
+            case 2: res = 1 + (int)take((unsigned)inflight[k].len); break;   /* short */
+            case 3: res = 0; break;
+            default: res = errors[take(6)]; break;
+            }
+            if (res > (int)inflight[k].len)
+                res = (int)inflight[k].len;
+            complete(k, res);
+        }
+        for (int i = 0; i < MAX_WRITERS; i++)
+            check_stream(&streams[i]);
+        if (uio_writers_inflight(ws) != (unsigned)ninflight)
+            FAIL("uio_writers_inflight %u, the kernel holds %d", uio_writers_inflight(ws),
+                 ninflight);
+    }
+    /* The kernel finishes what it holds (as cancels would), then all goes. */
+    while (ninflight)
+        complete(ninflight - 1, -ECANCELED);
+    for (int i = 0; i < MAX_WRITERS; i++)
+        free(streams[i].written);
+    uio_writers_destroy(ws);
+    return 0;
+}
