@@ -99,10 +99,12 @@ build_extensions() {
     if [ -f "$src/.built" ] && [ "$(cat "$src/.built")" = "$hash" ]; then
         return
     fi
+    # --force: the copy keeps the tree's mtimes, so a source put back as it
+    # was (a patch dropped) can be older than the extension built from it.
     log "building the extensions instrumented (clang, fuzzer-no-link,address,undefined)"
     (cd "$src" && env -u URINGIO_SANITIZE CC="$CLANG" \
         CFLAGS="-fsanitize=fuzzer-no-link $SAN_FLAGS" LDFLAGS="-fsanitize=fuzzer-no-link $SAN_FLAGS" \
-        "$VENV/bin/python" setup.py -q build_ext --inplace >"$VENV/build.log" 2>&1) || {
+        "$VENV/bin/python" setup.py -q build_ext --inplace --force >"$VENV/build.log" 2>&1) || {
         tail -40 "$VENV/build.log" >&2
         exit 1
     }
