@@ -248,7 +248,8 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         if isinstance(exc, RequestLimit):
             self._refuse(exc.status)
         elif isinstance(exc, httptools.HttpParserUpgrade):
-            if self.upgrade is not None:
+            if self.upgrade is not None and not self.closing:
+                # (not behind a response that closed the connection)
                 self._to_websocket(data[exc.args[0]:])
             # Any other upgrade (h2c, ...) is answered as what it also is,
             # an HTTP request, and the connection closes after it.
