@@ -281,17 +281,19 @@ def whoami(backend: str, port: int, *options: str):
                         backend)
 
 
-@pytest.mark.parametrize("model", ["single", "pool"])
-def test_two_servers_share_a_port_with_reuse_port(backend, model):
-    first, port = whoami(backend, 0, "--model", model, "--reuse-port")
+def share_a_port(start, ask) -> None:
+    """Start a server on a free port with ``start(0)``, a second on the same
+    port with ``start(port)``: both start, and the kernel spreads the
+    connections over both listeners, so ``ask(port)`` (a server's pid) sees
+    both. Each is stopped by its pid."""
+    first, port = start(0)
     try:
-        second, same = whoami(backend, port, "--model", model, "--reuse-port")
+        second, same = start(port)
         try:
             assert same == port
-            # The kernel spreads connections over both listeners: both answer.
             seen = set()
             for _ in range(200):
-                seen.add(ask_pid(port))
+                seen.add(ask(port))
                 if len(seen) == 2:
                     break
             assert seen == {first.pid, second.pid}
@@ -299,23 +301,16 @@ def test_two_servers_share_a_port_with_reuse_port(backend, model):
             assert stop_server(second) == 0
     finally:
         assert stop_server(first) == 0
+
+
+@pytest.mark.parametrize("model", ["single", "pool"])
+def test_two_servers_share_a_port_with_reuse_port(backend, model):
+    share_a_port(lambda port: whoami(backend, port, "--model", model, "--reuse-port"), ask_pid)
 
 
 def test_two_servers_share_a_port_with_reuse_port_under_threads():
-    first, port = whoami("auto", 0, "--model", "threads", "--reuse-port")
-    try:
-        second, _ = whoami("auto", port, "--model", "threads", "--reuse-port")
-        try:
-            seen = set()
-            for _ in range(200):
-                seen.add(ask_pid(port))
-                if len(seen) == 2:
-                    break
-            assert seen == {first.pid, second.pid}
-        finally:
-            assert stop_server(second) == 0
-    finally:
-        assert stop_server(first) == 0
+    share_a_port(lambda port: whoami("auto", port, "--model", "threads", "--reuse-port"),
+                 ask_pid)
 
 
 def run_cli(args: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
@@ -440,18 +435,4 @@ def test_two_asgi_servers_share_a_port_with_reuse_port(backend):
                 out += chunk
         return json.loads(out.partition(b"\r\n\r\n")[2])["pid"]
 
-    first, port = asgi(0)
-    try:
-        second, same = asgi(port)
-        try:
-            assert same == port
-            seen = set()
-            for _ in range(200):
-                seen.add(pid_of_answer(port))
-                if len(seen) == 2:
-                    break
-            assert seen == {first.pid, second.pid}
-        finally:
-            assert stop_server(second) == 0
-    finally:
-        assert stop_server(first) == 0
+    share_a_port(asgi, pid_of_answer)
