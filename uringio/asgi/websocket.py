@@ -23,6 +23,7 @@ import asyncio
 import base64
 import http
 import logging
+import zlib
 from collections import deque
 from typing import Any
 
@@ -41,6 +42,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .flow import WriteFlow
@@ -58,6 +60,48 @@ def _key_ok(key: bytes) -> bool:
         return len(base64.b64decode(key.strip(), validate=True)) == 16
     except ValueError:   # binascii.Error, not base64
         return False
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate that inflates no message past ``max_message``.
+
+    wsproto's inflates each piece of a frame whole before anyone can count
+    the message: 64 KiB on the wire can be gigabytes in memory (a
+    decompression bomb). Here each piece inflates at most what is left of
+    the limit, plus one byte to tell "exactly the limit" from "more"; past
+    it the connection closes with 1009 (wsproto closes with the reason an
+    extension returns)."""
+
+    def __init__(self, max_message: int) -> None:
+        super().__init__()
+        self.max_message = max_message
+        self._inflated = 0   # of the message coming in
+
+    def frame_inbound_header(self, proto, opcode, rsv, payload_length):
+        if self._inbound_compressed is None:   # a message begins
+            self._inflated = 0
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    def frame_inbound_payload_data(self, proto, data):
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data   # the protocol counts a message sent plain
+        assert self._decompressor is not None
+        try:
+            out = self._decompressor.decompress(bytes(data),
+                                                self.max_message - self._inflated + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        return self._count(out)
+
+    def frame_inbound_complete(self, proto, fin):
+        out = super().frame_inbound_complete(proto, fin)
+        return self._count(out) if isinstance(out, bytes) else out
+
+    def _count(self, out: bytes) -> bytes | CloseReason:
+        self._inflated += len(out)
+        if self._inflated > self.max_message:
+            return CloseReason.MESSAGE_TOO_BIG
+        return out
 
 
 class WebSocketProtocol(WriteFlow, asyncio.Protocol):
@@ -289,7 +333,7 @@ class WebSocketProtocol(WriteFlow, asyncio.Protocol):
                 headers: Any = list(message.get("headers") or ())
                 self._write(self.conn.send(AcceptConnection(
                     subprotocol=message.get("subprotocol"), extra_headers=headers,
-                    extensions=[PerMessageDeflate()])))
+                    extensions=[BoundedDeflate(self.max_message)])))
             elif kind == "websocket.close":
                 self._reject(403)
             else:
