@@ -111,6 +111,118 @@ def test_serve_http_refuses_a_handler_header_that_would_split(caplog, headers, c
                for r in caplog.records)
 
 
+# -- statuses without content, and statuses that are not a response ----------------------
+
+def _client_reading(data: bytes, methods: list[bytes]) -> list[tuple[int, bytes]]:
+    """(status, content) of each response in ``data``, to requests of
+    ``methods``, as h11 reads them as a client: it knows 204 and 304 have no
+    content, so bytes written after one are read as the next response."""
+    import h11
+    out = []
+    for method in methods:
+        client = h11.Connection(h11.CLIENT)
+        client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
+        client.send(h11.EndOfMessage())
+        client.receive_data(data)
+        status, content = None, b""
+        while True:
+            event = client.next_event()
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                content += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                raise AssertionError(f"{event!r} reading {data!r}")
+        out.append((status, content))
+        data = client.trailing_data[0]
+    assert data == b"", data
+    return out
+
+
+@pytest.mark.parametrize("path", ["/status/204", "/status/304", "/status/204/streamed",
+                                  "/status/304/streamed"])
+def test_an_app_gives_no_content_with_204_or_304(backend, path):
+    """An app that gives content with 204 or 304: none is written (a client
+    would read it as the start of the next response)."""
+    proc, port = _asgi(backend)
+    try:
+        out = raw(port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+    finally:
+        _stopped_quietly(proc)
+    (status, content), (after, _) = _client_reading(out, [b"GET", b"GET"])
+    assert (status, content, after) == (int(path.split("/")[2]), b"", 200)
+    assert b"hello" not in out
+
+
+@pytest.mark.parametrize("path", ["/status/100", "/status/101", "/status/199",
+                                  "/status/101/streamed", "/status/1000"])
+def test_an_app_status_that_is_not_a_final_response_is_a_500(backend, path):
+    """A 1xx is interim to a client, which would take the next response
+    for this one's: the app's error, answered 500, the connection kept."""
+    proc, port = _asgi(backend)
+    try:
+        out = raw(port, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
+    finally:
+        assert stop_server(proc) == 0
+    assert [status for status, _ in _client_reading(out, [b"GET", b"GET"])] == [500, 200]
+    assert b"hello" not in out and b"x-status" not in out
+    assert "status must be an int from 200 to 999" in proc.stderr.read()
+
+
+def test_an_http09_request_is_answered_in_http11_whatever_the_status(backend):
+    proc, port = _asgi(backend)
+    try:
+        out = raw(port, b"GET /status/299\r\n\r\n")
+    finally:
+        _stopped_quietly(proc)
+    assert out.startswith(b"HTTP/1.1 299 "), out
+
+
+def _serve_http_bytes(router, request: bytes) -> bytes:
+    from test_http import FakeConn
+    from uringio.http import HTTPProtocol
+    conn = FakeConn()
+    protocol = HTTPProtocol(router)
+    protocol.connection_made(conn)
+    protocol.data_received(request)
+    return bytes(conn.data)
+
+
+@pytest.mark.parametrize("status", [204, 304])
+@pytest.mark.parametrize("method", [b"GET", b"HEAD"])
+def test_serve_http_writes_no_content_with_204_or_304(status, method):
+    from uringio.http import Response, Router
+    router = Router()
+
+    @router.route("/s", methods=("GET", "HEAD"))
+    def no_content(request):
+        return Response(b"hello", status=status)
+
+    out = _serve_http_bytes(router, b"%s /s HTTP/1.1\r\nHost: x\r\n\r\n" % method * 2)
+    assert _client_reading(out, [method, method]) == [(status, b""), (status, b"")]
+    assert b"hello" not in out and b"content-length" not in out.lower()
+
+
+@pytest.mark.parametrize("status", [100, 101, 199, 1000, "200"])
+def test_serve_http_answers_a_handler_status_that_is_not_final_with_500(status, caplog):
+    from uringio.http import Response, Router
+    router = Router()
+
+    @router.route("/s")
+    def interim(request):
+        return Response(b"hello", status=status)
+
+    with caplog.at_level("ERROR", logger="uringio"):
+        out = _serve_http_bytes(router, b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+    assert [s for s, _ in _client_reading(out, [b"GET", b"GET"])] == [500, 500]
+    assert b"hello" not in out
+    assert any("status must be an int" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+
+
 # -- proxy headers ----------------------------------------------------------------------
 
 def _seen(port: int, *headers: bytes) -> dict:

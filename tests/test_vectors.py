@@ -53,21 +53,11 @@ def _start(kind: str, backend: str, *args: str):
     return start_server([*argv, "--port", "0", "--drain-timeout", "1", *args], backend)
 
 
-# serve asgi logs an app that returns after receive() said http.disconnect
-# (its request refused part way) as an error, where there is nothing left to
-# answer: test_an_app_that_returns_after_a_disconnect_logs_no_error pins it,
-# and until it is fixed the module's servers may log that line, no other.
-RETURNED_AFTER_DISCONNECT = "ERROR uringio.asgi: the ASGI app returned without a response to "
-
-
-def _stop_quietly(proc, tolerate: str | None = RETURNED_AFTER_DISCONNECT) -> str:
-    """Stop a server; its log must hold no error and no traceback (but the
-    lines that start with ``tolerate``). The log."""
+def _stop_quietly(proc) -> str:
+    """Stop a server; its log must hold no error and no traceback. The log."""
     assert stop_server(proc) == 0
     log = proc.stderr.read()
-    lines = [line for line in log.splitlines()
-             if tolerate is None or not line.startswith(tolerate)]
-    assert not any("Traceback" in line or "ERROR" in line for line in lines), log
+    assert "Traceback" not in log and "ERROR" not in log, log
     return log
 
 
@@ -408,7 +398,7 @@ def _replays(isolated: bool):
         for hosted in (False, True):
             if hosted and with_host(vector) is None:
                 continue
-            if ((vector.id, hosted) in ISOLATED_BUGS) == isolated:
+            if ((vector.id, hosted) in ISOLATED) == isolated:
                 yield pytest.param(vector, hosted, id=vector.id + ":with-Host" * hosted)
 
 
@@ -427,41 +417,14 @@ def _treatment(kind: str, message: Message, data: bytes, hosted: bool) -> str:
     return ANSWER
 
 
-# Server bugs the vectors find (docs/conformance.md, "Server bugs"), marked
-# xfail(strict=True) where they show until they are fixed: by the vector's
-# id and whether Host was added, the servers each shows on.
-UPGRADE_400 = ("serve http answers a request with an Upgrade header it does not take, then "
-               "writes an unasked-for 400: one response too many")
-UPGRADE_BODY = ("a request with an Upgrade header the server does not take is answered as a "
-                "plain request, but with its body dropped: the app gets b''")
-CLOSE_400 = ("serve asgi answers the bytes after a request with a body and Connection: close "
-             "(or HTTP/1.0) with an unasked-for 400")
-KNOWN_BUGS = {
-    ("connection.md:437:Parsing-multiple-tokens-Multiple-tokens-with-folding-and-LWS", True):
-        {"http": UPGRADE_400},
-    ("connection.md:566:upgrade-Setting-a-flag-and-pausing", True): {"http": UPGRADE_400},
-    ("connection.md:598:upgrade-Emitting-part-of-body-and-pausing", True):
-        {"http": UPGRADE_400, "asgi": UPGRADE_BODY},
-    ("connection.md:636:upgrade-Upgrade-GET-request", False): {"http": UPGRADE_400},
-    ("connection.md:693:upgrade-Upgrade-POST-request", False):
-        {"http": UPGRADE_400, "asgi": UPGRADE_BODY},
+# These once logged an error (an absolute-form target without a path,
+# http://host:port, was a 500 and an AttributeError; it is the path "/"
+# now), so each runs against a server of its own, whose log is checked.
+ISOLATED = {
+    ("uri.md:55:Host-terminated-by-a-query-string", True),
+    ("uri.md:78:host-port-terminated-by-a-query-string", True),
+    ("uri.md:128:host-port-terminated-by-a-space", True),
 }
-# These log an error, so each runs against a server of its own (the
-# module's servers must log none).
-ISOLATED_BUGS: dict[tuple[str, bool], dict[str, str]] = {
-    # An absolute-form target without a path (http://host:port) was a 500
-    # and an AttributeError in the log; it is the path "/" now. They still
-    # run against a server of their own, whose log is checked.
-    ("uri.md:55:Host-terminated-by-a-query-string", True): {},
-    ("uri.md:78:host-port-terminated-by-a-query-string", True): {},
-    ("uri.md:128:host-port-terminated-by-a-space", True): {},
-}
-
-
-def _mark_known_bug(request, kind: str, vector: Vector, hosted: bool) -> None:
-    bugs = {**KNOWN_BUGS, **ISOLATED_BUGS}.get((vector.id, hosted), {})
-    if kind in bugs:
-        request.applymarker(pytest.mark.xfail(reason=bugs[kind], strict=True))
 
 
 def check_vector(kind: str, port: int, vector: Vector, hosted: bool) -> None:
@@ -519,21 +482,16 @@ def check_vector(kind: str, port: int, vector: Vector, hosted: bool) -> None:
 
 
 @pytest.mark.parametrize("vector, hosted", list(_replays(isolated=False)))
-def test_llhttp_vector(server, vector: Vector, hosted: bool, request):
+def test_llhttp_vector(server, vector: Vector, hosted: bool):
     kind, port = server
-    _mark_known_bug(request, kind, vector, hosted)
     check_vector(kind, port, vector, hosted)
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_llhttp_vectors_that_log_an_error(backend, kind: str, request):
-    """The vectors of ISOLATED_BUGS, against a server of their own, whose
-    log is then checked too."""
+def test_llhttp_vectors_that_log_an_error(backend, kind: str):
+    """The vectors of ISOLATED, against a server of their own, whose log is
+    then checked too."""
     replays = [param.values for param in _replays(isolated=True)]
-    bugs = {ISOLATED_BUGS[vector.id, hosted].get(kind) for vector, hosted in replays}
-    if bugs - {None}:
-        request.applymarker(pytest.mark.xfail(reason="; ".join(sorted(bugs - {None})),
-                                              strict=True))
     proc, port = _start(kind, backend)
     try:
         for vector, hosted in replays:
@@ -863,33 +821,10 @@ def _same_request(kind: str, h11_request: tuple[bytes, bytes, bytes], response: 
     return response.status == 200 and response.body == body
 
 
-# serve asgi bugs the generated streams meet (docs/conformance.md, "Server
-# bugs"), each pinned by an xfail(strict=True) test below; a stream whose
-# difference from h11 is one of these is counted, not failed, so that the
-# rest of the comparison stands.
-PIPELINE_DROPPED = ("serve asgi, refusing a request behind pipelined ones that wait for a "
-                    "response in flight, drops those and answers the first of them with the 400")
-
-
-def _llhttp_reading(data: bytes) -> tuple[int, str | None]:
-    """(requests complete, the error's reason or None) by the llhttp both
-    servers compile in (httptools')."""
-    import httptools
-
-    recorder = _Recorder()
-    try:
-        httptools.HttpRequestParser(recorder).feed_data(data)
-    except httptools.HttpParserUpgrade:
-        return recorder.complete, None
-    except httptools.HttpParserError as exc:
-        return recorder.complete, str(exc)
-    return recorder.complete, None
-
-
 def compare_with_h11(kind: str, port: int, stream: list[Generated]) -> str | None:
     """Send ``stream``; None if the server framed it as h11 does, else the
-    hostile class (in DIFFERENCES) or the known bug that explains where
-    they part; raises AssertionError for any other difference."""
+    hostile class (in DIFFERENCES) that explains where they part; raises
+    AssertionError for any other difference."""
     data = b"".join(req.render() for req in stream)
     h11_requests, h11_end = h11_reading(data)
     responses, refused = _server_reading(kind, port, data, len(h11_requests) + 1)
@@ -903,8 +838,7 @@ def compare_with_h11(kind: str, port: int, stream: list[Generated]) -> str | Non
         return None   # the same requests; then the same end (or h11 refuses, and the
                       # server closes without a word)
     # They part at request ``both``: the one h11 or the server read and
-    # the other did not. Its hostile class must say so, in that direction,
-    # or the difference must be one of the known bugs.
+    # the other did not. Its hostile class must say so, in that direction.
     at = stream[both] if both < len(stream) else None
     hostile = at.hostile if at is not None else None
     if len(h11_requests) > len(answered) and refused:
@@ -913,12 +847,6 @@ def compare_with_h11(kind: str, port: int, stream: list[Generated]) -> str | Non
     elif len(h11_requests) < len(answered) and h11_end != "closed":
         if DIFFERENCES.get(hostile) == "laxer":
             return hostile
-    llhttp_complete, llhttp_error = _llhttp_reading(data)
-    if kind == "asgi" and refused and len(answered) < llhttp_complete:
-        return PIPELINE_DROPPED
-    if (kind == "asgi" and refused and len(answered) == llhttp_complete
-            and llhttp_error == "Data after `Connection: close`"):
-        return CLOSE_400
     raise AssertionError(f"an unexplained difference ({hostile}): {what}")
 
 
@@ -1005,21 +933,12 @@ def test_every_difference_is_pinned():
     assert set(DIFFERENCES) <= set(HOSTILE)
 
 
-# -- the server bugs the replays found, one pin each ---------------------------------------
-# Each is xfail(strict=True) on the servers it shows on, so the suite stays
-# green until it is fixed and then says so (docs/conformance.md, "Server bugs").
-
-def _one_server(request, kind: str, backend: str, bugs: dict[str, str], *args: str):
-    if kind in bugs:
-        request.applymarker(pytest.mark.xfail(reason=bugs[kind], strict=True))
-    return _start(kind, backend, *args)
-
+# -- the server bugs the replays found, one test each ----------------------------------------
+# (docs/conformance.md, "Server bugs": each failed before its fix.)
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_a_request_with_an_upgrade_not_taken_is_answered_once_with_its_body(backend, kind,
-                                                                            request):
-    proc, port = _one_server(request, kind, backend,
-                             {"http": UPGRADE_400 + "; " + UPGRADE_BODY, "asgi": UPGRADE_BODY})
+def test_a_request_with_an_upgrade_not_taken_is_answered_once_with_its_body(backend, kind):
+    proc, port = _start(kind, backend)
     try:
         responses, rest, closed = exchange(
             port, b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
@@ -1032,10 +951,10 @@ def test_a_request_with_an_upgrade_not_taken_is_answered_once_with_its_body(back
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_a_request_with_a_body_that_closes_is_answered_once(backend, kind, request):
+def test_a_request_with_a_body_that_closes_is_answered_once(backend, kind):
     """The bytes after a request that closes the connection are not read:
     no answer is owed to them (llhttp: "Data after `Connection: close`")."""
-    proc, port = _one_server(request, kind, backend, {})
+    proc, port = _start(kind, backend)
     try:
         for close in (b"HTTP/1.1\r\nHost: x\r\nConnection: close", b"HTTP/1.0\r\nHost: x"):
             responses, rest, closed = exchange(
@@ -1047,12 +966,12 @@ def test_a_request_with_a_body_that_closes_is_answered_once(backend, kind, reque
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_requests_before_a_refused_one_are_each_answered_in_order(backend, kind, request):
+def test_requests_before_a_refused_one_are_each_answered_in_order(backend, kind):
     """RFC 9112 §9.3.2: responses in the order of the requests. Pipelined
     behind one whose response is in flight (its app waits for its body),
     two valid requests and a bad one: each valid one gets its answer, the
     bad one the 400."""
-    proc, port = _one_server(request, kind, backend, {"asgi": PIPELINE_DROPPED})
+    proc, port = _start(kind, backend)
     try:
         responses, rest, closed = exchange(
             port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na"
@@ -1065,14 +984,9 @@ def test_requests_before_a_refused_one_are_each_answered_in_order(backend, kind,
         assert responses[1].seen()["raw_path"] == "/b"
 
 
-REFUSED_HEAD_BODY = ("a HEAD request refused (400) gets a response with content, which RFC "
-                     "9110 §9.3.2 forbids")
-
-
 @pytest.mark.parametrize("kind", SERVERS)
-def test_a_refused_head_request_gets_no_content(backend, kind, request):
-    proc, port = _one_server(request, kind, backend,
-                             {"http": REFUSED_HEAD_BODY, "asgi": REFUSED_HEAD_BODY})
+def test_a_refused_head_request_gets_no_content(backend, kind):
+    proc, port = _start(kind, backend)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"HEAD / HTTP/1.1\r\n\r\n")   # no Host: a 400
@@ -1080,21 +994,17 @@ def test_a_refused_head_request_gets_no_content(backend, kind, request):
     finally:
         _stop_quietly(proc)
     assert conftest.status_of(out) == 400
-    assert out.endswith(b"\r\n\r\n"), out
-
-
-STATUS_VERSION = ("serve http writes the request's version in its status line: "
-                  "HTTP/2.0 200 (and HTTP/0.9 200, with headers), versions it does not speak "
-                  "(RFC 9110 §2.5, §6.2)")
+    # No content, and framed so whatever the client took the method for.
+    assert out.endswith(b"\r\n\r\n") and b"\r\ncontent-length: 0\r\n" in out.lower(), out
 
 
 @pytest.mark.parametrize("version", [b"", b" HTTP/2.0"])
 @pytest.mark.parametrize("kind", SERVERS)
-def test_a_response_is_in_a_version_the_server_speaks(backend, kind, version, request):
+def test_a_response_is_in_a_version_the_server_speaks(backend, kind, version):
     """llhttp takes "GET /" (HTTP/0.9) and "HTTP/2.0" request lines; the
     answer is a refusal or an HTTP/1.x response, never in a version the
     server does not speak."""
-    proc, port = _one_server(request, kind, backend, {"http": STATUS_VERSION})
+    proc, port = _start(kind, backend)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /%s\r\nHost: x\r\n\r\n" % version)
@@ -1105,12 +1015,12 @@ def test_a_response_is_in_a_version_the_server_speaks(backend, kind, version, re
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_the_end_of_the_stream_inside_a_body_ends_the_request(backend, kind, request):
+def test_the_end_of_the_stream_inside_a_body_ends_the_request(backend, kind):
     """The client sends part of a body and ends its side: the rest cannot
     come, so the server closes (an answer, 400, is allowed) within
     moments, rather than keeping the connection and the app waiting (serve
     asgi kept both, for ever)."""
-    proc, port = _one_server(request, kind, backend, {})
+    proc, port = _start(kind, backend)
     try:
         # Far above a close "at once", below the 5 s keep-alive timeout (which
         # would close it too, and hide a hang).
@@ -1127,13 +1037,7 @@ def test_the_end_of_the_stream_inside_a_body_ends_the_request(backend, kind, req
     assert out == b"" or conftest.status_of(out) == 400
 
 
-LOGGED_DISCONNECT = ("serve asgi logs an ERROR when an app returns without a response after "
-                     "receive() said http.disconnect, the client's request having been "
-                     "refused: there is nothing to answer, and the client's doing")
-
-
-def test_an_app_that_returns_after_a_disconnect_logs_no_error(backend, request):
-    request.applymarker(pytest.mark.xfail(reason=LOGGED_DISCONNECT, strict=True))
+def test_an_app_that_returns_after_a_disconnect_logs_no_error(backend):
     proc, port = _start("asgi", backend)
     try:
         # A body refused part way (a bad chunk): to the app, the client is gone.
@@ -1224,15 +1128,9 @@ def test_header_injection_by_a_field_name(server, name):
     assert [r.status for r in responses] == [400], responses
 
 
-TRAILERS_MERGED = ("serve http merges a chunked request's trailer fields into "
-                   "request.headers, over the header fields of the same name (Host and "
-                   "Content-Type included): RFC 9110 §6.5.1 forbids it")
-
-
-def test_trailer_fields_do_not_reach_serve_http_handlers_as_headers(request):
+def test_trailer_fields_do_not_reach_serve_http_handlers_as_headers():
     """Trailers come after the body, unchecked (Host was checked at the head):
     a handler that reads request.headers must see the head's fields."""
-    request.applymarker(pytest.mark.xfail(reason=TRAILERS_MERGED, strict=True))
     from test_http import exchange as in_process
     from uringio.http import Response, Router
 
@@ -1295,8 +1193,6 @@ def _bounded(kind: str, port: int, proc, head: bytes, piece, pieces: int,
 # buffered it would grow by that much.
 GROWTH_LIMIT_KIB = 4 * 1024
 FED = 8 * 1024 * 1024
-TRAILERS_UNBOUNDED = ("serve http puts no limit on a chunked request's trailer section: "
-                      "megabytes of trailer fields are read and kept, never a 431")
 
 
 BOUNDED_CASES = ["one-field", "many-fields", "target", "unterminated", "chunk-size-zeros"]
@@ -1337,9 +1233,6 @@ def test_a_field_without_bound_is_refused_without_buffering_it(fresh_server):
     assert not any(failures), failures
 
 
-def test_a_trailer_section_without_bound_is_refused_without_buffering_it(fresh_server,
-                                                                         request):
+def test_a_trailer_section_without_bound_is_refused_without_buffering_it(fresh_server):
     kind, port, proc = fresh_server
-    if kind == "http":
-        request.applymarker(pytest.mark.xfail(reason=TRAILERS_UNBOUNDED, strict=True))
     assert _bounded_case(kind, port, proc, "trailers") is None

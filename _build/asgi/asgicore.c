@@ -67,7 +67,8 @@ static PyObject *s_on_body, *s_head_slow, *s_input_failed, *s_new_request,
     *s_scheme, *s_method, *s_root_path, *s_path, *s_raw_path, *s_query_string, *s_headers,
     *s_state, *s_extensions, *s_http, *s_pathsend_key, *s_status, *s_body,
     *s_more_body, *s_response_start, *s_response_body, *s_send_slow, *s_receive, *s_send,
-    *s_ended, *s_suspended, *s_wake, *s_update_reading, *s_loop, *b_empty, *empty_tuple;
+    *s_ended, *s_suspended, *s_wake, *s_update_reading, *s_loop, *s_upgrade, *b_empty,
+    *empty_tuple;
 
 static PyObject *setup(PyObject *module, PyObject *args)
 {
@@ -518,11 +519,21 @@ static int body_complete(AsgiCore *self);
 
 static int headers_complete(llhttp_t *parser)
 {
-    if (head_complete(CORE(parser)))
+    AsgiCore *self = CORE(parser);
+    if (head_complete(self))
         return -1;
-    /* An upgrade has no body here: llhttp stops after its head
-     * (HPE_PAUSED_UPGRADE), and data_received says where. */
-    return parser->upgrade ? 1 : 0;
+    if (!parser->upgrade)
+        return 0;
+    /* The WebSocket upgrade taken (_head_slow set self.upgrade) has no body
+     * here: llhttp stops after its head (HPE_PAUSED_UPGRADE), and
+     * data_received says where. Any other upgrade is a request like any
+     * other (RFC 9110 §7.8): its body is read, and llhttp pauses after it. */
+    PyObject *taken = PyObject_GetAttr((PyObject *)self, s_upgrade);
+    if (taken == NULL)
+        return -1;
+    int skip_body = taken != Py_None;
+    Py_DECREF(taken);
+    return skip_body;
 }
 
 static int body_piece(llhttp_t *parser, const char *at, size_t len)
@@ -1037,8 +1048,11 @@ static PyObject *response_head(Cycle *cycle, AsgiCore *core, PyObject *body, int
         total += klen + PyBytes_GET_SIZE(v) + 4;
     }
     char length[48] = "";
-    int no_body_status = status < 200 || status == 204 || status == 304;
-    if (!has_length && !no_body_status) {
+    /* (status_lines has the final statuses only: a 1xx is _write_head's
+     * to refuse.) 204 and 304 have no content, whatever the app gives. */
+    if (status == 204 || status == 304)
+        cycle->head_only = 1;
+    else if (!has_length) {
         if (more_body)
             goto other;   /* chunked, or a close for HTTP/1.0 */
         /* (by hand: snprintf's format parsing was a tenth of this function) */
@@ -1361,7 +1375,7 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         INTERN(s_response_body, "http.response.body") || INTERN(s_send_slow, "_send_slow") ||
         INTERN(s_receive, "receive") || INTERN(s_send, "send") || INTERN(s_ended, "_ended") ||
         INTERN(s_suspended, "_suspended") || INTERN(s_wake, "wake") ||
-        INTERN(s_update_reading, "update_reading") ||
+        INTERN(s_update_reading, "update_reading") || INTERN(s_upgrade, "upgrade") ||
         (b_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL ||
         INTERN(s_loop, "loop") || (empty_tuple = PyTuple_New(0)) == NULL ||
         (init_kwargs = PyDict_New()) == NULL || PyDict_SetItem(init_kwargs, s_loop, Py_None))

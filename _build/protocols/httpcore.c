@@ -144,18 +144,37 @@ static int url_complete(llhttp_t *parser)
     return take_url(&self->parts, &self->url);
 }
 
+/* The fields of a head are counted when it is complete (headers_complete)
+ * and, while it is not, by _head_incomplete per chunk. A trailer section
+ * (fields after a chunked body: in_head is 0) is counted as it arrives,
+ * against the same limit, the head's bytes included. */
+static int trailer_grows(HttpCore *self, size_t len)
+{
+    if (self->in_head)
+        return 0;
+    self->header_bytes += (Py_ssize_t)len;
+    if (self->header_bytes + PyBytes_GET_SIZE(self->url) <= max_header_bytes)
+        return 0;
+    raise_limit(431);
+    return -1;
+}
+
 static int name_piece(llhttp_t *parser, const char *at, size_t len)
 {
-    return span_add(&CORE(parser)->parts.name, at, len);
+    HttpCore *self = CORE(parser);
+    return trailer_grows(self, len) ? -1 : span_add(&self->parts.name, at, len);
 }
 
 static int value_piece(llhttp_t *parser, const char *at, size_t len)
 {
-    return span_add(&CORE(parser)->parts.value, at, len);
+    HttpCore *self = CORE(parser);
+    return trailer_grows(self, len) ? -1 : span_add(&self->parts.value, at, len);
 }
 
 /* A header is complete: its name in lower case (a common one made once),
- * into the request's headers. */
+ * into the request's headers -- unless it is a trailer field, which is
+ * dropped: RFC 9110 §6.5.1 forbids merging trailers into the header
+ * section (Host and the framing were checked at the head). */
 static int header_complete(llhttp_t *parser)
 {
     HttpCore *self = CORE(parser);
@@ -163,6 +182,11 @@ static int header_complete(llhttp_t *parser)
     int common;
     if (take_header(&self->parts, &name, &value, &common))
         return -1;
+    if (!self->in_head) {
+        Py_DECREF(name);
+        Py_DECREF(value);
+        return trailer_grows(self, 4);   /* ": " and CRLF */
+    }
     self->parts.hosts += common == H_HOST;
     self->header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4;
     int failed = PyDict_SetItem(self->headers, name, value);
@@ -190,8 +214,10 @@ static int headers_complete(llhttp_t *parser)
     }
     if (length == NULL && PyErr_Occurred())
         return -1;
-    /* An upgrade has no body here: llhttp stops after its head. */
-    return parser->upgrade ? 1 : 0;
+    /* serve http takes no upgrade: an Upgrade request is a request like
+     * any other (RFC 9110 §7.8), its body read, and llhttp pauses after its
+     * message (HPE_PAUSED_UPGRADE); the connection closes after the answer. */
+    return 0;
 }
 
 static int body_piece(llhttp_t *parser, const char *at, size_t len)
@@ -217,7 +243,9 @@ static PyObject *take_request(HttpCore *self, int *is_head)
     *is_head = method == methods[M_HEAD];
     if (method == NULL)
         return NULL;
-    keep_alive = PyBool_FromLong(llhttp_should_keep_alive(&self->parser));
+    /* After an upgrade not taken the connection closes: the bytes that
+     * follow are in the other protocol. */
+    keep_alive = PyBool_FromLong(llhttp_should_keep_alive(&self->parser) && !self->parser.upgrade);
     if ((version = http_version(&self->parser)) == NULL)   /* "1.1" known by identity */
         goto done;
     Py_ssize_t pieces = PyList_GET_SIZE(self->body);
@@ -562,9 +590,18 @@ static int set_router(HttpCore *self, PyObject *router, void *c)
     return 0;
 }
 
+/* The method of the request being read, or the last one read when the
+ * next has none yet: a refusal of HEAD has no content (_fail). */
+static PyObject *get_method(HttpCore *self, void *closure)
+{
+    const char *name = llhttp_method_name((llhttp_method_t)self->parser.method);
+    return method_name(name, (Py_ssize_t)strlen(name), NULL);
+}
+
 /* Setting either also takes what the per-request path needs from it. */
 static PyGetSetDef HttpCore_getset[] = {
     {"_router", (getter)get_router, (setter)set_router, NULL, NULL},
+    {"_method", (getter)get_method, NULL, NULL, NULL},
     {NULL}
 };
 

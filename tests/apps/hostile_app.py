@@ -49,6 +49,16 @@ async def app(scope, receive, send):
         await send({"type": "http.response.body", "body": b"o", "more_body": True})
         await send({"type": "http.response.body", "body": b"k"})
         return
+    if path.startswith("/status/"):   # /status/CODE[/streamed]: content, whatever the status
+        _, _, code, *streamed = path.split("/")
+        await send({"type": "http.response.start", "status": int(code),
+                    "headers": [(b"x-status", code.encode())]})
+        if streamed:   # the head written by the Python path
+            await send({"type": "http.response.body", "body": b"hel", "more_body": True})
+            await send({"type": "http.response.body", "body": b"lo"})
+        else:
+            await send({"type": "http.response.body", "body": b"hello"})
+        return
     seen = {"client": scope["client"], "scheme": scope["scheme"], "body": len(body)}
     answer = json.dumps(seen).encode()
     await send({"type": "http.response.start", "status": 200,

@@ -53,19 +53,28 @@ access_log = logging.getLogger("uringio.asgi.access")
 BODY_HIGH_WATER = 256 * 1024
 PIPELINE_HIGH_WATER = 32
 
+# The final statuses (an app's response cannot be informational: a client
+# would read it as interim, and the next response as this one's).
 _STATUS_LINES = {
     version: {status.value: b"HTTP/%s %d %s\r\n" % (version.encode(), status.value,
                                                     status.phrase.encode())
-              for status in http.HTTPStatus}
+              for status in http.HTTPStatus if status.value >= 200}
     for version in ("1.1", "1.0")
 }
-_NO_BODY_STATUS = frozenset((204, 304)) | frozenset(range(100, 200))
+_NO_BODY_STATUS = frozenset((204, 304))   # whatever the app gives, no content
 _CHUNK_END = b"0\r\n\r\n"
 
 
 def _status_line(version: str, status: int) -> bytes:
-    line = _STATUS_LINES.get(version, _STATUS_LINES["1.1"]).get(status)
+    """The status line of a response to a request in ``version``: HTTP/1.0
+    answered in kind, any other (1.1, or 0.9 and 2.0 that llhttp takes) in
+    1.1. RuntimeError for what is not a final status (200-999)."""
+    version = "1.0" if version == "1.0" else "1.1"
+    line = _STATUS_LINES[version].get(status)
     if line is None:
+        if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 999:
+            raise RuntimeError(f"the response's status must be an int from 200 to 999, "
+                               f"not {status!r}")
         line = b"HTTP/%s %d \r\n" % (version.encode(), status)
     return line
 
@@ -322,11 +331,17 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         if cycle is not None and not cycle.response_complete:
             if cycle is not self.parsing or not cycle.more_body:
                 # The response in flight goes out as it would (keep-alive or
-                # not, its own affair), the error after it: unless it said
-                # connection: close, after which the client reads nothing
-                # (RFC 9112 §9.6), so nothing is written (response_done).
+                # not, its own affair), then those of the requests pipelined
+                # behind it, in order (RFC 9112 §9.3.2), then the error:
+                # unless one of them said connection: close, after which the
+                # client reads nothing (RFC 9112 §9.6), so nothing more is
+                # written (response_done). A pipelined request whose own
+                # body failed cannot be answered as asked: the error takes
+                # its place.
+                parsing = self.parsing
+                if parsing is not None and parsing.more_body and parsing in self.pipeline:
+                    self.pipeline.remove(parsing)
                 self.pending_error = status
-                self.pipeline.clear()
                 self._set_reading(False)
                 return
             # The error is in the body of the request being answered (too
@@ -341,7 +356,9 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
                 self.reset()
                 return
         self._disarm()
-        body = b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
+        # A refused HEAD gets no content (RFC 9110 §9.3.2; http.py's _fail).
+        head = self.parsed_head()[1] == "HEAD"
+        body = b"" if head else b"%d %s\n" % (status, http.HTTPStatus(status).phrase.encode())
         self._linger(_status_line("1.1", status) + self.server.date_line
                      + b"content-type: text/plain; charset=utf-8\r\n"
                      b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
@@ -513,13 +530,13 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         if self.pending_error and not cycle.keep_alive:
             self._disarm()
             self._linger(b"")
-        elif self.pending_error:
-            self._refuse(self.pending_error)
         elif not cycle.keep_alive or self.closing:
             self.close()
         elif self.pipeline:
             self.start(self.pipeline.popleft())
             self.update_reading()
+        elif self.pending_error:
+            self._refuse(self.pending_error)
         elif self.client_eof:
             self.close()
         else:
@@ -566,13 +583,13 @@ class RequestCycle(Cycle):
         if isinstance(exc, GeneratorExit):
             raise exc
         if exc is None:
-            if not self.response_started:
-                log.error("the ASGI app returned without a response to %s %s",
-                          self.scope["method"], self.scope["path"])
-                self._abandon()
-            elif not self.response_complete:
-                log.error("the ASGI app returned before the end of its response to %s %s",
-                          self.scope["method"], self.scope["path"])
+            if not self.response_complete:
+                # Owed to a client still there, an app's fault; to one gone
+                # (receive said http.disconnect), nothing is owed.
+                report = log.debug if self.disconnected else log.error
+                report("the ASGI app returned %s to %s %s",
+                       "before the end of its response" if self.response_started
+                       else "without a response", self.scope["method"], self.scope["path"])
                 self._abandon()
             return
         if not isinstance(exc, Exception):
@@ -697,7 +714,9 @@ class RequestCycle(Cycle):
             elif lname == b"transfer-encoding":
                 continue   # ours to decide
             parts += (name, b": ", value, b"\r\n")
-        if not has_length and status not in _NO_BODY_STATUS:
+        if status in _NO_BODY_STATUS:
+            self.head_only = True   # the content an app gives is not written
+        elif not has_length:
             if not more_body:
                 parts.append(b"content-length: %d\r\n" % len(body))
             elif version == "1.1":

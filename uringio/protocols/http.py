@@ -43,9 +43,14 @@ SERVER = b"uringio"
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 # Pieces of the response head, formatted once rather than per response.
+# The final statuses: a handler's 1xx is refused (_respond).
 _STATUS_LINES = {(v, code): b"HTTP/%s %d %s\r\nServer: %s\r\n" % (v.encode(), code, reason, SERVER)
-                 for v in ("1.0", "1.1") for code, reason in _REASONS.items()}
-_STATUS_LINES_11 = {code: line for (v, code), line in _STATUS_LINES.items() if v == "1.1"}
+                 for v in ("1.0", "1.1") for code, reason in _REASONS.items() if code >= 200}
+_NO_CONTENT = frozenset((204, 304))
+# The statuses httpcore.c writes whole (a Content-Length and the body): not
+# those without content, which _respond writes.
+_STATUS_LINES_11 = {code: line for (v, code), line in _STATUS_LINES.items()
+                    if v == "1.1" and code not in _NO_CONTENT}
 _CONTENT_TYPES: dict[str, bytes] = {}
 
 
@@ -301,7 +306,11 @@ class HTTPProtocol(HttpCore, Protocol):
             return   # the rest of a chunk after a response that closes
         if isinstance(exc, RequestLimit):
             self._fail(exc.status)
-        elif isinstance(exc, (httptools.HttpParserError, httptools.HttpParserUpgrade)):
+        elif isinstance(exc, httptools.HttpParserUpgrade):
+            # After a request with an Upgrade this server does not take,
+            # answered as a plain one: what follows is the other protocol.
+            self._finish()
+        elif isinstance(exc, httptools.HttpParserError):
             self._fail(400)
         elif isinstance(exc, Exception):
             log.error("HTTP request handling failed: %r", exc)
@@ -331,14 +340,30 @@ class HTTPProtocol(HttpCore, Protocol):
         keep_alive = request.keep_alive
         body = response.body
         ctype = _content_type(response.content_type)
-        status_line = _STATUS_LINES.get((request.version, response.status))
+        # HTTP/1.0 is answered in kind; any other version llhttp takes
+        # (0.9, 2.0 on an HTTP/1 connection) in the one we speak (RFC 9110 §2.5).
+        version = request.version if request.version == "1.0" else "1.1"
+        status = response.status
+        status_line = _STATUS_LINES.get((version, status))
         if status_line is None:
+            if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 999:
+                # (a 1xx would be read as interim, and the next response as
+                # this one's: the handler's doing, as if it had raised)
+                self._respond(request, self._handler_failed(request, ValueError(
+                    f"a response's status must be an int from 200 to 999, not {status!r}")))
+                return
             status_line = b"HTTP/%s %d %s\r\nServer: %s\r\n" % (
-                request.version.encode(), response.status,
-                _REASONS.get(response.status, b"Unknown"), SERVER)
+                version.encode(), status, _REASONS.get(status, b"Unknown"), SERVER)
         file = response.file
-        head = [b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n" % (
-            status_line, self._date, ctype, len(body) if file is None else response.file_size)]
+        head = [b"%s%sContent-Type: %s\r\n" % (status_line, self._date, ctype)]
+        if status in _NO_CONTENT:   # whatever the handler gave (RFC 9110 §8.6)
+            body = b""
+            if file is not None:
+                file.close()
+                file = None
+        else:
+            head.append(b"Content-Length: %d\r\n" % (
+                len(body) if file is None else response.file_size))
         for name, value in response.headers or ():
             line = (name.encode(), value.encode())
             try:
@@ -373,7 +398,11 @@ class HTTPProtocol(HttpCore, Protocol):
         return Response(b"internal server error\n", 500)
 
     def _fail(self, status: int) -> None:
-        body = b"%d %s\n" % (status, _REASONS[status])
+        # A refused HEAD gets no content (RFC 9110 §9.3.2), and says so with
+        # a Content-Length of 0, which frames it right whatever the client
+        # thinks it asked: the method llhttp has may be the previous
+        # request's, when this one's request line did not parse.
+        body = b"" if self._method == "HEAD" else b"%d %s\n" % (status, _REASONS[status])
         self._out.append(b"%s%sContent-Type: text/plain\r\nContent-Length: %d\r\n"
                          b"Connection: close\r\n\r\n%s" % (
                              _STATUS_LINES["1.1", status], _date_line(), len(body), body))
