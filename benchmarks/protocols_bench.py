@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{row['p16_rps'] / base['p16_rps']:.2f}×" if base else "",
                      f"{row['p16_cpu_us_per_req']:.2f}", f"{row['p16_client_cpu']:.0%}",
                      f"{row['p1_rps']:,.0f}", f"{row['p1_cpu_us_per_req']:.2f}",
-                     f"{row['p1_cpu_us_per_req'] / base['p1_cpu_us_per_req']:.2f}×" if base else "")
+                     f"{row['p1_rps'] / base['p1_rps']:.2f}×" if base else "")
     console.print(http)
     resp = Table(title=f"RESP, redis-benchmark -P 16 -c 50, median of {args.rounds}")
     for col in ("server", "SET req/s", "×redis", "GET req/s", "×redis"):
