@@ -46,10 +46,10 @@ import atheris
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import check, main  # noqa: E402
 
-with atheris.instrument_imports(include=["uringio._core.ops"]):
+with atheris.instrument_imports(include=["uringio._core.uring.ops"]):
     from uringio._core import _fastpath
-    from uringio._core import ring as R
-    from uringio._core.ops import Op, OpKind
+    from uringio._core.uring import ring as R
+    from uringio._core.uring.ops import Op, OpKind
 
 ffi, lib = R.ffi, R.lib
 F_MORE, F_BUFFER, SHIFT = R.IORING_CQE_F_MORE, R.IORING_CQE_F_BUFFER, R.IORING_CQE_BUFFER_SHIFT

@@ -375,8 +375,8 @@ def resp_scenario() -> Callable[[int], None]:
 # -- the CQE dispatcher and the writers ------------------------------------------
 
 def dispatcher_scenario() -> Callable[[int], None]:
-    from uringio._core import ring as ring_mod
-    from uringio._core.ops import Op, OpKind
+    from uringio._core.uring import ring as ring_mod
+    from uringio._core.uring.ops import Op, OpKind
 
     ffi, lib = ring_mod.ffi, ring_mod.lib
     more, shift = ring_mod.IORING_CQE_F_MORE, ring_mod.IORING_CQE_BUFFER_SHIFT
@@ -433,7 +433,7 @@ def dispatcher_scenario() -> Callable[[int], None]:
 
 
 def writers_scenario() -> Callable[[int], None]:
-    from uringio._core.ring import Ring
+    from uringio._core.uring.ring import Ring
 
     ring = Ring(8, 16)
     small, big = b"abc", b"x" * 5000
@@ -463,7 +463,7 @@ def writers_scenario() -> Callable[[int], None]:
 
 
 def ring_scenario() -> Callable[[int], None]:
-    from uringio._core.ring import Ring
+    from uringio._core.uring.ring import Ring
 
     def run(n: int) -> None:
         for _ in range(n):

@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from conftest import raised_in_thread, skip_or_fail
-from uringio._core import ring as ring_mod
-from uringio._core.ops import Op, OpKind
+from uringio._core.uring import ring as ring_mod
+from uringio._core.uring.ops import Op, OpKind
 
 if ring_mod.Dispatcher is None:
     skip_or_fail("binding not built", allow_module_level=True)
@@ -219,7 +219,7 @@ def run_guarded(code: str) -> str:
 
 
 UNINITIALISED = """
-from uringio._core import ring
+from uringio._core.uring import ring
 for make, call in [
     (lambda: ring.Dispatcher.__new__(ring.Dispatcher), lambda d: d(0, 1)),
     (lambda: ring.Writer.__new__(ring.Writer), lambda w: w(b"x")),
@@ -235,14 +235,14 @@ for make, call in [
 
 
 def test_c_types_made_without_init_refuse_instead_of_crashing():
-    code = "from uringio._core.ops import Op\nring_op = lambda: Op\n" + UNINITIALISED
+    code = "from uringio._core.uring.ops import Op\nring_op = lambda: Op\n" + UNINITIALISED
     out = run_guarded(code).splitlines()
     assert out == ["refused: not initialised: __init__ was never called"] * 2 + \
         ["refused: the ring is closed"] * 2, out
 
 
 USE_AFTER_CLOSE = """
-from uringio._core.ring import Ring
+from uringio._core.uring.ring import Ring
 ring = Ring(8, 16)
 wid = ring.writer_open(-1)
 write = ring.writer(wid)

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import connected_pair, proc_status, start_server, stop_server
 from uringio import Protocol, Server, listen, open_loop
-from uringio._core.ops import OpKind
+from uringio._core.uring.ops import OpKind
 from uringio.net.server import ACCEPT_RETRY_DELAY
 
 ECHO = ["-m", "uringio", "serve", "echo", "--host", "127.0.0.1", "--port", "0"]
@@ -585,7 +585,7 @@ def test_cq_overflow_loses_no_completion():
     """A ring whose CQ holds 16 entries, 500 operations completing at once."""
     from conftest import skip_unless_uring
     skip_unless_uring()
-    from uringio._core.ring import Ring
+    from uringio._core.uring.ring import Ring
     ring = Ring(8, cq_entries=16)
     try:
         for ud in range(1, 501):

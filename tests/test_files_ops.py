@@ -46,7 +46,7 @@ def syncs(backend, monkeypatch):
             monkeypatch.setattr(os, name, spy)
         return seen
 
-    from uringio._core import ring
+    from uringio._core.uring import ring
 
     datasync = ring.lib.IORING_FSYNC_DATASYNC
     real_init = ring.Ring.__init__

@@ -325,7 +325,7 @@ def test_receive_streams_sharing_few_small_buffers_lose_nothing(incremental):
     # each connection's bytes must still arrive whole and in order.
     from conftest import skip_unless_uring
     skip_unless_uring()
-    from uringio._core.proactor import ProactorLoop
+    from uringio._core.uring.loop import ProactorLoop
     loop = ProactorLoop(buffers=16, buffer_size=4096, incremental_buffers=incremental)
     if incremental and not loop.incremental_buffers:
         loop.close()

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from conftest import PACKAGE_DIR
+from conftest import PACKAGE_DIR, REPO
 
 PACKAGE = pathlib.Path(PACKAGE_DIR)   # the checkout's, or the installed wheel's
 
@@ -68,8 +68,8 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_is_read_from_real_imports():
     edges = graph()
-    assert "uringio._core.loop" in edges["uringio._core.proactor"]
-    assert "uringio._core.proactor" in edges["uringio._core.backend"]
+    assert "uringio._core.loop" in edges["uringio._core.uring.loop"]
+    assert "uringio._core.uring.loop" in edges["uringio._core.backend"]
     assert "uringio.net.connection" in edges["uringio.protocols.http"]
 
 
@@ -104,3 +104,41 @@ def test_each_layer_imports_only_the_layers_below_it():
             if dep_home != home and dep_level >= level:
                 wrong.append(f"{name} imports {dep}")
     assert not wrong, wrong
+
+
+# The engine's two backends side by side (uringio/_core/__init__.py).
+BACKEND_PACKAGES = ("uringio._core.uring", "uringio._core.epoll")
+ONLY_A_COMPLETION_BACKEND_HAS = {"ring", "ops", "buffers"}
+
+
+def _backend_of(name: str) -> str | None:
+    return next((b for b in BACKEND_PACKAGES if name == b or name.startswith(b + ".")), None)
+
+
+def test_neither_backend_imports_the_other():
+    wrong = [f"{name} imports {dep}" for name, deps in graph().items() for dep in deps
+             if _backend_of(name) and _backend_of(dep) and _backend_of(name) != _backend_of(dep)]
+    assert not wrong, wrong
+
+
+def test_one_module_imports_both_backends():
+    both = sorted(name for name, deps in graph().items()
+                  if {_backend_of(dep) for dep in deps} >= set(BACKEND_PACKAGES))
+    assert both == ["uringio._core.backend"]
+
+
+def test_the_backends_name_the_same_concepts_alike():
+    uring, epoll = ({p.stem for p in (PACKAGE / "_core" / side).glob("*.py")} - {"__init__"}
+                    for side in ("uring", "epoll"))
+    assert {"loop", "send_stream", "files", "relay"} <= epoll
+    assert uring - epoll == ONLY_A_COMPLETION_BACKEND_HAS and epoll <= uring
+
+
+def test_the_layer_table_in_the_design_doc_is_this_one():
+    """docs/design.md's table of layers names the same packages at the same
+    levels as LAYERS."""
+    doc = pathlib.Path(REPO, "docs", "design.md").read_text()
+    table = doc.split("## Layers", 1)[1].split("```")[1]
+    rows = [line.split()[:2] for line in table.splitlines() if line[:1].isdigit()]
+    assert {package: int(level) for level, package in rows} == {
+        name: level for name, level in LAYERS.items() if name != "uringio._version"}

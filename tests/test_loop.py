@@ -108,7 +108,7 @@ def test_unknown_backend_is_a_clear_error():
 
 
 def test_auto_falls_back_to_epoll_with_one_log_line(monkeypatch, caplog):
-    import uringio._core.proactor as proactor
+    import uringio._core.uring.loop as proactor
 
     def refuse(*args, **kwargs):
         raise UringUnavailable(1, "io_uring is disabled here (sysctl kernel.io_uring_disabled); "
@@ -130,7 +130,7 @@ def test_auto_falls_back_to_epoll_with_one_log_line(monkeypatch, caplog):
 
 def test_ring_setup_failure_names_the_cause_and_fix(monkeypatch):
     from conftest import skip_or_fail
-    from uringio._core import ring as ring_mod
+    from uringio._core.uring import ring as ring_mod
     if ring_mod.lib is None:
         skip_or_fail("binding not built")
 

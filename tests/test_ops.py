@@ -1,6 +1,6 @@
 import pytest
 
-from uringio._core.ops import IGNORED_USER_DATA, OpKind, OpTable
+from uringio._core.uring.ops import IGNORED_USER_DATA, OpKind, OpTable
 
 
 def noop(op, res, flags):

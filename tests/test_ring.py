@@ -12,7 +12,7 @@ pytestmark = needs_uring
 
 @pytest.fixture
 def ring(uring_available):
-    from uringio._core.ring import Ring
+    from uringio._core.uring.ring import Ring
     r = Ring(64)
     yield r
     r.close()
@@ -25,7 +25,7 @@ def triples(flat):
 def _kernel_takes(names: tuple[str, ...]) -> bool:
     """Whether this kernel sets up a ring with the setup flags ``names``,
     asked of it directly rather than through Ring."""
-    from uringio._core.ring import ffi, lib
+    from uringio._core.uring.ring import ffi, lib
     ring = ffi.new("struct io_uring *")
     flags = 0
     for name in names:
@@ -55,7 +55,7 @@ def test_setup_takes_the_best_flags_this_kernel_has_and_the_sizes_asked(ring):
     # by default, or as many CQEs as asked.
     info = _fdinfo(ring.fd)
     assert (int(info["SqMask"], 16) + 1, int(info["CqMask"], 16) + 1) == (64, 256), info
-    from uringio._core.ring import Ring
+    from uringio._core.uring.ring import Ring
     other = Ring(8, cq_entries=64)
     try:
         info = _fdinfo(other.fd)
@@ -93,7 +93,7 @@ def test_full_sq_is_flushed_not_lost(ring):
 
 
 def test_timeout_op_expires_with_etime(ring):
-    from uringio._core.ring import ffi
+    from uringio._core.uring.ring import ffi
     ts = ffi.new("struct __kernel_timespec *", {"tv_sec": 0, "tv_nsec": 20_000_000})
     assert ring.prep_timeout(ts, 0, 0, 7) == 0
     got = triples(ring.submit_and_wait(1, timeout=2.0))
@@ -101,7 +101,7 @@ def test_timeout_op_expires_with_etime(ring):
 
 
 def test_cancel64_cancels_a_pending_timeout(ring):
-    from uringio._core.ring import ffi
+    from uringio._core.uring.ring import ffi
     ts = ffi.new("struct __kernel_timespec *", {"tv_sec": 10, "tv_nsec": 0})
     ring.prep_timeout(ts, 0, 0, 9)
     ring.submit()
@@ -117,7 +117,7 @@ def test_wait_with_timeout_returns_empty(ring):
 
 
 def test_close_releases_the_ring_fd():
-    from uringio._core.ring import Ring
+    from uringio._core.uring.ring import Ring
     r = Ring(8)
     fd = r.fd
     assert os.path.exists(f"/proc/self/fd/{fd}")
@@ -133,8 +133,8 @@ def test_buffer_ring_registers_and_copies_out(ring):
     # offset in it, when the kernel consumes buffers piece by piece).
     import socket
 
-    from uringio._core.buffers import BufRing
-    from uringio._core.ring import lib
+    from uringio._core.uring.buffers import BufRing
+    from uringio._core.uring.ring import lib
     a, b = socket.socketpair()
     br = BufRing(ring, entries=8, size=4096, bgid=5)
     try:
@@ -156,7 +156,7 @@ def test_buffer_ring_registers_and_copies_out(ring):
 def test_buffer_ring_starts_with_few_buffers_and_grows_to_all(ring):
     # Few buffers in circulation keep the kernel's copies cache-warm; each
     # grow doubles them (the loop grows on -ENOBUFS) up to the ring's size.
-    from uringio._core.buffers import BufRing
+    from uringio._core.uring.buffers import BufRing
     br = BufRing(ring, entries=64, size=512, initial=4)
     try:
         assert br.in_circulation == 4
@@ -173,8 +173,8 @@ def test_recv_uses_only_the_buffers_in_circulation(ring):
     import socket
     import time
 
-    from uringio._core.buffers import BufRing
-    from uringio._core.ring import lib
+    from uringio._core.uring.buffers import BufRing
+    from uringio._core.uring.ring import lib
     a, b = socket.socketpair()
     br = BufRing(ring, entries=8, size=16, initial=2, bgid=3)
     try:

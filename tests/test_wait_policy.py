@@ -17,7 +17,7 @@ from uringio._core import open_loop
 
 @pytest.fixture
 def ring(uring_available):
-    from uringio._core.ring import Ring
+    from uringio._core.uring.ring import Ring
     r = Ring(64)
     r.pace_chunk = 2
     yield r

@@ -214,7 +214,7 @@ int uio_prep_splice(struct io_uring *ring, int fd_in, int64_t off_in, int fd_out
     return 0;
 }
 
-/* A splice that waits for readiness first (the relay's step, uring_relay.py):
+/* A splice that waits for readiness first (the relay's step, uringio/_core/uring/relay.py):
  * a poll of poll_fd for mask, which posts no CQE when it succeeds
  * (IOSQE_CQE_SKIP_SUCCESS), linked to a splice of up to nbytes from fd_in to
  * fd_out. io_uring runs every splice in a worker thread, and one that

@@ -30,7 +30,7 @@ def open_loop(backend: str = "auto", **options: Any) -> Loop:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected 'auto', 'uring' or 'epoll'")
     if backend in ("auto", "uring"):
-        from .proactor import ProactorLoop
+        from .uring.loop import ProactorLoop
         try:
             return ProactorLoop(**options)
         except UringUnavailable as exc:
@@ -40,5 +40,5 @@ def open_loop(backend: str = "auto", **options: Any) -> Loop:
             log.warning("io_uring unavailable (%s: %s); using epoll",
                         code if code is None else errno.errorcode.get(code, code),
                         exc.strerror)
-    from .reactor import ReactorLoop
+    from .epoll.loop import ReactorLoop
     return ReactorLoop(**{k: v for k, v in options.items() if k in ReactorLoop.OPTIONS})

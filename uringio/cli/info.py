@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 
-from .._core.ring import OPCODES_OF_INTEREST, Ring, liburing_version
+from .._core.uring.ring import OPCODES_OF_INTEREST, Ring, liburing_version
 from ..errors import UringUnavailable
 
 
@@ -44,7 +44,7 @@ def gather() -> dict:
         "send_zc": feats.opcodes.get("SEND_ZC", False),
     }
     try:
-        from .._core.proactor import ProactorLoop
+        from .._core.uring.loop import ProactorLoop
         loop = ProactorLoop()
         report["features"]["incremental buffers"] = loop.incremental_buffers
         loop.close()

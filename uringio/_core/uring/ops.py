@@ -38,7 +38,7 @@ class OpKind(enum.IntEnum):
     # (14: file reads have no Op; they are C's, fastpath.c's FileReads)
     FILE_WRITE = 15 # a file write, continued when short; maybe linked to a FILE_SYNC
     FILE_SYNC = 16  # the fsync linked after a FILE_WRITE
-    RELAY = 17      # a relay's splices, one step at a time (uring_relay.py)
+    RELAY = 17      # a relay's splices, one step at a time (relay.py)
     RELAY_POLL = 18 # the poll linked before each of them
 
 
@@ -97,7 +97,7 @@ class Op:
     ``Backlog`` for a RECV_STREAM not yet armed, a ``Splice`` for SENDFILE
     and SPLICE_IN, the timespec a RECV's linked timeout reads, the poll mask
     a WATCH asks for each time it is re-armed, a FILE_WRITE's record
-    (uring_files._Write), the FILE_WRITE a FILE_SYNC follows, a FILE
+    (files._Write), the FILE_WRITE a FILE_SYNC follows, a FILE
     operation's path (with a statx record or a second path it holds for the
     kernel), the ``Relay`` of a RELAY or RELAY_POLL (relay.py).
     """

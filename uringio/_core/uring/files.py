@@ -1,4 +1,5 @@
-"""File operations as io_uring SQEs (the proactor's half of files.py).
+"""File operations as io_uring SQEs (``_core/files.py`` says why the two
+backends differ here; ``epoll/files.py`` is the worker-pool half).
 
 Each operation is one SQE, many in flight from the loop's one thread; the
 path, buffer or statx record it names is held by its Op until its final
@@ -20,14 +21,14 @@ import os
 from collections.abc import Callable
 from typing import Any, cast
 
-from ..errors import os_error
+from ...errors import os_error
+from ..files import SYNC_DATA, SYNC_NONE, file_error, stat_result
 from .buffers import pin
-from .files import SYNC_DATA, SYNC_NONE, file_error, stat_result
 from .ops import Op, OpKind, OpTable
 from .ring import IOSQE_IO_LINK, Ring, ffi, lib
 
 try:
-    from ._fastpath import FileReads
+    from .._fastpath import FileReads
 except ImportError:  # pragma: no cover - depends on the build (ring.py says why)
     FileReads = None
 
@@ -51,7 +52,7 @@ class _Write:
         self.result: Any = None   # set once the write is over, reported after its fsync
 
 
-class RingFiles:
+class UringFiles:
     """The file operations of ``ProactorLoop`` (mixed into it)."""
 
     # The loop's own, which this mixin uses (declared, not defined: a

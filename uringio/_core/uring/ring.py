@@ -18,11 +18,11 @@ import platform
 from dataclasses import dataclass, field
 from functools import partial
 
-from ..errors import UringUnavailable
+from ...errors import UringUnavailable
 
 try:
-    from ._fastpath import Dispatcher, RingMemory, Writer
-    from ._liburing import ffi, lib
+    from .._fastpath import Dispatcher, RingMemory, Writer
+    from .._liburing import ffi, lib
 except ImportError as exc:  # pragma: no cover - depends on the build
     ffi = lib = Dispatcher = RingMemory = Writer = None
     _IMPORT_ERROR: ImportError | None = exc

@@ -1,4 +1,5 @@
-"""Relays as io_uring submissions (the proactor's half of relay.py).
+"""Relays as io_uring submissions (``_core/relay.py`` says what a relay is;
+``epoll/relay.py`` is the readiness half).
 
 Each step of a relay is one submission of two linked SQEs
 (``uio_prep_poll_splice``): a poll, then the splice it guards. A step ends
@@ -17,9 +18,9 @@ import select
 from collections.abc import Callable
 from typing import cast
 
-from ..errors import os_error
+from ...errors import os_error
+from ..relay import PIPE_CHUNK, Relay, Relays
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
-from .relay import PIPE_CHUNK, Relay, Relays
 from .ring import Ring
 
 _POLLIN = select.POLLIN
@@ -27,10 +28,10 @@ _POLLOUT = select.POLLOUT
 _EAGAIN = -errno.EAGAIN
 
 
-class RingRelay(Relays):
+class UringRelay(Relays):
     """``relay`` on the uring loop (mixed into ``ProactorLoop``)."""
 
-    # The loop's own (declared, not defined: see uring_files.RingFiles).
+    # The loop's own (declared, not defined: see files.py, UringFiles).
     _ops: OpTable
     _ring: Ring
     _check_open: Callable[[], None]

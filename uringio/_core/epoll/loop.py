@@ -28,13 +28,13 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from threading import get_ident
 
-from ..errors import BusyResourceError, LoopClosedError, os_error, with_sent
-from .files import PoolFiles
-from .interface import Handler
-from .loop import BaseLoop, BaseSendStream, Timer, drop
-from .relay import PollRelay
+from ...errors import BusyResourceError, os_error, with_sent
+from ..interface import Handler
+from ..loop import BaseLoop, Timer
+from .files import EpollFiles
+from .relay import EpollRelay
+from .send_stream import EpollSendStream
 
 _EPOLLIN = select.EPOLLIN
 _EPOLLOUT = select.EPOLLOUT
@@ -74,7 +74,7 @@ class _FdState:
         self.writes: deque = deque()   # [memoryview left, handler or None, total]
         self.buffered = 0         # bytes in writes
         self.sent = 0             # bytes of writes the kernel took: progress
-        self.stream: SendStream | None = None
+        self.stream: EpollSendStream | None = None
         self.mask = 0
         self.dirty = False        # stream bytes to write before the next wait
         self.timer: Timer | None = None          # a one-shot recv's deadline
@@ -84,7 +84,7 @@ class _FdState:
         self.watch_write: Handler | None = None
 
 
-class ReactorLoop(PollRelay, PoolFiles, BaseLoop):
+class ReactorLoop(EpollRelay, EpollFiles, BaseLoop):
     """The ``Loop`` (interface.py) on epoll, emulated over readiness."""
 
     backend = "epoll"
@@ -420,7 +420,7 @@ class ReactorLoop(PollRelay, PoolFiles, BaseLoop):
             except Exception:
                 self._handler_failed(stream)
 
-    def _check_level(self, stream: SendStream, st: _FdState) -> None:
+    def _check_level(self, stream: EpollSendStream, st: _FdState) -> None:
         if 0 <= stream.notify_at and st.buffered <= stream.notify_at:
             stream.notify_at = -1
             self._reported = True
@@ -511,12 +511,12 @@ class ReactorLoop(PollRelay, PoolFiles, BaseLoop):
 
     # -- send streams --------------------------------------------------------
 
-    def open_send_stream(self, fd: int, handler) -> SendStream:
+    def open_send_stream(self, fd: int, handler) -> EpollSendStream:
         self._check_open()
         st = self._state(fd)
         if st.stream is not None:
             raise BusyResourceError(f"a send stream is already open on fd {fd}")
-        st.stream = SendStream(self, st, handler)
+        st.stream = EpollSendStream(self, st, handler)
         return st.stream
 
     # -- close ---------------------------------------------------------------
@@ -568,70 +568,3 @@ class ReactorLoop(PollRelay, PoolFiles, BaseLoop):
         self._epoll.close()
         super().close()
         self._close_files()
-
-
-class SendStream(BaseSendStream):
-    """Ordered, buffered writes to one socket: the epoll twin of the
-    proactor's SendStream. A write is tried at once; what the socket does
-    not take waits for EPOLLOUT, behind anything already queued."""
-
-    __slots__ = ("_loop", "_st", "fd", "handler", "notify_at", "failed", "_closed", "sends")
-
-    def __init__(self, loop: ReactorLoop, st: _FdState, handler) -> None:
-        self._loop = loop
-        self._st = st
-        self.fd = st.fd
-        self.handler = handler
-        self.notify_at = -1
-        self.failed = 0
-        self._closed = False
-        self.sends = 0   # write/writev calls made for this stream (diagnostics)
-
-    def write_bytes(self, data: bytes) -> int:
-        # The bytes go out before the loop next waits, coalesced with whatever
-        # else this stream was given meanwhile (_flush_streams).
-        st = self._st
-        if get_ident() != self._loop._thread_id:
-            # The loop thread may be flushing this very queue.
-            raise RuntimeError("a send stream was written from a thread other than its "
-                               "loop's; use loop.call_soon_threadsafe()")
-        if self.failed or self._closed:
-            if self._loop._closed:
-                raise LoopClosedError("the loop is closed")
-            return -(self.failed or errno.EBADF)
-        if not st.writes and not st.dirty:
-            st.dirty = True
-            self._loop._dirty.append(st)
-        n = len(data)
-        st.writes.append([data, None, n])
-        st.buffered += n
-        return st.buffered
-
-    @property
-    def buffered(self) -> int:
-        return self._st.buffered
-
-    @property
-    def sent(self) -> int:
-        return self._st.sent
-
-    def notify(self, level: int) -> bool:
-        if self._st.buffered <= level:
-            self.notify_at = -1
-            return True
-        self.notify_at = level
-        return False
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.handler = drop   # nothing reports to it now; and lets go of its owner
-        st = self._st
-        st.stream = None
-        kept = [entry for entry in st.writes if entry[1] is not None]
-        st.writes.clear()
-        st.writes.extend(kept)
-        st.buffered = sum(len(entry[0]) for entry in kept)
-        if self._loop._fds.get(st.fd) is st:
-            self._loop._update(st)

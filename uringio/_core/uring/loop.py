@@ -34,7 +34,7 @@ import struct
 from time import monotonic
 from typing import cast
 
-from ..errors import (
+from ...errors import (
     BusyResourceError,
     InvariantError,
     LoopClosedError,
@@ -42,9 +42,12 @@ from ..errors import (
     os_error,
     with_sent,
 )
+from ..loop import BaseLoop, drop, log
+from ..relay import PIPE_CHUNK
 from .buffers import BufRing, pin, pin_writable
-from .loop import BaseLoop, BaseSendStream, drop, log
+from .files import UringFiles
 from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Backlog, Op, OpKind, OpTable, Splice
+from .relay import UringRelay
 from .ring import (
     IORING_ASYNC_CANCEL_ALL,
     IORING_ASYNC_CANCEL_ANY,
@@ -56,11 +59,9 @@ from .ring import (
     UIO_WRITER_LEVEL,
     Dispatcher,
     Ring,
-    Writer,
     kernel_release,
 )
-from .uring_files import RingFiles
-from .uring_relay import RingRelay
+from .send_stream import UringSendStream
 
 _ECANCELED = errno.ECANCELED
 _POLLIN = select.POLLIN
@@ -71,11 +72,10 @@ _ACCEPT_FLAGS = socket.SOCK_CLOEXEC
 _EMPTY = b""
 _pin = pin
 _SEND = int(OpKind.SEND)
-_PIPE_CHUNK = 64 * 1024   # a pipe's default capacity
 _RECV_STREAM = int(OpKind.RECV_STREAM)
 
 
-class ProactorLoop(RingRelay, RingFiles, BaseLoop):
+class ProactorLoop(UringRelay, UringFiles, BaseLoop):
     """The ``Loop`` (interface.py) on io_uring. Raises UringUnavailable when
     the ring cannot be set up or the kernel lacks multishot accept/recv
     (Linux 6.0+)."""
@@ -119,10 +119,10 @@ class ProactorLoop(RingRelay, RingFiles, BaseLoop):
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
         self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
         self._draining: dict[int, Op] = {}   # fd -> stopped stream awaiting its final CQE
-        self._send_streams: dict[int, SendStream] = {}   # by fd
+        self._send_streams: dict[int, UringSendStream] = {}   # by fd
         self._watches: dict[tuple[int, bool], Op] = {}   # (fd, writable) -> WATCH op
         self._relays = {}
-        self._streams_by_wid: list[SendStream | None] = []   # the C writer ids are dense
+        self._streams_by_wid: list[UringSendStream | None] = []   # the C writer ids are dense
         self._wakeup_buf = bytearray(8)
         self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
         self._arm_wakeup()
@@ -520,7 +520,7 @@ class ProactorLoop(RingRelay, RingFiles, BaseLoop):
         if st.in_pipe:   # the socket took less than the pipe held: send the rest
             self._submit(self._ring.prep_splice(st.pipe_r, -1, out.fd, -1, st.in_pipe, out.id, 0))
             return
-        chunk = min(st.left, _PIPE_CHUNK)
+        chunk = min(st.left, PIPE_CHUNK)
         self._submit(self._ring.prep_splice(st.file_fd, st.offset, st.pipe_w, -1, chunk,
                                             st.splice_in.id, IOSQE_IO_LINK))
         self._submit(self._ring.prep_splice(st.pipe_r, -1, out.fd, -1, chunk, out.id, 0))
@@ -560,12 +560,12 @@ class ProactorLoop(RingRelay, RingFiles, BaseLoop):
 
     # -- send streams --------------------------------------------------------
 
-    def open_send_stream(self, fd: int, handler) -> SendStream:
+    def open_send_stream(self, fd: int, handler) -> UringSendStream:
         self._check_open()
         if fd in self._send_streams:
             raise BusyResourceError(f"a send stream is already open on fd {fd}")
         wid = self._ring.writer_open(fd)
-        stream = SendStream(self, fd, wid, handler)
+        stream = UringSendStream(self, fd, wid, handler)
         self._send_streams[fd] = stream
         by_wid = self._streams_by_wid
         if wid >= len(by_wid):
@@ -718,60 +718,3 @@ def sockaddr(family: int, address) -> bytes:
         path = address.encode() if isinstance(address, str) else bytes(address)
         return struct.pack("=H", family) + path + (b"" if path[:1] == b"\0" else b"\0")
     raise ValueError(f"connect: unsupported address family {family}")
-
-
-class SendStream(BaseSendStream):
-    """Ordered, buffered writes to one socket, the way a transport needs them.
-
-    The bytes are copied into C memory at ``write`` and the rest happens in
-    the C part of the loop turn: one send in flight per socket, writes made
-    meanwhile coalesced into the next send, short sends continued. Python is
-    only told when a send fails or when a level it asked for is reached.
-    """
-
-    __slots__ = ("_loop", "_wid", "write_bytes", "handler", "_closed", "fd", "_sends", "_sent")
-
-    write_bytes: Writer   # the C writer: write_bytes(data) -> int, and release()
-
-    def __init__(self, loop: ProactorLoop, fd: int, wid: int, handler) -> None:
-        self._loop = loop
-        self._wid = wid
-        self.fd = fd
-        self.handler = handler
-        self._closed = False
-        # write_bytes(data) for bytes: the hot path, one C call.
-        self.write_bytes = loop._ring.writer(wid)
-
-    @property
-    def buffered(self) -> int:
-        if self._closed:   # the writer may serve another stream now
-            return 0
-        return max(self._loop._ring.writer_buffered(self._wid), 0)
-
-    @property
-    def sends(self) -> int:
-        return self._sends if self._closed else self._loop._ring.writer_sends(self._wid)
-
-    @property
-    def sent(self) -> int:
-        return self._sent if self._closed else self._loop._ring.writer_sent(self._wid)
-
-    def notify(self, level: int) -> bool:
-        if self._closed:
-            return True
-        return bool(self._loop._ring.writer_notify(self._wid, level))
-
-    def close(self) -> None:
-        # A send still in flight keeps its buffer until its completion
-        # (close_fd cancels it).
-        if not self._closed:
-            loop = self._loop
-            self._sends = loop._ring.writer_sends(self._wid)
-            self._sent = loop._ring.writer_sent(self._wid)
-            self._closed = True
-            self.write_bytes.release()   # a late write must not reach a reused wid
-            self.handler = drop   # (and lets go of the stream's owner)
-            loop._ring.writer_release(self._wid)
-            loop._streams_by_wid[self._wid] = None
-            if loop._send_streams.get(self.fd) is self:
-                del loop._send_streams[self.fd]
