@@ -39,13 +39,6 @@ def with_sent(exc: E, sent: int) -> E:
     return exc
 
 
-def check_res(res: int) -> int:
-    """Return ``res``, or raise the OSError a negative CQE result stands for."""
-    if res < 0:
-        raise os_error(-res)
-    return res
-
-
 class ListenError(OSError):
     """A listening socket cannot be bound: the port is taken, the port needs
     privileges, or the address is not this machine's. ``errno`` is the

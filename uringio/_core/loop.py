@@ -80,7 +80,7 @@ class BaseSendStream:
 class BaseLoop:
     """Callbacks, timers and the run loop. A backend adds ``_poll(timeout)``,
     which waits at most ``timeout`` seconds (None: no limit) and dispatches
-    completions, and the operations listed in this module's docstring."""
+    completions, and the operations of ``interface.Loop``."""
 
     backend = "base"
 

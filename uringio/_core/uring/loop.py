@@ -75,6 +75,12 @@ _SEND = int(OpKind.SEND)
 _RECV_STREAM = int(OpKind.RECV_STREAM)
 
 
+def _sq_full() -> OSError:
+    # What every prep_* call's non-zero return means (ring.py): -EBUSY, the
+    # SQ full and the kernel taking none of it.
+    return OSError(errno.EBUSY, "io_uring SQ is full and the kernel takes no more")
+
+
 class ProactorLoop(UringRelay, UringFiles, BaseLoop):
     """The ``Loop`` (interface.py) on io_uring. Raises UringUnavailable when
     the ring cannot be set up or the kernel lacks multishot accept/recv
@@ -478,7 +484,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         op.pin = pin = _pin(data)
         if self._prep_send(fd, pin, len(data), _MSG_NOSIGNAL, op.id):
             self._ops.pop(op)
-            raise OSError(errno.EBUSY, "io_uring SQ is full and the kernel takes no more")
+            raise _sq_full()
 
     def _on_send(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_send(3): res is the bytes sent, maybe fewer than
@@ -661,7 +667,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
 
     def _submit(self, rc: int) -> None:
         if rc:
-            raise OSError(-rc, "io_uring SQ is full and the kernel takes no more")
+            raise _sq_full()
 
     def close(self) -> None:
         """Cancel everything in flight, wait (2 s at most) for the final CQEs,
