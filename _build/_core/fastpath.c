@@ -1,6 +1,7 @@
 /*
- * uringio._core._fastpath: the two per-message paths of the io_uring backend, as
- * CPython C-API code.
+ * uringio._core._fastpath: the per-message paths of the io_uring backend (the
+ * CQE dispatcher, the send-stream writes, the file reads), and the one both
+ * backends share (Connection.write), as CPython C-API code.
  *
  * Why this is not cffi: a cffi call converts each argument through its type
  * machinery, about 30 ns apiece, and a Python loop over CQEs pays the
@@ -25,9 +26,10 @@
  *     (res > 0, IORING_CQE_F_MORE, not cancelled) are copied out of their
  *     provided buffer (from the offset uio_turn put above the flags) into a
  *     bytes object for op.handler(data); every other CQE goes to
- *     op.on_complete(op, res, flags), flags with that offset above bit 32. When a handler raises, the
- *     exception propagates and d.failed is the index of that CQE, so the
- *     caller can report it and go on from the next one.
+ *     op.on_complete(op, res, flags), flags with that offset above bit 32.
+ *     When a handler raises, the exception propagates and d.failed is the
+ *     index of that CQE, so the caller can report it and go on from the
+ *     next one.
  *
  * Writer(memory, wid)
  *     w(data) queues bytes ``data`` on C send stream ``wid``: one C call,
@@ -84,8 +86,8 @@ typedef struct {
     struct FileReads *reads;  /* the ring's file reads (borrowed; it holds us), or NULL */
 } RingMemory;
 
-/* The FileReads half the Dispatcher calls (below). */
-#define UIO_READ_TAG (1ULL << 62)
+/* The FileReads half the Dispatcher calls (below); its CQEs carry
+ * UIO_READ_TAG (uring_shared.h). */
 static int file_read_cqe(RingMemory *m, uint64_t user_data, int32_t res);
 static void file_reads_ring_closed(struct FileReads *r);
 

@@ -25,11 +25,22 @@ typedef long long (*uio_write_fn)(struct uio_writers *ws, int wid, const char *d
 #define UIO_CQE_WORDS 3
 #define UIO_CQE_OFFSET_SHIFT 32
 
-/* The user_data of a writer's own sends (settled in C, never seen by
- * Python). Writers report to Python as CQEs for the one user_data given to
+/* The user_data of an SQE, all 64 bits, the one statement of its layout
+ * (Python reads these through the cffi binding: ring.py):
+ *
+ *   bit 63 set   UIO_WRITER_TAG | writer id: a writer's own send, settled in
+ *                C by uio_turn, never seen by Python;
+ *   bit 62 set   UIO_READ_TAG | slot: a file read of fastpath.c's FileReads,
+ *                dispatched to it by the Dispatcher;
+ *   otherwise    the id of an Op, an index into the op table
+ *                (uringio/_core/uring/ops.py), below UIO_OP_ID_LIMIT.
+ *
+ * Writers report to Python as CQEs for the one user_data given to
  * uio_writers_new: res is -errno of a failed send or, with UIO_WRITER_LEVEL
  * in flags, the bytes still buffered; the rest of flags is the writer id. */
 #define UIO_WRITER_TAG (1ULL << 63)
+#define UIO_READ_TAG (1ULL << 62)
+#define UIO_OP_ID_LIMIT UIO_READ_TAG
 #define UIO_WRITER_LEVEL (1U << 31)
 #define UIO_WRITER_ID_MASK (UIO_WRITER_LEVEL - 1)
 

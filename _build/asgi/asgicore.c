@@ -70,13 +70,20 @@ static PyObject *s_on_body, *s_head_slow, *s_input_failed, *s_new_request,
     *s_ended, *s_suspended, *s_wake, *s_update_reading, *s_loop, *s_upgrade, *b_empty,
     *empty_tuple;
 
-static PyObject *setup(PyObject *module, PyObject *args)
+/* What this code reads of Python, handed over once at import by http.py,
+ * each by its name (as _asgicore.pyi declares them, which mypy holds
+ * http.py's call to): a name that differs is a TypeError at import. */
+static PyObject *setup(PyObject *module, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"limit", "asgi_version", "status_lines", "unquote", "task_type",
+                             "current_tasks", "cancelled_error", "future_type", "future_finish",
+                             "parser_error", "parser_upgrade", NULL};
     PyObject *limit, *version, *lines, *unq, *task, *tasks, *cancelled, *future, *finish;
     PyObject *error, *upgrade;
-    if (!PyArg_ParseTuple(args, "OO!O!OO!OOO!OOO", &limit, &PyDict_Type, &version, &PyDict_Type,
-                          &lines, &unq, &PyType_Type, &task, &tasks, &cancelled, &PyType_Type,
-                          &future, &finish, &error, &upgrade))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!O!OO!OOO!OOO", kwlist, &limit,
+                                     &PyDict_Type, &version, &PyDict_Type, &lines, &unq,
+                                     &PyType_Type, &task, &tasks, &cancelled, &PyType_Type,
+                                     &future, &finish, &error, &upgrade))
         return NULL;
     if (slot_offset((PyTypeObject *)task, "_begun", &task_begun) ||
             slot_offset((PyTypeObject *)task, "_touched", &task_touched))
@@ -1340,9 +1347,9 @@ static PyTypeObject AsgiCoreType = {
 /* -- module ----------------------------------------------------------------- */
 
 static PyMethodDef module_methods[] = {
-    {"setup", setup, METH_VARARGS,
-     "setup(RequestLimit, asgi_version, status_lines, unquote, EagerTask, current_tasks,\n"
-     "      CancelledError, Future, Future.set_result, HttpParserError, HttpParserUpgrade)"},
+    {"setup", (PyCFunction)(void (*)(void))setup, METH_VARARGS | METH_KEYWORDS,
+     "setup(limit, asgi_version, status_lines, unquote, task_type, current_tasks,\n"
+     "      cancelled_error, future_type, future_finish, parser_error, parser_upgrade)"},
     {NULL}
 };
 

@@ -45,7 +45,18 @@ class EagerTask(asyncio.Task):
     connection in the same task object when the last one's coroutine
     finished and nothing kept, referenced, weakly referenced or touched
     its task: to the code under the app it is as new as a fresh one, and
-    a request saves a task's allocation and initialisation."""
+    a request saves a task's allocation and initialisation.
+
+    The rules, for whoever changes or subclasses it (asgicore.c relies on
+    them; tests/test_contracts.py holds the first two):
+
+    1. Every method of ``asyncio.Task`` that leaves state on the task a
+       later request could see is overridden here to set ``_touched``
+       first: ``cancel``, ``uncancel``, ``set_name``, ``add_done_callback``,
+       ``remove_done_callback``. A method a new Python adds to Task must be
+       judged and listed (the test knows the ones that leave nothing).
+    2. ``_begun`` and ``_touched`` are slots (C reads them at their offsets).
+    3. Nothing else may keep per-request state on the task object."""
 
     __slots__ = ("_begun", "_touched")
     _begun: Coroutine

@@ -182,17 +182,21 @@ class ClientDisconnected(OSError):
     an app streaming to nobody stops)."""
 
 
-setup(RequestLimit, ASGI_VERSION, _STATUS_LINES, unquote, EagerTask,
-      getattr(_asyncio, "_current_tasks", None), asyncio.CancelledError, asyncio.Future,
-      asyncio.Future.set_result, httptools.HttpParserError, httptools.HttpParserUpgrade)
+setup(limit=RequestLimit, asgi_version=ASGI_VERSION, status_lines=_STATUS_LINES,
+      unquote=unquote, task_type=EagerTask, current_tasks=getattr(_asyncio, "_current_tasks", None),
+      cancelled_error=asyncio.CancelledError, future_type=asyncio.Future,
+      future_finish=asyncio.Future.set_result, parser_error=httptools.HttpParserError,
+      parser_upgrade=httptools.HttpParserUpgrade)
 
 
 class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
     """The server side of one HTTP/1.1 connection for an ASGI app.
 
     Its per-request path is AsgiCore's, in C (_build/asgi/asgicore.c):
-    the httptools callbacks that turn a head of the common kind into its
-    scope and RequestCycle, and the app's ``send``. What it leaves to
+    llhttp (vendored, called from C) and the callbacks that turn a head of
+    the common kind into its scope and RequestCycle, and the app's
+    ``send``. (httptools lends only its exception classes, which llhttp's
+    errors are raised as, and its URL parser.) What it leaves to
     Python is here: the connection, other heads (``_head_slow``), errors,
     and the order of requests."""
 
@@ -555,7 +559,19 @@ class RequestCycle(Cycle):
     response_complete, status, headers (None once the head is written),
     chunked, head_only, and version (the request's HTTP version, which the
     response is written in, whatever the app does to its scope). ``send``
-    writes the common response in C and leaves the rest to ``_send_slow``."""
+    writes the common response in C and leaves the rest to ``_send_slow``.
+
+    What _build/asgi/asgicore.c relies on (tests/test_contracts.py holds
+    the first):
+
+    1. No state of its own: ``__slots__ = ()``, no ``__dict__``, no weak
+       references. asgicore makes the next request's cycle over from the
+       last one when nothing else holds it, setting every field of Cycle's;
+       a field added here would carry one request's value into the next.
+    2. ``_send_slow``, ``_ended``, ``_suspended`` and ``wake`` are the
+       methods C calls by name, with the arguments they take here.
+    3. ``send`` is Cycle's, in C: a ``send`` defined here would be skipped
+       by the common path's."""
 
     __slots__ = ()
 

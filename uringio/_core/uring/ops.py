@@ -2,7 +2,9 @@
 
 user_data is the op's small integer id, an index into a list: no dict
 hashing on the completion path, and no ``id(obj)`` (reused after garbage
-collection) or ``ffi.new_handle`` (dies with its handle object).
+collection) or ``ffi.new_handle`` (dies with its handle object). The ids
+stay below the two tag bits C keeps for itself (the layout is stated once,
+in _build/_core/uring_shared.h; tests/test_contracts.py holds it).
 
 An Op is in flight from its SQE's submission until its *final* CQE: for a
 multishot op, the first CQE without IORING_CQE_F_MORE. Until then it holds
@@ -89,6 +91,19 @@ class Splice:
 class Op:
     """One operation. ``on_complete(op, res, flags)`` is the loop's
     ``_on_<kind>`` method; ``handler`` is the caller's completion handler.
+
+    What the C dispatcher (_build/_core/fastpath.c, ``Dispatcher``) relies
+    on, checked when it is made and by tests/test_contracts.py:
+
+    1. ``kind``, ``cancelled``, ``handler`` and ``on_complete`` are slots
+       (it reads them at their offsets, not by attribute lookup);
+    2. a receive stream's op has ``kind`` RECV_STREAM (the int the
+       Dispatcher was given), ``cancelled`` a bool, ``handler`` callable
+       with the bytes;
+    3. every other op's ``on_complete`` is callable as
+       ``on_complete(op, res, flags)``;
+    4. the table's slot ``user_data`` holds the op whose id that is, and
+       nothing but Ops (a CQE for anything else is ``TypeError``).
 
     ``buf`` and ``pin`` are the memory the kernel reads or writes (RECV,
     SEND, WAKEUP, FILE_WRITE, the sockaddr of a CONNECT, a FILE
