@@ -368,3 +368,25 @@ def test_random_pause_resume_reading_delivers_every_byte_once_in_order(loop, see
         if client is not None:
             client.close()
         turn(loop, 0.01)   # let the closes complete before the loop closes
+
+
+def test_the_design_doc_names_the_states_of_the_code():
+    """docs/design.md's tables of a receive stream's states and transitions
+    use RecvState's names (and IDLE and CLOSED, which have no record)."""
+    import os
+    import re
+
+    from conftest import REPO
+    from uringio._core.uring.loop import RecvState
+    with open(os.path.join(REPO, "docs", "design.md")) as f:
+        section = f.read().split("## A receive stream's states", 1)[1].split("\n## ", 1)[0]
+    states = set(RecvState.__members__) | {"IDLE", "CLOSED"}
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ")]
+    described = {cells[0].strip() for cells in rows if len(cells) == 2} - {"state", "---"}
+    assert described == states
+    transitions = [cells for cells in rows if len(cells) == 4 and cells[0].strip() not in
+                   ("from", "---")]
+    named = {word for cells in transitions for word in re.findall(r"\b[A-Z]{4,}\b",
+                                                                  cells[0] + cells[2])}
+    assert named <= states and states - {"CLOSED"} <= {c[0].strip() for c in transitions} | {
+        "CLOSED"}

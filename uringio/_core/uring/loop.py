@@ -26,6 +26,7 @@ stream's handler, and every other CQE to its op's ``_on_<kind>`` method.
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import select
@@ -46,7 +47,7 @@ from ..loop import BaseLoop, drop, log
 from ..relay import PIPE_CHUNK
 from .buffers import BufRing, pin, pin_writable
 from .files import UringFiles
-from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Backlog, Op, OpKind, OpTable, Splice
+from .ops import IGNORED_USER_DATA, WRITER_REPORTS_USER_DATA, Op, OpKind, OpTable, Splice
 from .relay import UringRelay
 from .ring import (
     IORING_ASYNC_CANCEL_ALL,
@@ -73,6 +74,34 @@ _EMPTY = b""
 _pin = pin
 _SEND = int(OpKind.SEND)
 _RECV_STREAM = int(OpKind.RECV_STREAM)
+
+
+class RecvState(enum.Enum):
+    """The states of a receive stream on io_uring, where a multishot receive
+    is armed in the kernel, a cancel only asks, and bytes can still come
+    after ``stop_recv`` (docs/design.md has the table of transitions; each
+    is marked FROM -> TO where ProactorLoop makes it). An fd with no
+    RecvStream is IDLE; ``close_fd`` drops the record, and nothing is
+    delivered after it returns."""
+
+    ARMED = "armed"         # op: a multishot receive in flight
+    STOPPING = "stopping"   # draining: stopped, its final CQE still to come; what it posts is held
+    HELD = "held"           # nothing in flight; held waits for the next start (or a recv)
+    BACKLOG = "backlog"     # op started, not yet submitted: held goes first (after draining's end)
+
+
+class RecvStream:
+    """The receive stream of one fd (the epoll loop's twin is ``_FdState``)."""
+
+    __slots__ = ("fd", "state", "op", "draining", "held", "scheduled")
+
+    def __init__(self, fd: int, op: Op) -> None:
+        self.fd = fd
+        self.state = RecvState.ARMED
+        self.op: Op | None = op           # the live receive's (ARMED, BACKLOG)
+        self.draining: Op | None = None   # the stopped receive's, until its final CQE
+        self.held: list = []              # bytes, then maybe b"" (EOF) or an OSError
+        self.scheduled = False            # a _deliver_held call is queued
 
 
 def _sq_full() -> OSError:
@@ -121,10 +150,9 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         # Bound once: every receive stream's op holds it (a bound method
         # per op would be 64 bytes an idle connection).
         self._recv_stream_done = self._on_recv_stream
-        self._readers: dict[int, Op] = {}    # fd -> RECV or RECV_STREAM op
+        self._readers: dict[int, Op] = {}    # fd -> one-shot RECV op
+        self._recv_streams: dict[int, RecvStream] = {}   # fd -> its receive stream
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
-        self._held: dict[int, list] = {}     # fd -> what arrived after stop_recv
-        self._draining: dict[int, Op] = {}   # fd -> stopped stream awaiting its final CQE
         self._send_streams: dict[int, UringSendStream] = {}   # by fd
         self._watches: dict[tuple[int, bool], Op] = {}   # (fd, writable) -> WATCH op
         self._relays = {}
@@ -251,139 +279,164 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
 
     # -- receive -------------------------------------------------------------
 
+    # Each transition below is marked FROM -> TO in RecvState's words; a
+    # branch that changes no state says so too.
+
     def start_recv(self, fd: int, handler, end_handler=None) -> None:
         self._check_open()
-        if fd in self._readers:
+        stream = self._recv_streams.get(fd)
+        if fd in self._readers or (stream is not None and stream.op is not None):
             raise BusyResourceError(f"a recv is already in flight on fd {fd}")
         op = self._ops.add(OpKind.RECV_STREAM, fd, handler, self._recv_stream_done)
         op.end_handler = end_handler or handler
-        self._readers[fd] = op
-        held = self._held.pop(fd, None)
-        if fd in self._draining:
-            # The stream stopped before this one may still post bytes: this
-            # one starts, held bytes first, once that one's last CQE is in.
-            op.state = Backlog(held or [])
-        elif held is not None:
-            op.state = Backlog(held)
-            self._schedule_held(op)
-        else:
+        if stream is None:   # IDLE -> ARMED
+            self._recv_streams[fd] = RecvStream(fd, op)
             self._submit(self._prep_recv_multishot(fd, self._bgid, 0, op.id))
+            return
+        # STOPPING or HELD -> BACKLOG: what is held goes first, once the
+        # stopped receive (if any) has posted its last.
+        stream.op = op
+        stream.state = RecvState.BACKLOG
+        if stream.draining is None:
+            self._schedule_held(stream)
 
     def stop_recv(self, fd: int) -> None:
-        # A cancelled multishot receive may still post bytes: they are held
-        # (_hold) and the next start_recv on fd delivers them first.
         op = self._readers.pop(fd, None)
-        if op is None:
+        if op is not None:   # a one-shot recv: its handler hears ECANCELED
+            op.cancelled = True
+            self._submit(self._ring.prep_cancel64(op.id, 0, IGNORED_USER_DATA, 0))
             return
+        stream = self._recv_streams.get(fd)
+        if stream is None or stream.op is None:
+            return   # IDLE, STOPPING, HELD: nothing is receiving
+        op, stream.op = stream.op, None
         op.cancelled = True
-        if op.kind == OpKind.RECV_STREAM and op.state is not None:
-            backlog = cast(Backlog, op.state)   # a stream's state
-            # Never submitted: what it held stays held, ahead of anything the
-            # stream before it still posts.
-            self._held[fd] = backlog.items + self._held.pop(fd, [])
-            backlog.items = []
-            if not backlog.scheduled:   # else the pending delivery frees it
-                self._ops.pop(op)
-            return
-        if op.kind == OpKind.RECV_STREAM:
-            self._draining[fd] = op
-        self._submit(self._ring.prep_cancel64(op.id, 0, IGNORED_USER_DATA, 0))
+        if stream.state is RecvState.ARMED:
+            # ARMED -> STOPPING: a cancel only asks; until its final CQE the
+            # receive may still post bytes, which are held.
+            stream.state = RecvState.STOPPING
+            stream.draining = op
+            self._submit(self._ring.prep_cancel64(op.id, 0, IGNORED_USER_DATA, 0))
+        else:
+            # BACKLOG -> STOPPING, HELD or IDLE: never submitted, so nothing
+            # more comes of it; what was held for it stays held.
+            self._ops.pop(op)
+            self._settle(stream)
+
+    def _settle(self, stream: RecvStream) -> None:
+        # A stream left with no receive of its own: -> STOPPING while its
+        # stopped one may still post, else -> HELD, or -> IDLE (no record)
+        # with nothing held.
+        if stream.draining is not None:
+            stream.state = RecvState.STOPPING
+        elif stream.held:
+            stream.state = RecvState.HELD
+        else:
+            del self._recv_streams[stream.fd]
 
     def _on_recv_stream(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_recv_multishot(3): res > 0 is a byte count in the
         # buffer flags >> IORING_CQE_BUFFER_SHIFT, 0 is EOF, < 0 is -errno.
         # IORING_CQE_F_MORE clear: this SQE is over; re-arm if still wanted.
-        if res > 0:
-            # Copied out now: the ring takes the buffer back next turn.
-            data = self._bufs.take(flags, res)
-            if op.cancelled:
-                self._hold(op, data)
+        # (The C dispatcher hands an ARMED stream's bytes that go on straight
+        # to its handler; the rest comes here.)
+        stream = self._recv_streams.get(op.fd)
+        if stream is not None and op is stream.op:   # ARMED
+            if res > 0:
+                # Copied out now: the ring takes the buffer back next turn.
+                data = self._bufs.take(flags, res)
                 if not flags & IORING_CQE_F_MORE:
-                    self._end_draining(op)
-                return
-            if not flags & IORING_CQE_F_MORE:
+                    self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
+                assert op.handler is not None   # a live stream always has one
+                op.handler(data)   # ARMED -> ARMED
+            elif res == -_ENOBUFS:
+                # ARMED -> ARMED: the buffer ring ran dry; no data was taken.
+                # The buffers used this turn go back before the re-armed
+                # recv is submitted, and the ring gets more, until all it
+                # has are in circulation.
+                self.enobufs_rearms += 1
+                self._bufs.grow()
                 self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
-            assert op.handler is not None   # a live stream always has one
-            op.handler(data)
+            else:
+                # ARMED -> IDLE: EOF or an error ends the stream.
+                del self._recv_streams[op.fd]
+                stream.op = None
+                self._end_stream(op, _EMPTY if res == 0 else os_error(-res))
             return
-        if res == -_ENOBUFS and not op.cancelled:
-            # The buffer ring ran dry; no data was taken. The buffers used
-            # this turn go back before the re-armed recv is submitted, and
-            # the ring gets more, until all it has are in circulation.
-            self.enobufs_rearms += 1
-            self._bufs.grow()
-            self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
-            return
-        if op.cancelled:
-            if res != -_ECANCELED and res != -_ENOBUFS:
-                self._hold(op, _EMPTY if res == 0 else os_error(-res))
-            self._end_draining(op)
-            return
-        self._end_stream(op, _EMPTY if res == 0 else os_error(-res))
+        # A stopped receive (the stream's ``draining``), or one whose fd was
+        # closed (no stream, or a new one): what it posts is held for the
+        # next start, or dropped after close_fd.
+        if stream is not None and op is not stream.draining:
+            stream = None   # (a stream started on the fd number since)
+        if res > 0:
+            data = self._bufs.take(flags, res)   # (its buffer goes back either way)
+            if stream is not None:
+                stream.held.append(data)
+            if flags & IORING_CQE_F_MORE:
+                return
+        elif res != -_ECANCELED and res != -_ENOBUFS and stream is not None:
+            stream.held.append(_EMPTY if res == 0 else os_error(-res))
+        # Its final CQE: the receive is over.
+        self._ops.pop(op)
+        if stream is not None:
+            stream.draining = None
+            if stream.state is RecvState.STOPPING:
+                self._settle(stream)   # STOPPING -> HELD or IDLE
+            else:
+                self._schedule_held(stream)   # BACKLOG -> BACKLOG, its wait over
 
     def _end_stream(self, op: Op, end: bytes | OSError) -> None:
         # EOF or an error ends a receive stream: its op is done, its end
         # handler hears why.
-        if self._readers.get(op.fd) is op:
-            del self._readers[op.fd]
         end_handler = op.end_handler
         assert end_handler is not None   # start_recv set it
         self._ops.pop(op)
         end_handler(end)
 
-    def _hold(self, op: Op, item) -> None:
-        # Arrived after stop_recv: nothing is lost, start_recv delivers it.
-        # After close_fd nobody can ask for it.
-        if op.handler is not drop:
-            self._held.setdefault(op.fd, []).append(item)
+    def _schedule_held(self, stream: RecvStream) -> None:
+        # In a callback of its own: start_recv's caller hears nothing before
+        # start_recv returns.
+        if not stream.scheduled:
+            stream.scheduled = True
+            self.call_soon(self._deliver_held, stream)
 
-    def _end_draining(self, op: Op) -> None:
-        # A stopped stream's final CQE: a stream started since may go now.
-        if self._draining.get(op.fd) is op:
-            del self._draining[op.fd]
-            successor = self._readers.get(op.fd)
-            if successor is not None and successor.state is not None:
-                # recv() refuses while a stream drains: the successor is a stream.
-                backlog = cast(Backlog, successor.state)
-                if not backlog.scheduled:
-                    backlog.items.extend(self._held.pop(op.fd, ()))
-                    self._schedule_held(successor)
-        self._ops.pop(op)
-
-    def _schedule_held(self, op: Op) -> None:
-        # _deliver_held frees the op if it is stopped by then.
-        cast(Backlog, op.state).scheduled = True
-        self.call_soon(self._deliver_held, op)
-
-    def _deliver_held(self, op: Op) -> None:
-        held = cast(Backlog, op.state).items
-        while held and not op.cancelled:
+    def _deliver_held(self, stream: RecvStream) -> None:
+        stream.scheduled = False
+        if (self._recv_streams.get(stream.fd) is not stream or stream.state is not RecvState.BACKLOG
+                or stream.draining is not None):
+            return   # closed or stopped since (what is held stays held), or still waiting
+        op = stream.op
+        assert op is not None   # BACKLOG: started
+        held = stream.held
+        while held and stream.op is op:   # (a handler may stop or close the stream)
             item = held.pop(0)
             if item.__class__ is bytes and item:
                 assert op.handler is not None   # a live stream always has one
-                op.handler(item)
+                op.handler(item)   # BACKLOG -> BACKLOG
                 continue
-            self._end_stream(op, item)   # EOF or an error: the stream is over
+            # BACKLOG -> IDLE: the held EOF or error ends the stream.
+            del self._recv_streams[stream.fd]
+            stream.op = None
+            self._end_stream(op, item)
             return
-        if op.cancelled:   # stopped or closed before it was ever submitted
-            self._ops.pop(op)
-            return
-        op.state = None
-        self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
+        if stream.op is op:
+            # BACKLOG -> ARMED: all that was held is delivered.
+            stream.state = RecvState.ARMED
+            self._submit(self._prep_recv_multishot(op.fd, self._bgid, 0, op.id))
 
     def recv(self, fd: int, nbytes: int, handler, timeout: float | None = None) -> None:
         # The deadline is a linked timeout SQE (IORING_OP_LINK_TIMEOUT).
         self._check_open()
-        if fd in self._readers:
+        stream = self._recv_streams.get(fd)
+        if fd in self._readers or (stream is not None and stream.op is not None):
             raise BusyResourceError(f"a recv is already in flight on fd {fd}")
-        if fd in self._draining:
+        if stream is not None and stream.state is RecvState.STOPPING:
             raise BusyResourceError(f"the receive stream on fd {fd} is still stopping; "
                                     "use start_recv to resume it")
-        held = self._held.get(fd)
-        if held:
-            item = held.pop(0)
-            if not held:
-                del self._held[fd]
+        if stream is not None:
+            # HELD -> HELD or IDLE: the first thing held is this recv's answer.
+            item = stream.held.pop(0)
+            self._settle(stream)
             self.call_soon(handler, item)
             return
         op = self._ops.add(OpKind.RECV, fd, handler, self._on_recv)
@@ -596,16 +649,10 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
             self._end_relays(fd)
         reader = self._readers.pop(fd, None)
         if reader is not None:
-            reader.cancelled = True
-            if reader.kind == OpKind.RECV_STREAM:
-                reader.handler = reader.end_handler = drop
-                backlog = cast("Backlog | None", reader.state)   # a stream's state
-                if backlog is not None and not backlog.scheduled:
-                    self._ops.pop(reader)   # never submitted, nothing pending
-            # a one-shot recv's handler gets its ECANCELED
-        draining = self._draining.pop(fd, None)
-        if draining is not None:
-            draining.handler = draining.end_handler = drop
+            reader.cancelled = True   # a one-shot recv's handler gets its ECANCELED
+        recv_stream = self._recv_streams.pop(fd, None)
+        if recv_stream is not None:
+            self._close_recv_stream(recv_stream)
         acceptor = self._acceptors.pop(fd, None)
         if acceptor is not None:
             acceptor.cancelled = True
@@ -616,7 +663,6 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         stream = self._send_streams.get(fd)
         if stream is not None:
             stream.close()
-        self._held.pop(fd, None)
         # Hard link: the close runs after the cancel even when the cancel
         # finds nothing (-ENOENT), and in the same submission, before the fd
         # number can be reused by an accept.
@@ -669,6 +715,20 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         if rc:
             raise _sq_full()
 
+    def _close_recv_stream(self, stream: RecvStream) -> None:
+        # Any state -> CLOSED (the record dropped): nothing is delivered
+        # after close_fd returns. A receive in the kernel posts its last to
+        # nobody (_on_recv_stream finds no stream); one never submitted
+        # (BACKLOG) is done now.
+        for op in (stream.op, stream.draining):
+            if op is not None:
+                op.cancelled = True
+                op.handler = op.end_handler = drop
+        if stream.state is RecvState.BACKLOG and stream.op is not None:
+            self._ops.pop(stream.op)
+        stream.op = stream.draining = None
+        stream.held = []
+
     def close(self) -> None:
         """Cancel everything in flight, wait (2 s at most) for the final CQEs,
         then free the buffer ring and the ring."""
@@ -678,16 +738,15 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
             raise RuntimeError("cannot close a running loop")
         for stream in list(self._send_streams.values()):
             stream.close()
+        for recv_stream in self._recv_streams.values():
+            self._close_recv_stream(recv_stream)
+        self._recv_streams.clear()
         for op in self._ops.live():
             op.cancelled = True
             op.handler = op.end_handler = drop
-            if op.kind == OpKind.RECV_STREAM and op.state is not None:
-                self._ops.pop(op)   # never submitted: no CQE will come
         self._readers.clear()
         self._acceptors.clear()
         self._watches.clear()
-        self._held.clear()
-        self._draining.clear()
         self._close_file_reads()   # (reads in C: they keep their buffers, nobody hears)
         self._submit(self._ring.prep_cancel64(0, IORING_ASYNC_CANCEL_ANY, IGNORED_USER_DATA, 0))
         deadline = monotonic() + 2.0   # real time, whatever clock the loop was given

@@ -56,19 +56,6 @@ IGNORED_USER_DATA = 0
 WRITER_REPORTS_USER_DATA = 1
 
 
-class Backlog:
-    """The state of a receive stream started while bytes wait for it: what
-    arrived on its fd after the previous stream's ``stop_recv`` (bytes, then
-    maybe ``b""`` for EOF or an OSError). They are delivered before its
-    multishot receive is submitted."""
-
-    __slots__ = ("items", "scheduled")
-
-    def __init__(self, items: list) -> None:
-        self.items = items
-        self.scheduled = False   # a delivery is pending; it frees a stopped op
-
-
 class Splice:
     """The state of one sendfile, shared by its two ops: SPLICE_IN (file ->
     pipe) and SENDFILE (pipe -> socket, the one the caller hears from)."""
@@ -109,7 +96,7 @@ class Op:
     SEND, WAKEUP, FILE_WRITE, the sockaddr of a CONNECT, a FILE
     operation's path); ``done`` counts what a SEND or FILE_WRITE
     has moved of it. ``state`` is the kind's own record, or None: a
-    ``Backlog`` for a RECV_STREAM not yet armed, a ``Splice`` for SENDFILE
+    ``Splice`` for SENDFILE
     and SPLICE_IN, the timespec a RECV's linked timeout reads, the poll mask
     a WATCH asks for each time it is re-armed, a FILE_WRITE's record
     (files._Write), the FILE_WRITE a FILE_SYNC follows, a FILE
@@ -131,7 +118,7 @@ class Op:
         self.pin: Any = None
         self.done = 0
         self.cancelled = False
-        self.state: Backlog | Splice | Any = None
+        self.state: Splice | Any = None
 
     def __repr__(self) -> str:
         return (f"<Op {self.id} {OpKind(self.kind).name} fd={self.fd}"
