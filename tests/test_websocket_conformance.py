@@ -701,6 +701,17 @@ def test_a_compressed_message_past_the_limit_is_refused_before_it_is_inflated(ba
     assert took < 1.0, f"{took:.2f} s to refuse it"
 
 
+def _receive_then_close(client: Client, messages: int) -> None:
+    """Take frames until ``messages`` have come back (5 s at most), then
+    close the connection as a client does."""
+    deadline = time.monotonic() + 5
+    while len(client.received) < messages and client.open() and time.monotonic() < deadline:
+        client.pump(0.1)
+    client.send_close()
+    client.pump(2.0)
+    client.close()
+
+
 def test_a_compressed_message_within_the_limit_is_echoed(backend):
     """The other side of the test above: permessage-deflate works, a
     message that inflates to the limit is taken."""
@@ -708,12 +719,7 @@ def test_a_compressed_message_within_the_limit_is_echoed(backend):
     try:
         client = Client(port, extensions=b"permessage-deflate")
         client.send(frame(TEXT, deflated(b"a" * MAX_SIZE), rsv=4))
-        deadline = time.monotonic() + 5
-        while not client.received and client.open() and time.monotonic() < deadline:
-            client.pump(0.1)
-        client.send_close()
-        client.pump(2.0)
-        client.close()
+        _receive_then_close(client, 1)
     finally:
         _stop_quietly(proc)
     assert len(client.received) == 1 and client.received[0][0] == "message"
@@ -733,12 +739,7 @@ def test_the_limit_on_a_compressed_message_is_per_message(backend):
         payload = deflated(second)
         client.send(frame(BINARY, payload[:1000], fin=False, rsv=4)
                     + frame(CONT, payload[1000:]))
-        deadline = time.monotonic() + 5
-        while len(client.received) < 2 and client.open() and time.monotonic() < deadline:
-            client.pump(0.1)
-        client.send_close()
-        client.pump(2.0)
-        client.close()
+        _receive_then_close(client, 2)
     finally:
         _stop_quietly(proc)
     echoes = [zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
