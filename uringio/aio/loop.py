@@ -14,8 +14,10 @@ leaves to a subclass is the IO, and that is uringio's:
   ``Protocol.data_received`` (from the C dispatcher on uring), and
   ``transport.write`` appends to its C send stream: no ``Handle``,
   ``Future`` or ``call_soon`` per message;
-* **the socket operations** (``sock_recv``, ``sock_sendall``,
-  ``sock_connect``): one core operation each, a future the caller awaits.
+* **the socket operations** (``sock_recv``, ``sock_connect``,
+  ``sock_accept``): one core operation each, a future the caller awaits.
+  ``sock_sendall`` sends at once and waits for room on the core's watch, as
+  asyncio's loop does, so that a cancelled call can stop sending.
 
 A loop is bound to the thread that creates it (an io_uring ring with
 ``IORING_SETUP_SINGLE_ISSUER`` may only be entered from its creator):
@@ -109,8 +111,8 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         self._signal_handlers: dict[int, events.Handle] = {}
         self._sock_readers: weakref.WeakKeyDictionary[socket.socket, _SockReader] = (
             weakref.WeakKeyDictionary())
-        self._sock_writers: weakref.WeakKeyDictionary[
-            socket.socket, deque[tuple[bytes, asyncio.Future]]] = weakref.WeakKeyDictionary()
+        self._sock_writers: weakref.WeakKeyDictionary[socket.socket, _SockWriter] = (
+            weakref.WeakKeyDictionary())
         self._init_readiness()
 
     @property
@@ -228,6 +230,10 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
                                waiter: asyncio.Future | None = None, *,
                                extra: dict | None = None, server: Any = None) -> Connection:
         sock.setblocking(False)
+        # As asyncio's socket transport does, for every TCP socket it is
+        # given (connected, accepted or passed in): a small write goes out
+        # at once instead of waiting for the peer's ACK (Nagle).
+        base_events._set_nodelay(sock)
         info = dict(extra or {})
         info.setdefault("socket", trsock.TransportSocket(sock))
         for name, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
@@ -414,6 +420,20 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         base_events._check_ssl_socket(sock)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
+        if sock.fileno() == -1:
+            # What asyncio's loop raises here: its first try at the call
+            # (sock.recv(), sock.send(), ...) meets the closed socket.
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    # Discussion: a socket closed behind the loop's back. The caller may
+    # close a socket while one of its sock_* calls waits; nothing tells the
+    # loop. On asyncio's loop the wait just goes on (epoll forgets a closed
+    # fd) until the caller cancels it, and the cancel lets go of the fd.
+    # So here: each wait remembers the fd it started on and stops *that*
+    # when cancelled -- sock.fileno() is -1 by then, and the number may
+    # already be a new socket's. (On io_uring an operation in flight holds
+    # the socket itself, so the peer sees it closed only once the cancel
+    # ends that operation; on epoll, at close, as on asyncio's loop.)
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         self._check_sock(sock)
@@ -427,17 +447,19 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         if not reader.in_flight:
             # (else the receive in flight, whose caller was cancelled, is this
             # call's now: as asyncio's loop, a new sock_recv takes over.)
-            reader.in_flight = True
-            self._core.recv(sock.fileno(), n, functools.partial(self._sock_received, sock, reader))
+            reader.in_flight, reader.fd = True, sock.fileno()
+            self._core.recv(reader.fd, n, functools.partial(self._sock_received, sock, reader))
         try:
             return await fut
         except asyncio.CancelledError:
             if reader.waiter is fut:
-                # Cancel the receive. Its buffer stays the kernel's until the
-                # cancelled operation's completion (the core's ownership
-                # rule); bytes it brings meanwhile are held for the next call.
                 reader.waiter = None
-                self._core.stop_recv(sock.fileno())
+                if reader.in_flight:
+                    # Cancel the receive. Its buffer stays the kernel's until
+                    # the cancelled operation's completion (the core's
+                    # ownership rule); bytes it brings meanwhile are held for
+                    # the next call.
+                    self._core.stop_recv(reader.fd)
             raise
 
     def _sock_received(self, sock: socket.socket, reader: _SockReader, result) -> None:
@@ -448,10 +470,13 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
                 reader.held.append(result)
         elif _is_cancel(result):
             # Cancelled for a caller who has left since, and taken over by
-            # this one: ask again.
-            reader.waiter, reader.in_flight = fut, True
-            self._core.recv(sock.fileno(), reader.n,
-                            functools.partial(self._sock_received, sock, reader))
+            # this one: ask again -- unless the socket was closed meanwhile;
+            # then the caller waits, as on asyncio's loop, until cancelled.
+            reader.waiter = fut
+            if sock.fileno() == reader.fd:
+                reader.in_flight = True
+                self._core.recv(reader.fd, reader.n,
+                                functools.partial(self._sock_received, sock, reader))
         elif isinstance(result, BaseException):
             fut.set_exception(result)
         else:
@@ -466,37 +491,80 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         return len(data)
 
     async def sock_sendall(self, sock: socket.socket, data) -> None:
+        # As asyncio's loop: send at once what the socket takes, then send
+        # the rest each time it is writable (the core's watch). Not one
+        # core send operation: that could not be withdrawn when the caller
+        # is cancelled, and its bytes would go on out -- after a close, to
+        # whatever socket gets the fd number next (epoll), or holding the
+        # closed socket open (io_uring). A cancelled call stops where it is,
+        # as on asyncio's loop; what it sent is sent.
         self._check_sock(sock)
-        if not data:
-            return
-        fut = self.create_future()
-        waiting = self._sock_writers.get(sock)
-        if waiting is None:   # nothing in flight on sock: send now
-            self._sock_writers[sock] = deque()
-            self._core.send(sock.fileno(), data, functools.partial(self._sock_sent, sock, fut))
+        writer = self._sock_writers.get(sock)
+        if writer is None:
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(data):
+                return
+            data = memoryview(data).cast("B")[sent:]
         else:
-            # One send in flight per socket, the others queued behind it:
-            # two io_uring sends on one socket that both wait for room may
-            # go out in either order.
-            waiting.append((bytes(data), fut))
+            # Behind the sends already waiting, whole and in order (beyond
+            # asyncio's loop, whose second waiting sock_sendall on a socket
+            # replaces the first). Copied: the caller may change it meanwhile.
+            data = bytes(data)
+        fut = self.create_future()
+        if writer is None:
+            writer = _SockWriter(sock.fileno())
+            self._add_watch(writer.fd, True, self._sock_writable, (sock, writer))
+            self._sock_writers[sock] = writer
+        writer.queue.append([data, fut])
+        fut.add_done_callback(functools.partial(self._sock_send_over, sock, writer))
         await fut
 
-    def _sock_sent(self, sock: socket.socket, fut: asyncio.Future, result) -> None:
-        # A cancelled sock_sendall whose bytes were in flight has sent them
-        # (asyncio's own loop may have sent part of them, too); one cancelled
-        # before its turn sends nothing.
-        resolve(fut, result)
-        waiting = self._sock_writers.get(sock)
-        while waiting:
-            data, after = waiting.popleft()
-            if after.done():
+    def _sock_writable(self, sock: socket.socket, writer: _SockWriter) -> None:
+        queue = writer.queue
+        while queue:
+            entry = queue[0]
+            data, fut = entry
+            if fut.done():   # (cancelled: _sock_send_over takes it out)
+                queue.popleft()
                 continue
-            if sock.fileno() == -1:
-                after.set_exception(OSError(errno.EBADF, "the socket was closed"))
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                queue.popleft()
+                fut.set_exception(exc)
                 continue
-            self._core.send(sock.fileno(), data, functools.partial(self._sock_sent, sock, after))
-            return
-        self._sock_writers.pop(sock, None)
+            if sent < len(data):
+                entry[0] = memoryview(data).cast("B")[sent:]
+                return
+            queue.popleft()
+            fut.set_result(None)
+        self._sock_writer_done(sock, writer)
+
+    def _sock_send_over(self, sock: socket.socket, writer: _SockWriter,
+                        fut: asyncio.Future) -> None:
+        # A cancelled call leaves the queue now, and the watch goes with
+        # the last one: once the caller is back from its CancelledError the
+        # loop neither writes to the socket nor holds its fd.
+        if fut.cancelled():
+            for entry in writer.queue:
+                if entry[1] is fut:
+                    writer.queue.remove(entry)
+                    break
+            if not writer.queue:
+                self._sock_writer_done(sock, writer)
+
+    def _sock_writer_done(self, sock: socket.socket, writer: _SockWriter) -> None:
+        if self._sock_writers.get(sock) is writer:
+            del self._sock_writers[sock]
+            if self._fd_watches[True].get(writer.fd) is not None:
+                self._remove_watch(writer.fd, True)
 
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         self._check_sock(sock)
@@ -522,7 +590,13 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
             address = resolved[0][4]
         fut = self.create_future()
         self._core.connect(sock, address, functools.partial(resolve, fut))
-        await fut
+        try:
+            await fut
+        finally:
+            # A failed connect's exception holds this frame (its traceback),
+            # which held the future, which holds the exception: a cycle that
+            # only the garbage collector would free. asyncio breaks it so.
+            del fut
 
     # -- signals -------------------------------------------------------------
 
@@ -565,14 +639,15 @@ class Transport(Connection):
 
 
 class _SockReader:
-    """One socket's ``sock_recv``: whether a receive is in flight, who
-    waits for it, and what arrived with nobody waiting (bytes, EOF or an
-    error), which the next call gets first."""
+    """One socket's ``sock_recv``: whether a receive is in flight (on which
+    fd), who waits for it, and what arrived with nobody waiting (bytes, EOF
+    or an error), which the next call gets first."""
 
-    __slots__ = ("in_flight", "waiter", "n", "held")
+    __slots__ = ("in_flight", "fd", "waiter", "n", "held")
 
     def __init__(self) -> None:
         self.in_flight = False
+        self.fd = -1
         self.waiter: asyncio.Future | None = None
         self.n = 0
         self.held: list[bytes | BaseException] = []
@@ -585,6 +660,18 @@ class _SockReader:
             self.held.insert(0, item[n:])
             item = item[:n]
         return item
+
+
+class _SockWriter:
+    """One socket's ``sock_sendall`` calls that wait for room: the fd its
+    watch is on, and each call's bytes not yet sent with its future, in
+    the order they were made. The first one is being sent."""
+
+    __slots__ = ("fd", "queue")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.queue: deque[list] = deque()   # [bytes or memoryview left, future]
 
 
 def _is_cancel(result: object) -> bool:

@@ -165,7 +165,15 @@ class ReactorLoop(EpollRelay, EpollFiles, BaseLoop):
                    else 0))
         if mask != st.mask:
             if mask == 0:
-                self._epoll.unregister(st.fd)
+                try:
+                    self._epoll.unregister(st.fd)
+                except OSError:
+                    # The fd was closed since (EBADF; ENOENT once its number
+                    # is reused): epoll dropped it with its file, and this
+                    # state goes all the same, as selectors.EpollSelector
+                    # does. The caller of an asyncio sock_* call may close
+                    # the socket before cancelling the call.
+                    pass
             elif st.mask == 0:
                 self._epoll.register(st.fd, mask)
             else:
