@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 import warnings
 import weakref
 
@@ -45,6 +46,66 @@ def test_the_loop_is_uringios_on_the_backend_asked_for(backend):
         return type(loop), loop.backend, isinstance(loop, asyncio.AbstractEventLoop)
 
     assert run(backend, main) == (EventLoop, backend, True)
+
+
+# -- one turn: one ready queue and one timer heap for asyncio and the core ----------------
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_asyncio_and_the_core_share_one_ready_queue_and_one_timer_heap(backend, debug):
+    """The core's callbacks and timers go into asyncio's own ready queue
+    and timer heap, and fire in one order with asyncio's, in debug mode
+    too (where asyncio's turn would time each callback)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_debug(debug)
+        core = loop._core
+        assert core._ready is loop._ready and core._timers is loop._scheduled
+        seen: list[str] = []
+        done = loop.create_future()
+        loop.call_later(0.03, seen.append, "asyncio 30 ms")
+        core.call_later(0.02, seen.append, "core 20 ms")
+        loop.call_later(0.01, seen.append, "asyncio 10 ms")
+        cancelled = core.call_later(0.015, seen.append, "core, cancelled")
+        loop.call_later(0.005, seen.append, "asyncio, cancelled").cancel()
+        cancelled.cancel()
+        core.call_soon(seen.append, "core soon")
+        loop.call_soon(seen.append, "asyncio soon")
+        loop.call_later(0.04, done.set_result, None)
+        await done
+        return seen
+
+    assert run(backend, main) == ["core soon", "asyncio soon", "asyncio 10 ms", "core 20 ms",
+                                  "asyncio 30 ms"]
+
+
+def test_a_core_callback_that_raises_reaches_asyncios_exception_handler(backend):
+    async def main():
+        loop = asyncio.get_running_loop()
+        reported: list[dict] = []
+        loop.set_exception_handler(lambda loop, context: reported.append(context))
+
+        def fails() -> None:
+            raise ValueError("from the core")
+
+        loop._core.call_soon(fails)
+        await asyncio.sleep(0.01)
+        return [type(c.get("exception")) for c in reported]
+
+    assert run(backend, main) == [ValueError]
+
+
+def test_a_slow_callback_is_reported_in_debug_mode(backend, caplog):
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.01
+        loop.call_soon(time.sleep, 0.05)
+        await asyncio.sleep(0.1)
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        run(backend, main)
+    assert any("Executing <Handle sleep" in r.getMessage() and "took" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
 def test_streams_echo_small_and_large_messages_and_eof(backend):

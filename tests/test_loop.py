@@ -55,7 +55,7 @@ def test_a_cancelled_timer_lets_go_of_its_callback_at_once(loop):
     assert len(loop._timers) <= 2 * 64 + 1   # dropped whenever most are cancelled
     keep = loop.call_later(0, loop.stop)
     loop.run()
-    assert keep.loop is None and not keep.cancelled
+    assert keep.loop is None and not keep._cancelled
 
 
 def test_call_soon_threadsafe_wakes_a_waiting_loop(loop):

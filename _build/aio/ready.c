@@ -16,10 +16,12 @@
  *     r(callback, *args, context=None) is call_soon without asyncio's
  *     debug-mode checks (the loop uses it only when not in debug mode and
  *     not closed): a Handle appended to the deque, and returned.
- *     r.run(n) pops and runs n handles, skipping cancelled ones, each in
- *     its context as Handle._run does. A callback that raises an Exception
- *     goes to on_error(handle, exc) and the next one runs; SystemExit and
- *     KeyboardInterrupt propagate (the handles not run stay queued).
+ *     r.run(n) pops and runs n entries: a handle (skipped when cancelled)
+ *     in its context as Handle._run does; a (callback, args) tuple -- the
+ *     core loop's own, which shares this queue (BaseLoop.host) -- as
+ *     callback(*args). A callback that raises an Exception goes to
+ *     on_error(entry, exc) and the next one runs; SystemExit and
+ *     KeyboardInterrupt propagate (the entries not run stay queued).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -177,7 +179,11 @@ static PyObject *Ready_vectorcall(PyObject *obj, PyObject *const *args, size_t n
 static int run_handle(Ready *self, PyObject *handle)
 {
     PyObject *res;
-    if (!PyObject_TypeCheck(handle, self->handle_type)) {
+    if (PyTuple_CheckExact(handle) && PyTuple_GET_SIZE(handle) == 2 &&
+            PyTuple_Check(PyTuple_GET_ITEM(handle, 1))) {
+        /* the core loop's (callback, args) */
+        res = PyObject_Call(PyTuple_GET_ITEM(handle, 0), PyTuple_GET_ITEM(handle, 1), NULL);
+    } else if (!PyObject_TypeCheck(handle, self->handle_type)) {
         res = PyObject_CallMethod(handle, "_run", NULL);   /* not one of asyncio's */
     } else {
         if (SLOT(handle, self->off_cancelled) == Py_True)

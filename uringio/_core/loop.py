@@ -39,27 +39,36 @@ class Timer:
     later must not be kept for the other 9.999 s -- with thousands of
     connections a second, that is tens of MiB held for nothing, as a soak of
     serve http showed. When cancelled timers are most of the heap, the loop
-    drops them (``_timer_cancelled``), as asyncio's loop does."""
+    drops them (``_timer_cancelled``), as asyncio's loop does.
 
-    __slots__ = ("when", "callback", "args", "cancelled", "loop")
+    Its fields are named as asyncio's ``TimerHandle``'s (``_when``,
+    ``_cancelled``, ``_scheduled``), and the two order by ``_when`` against
+    each other: a loop built on this one keeps its timers in the same heap
+    (``BaseLoop.host``)."""
+
+    __slots__ = ("_when", "callback", "args", "_cancelled", "_scheduled", "loop")
 
     def __init__(self, when: float, callback: Callable, args: tuple, loop: BaseLoop) -> None:
-        self.when = when
+        self._when = when
         self.callback: Callable | None = callback
         self.args: tuple | None = args
-        self.cancelled = False
+        self._cancelled = False
+        self._scheduled = True
         self.loop: BaseLoop | None = loop   # None once it fired or was cancelled
 
     def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
+        if not self._cancelled:
+            self._cancelled = True
             self.callback = self.args = None
             loop, self.loop = self.loop, None
             if loop is not None:
                 loop._timer_cancelled()
 
-    def __lt__(self, other: Timer) -> bool:
-        return self.when < other.when
+    def __lt__(self, other) -> bool:
+        return self._when < other._when
+
+    def __gt__(self, other) -> bool:   # (a TimerHandle's __lt__ leaves the comparison to it)
+        return self._when > other._when
 
 
 class BaseSendStream:
@@ -85,9 +94,12 @@ class BaseLoop:
     backend = "base"
 
     def __init__(self) -> None:
-        self._ready: deque[tuple[Callable, tuple]] = deque()
-        self._timers: list[Timer] = []
-        self._cancelled_timers = 0   # in _timers, not yet dropped
+        # (callback, args) tuples, and a host's handles (host()).
+        self._ready: deque[Any] = deque()
+        self._timers: list[Any] = []   # a heap of Timers, and a host's timer handles
+        self._cancelled_timers = 0     # in _timers, not yet dropped
+        self._resolution = 0.0         # a timer this close to due fires now
+        self._run_ready: Callable[[int], None] = self._run_callbacks
         self._stopping = False
         self._running = False
         self._closed = False
@@ -121,12 +133,33 @@ class BaseLoop:
 
     def _timer_cancelled(self) -> None:
         # Dropping them costs a pass over the heap: worth it only once the
-        # cancelled are many and most of it.
+        # cancelled are many and most of it. (In place: a host shares the list.)
         self._cancelled_timers += 1
-        if self._cancelled_timers > 64 and 2 * self._cancelled_timers > len(self._timers):
-            self._timers[:] = [t for t in self._timers if not t.cancelled]
-            heapq.heapify(self._timers)
+        timers = self._timers
+        if self._cancelled_timers > 64 and 2 * self._cancelled_timers > len(timers):
+            for timer in timers:
+                if timer._cancelled:
+                    timer._scheduled = False
+            timers[:] = [t for t in timers if not t._cancelled]
+            heapq.heapify(timers)
             self._cancelled_timers = 0
+
+    def host(self, ready: deque, timers: list, run_ready: Callable[[int], None],
+             resolution: float) -> None:
+        """Make this loop's turn the turn of a loop built on it (uringio.aio's
+        asyncio loop), with one ready queue and one timer heap for both:
+        ``ready`` and ``timers`` (the host's own, which replace this loop's
+        before anything is queued) then hold the host's handles beside this
+        loop's entries. The host's timer handles have ``_when``,
+        ``_cancelled`` and ``_scheduled`` as Timers do; one that falls due
+        goes into ``ready`` as it is, and ``run_ready(n)`` runs the first
+        ``n`` entries of ``ready``, of either kind (a ``(callback, args)``
+        tuple is this loop's). The host tells ``_timer_cancelled`` of each
+        of its timer handles cancelled while scheduled."""
+        assert not self._ready and not self._timers, "host() comes before anything is queued"
+        self._ready, self._timers = ready, timers
+        self._run_ready = run_ready
+        self._resolution = resolution
 
     def call_soon_threadsafe(self, callback: Callable, *args: Any) -> None:
         self._ready.append((callback, args))  # deque.append is atomic
@@ -222,11 +255,14 @@ class BaseLoop:
     def _run_once(self, max_wait: float | None = None) -> None:
         ready = self._ready
         timers = self._timers
+        while timers and timers[0]._cancelled:   # not to wake for one
+            heapq.heappop(timers)._scheduled = False
+            self._cancelled_timers -= 1
         timeout: float | None
         if ready or self._stopping:
             timeout = 0.0
         elif timers:
-            timeout = max(0.0, timers[0].when - self.time())
+            timeout = max(0.0, timers[0]._when - self.time())
             if max_wait is not None:
                 timeout = min(timeout, max_wait)
         else:
@@ -234,17 +270,25 @@ class BaseLoop:
         self._poll(timeout)
 
         if timers:
-            now = self.time()
-            while timers and timers[0].when <= now:
+            end = self.time() + self._resolution
+            while timers and timers[0]._when <= end:
                 timer = heapq.heappop(timers)
-                if timer.cancelled:
+                timer._scheduled = False
+                if timer._cancelled:
                     self._cancelled_timers -= 1
-                else:
+                elif timer.__class__ is Timer:
                     timer.loop = None   # fired: a cancel now changes nothing
-                    ready.append((timer.callback, timer.args))  # type: ignore[arg-type]
+                    ready.append((timer.callback, timer.args))
+                else:
+                    ready.append(timer)   # a host's (host()): its run_ready runs it
         # Only what was queued before this point: a callback that queues
         # another waits for the next turn, so IO is never starved.
-        for _ in range(len(ready)):
+        self._run_ready(len(ready))
+
+    def _run_callbacks(self, n: int) -> None:
+        # run_ready of a loop with no host: n (callback, args) entries.
+        ready = self._ready
+        for _ in range(n):
             callback, args = ready.popleft()
             try:
                 callback(*args)

@@ -6,9 +6,13 @@ that does not touch a socket: handles, timers, futures and tasks (its C
 the connection logic of ``create_connection`` and ``create_server``. What it
 leaves to a subclass is the IO, and that is uringio's:
 
-* **the wait**: asyncio's turn calls ``self._selector.select(timeout)``;
-  here that is one turn of the core loop (``Loop.run_once``), which waits in
-  ``io_uring_enter`` or ``epoll_wait`` and dispatches every completion;
+* **the turn**: one turn of the core loop (``Loop.run_once``), which waits
+  in ``io_uring_enter`` or ``epoll_wait``, dispatches every completion,
+  fires the timers due and runs what is ready. There is one ready queue and
+  one timer heap: asyncio's ``_ready`` deque and ``_scheduled`` heap, which
+  the core adopts (``BaseLoop.host``) and fills with its own callbacks and
+  timers too; the C ready queue (``_ready.Ready``) runs both kinds. No copy
+  of ``BaseEventLoop._run_once``;
 * **transports**: a ``uringio.net.Connection`` per socket, which is an
   ``asyncio.Transport``. Its receive stream hands each chunk straight to
   ``Protocol.data_received`` (from the C dispatcher on uring), and
@@ -22,6 +26,30 @@ leaves to a subclass is the IO, and that is uringio's:
 A loop is bound to the thread that creates it (an io_uring ring with
 ``IORING_SETUP_SINGLE_ISSUER`` may only be entered from its creator):
 create it in the thread that runs it, as ``asyncio.run`` does.
+
+asyncio's private names this package relies on, checked against CPython
+3.11.7 (requires-python is 3.11; tests/test_cpython_asyncio.py runs
+CPython's own tests of the loop on both backends):
+
+* ``BaseEventLoop``: ``_ready``, ``_scheduled``, ``_stopping``,
+  ``_clock_resolution``, ``_debug``, ``_closed``, ``_current_handle``,
+  ``_selector`` (None once closed, which transports' repr reads), and the
+  hooks it leaves to a subclass or calls on it: ``_run_once``,
+  ``_process_events``, ``_write_to_self``, ``_timer_handle_cancelled``,
+  ``_make_socket_transport``, ``_make_datagram_transport``,
+  ``_make_read_pipe_transport``, ``_make_write_pipe_transport``,
+  ``_make_subprocess_transport``, ``_sendfile_native``,
+  ``_sendfile_fallback``;
+* ``Handle`` and ``TimerHandle``: ``_callback``, ``_args``, ``_cancelled``,
+  ``_context``, ``_loop``, ``_repr``, ``_source_traceback``, ``_run``,
+  ``_scheduled``, ``_when`` (the C ready queue writes a Handle's slots);
+* functions: ``base_events._set_nodelay``, ``_check_ssl_socket``,
+  ``_format_handle`` and ``logger``; ``format_helpers._format_callback_source``;
+  ``tasks._enter_task``, ``_leave_task`` and ``_asyncio._current_tasks``
+  (asgi/eager.py); ``constants._SendfileMode`` (net/connection.py);
+* classes: ``selector_events._SelectorDatagramTransport``,
+  ``unix_events._UnixReadPipeTransport``, ``_UnixWritePipeTransport`` and
+  ``_UnixSubprocessTransport`` (readiness.py).
 """
 
 from __future__ import annotations
@@ -29,7 +57,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import heapq
 import logging
 import os
 import selectors
@@ -57,20 +84,13 @@ log = logging.getLogger("uringio")
 ACCEPT_RETRY_DELAY = 1.0
 
 
-class _CoreTurn:
-    """What asyncio's turn calls its selector: ``select(timeout)`` is one
-    turn of the core loop. Completions are dispatched inside it, straight to
-    their handlers, so there are no events to hand back. ``get_key`` is for
-    asyncio's transports' ``repr``, which asks the selector what an fd is
-    watched for."""
+class _SelectorView:
+    """What asyncio's code asks of a loop's ``_selector`` besides the turn
+    (which is the core's here, not ``select``): ``get_key``, for its
+    transports' ``repr``, which asks what an fd is watched for; ``close``."""
 
     def __init__(self, loop: EventLoop) -> None:
-        self._core = loop._core
         self._loop = loop
-
-    def select(self, timeout: float | None) -> tuple:
-        self._core.run_once(timeout)
-        return ()
 
     def get_key(self, fd: int) -> selectors.SelectorKey:
         watched = self._loop._watching(fd)
@@ -90,9 +110,10 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
     """An ``asyncio.AbstractEventLoop`` on io_uring (``backend="uring"``) or
     epoll (``"epoll"``); ``"auto"`` picks io_uring where it works."""
 
-    _selector: _CoreTurn | None   # None once closed
+    _selector: _SelectorView | None   # None once closed
     _scheduled: list[events.TimerHandle]   # asyncio's timer heap (BaseEventLoop's)
-    _timer_cancelled_count: int
+    _clock_resolution: float
+    _current_handle: events.Handle | None
 
     def __init__(self, backend: str = "auto", **options: Any) -> None:
         super().__init__()
@@ -101,8 +122,11 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         # makes one per wait for data.
         self.create_future = functools.partial(asyncio.Future, loop=self)  # type: ignore[method-assign]
         self._fast = Ready(self._ready, self, events.Handle, self._handle_raised)
+        # One turn for both loops: the core's, over asyncio's ready queue and
+        # timer heap, which hold the core's callbacks and timers too.
+        self._core.host(self._ready, self._scheduled, self._fast.run, self._clock_resolution)
         self._set_fast_path()
-        self._selector = _CoreTurn(self)
+        self._selector = _SelectorView(self)
         # A protocol callback that raises reaches asyncio's exception handler.
         self._core.on_error = self._callback_failed
         # The transports by fd (the newest one on a reused number wins).
@@ -127,13 +151,16 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
     # -- the turn --------------------------------------------------------------
 
     def _set_fast_path(self) -> None:
-        # call_soon is the C ready queue's, as an instance attribute, while
-        # the loop is open and not in debug mode (whose checks and
-        # slow-callback warnings are asyncio's own code); else asyncio's.
-        if not self._debug and not self._closed:
+        # call_soon is the C ready queue's, as an instance attribute, and the
+        # turn runs the queue in C, while the loop is open and not in debug
+        # mode; in debug mode asyncio's call_soon (its checks) and a runner
+        # that times each callback as asyncio's turn does.
+        fast = not self._debug and not self._closed
+        if fast:
             self.call_soon = self._fast   # type: ignore[method-assign]
         else:
             self.__dict__.pop("call_soon", None)
+        self._core._run_ready = self._fast.run if fast else self._run_ready_debug
 
     def set_debug(self, enabled: bool) -> None:
         super().set_debug(enabled)
@@ -141,47 +168,51 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
             self._set_fast_path()
 
     def _run_once(self) -> None:
-        """One turn: asyncio's BaseEventLoop._run_once, with the wait a turn
-        of the core loop and the ready handles run by the C ready queue.
-        In debug mode, asyncio's own (it times each callback)."""
-        if self._debug:
-            return super()._run_once()  # type: ignore[misc]
-        scheduled = self._scheduled
-        # Cancelled timers: dropped from the heap's top, or (when they are
-        # most of it) in one sweep, as asyncio does.
-        count = len(scheduled)
-        if (count > base_events._MIN_SCHEDULED_TIMER_HANDLES and self._timer_cancelled_count / count
-                > base_events._MIN_CANCELLED_TIMER_HANDLES_FRACTION):
-            kept = []
-            for handle in scheduled:
-                if handle._cancelled:
-                    handle._scheduled = False
-                else:
-                    kept.append(handle)
-            heapq.heapify(kept)
-            self._scheduled = scheduled = kept
-            self._timer_cancelled_count = 0
-        else:
-            while scheduled and scheduled[0]._cancelled:
-                self._timer_cancelled_count -= 1
-                heapq.heappop(scheduled)._scheduled = False
-        timeout: float | None = None
-        if self._ready or self._stopping:
-            timeout = 0
-        elif scheduled:
-            timeout = min(max(0, scheduled[0]._when - self.time()),
-                          base_events.MAXIMUM_SELECT_TIMEOUT)
-        self._core.run_once(timeout)
-        if scheduled:
-            end_time = self.time() + self._clock_resolution
-            while scheduled and scheduled[0]._when < end_time:
-                handle = heapq.heappop(scheduled)
-                handle._scheduled = False
-                self._ready.append(handle)
-        self._fast.run(len(self._ready))
+        """One turn, the core loop's: wait for IO (not at all while a stop
+        is asked for, else at most until the next timer, asyncio's or the
+        core's), dispatch the completions, move the timers due to the ready
+        queue, run what was ready before this point."""
+        self._core.run_once(0 if self._stopping else None)
 
-    def _handle_raised(self, handle: events.Handle, exc: BaseException) -> None:
-        # What asyncio's Handle._run does with a callback's exception.
+    def _timer_handle_cancelled(self, handle: events.TimerHandle) -> None:
+        # asyncio's TimerHandle.cancel calls this: the heap is the core's.
+        if handle._scheduled:
+            self._core._timer_cancelled()
+
+    def _run_ready_debug(self, n: int) -> None:
+        # asyncio's debug-mode steps for each handle: the current handle
+        # set while it runs, and a warning when it took too long.
+        ready = self._ready
+        for _ in range(n):
+            if not ready:
+                break
+            entry = ready.popleft()
+            if entry.__class__ is tuple:   # the core's (callback, args)
+                callback, args = entry
+                try:
+                    callback(*args)
+                except Exception as exc:
+                    self._callback_failed(callback, exc)
+                continue
+            if entry._cancelled:
+                continue
+            self._current_handle = entry
+            started = self.time()
+            try:
+                entry._run()
+                took = self.time() - started
+                if took >= self.slow_callback_duration:
+                    base_events.logger.warning("Executing %s took %.3f seconds",
+                                               base_events._format_handle(entry), took)
+            finally:
+                self._current_handle = None
+
+    def _handle_raised(self, handle: Any, exc: BaseException) -> None:
+        # What asyncio's Handle._run does with a callback's exception (and
+        # the core's own report, for its (callback, args)).
+        if isinstance(handle, tuple):
+            self._callback_failed(handle[0], exc)
+            return
         callback = format_helpers._format_callback_source(handle._callback, handle._args)
         context = {"message": f"Exception in callback {callback}", "exception": exc,
                    "handle": handle}
@@ -196,7 +227,7 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
     # -- what BaseEventLoop leaves to its subclass -----------------------------
 
     def _process_events(self, event_list: object) -> None:
-        pass   # _CoreTurn.select has dispatched them already
+        pass   # (not called: the core's turn dispatches completions as they come)
 
     def _write_to_self(self) -> None:
         # call_soon_threadsafe and signal handlers: wake the core's wait.
