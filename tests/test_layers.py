@@ -161,3 +161,14 @@ def test_the_layer_table_in_the_design_doc_is_this_one():
     rows = [line.split()[:2] for line in table.splitlines() if line[:1].isdigit()]
     assert {package: int(level) for level, package in rows} == {
         name: level for name, level in LAYERS.items() if name != "uringio._version"}
+
+
+def test_every_package_is_in_the_distribution():
+    """pyproject.toml lists the packages the wheel and sdist carry: each
+    folder of the package with an __init__.py is one (dist.sh refuses a
+    wheel without one, but only at release)."""
+    import tomllib
+    with open(pathlib.Path(REPO, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = {module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert found == listed
