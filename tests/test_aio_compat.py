@@ -274,6 +274,18 @@ def test_a_refused_connect_leaves_its_exception_in_no_cycle(kind, how):
 # -- 4. a cancelled sock_* call, then the socket closed: Unix sockets ---------
 
 
+async def cancel_then_close(sock: socket.socket, waiting: asyncio.Future) -> int:
+    """Let ``waiting`` (a sock_* call on ``sock``) start waiting, cancel it,
+    then close ``sock``; the fd it had."""
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    fd = sock.fileno()
+    sock.close()
+    return fd
+
+
 @pytest.mark.parametrize("address", ["path", "abstract"])
 @pytest.mark.parametrize("op", ["sock_recv", "sock_sendall"])
 def test_a_cancelled_sock_call_on_a_unix_stream_socket_then_close(kind, op, address, tmp_path):
@@ -283,13 +295,7 @@ def test_a_cancelled_sock_call_on_a_unix_stream_socket_then_close(kind, op, addr
     async def main():
         sock, peer = unix_stream_pair(unix_address(address, tmp_path))
         with sock, peer:
-            waiting = asyncio.ensure_future(waiting_call(op, sock))
-            await asyncio.sleep(0.05)
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-            fd = sock.fileno()
-            sock.close()
+            fd = await cancel_then_close(sock, asyncio.ensure_future(waiting_call(op, sock)))
             # A cancelled sendall sent no more: the peer gets what the
             # buffers took before the cancel, then the end.
             assert await read_until_eof(peer) < PAYLOAD
@@ -321,12 +327,7 @@ def test_a_cancelled_sock_call_on_a_unix_datagram_socket_then_close(kind, op, ad
                     except BlockingIOError:
                         break
                 waiting = asyncio.ensure_future(loop.sock_sendto(sock, b"y", name + "-peer"))
-            await asyncio.sleep(0.05)
-            waiting.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await waiting
-            fd = sock.fileno()
-            sock.close()
+            fd = await cancel_then_close(sock, waiting)
             if address == "path":
                 os.unlink(name)
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as again:
