@@ -137,10 +137,13 @@ class BaseLoop:
         self._cancelled_timers += 1
         timers = self._timers
         if self._cancelled_timers > 64 and 2 * self._cancelled_timers > len(timers):
+            kept = []
             for timer in timers:
                 if timer._cancelled:
                     timer._scheduled = False
-            timers[:] = [t for t in timers if not t._cancelled]
+                else:
+                    kept.append(timer)
+            timers[:] = kept
             heapq.heapify(timers)
             self._cancelled_timers = 0
 

@@ -37,7 +37,7 @@ from urllib.parse import unquote
 import httptools
 
 from ..net.connection import Connection
-from ..protocols.fields import check_field
+from ..protocols.fields import NO_CONTENT_STATUSES, check_field, is_final_status
 from ..protocols.http import LINGER_TIMEOUT, RequestLimit
 from ._asgicore import AsgiCore, Cycle, setup
 from .eager import EagerTask, Resumed, adopt, run_eagerly
@@ -61,7 +61,6 @@ _STATUS_LINES = {
               for status in http.HTTPStatus if status.value >= 200}
     for version in ("1.1", "1.0")
 }
-_NO_BODY_STATUS = frozenset((204, 304))   # whatever the app gives, no content
 _CHUNK_END = b"0\r\n\r\n"
 
 
@@ -72,7 +71,7 @@ def _status_line(version: str, status: int) -> bytes:
     version = "1.0" if version == "1.0" else "1.1"
     line = _STATUS_LINES[version].get(status)
     if line is None:
-        if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 999:
+        if not is_final_status(status):
             raise RuntimeError(f"the response's status must be an int from 200 to 999, "
                                f"not {status!r}")
         line = b"HTTP/%s %d \r\n" % (version.encode(), status)
@@ -730,7 +729,7 @@ class RequestCycle(Cycle):
             elif lname == b"transfer-encoding":
                 continue   # ours to decide
             parts += (name, b": ", value, b"\r\n")
-        if status in _NO_BODY_STATUS:
+        if status in NO_CONTENT_STATUSES:
             self.head_only = True   # the content an app gives is not written
         elif not has_length:
             if not more_body:

@@ -20,6 +20,19 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _NOT_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+# Statuses whose response has no content, whatever the app gives (RFC 9110
+# §8.6, §15.3.5, §15.4.5): a body written after one would be read by the
+# client as the start of the next response.
+NO_CONTENT_STATUSES = frozenset((204, 304))
+
+
+def is_final_status(status: object) -> bool:
+    """Whether an app's ``status`` can be written as a response's: an int
+    from 200 to 999. A 1xx is interim to a client, which would then read
+    the next response as this one's."""
+    return isinstance(status, int) and not isinstance(status, bool) and 200 <= status <= 999
+
+
 class InvalidField(ValueError):
     """A response header that cannot be written as it is."""
 

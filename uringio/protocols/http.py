@@ -31,7 +31,7 @@ import httptools
 from ..net.connection import Connection, Protocol
 from . import _httpcore
 from ._httpcore import HttpCore
-from .fields import InvalidField, check_field
+from .fields import NO_CONTENT_STATUSES, InvalidField, check_field, is_final_status
 
 log = logging.getLogger("uringio")
 
@@ -46,11 +46,10 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 # The final statuses: a handler's 1xx is refused (_respond).
 _STATUS_LINES = {(v, code): b"HTTP/%s %d %s\r\nServer: %s\r\n" % (v.encode(), code, reason, SERVER)
                  for v in ("1.0", "1.1") for code, reason in _REASONS.items() if code >= 200}
-_NO_CONTENT = frozenset((204, 304))
 # The statuses httpcore.c writes whole (a Content-Length and the body): not
 # those without content, which _respond writes.
 _STATUS_LINES_11 = {code: line for (v, code), line in _STATUS_LINES.items()
-                    if v == "1.1" and code not in _NO_CONTENT}
+                    if v == "1.1" and code not in NO_CONTENT_STATUSES}
 _CONTENT_TYPES: dict[str, bytes] = {}
 
 
@@ -346,7 +345,7 @@ class HTTPProtocol(HttpCore, Protocol):
         status = response.status
         status_line = _STATUS_LINES.get((version, status))
         if status_line is None:
-            if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 999:
+            if not is_final_status(status):
                 # (a 1xx would be read as interim, and the next response as
                 # this one's: the handler's doing, as if it had raised)
                 self._respond(request, self._handler_failed(request, ValueError(
@@ -356,7 +355,7 @@ class HTTPProtocol(HttpCore, Protocol):
                 version.encode(), status, _REASONS.get(status, b"Unknown"), SERVER)
         file = response.file
         head = [b"%s%sContent-Type: %s\r\n" % (status_line, self._date, ctype)]
-        if status in _NO_CONTENT:   # whatever the handler gave (RFC 9110 §8.6)
+        if status in NO_CONTENT_STATUSES:   # whatever the handler gave (RFC 9110 §8.6)
             body = b""
             if file is not None:
                 file.close()

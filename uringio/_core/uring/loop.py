@@ -283,10 +283,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
     # branch that changes no state says so too.
 
     def start_recv(self, fd: int, handler, end_handler=None) -> None:
-        self._check_open()
-        stream = self._recv_streams.get(fd)
-        if fd in self._readers or (stream is not None and stream.op is not None):
-            raise BusyResourceError(f"a recv is already in flight on fd {fd}")
+        stream = self._no_reader_yet(fd)
         op = self._ops.add(OpKind.RECV_STREAM, fd, handler, self._recv_stream_done)
         op.end_handler = end_handler or handler
         if stream is None:   # IDLE -> ARMED
@@ -299,6 +296,14 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         stream.state = RecvState.BACKLOG
         if stream.draining is None:
             self._schedule_held(stream)
+
+    def _no_reader_yet(self, fd: int) -> RecvStream | None:
+        # start_recv's and recv's refusal of a second reader; fd's stream.
+        self._check_open()
+        stream = self._recv_streams.get(fd)
+        if fd in self._readers or (stream is not None and stream.op is not None):
+            raise BusyResourceError(f"a recv is already in flight on fd {fd}")
+        return stream
 
     def stop_recv(self, fd: int) -> None:
         op = self._readers.pop(fd, None)
@@ -426,10 +431,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
 
     def recv(self, fd: int, nbytes: int, handler, timeout: float | None = None) -> None:
         # The deadline is a linked timeout SQE (IORING_OP_LINK_TIMEOUT).
-        self._check_open()
-        stream = self._recv_streams.get(fd)
-        if fd in self._readers or (stream is not None and stream.op is not None):
-            raise BusyResourceError(f"a recv is already in flight on fd {fd}")
+        stream = self._no_reader_yet(fd)
         if stream is not None and stream.state is RecvState.STOPPING:
             raise BusyResourceError(f"the receive stream on fd {fd} is still stopping; "
                                     "use start_recv to resume it")
