@@ -25,10 +25,12 @@ import re
 import selectors
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -59,6 +61,15 @@ STOP_TIMEOUT_S = 5.0
 # The load generator may spend up to 5 s connecting and 2 s draining on top
 # of warm-up + duration; past this much more, it is considered hung.
 LOADGEN_SLACK_S = 20.0
+# Every server echoes this much on one connection before it is measured.
+# Why: rloop reads into a fresh 256 KiB buffer that it shrinks and frees per
+# read, and glibc mmaps each one -- three syscalls a message -- until a freed
+# full-size chunk raises malloc's dynamic mmap threshold. Any large read
+# does that, so a server that has carried some bulk traffic runs at its
+# steady rate; one that has only seen small messages since it started runs
+# at about a fifth of it. One bulk echo puts every server in that state.
+PRIME_BYTES = 1 << 20
+PRIME_TIMEOUT_S = 10.0
 LISTENING_RE = re.compile(rb"listening on \S+:(\d+)")
 STDERR_TAIL_LINES = 15
 
@@ -305,6 +316,33 @@ class Server:
             raise RunFailed("no VmHWM in /proc/PID/status")
         return total
 
+    def prime(self, port: int) -> None:
+        """Echo PRIME_BYTES through one connection (see PRIME_BYTES), then
+        reset the peak-RSS mark so that the buffers this needed are not
+        counted against the server."""
+        payload = os.urandom(PRIME_BYTES)
+        echoed = bytearray()
+        try:
+            with socket.create_connection((HOST, port), timeout=PRIME_TIMEOUT_S) as sock:
+                # Sent all at once from a thread while this one reads, so the
+                # server finds far more than one read's worth waiting.
+                sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+                sender.start()
+                while len(echoed) < len(payload):
+                    chunk = sock.recv(1 << 20)
+                    if not chunk:
+                        break
+                    echoed += chunk
+                sender.join(PRIME_TIMEOUT_S)
+        except OSError as exc:
+            raise RunFailed(f"priming echo failed: {exc}", self.stderr_tail()) from exc
+        if echoed != payload:
+            raise RunFailed(f"priming echo returned {len(echoed)} of {len(payload)} bytes, "
+                            "or other bytes")
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+
     def stop(self) -> int:
         if self.exit_status is None:
             self.exit_status = _stop_process(self.proc)
@@ -439,6 +477,7 @@ def run_one(spec: ServerSpec, scenario: Scenario, round_no: int, opts: Options) 
     try:
         server = Server(spec, opts.server_cpu, opts.logdir)
         port = server.wait_listening()
+        server.prime(port)
         lg = run_loadgen(opts.loadgen, port, scenario, opts.warmup, opts.duration,
                          opts.client_cpu, server)
         res.peak_rss_kib = server.peak_rss_kib()
