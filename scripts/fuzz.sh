@@ -123,7 +123,8 @@ build_c() {
             # uring_helpers.c and liburing's headers as the extension build has them.
             local lib=$tree/build/liburing-$(sed -n 's/^Version:[[:space:]]*//p' \
                 "$tree/_build/vendor/liburing/liburing.spec")
-            deps+=("$tree/_build/_core/uring_helpers.c" "$tree/_build/_core/uring_shared.h")
+            deps+=("$tree/_build/_core/uring_helpers.c" "$tree/_build/_core/uring_pumps.c"
+                   "$tree/_build/_core/uring_shared.h")
             extra=(-I"$lib/src/include" -I"$tree/_build/vendor/liburing/src/include"
                    -I"$tree/_build/_core" -DUIO_LIBURING_VERSION='"fuzz"' "$lib/liburing.a") ;;
     esac

@@ -1,6 +1,7 @@
 """The relay (loop.relay, both backends) and the TCP proxy built on it
 (``python -m uringio serve proxy --to HOST:PORT``)."""
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -20,8 +21,11 @@ from conftest import (
     start_server,
     stop_server,
 )
-from uringio._core.relay import PIPE_CHUNK
-from uringio.net.connection import DEFAULT_HIGH_WATER
+from uringio._core.relay import PIPE_CHUNK, RELAY_BUFFER, VIAS
+from uringio._core.uring import ring as uring_ring
+
+# A pump's hold (_build/_core/uring_pumps.c); 0 where io_uring is not built.
+UIO_PUMP_HOLD = getattr(uring_ring, "UIO_PUMP_HOLD", 0)
 
 MiB = 1 << 20
 
@@ -29,14 +33,19 @@ MiB = 1 << 20
 # -- the engine's relay ----------------------------------------------------------
 
 
-def test_relay_moves_bytes_until_eof_and_closes_its_pipe(loop):
+@pytest.fixture(params=VIAS)
+def via(request):
+    return request.param
+
+
+def test_relay_moves_bytes_until_eof_and_closes_its_pipe(loop, via):
     src, a = connected_pair()
     dst, b = connected_pair()
     before = open_fds()
     results = []
-    loop.relay(src, dst, results.append)
-    assert open_fds() == before + 2   # its pipe
-    data = os.urandom(3 * PIPE_CHUNK + 123)
+    loop.relay(src, dst, results.append, via=via)
+    assert open_fds() == before + (2 if via == "splice" else 0)   # a pipe
+    data = os.urandom(3 * max(PIPE_CHUNK, RELAY_BUFFER) + 123)
     sender = threading.Thread(target=lambda: (a.sendall(data), a.shutdown(socket.SHUT_WR)))
     sender.start()
     got = bytearray()
@@ -59,12 +68,12 @@ def test_relay_moves_bytes_until_eof_and_closes_its_pipe(loop):
 
 
 @pytest.mark.parametrize("closed", ["src", "dst"])
-def test_closing_either_socket_ends_the_relay(loop, closed):
+def test_closing_either_socket_ends_the_relay(loop, via, closed):
     src, a = connected_pair()
     dst, b = connected_pair()
     before = open_fds()
     results = []
-    loop.relay(src, dst, results.append)
+    loop.relay(src, dst, results.append, via=via)
     loop.run_once(0)
     loop.close_fd(src if closed == "src" else dst)
     assert loop.run_until(lambda: results, 5)
@@ -72,18 +81,42 @@ def test_closing_either_socket_ends_the_relay(loop, closed):
     assert results[0].sent == 0
     loop.close_fd(dst if closed == "src" else src)
     loop.run_once(0)
-    assert open_fds() == before - 2   # the two sockets, and the pipe
+    assert open_fds() == before - 2   # the two sockets (and the pipe is gone)
     a.close()
     b.close()
 
 
-def test_a_broken_destination_fails_the_relay_with_what_it_took(loop):
+def test_a_relay_closed_while_its_destination_is_full_ends_and_holds_nothing(loop, via):
+    # Bytes waiting for room in dst when src is closed: the relay ends
+    # (ECANCELED, with what dst took), and a second relay on new sockets
+    # moves its bytes whole -- nothing of the first is left to leak into it.
+    src, a = connected_pair()
+    dst, b = connected_pair()
+    results = []
+    loop.relay(src, dst, results.append, via=via)
+    a.setblocking(False)
+    sent = 0
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(1000):
+            sent += a.send(b"y" * 65536)
+            loop.run_once(0)
+    loop.close_fd(src)
+    assert loop.run_until(lambda: results, 5)
+    assert results[0].errno == errno.ECANCELED and 0 < results[0].sent < sent
+    loop.close_fd(dst)
+    loop.run_once(0)   # (the closes submitted)
+    a.close()
+    b.close()
+    test_relay_moves_bytes_until_eof_and_closes_its_pipe(loop, via)
+
+
+def test_a_broken_destination_fails_the_relay_with_what_it_took(loop, via):
     src, a = connected_pair()
     dst, b = connected_pair()
     b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     b.close()   # a reset: splicing into dst fails
     results = []
-    loop.relay(src, dst, results.append)
+    loop.relay(src, dst, results.append, via=via)
     a.sendall(b"x" * 1000)
     assert loop.run_until(lambda: results, 5)
     assert isinstance(results[0], OSError)
@@ -190,9 +223,9 @@ def test_backpressure_bounds_what_the_proxy_holds_and_loses_nothing(proxy, upstr
     # buffer, the proxy's receive buffer from the client, its pipe, its send
     # buffer to the upstream, the upstream's receive buffer (each at its
     # kernel maximum, as autotuning may grow it), and what the proxy itself
-    # holds: a pipe (splice), or its write buffer up to the high-water mark
-    # and the one received chunk that crossed it (copy).
-    held = max(PIPE_CHUNK, DEFAULT_HIGH_WATER + 65536)
+    # holds: a pipe (splice), or its buffers (copy: on epoll one, on uring
+    # the pump's UIO_PUMP_HOLD and the one receive that crossed it).
+    held = max(PIPE_CHUNK, (UIO_PUMP_HOLD + 1) * RELAY_BUFFER)
     bound = 2 * _tcp_max("tcp_wmem") + 2 * _tcp_max("tcp_rmem") + held
     client = socket.create_connection(("127.0.0.1", proxy), timeout=10)
     peer, _ = upstream.accept()

@@ -184,6 +184,8 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
 #define UIO_OP_ID_LIMIT ...
 #define UIO_WRITER_LEVEL ...
 #define UIO_WRITER_ID_MASK ...
+#define UIO_PUMP_TAG ...
+#define UIO_PUMP_REPORT ...
 #define UIO_CQE_WORDS ...
 #define UIO_CQE_OFFSET_SHIFT ...
 struct uio_writers *uio_writers_new(uint64_t report_ud);
@@ -197,6 +199,15 @@ unsigned long long uio_writer_sends(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_sent(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_held(struct uio_writers *ws, int wid);
 int uio_writer_notify(struct uio_writers *ws, int wid, long long level);
+#define UIO_PUMP_HOLD ...
+int uio_pumps_setup(struct io_uring *ring, struct uio_writers *ws, int bgid, unsigned max,
+                    unsigned size);
+unsigned uio_pumps_buffers(struct uio_writers *ws, int held);
+void uio_pumps_teardown(struct io_uring *ring, struct uio_writers *ws);
+int uio_pump_open(struct io_uring *ring, struct uio_writers *ws, int src, int dst);
+void uio_pump_cancel(struct io_uring *ring, struct uio_writers *ws, int id);
+unsigned long long uio_pump_total(struct uio_writers *ws, int id);
+void uio_pump_release(struct uio_writers *ws, int id);
 
 int uio_bufring_setup(struct io_uring *ring, struct uio_bufring *br,
                       unsigned entries, unsigned size, int bgid, unsigned initial,
@@ -219,8 +230,9 @@ ffibuilder.set_source(
     "uringio._core._liburing",
     SOURCE,
     include_dirs=[HERE],   # uring_shared.h, which _fastpath includes too
-    depends=[os.path.join(HERE, name) for name in ("uring_helpers.c", "uring_shared.h",
-                                                     os.path.join(os.pardir, "keep_gil.h"))],
+    depends=[os.path.join(HERE, name)
+             for name in ("uring_helpers.c", "uring_pumps.c", "uring_shared.h",
+                          os.path.join(os.pardir, "keep_gil.h"))],
     # liburing itself (its headers, liburing.a, UIO_LIBURING_VERSION) is added by
     # setup.py's build_ext, from _build/liburing_build.py: vendored unless asked.
     extra_compile_args=["-O2"],

@@ -402,7 +402,13 @@ struct uio_writers {
     int *dirty;              /* writers with bytes to send this turn */
     unsigned ndirty, dirty_cap;
     struct uio_pool pools[UIO_BUF_CLASSES];
+    struct uio_pumps *pumps; /* uring_pumps.c; made with the first pump */
 };
+
+struct uio_pumps;
+static int uio_pump_complete(struct io_uring *ring, struct uio_writers *ws,
+                             const struct io_uring_cqe *cqe, int64_t *out);
+static void uio_pumps_destroy(struct uio_pumps *ps);
 
 /* The writers' send buffers of more than the pools' 64 KiB (a 64 KiB HTTP
  * body chunk and its head, queued behind a send in flight) are malloc's
@@ -490,6 +496,7 @@ void uio_writers_destroy(struct uio_writers *ws)
             free(ws->pools[c].bufs[--ws->pools[c].n]);
     free(ws->w);
     free(ws->dirty);
+    uio_pumps_destroy(ws->pumps);
     free(ws);
 }
 
@@ -863,7 +870,11 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
             break;
         seen++;
         if (cqe->user_data & UIO_WRITER_TAG) {
-            if (ws != NULL)
+            if (ws == NULL)
+                continue;
+            if (cqe->user_data & UIO_PUMP_TAG)
+                n += uio_pump_complete(ring, ws, cqe, out + UIO_CQE_WORDS * n);
+            else
                 n += uio_writer_complete(ring, ws, cqe, out + UIO_CQE_WORDS * n);
             continue;
         }
@@ -991,3 +1002,7 @@ void uio_bufring_free(struct io_uring *ring, struct uio_bufring *br)
     free(br->consumed);
     memset(br, 0, sizeof(*br));
 }
+
+/* The pumps (relays in C over their own buffer ring) use the SQE helper and
+ * the writers' table above: one translation unit. */
+#include "uring_pumps.c"

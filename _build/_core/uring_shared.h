@@ -29,7 +29,9 @@ typedef long long (*uio_write_fn)(struct uio_writers *ws, int wid, const char *d
  * (Python reads these through the cffi binding: ring.py):
  *
  *   bit 63 set   UIO_WRITER_TAG | writer id: a writer's own send, settled in
- *                C by uio_turn, never seen by Python;
+ *                C by uio_turn, never seen by Python; with bit 61 set too
+ *                (UIO_PUMP_TAG), a pump's recv, send or cancel
+ *                (uring_pumps.c: the op in bits 32-33, the pump id below);
  *   bit 62 set   UIO_READ_TAG | slot: a file read of fastpath.c's FileReads,
  *                dispatched to it by the Dispatcher;
  *   otherwise    the id of an Op, an index into the op table
@@ -37,11 +39,15 @@ typedef long long (*uio_write_fn)(struct uio_writers *ws, int wid, const char *d
  *
  * Writers report to Python as CQEs for the one user_data given to
  * uio_writers_new: res is -errno of a failed send or, with UIO_WRITER_LEVEL
- * in flags, the bytes still buffered; the rest of flags is the writer id. */
+ * in flags, the bytes still buffered; the rest of flags is the writer id.
+ * A pump reports there too, once, when it ends: UIO_PUMP_REPORT | pump id
+ * in flags, res 0 (its source's EOF, every byte sent) or -errno. */
 #define UIO_WRITER_TAG (1ULL << 63)
 #define UIO_READ_TAG (1ULL << 62)
-#define UIO_OP_ID_LIMIT UIO_READ_TAG
+#define UIO_PUMP_TAG (1ULL << 61)
+#define UIO_OP_ID_LIMIT UIO_PUMP_TAG
 #define UIO_WRITER_LEVEL (1U << 31)
-#define UIO_WRITER_ID_MASK (UIO_WRITER_LEVEL - 1)
+#define UIO_PUMP_REPORT (1U << 30)
+#define UIO_WRITER_ID_MASK (UIO_PUMP_REPORT - 1)
 
 #endif

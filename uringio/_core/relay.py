@@ -22,6 +22,15 @@ The two backends do the same steps and differ, as everywhere, in who waits:
 Both sockets are made non-blocking: a splice must never wait inside the
 kernel for a peer (on io_uring it would hold one of the kernel's worker
 threads while it did).
+
+``via="buffers"`` moves the bytes through the loop's own large buffers
+instead of a pipe: receive into a buffer, send from that same buffer,
+nothing copied in user memory and no Python per chunk on io_uring (a pump,
+``_build/_core/uring_pumps.c``: the buffer is one the kernel picked from a
+ring of them, handed back once the send has taken it all). Splice moves
+pages, not bytes, but on io_uring each splice runs in a kernel worker
+thread; which wins where is measured by ``benchmarks/proxy_bench.py``
+(``docs/proxy.md``).
 """
 
 from __future__ import annotations
@@ -36,6 +45,19 @@ from ..errors import with_sent
 # holds at most this much, whatever its peers do.
 PIPE_CHUNK = 1 << 16
 
+# Bytes one receive of a relay via buffers takes at most. Large, so that
+# Python (epoll) or two SQEs (uring) per chunk cost nothing beside the
+# kernel's copies; a relay holds at most a few of them.
+RELAY_BUFFER = 1 << 20
+
+# How a relay moves its bytes (``Loop.relay``'s ``via``).
+VIAS = ("splice", "buffers")
+
+
+def check_via(via: str) -> None:
+    if via not in VIAS:
+        raise ValueError(f"relay via {via!r}: expected one of {', '.join(VIAS)}")
+
 
 def open_pipe(src: int, dst: int) -> tuple[int, int]:
     """A pipe for a relay between ``src`` and ``dst``, made non-blocking with it."""
@@ -45,28 +67,37 @@ def open_pipe(src: int, dst: int) -> tuple[int, int]:
 
 
 class Relay:
-    """One direction of bytes, ``src`` -> pipe -> ``dst``: the state both
-    backends keep. ``in_pipe`` is what was spliced in and not yet out;
-    ``total`` what ``dst`` has taken."""
+    """One direction of bytes, ``src`` -> pipe (or buffer) -> ``dst``: the
+    state both backends keep. ``in_pipe`` is what was spliced in and not yet
+    out; ``total`` what ``dst`` has taken. A relay via buffers has no pipe
+    (``pipe_r`` -1)."""
 
     __slots__ = ("src", "dst", "pipe_r", "pipe_w", "in_pipe", "total", "handler",
-                 "cancelled", "waiting", "op", "poll")
+                 "cancelled", "waiting", "op", "poll", "held")
 
-    def __init__(self, src: int, dst: int, handler: Callable[[Any], Any]) -> None:
+    def __init__(self, src: int, dst: int, handler: Callable[[Any], Any],
+                 pipe: bool = True) -> None:
         self.src = src
         self.dst = dst
-        self.pipe_r, self.pipe_w = open_pipe(src, dst)
+        if pipe:
+            self.pipe_r, self.pipe_w = open_pipe(src, dst)
+        else:
+            os.set_blocking(src, False)
+            os.set_blocking(dst, False)
+            self.pipe_r = self.pipe_w = -1
         self.in_pipe = 0
         self.total = 0
         self.handler: Callable[[Any], Any] | None = handler
         self.cancelled = False
         self.waiting = -1      # epoll: the fd watched now (src or dst), -1 none
-        self.op: Any = None    # uring: the splice's Op and its poll's
+        self.op: Any = None    # uring: the splice's Op and its poll's (a pump: its id)
         self.poll: Any = None
+        self.held: Any = None  # epoll via buffers: the bytes in_pipe counts
 
     def close_pipe(self) -> None:
-        os.close(self.pipe_r)
-        os.close(self.pipe_w)
+        if self.pipe_r >= 0:
+            os.close(self.pipe_r)
+            os.close(self.pipe_w)
 
     def failed(self, exc: OSError) -> OSError:
         """``exc`` carrying how many bytes ``dst`` took (``exc.sent``)."""

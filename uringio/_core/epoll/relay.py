@@ -1,6 +1,11 @@
 """Relays on the epoll loop: readiness, then the splice calls the program
 makes itself (``_core/relay.py`` says what a relay is; ``uring/relay.py``
 is the other half).
+
+Via buffers, the splices become a read into the loop's one relay buffer
+and a write from it, in the same callback: the buffer is free again for
+the next relay unless ``dst`` would block, and only then are the bytes
+left over copied, to wait for room.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import os_error
-from ..relay import PIPE_CHUNK, Relay, Relays
+from ..relay import PIPE_CHUNK, RELAY_BUFFER, Relay, Relays, check_via
 
 
 class EpollRelay(Relays):
@@ -23,9 +28,12 @@ class EpollRelay(Relays):
     unwatch: Callable[[int, bool], bool]
     call_soon: Callable[..., Any]
 
-    def relay(self, src: int, dst: int, handler) -> None:
+    _relay_buffer: bytearray | None = None
+
+    def relay(self, src: int, dst: int, handler, via: str = "splice") -> None:
         self._check_open()
-        relay = Relay(src, dst, handler)
+        check_via(via)
+        relay = Relay(src, dst, handler, pipe=via == "splice")
         try:
             self._wait(relay, src)
         except BaseException:
@@ -52,7 +60,13 @@ class EpollRelay(Relays):
             self._finish(relay, res)
             return
         try:
-            n = os.splice(relay.src, relay.pipe_w, PIPE_CHUNK, flags=os.SPLICE_F_NONBLOCK)
+            if relay.pipe_r >= 0:
+                n = os.splice(relay.src, relay.pipe_w, PIPE_CHUNK, flags=os.SPLICE_F_NONBLOCK)
+            else:
+                if self._relay_buffer is None:
+                    self._relay_buffer = bytearray(RELAY_BUFFER)
+                n = os.readv(relay.src, (self._relay_buffer,))
+                relay.held = memoryview(self._relay_buffer)[:n]
         except BlockingIOError:
             return   # readiness without bytes: wait again
         except OSError as exc:
@@ -70,9 +84,15 @@ class EpollRelay(Relays):
             return
         while relay.in_pipe:
             try:
-                n = os.splice(relay.pipe_r, relay.dst, relay.in_pipe,
-                              flags=os.SPLICE_F_NONBLOCK)
+                if relay.held is None:
+                    n = os.splice(relay.pipe_r, relay.dst, relay.in_pipe,
+                                  flags=os.SPLICE_F_NONBLOCK)
+                else:
+                    n = os.write(relay.dst, relay.held)
+                    relay.held = relay.held[n:]
             except BlockingIOError:
+                if relay.held is not None and relay.held.obj is self._relay_buffer:
+                    relay.held = memoryview(bytes(relay.held))   # the loop's buffer moves on
                 self._wait(relay, relay.dst)   # dst is full: wait for room
                 return
             except OSError as exc:
@@ -80,6 +100,7 @@ class EpollRelay(Relays):
                 return
             relay.in_pipe -= n
             relay.total += n
+        relay.held = None
         self._wait(relay, relay.src)
 
     def _finish(self, relay: Relay, result) -> None:

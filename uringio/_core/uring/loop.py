@@ -56,6 +56,7 @@ from .ring import (
     IOSQE_IO_HARDLINK,
     IOSQE_IO_LINK,
     PACE_CHUNK,
+    UIO_PUMP_REPORT,
     UIO_WRITER_ID_MASK,
     UIO_WRITER_LEVEL,
     Dispatcher,
@@ -156,6 +157,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         self._send_streams: dict[int, UringSendStream] = {}   # by fd
         self._watches: dict[tuple[int, bool], Op] = {}   # (fd, writable) -> WATCH op
         self._relays = {}
+        self._pumps = {}
         self._streams_by_wid: list[UringSendStream | None] = []   # the C writer ids are dense
         self._wakeup_buf = bytearray(8)
         self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
@@ -639,6 +641,9 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         # flags & UIO_WRITER_ID_MASK naming it: res < 0 is the -errno of a
         # failed send, which ends the stream; with UIO_WRITER_LEVEL, res is
         # the bytes still buffered.
+        if flags & UIO_PUMP_REPORT:
+            self._on_pump_report(flags & UIO_WRITER_ID_MASK, res)
+            return
         stream = self._streams_by_wid[flags & UIO_WRITER_ID_MASK]
         if stream is not None:   # else released in this batch: nobody listens
             stream.handler(res if flags & UIO_WRITER_LEVEL else os_error(-res))
@@ -750,6 +755,8 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         self._acceptors.clear()
         self._watches.clear()
         self._close_file_reads()   # (reads in C: they keep their buffers, nobody hears)
+        for relay in self._pumps.values():
+            relay.handler = None   # (each is cancelled with everything else)
         self._submit(self._ring.prep_cancel64(0, IORING_ASYNC_CANCEL_ANY, IGNORED_USER_DATA, 0))
         deadline = monotonic() + 2.0   # real time, whatever clock the loop was given
         while ((len(self._ops) or self._ring.writers_inflight() or self._file_reads_inflight())
@@ -762,6 +769,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
             _LEAKED.append((self._bufs, self._ops.live()))
         else:
             self._bufs.close()
+        self._close_pumps()
         self._ring.close()
         super().close()
 

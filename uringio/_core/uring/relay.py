@@ -9,6 +9,12 @@ it failed (cancelled), and then the splice, cancelled with it, posts none
 (the kernel's rule for a chain whose failed head skips on success). The
 poll has an Op of its own for the relay's life, so that ``_cancel_relay``
 can name it. Two ops per relay, recycled with it; nothing per step.
+
+A relay via buffers is a pump (``_build/_core/uring_pumps.c``): its steps
+are settled in C inside the turn, and Python hears it once, when it ends,
+as a writer report with UIO_PUMP_REPORT. Its buffers are a ring of their
+own, made with the first pump: large ones, so that a chunk is worth its
+two SQEs, and never handed to a receive stream.
 """
 
 from __future__ import annotations
@@ -19,9 +25,18 @@ from collections.abc import Callable
 from typing import cast
 
 from ...errors import os_error
-from ..relay import PIPE_CHUNK, Relay, Relays
+from ..relay import PIPE_CHUNK, RELAY_BUFFER, Relay, Relays, check_via
 from .ops import IGNORED_USER_DATA, Op, OpKind, OpTable
 from .ring import Ring
+
+# The pumps' buffers: up to PUMP_BUFFERS of RELAY_BUFFER bytes, allocated
+# as they are first needed. A pump stops receiving once it holds
+# UIO_PUMP_HOLD buffers' worth of bytes that dst has not taken: a relay
+# with a slow reader holds about that much, and it takes PUMP_BUFFERS /
+# UIO_PUMP_HOLD of them to hold every buffer (the others then wait for
+# one to come back).
+PUMP_BUFFERS = 4096
+PUMP_BGID = 1
 
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
@@ -37,8 +52,15 @@ class UringRelay(Relays):
     _check_open: Callable[[], None]
     _submit: Callable[[int], None]
 
-    def relay(self, src: int, dst: int, handler) -> None:
+    _pumps_ready = False
+    _pumps: dict[int, Relay]
+
+    def relay(self, src: int, dst: int, handler, via: str = "splice") -> None:
         self._check_open()
+        check_via(via)
+        if via == "buffers":
+            self._pump(src, dst, handler)
+            return
         relay = Relay(src, dst, handler)
         relay.op = op = self._ops.add(OpKind.RELAY, src, handler, self._on_relay)
         relay.poll = self._ops.add(OpKind.RELAY_POLL, src, None, self._on_relay_poll)
@@ -91,7 +113,37 @@ class UringRelay(Relays):
     def _cancel_relay(self, relay: Relay) -> None:
         # The step in flight ends: cancelling its poll cancels its splice,
         # whose CQE then finishes the relay. A splice already past its poll
-        # is non-blocking, and ends by itself.
+        # is non-blocking, and ends by itself. A pump cancels what it has in
+        # flight, and reports once that is over.
         if not relay.cancelled:
             relay.cancelled = True
-            self._submit(self._ring.prep_cancel64(relay.poll.id, 0, IGNORED_USER_DATA, 0))
+            if relay.poll is None:
+                self._ring.pump_cancel(relay.op)
+            else:
+                self._submit(self._ring.prep_cancel64(relay.poll.id, 0, IGNORED_USER_DATA, 0))
+
+    # -- pumps ---------------------------------------------------------------
+
+    def _pump(self, src: int, dst: int, handler) -> None:
+        if not self._pumps_ready:
+            self._ring.pumps_setup(PUMP_BGID, PUMP_BUFFERS, RELAY_BUFFER)
+            self._pumps_ready = True
+        relay = Relay(src, dst, handler, pipe=False)
+        relay.op = self._ring.pump_open(src, dst)   # its id; relay.poll stays None
+        self._pumps[relay.op] = relay
+        self._add_relay(relay)
+
+    def _on_pump_report(self, pid: int, res: int) -> None:
+        # The pump's only report: it is over, nothing of it in flight.
+        relay = self._pumps.pop(pid)
+        relay.total = self._ring.pump_total(pid)
+        self._ring.pump_release(pid)
+        result = relay.total if res == 0 else os_error(-res)
+        if relay.cancelled and res == 0:
+            result = os_error(errno.ECANCELED)   # (its EOF came with the cancel)
+        self._ended(relay, relay.handler, result)
+
+    def _close_pumps(self) -> None:
+        # The loop is closing: the pumps' buffers go once the kernel is done
+        # with them (nothing in flight), else they are left to it.
+        self._ring.pumps_teardown()

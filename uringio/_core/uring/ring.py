@@ -46,6 +46,8 @@ if lib is not None:
     UIO_OP_ID_LIMIT = lib.UIO_OP_ID_LIMIT
     UIO_WRITER_LEVEL = lib.UIO_WRITER_LEVEL
     UIO_WRITER_ID_MASK = lib.UIO_WRITER_ID_MASK
+    UIO_PUMP_REPORT = lib.UIO_PUMP_REPORT
+    UIO_PUMP_HOLD = lib.UIO_PUMP_HOLD
     UIO_CQE_WORDS = lib.UIO_CQE_WORDS
 
 # The opcodes `python -m uringio info` reports on, by their liburing names.
@@ -207,6 +209,11 @@ class Ring:
         self.writer_sends = partial(lib.uio_writer_sends, self._writers)
         self.writer_sent = partial(lib.uio_writer_sent, self._writers)
         self.writer_held = partial(lib.uio_writer_held, self._writers)
+        # Pumps (relays in C: _build/_core/uring_pumps.c) share the writers'
+        # table and report user_data.
+        self.pump_total = partial(lib.uio_pump_total, self._writers)
+        self.pump_release = partial(lib.uio_pump_release, self._writers)
+        self.pump_cancel = partial(lib.uio_pump_cancel, ptr, self._writers)
         # What the C per-message paths (Dispatcher, Writer) may touch, for
         # as long as this ring is open: close() closes it first.
         self.memory = RingMemory(_address(self._out), self._out_max, _address(self._writers),
@@ -239,6 +246,34 @@ class Ring:
         """Done with the writer; a send in flight keeps its buffer until its CQE."""
         if not self._closed:   # else the table is gone with the ring
             lib.uio_writer_release(self._writers, wid)
+
+    def pumps_setup(self, bgid: int, most: int, size: int) -> None:
+        """Give the pumps their buffers, before the first: a provided-buffer
+        ring ``bgid`` of up to ``most`` buffers of ``size`` bytes, allocated
+        as it grows (_build/_core/uring_pumps.c)."""
+        res = lib.uio_pumps_setup(self._ptr, self._writers, bgid, most, size)
+        if res < 0:
+            raise OSError(-res, os.strerror(-res))
+
+    def pumps_buffers(self, held: bool = False) -> int:
+        """The pumps' buffers allocated so far, or (``held``) held by pumps now."""
+        return lib.uio_pumps_buffers(self._writers, held) if not self._closed else 0
+
+    def pumps_teardown(self) -> None:
+        """Free the pumps' buffers; only once no pump op is in flight."""
+        if not self._closed and lib.uio_writers_inflight(self._writers) == 0:
+            lib.uio_pumps_teardown(self._ptr, self._writers)
+
+    def pump_open(self, src: int, dst: int) -> int:
+        """Start a pump from socket ``src`` to socket ``dst``: its id. It
+        reports once, when it ends, as a CQE for ``writer_reports`` with
+        ``flags`` = UIO_PUMP_REPORT | id; then ``pump_total(id)`` is what
+        ``dst`` took, and ``pump_release(id)`` frees it."""
+        self._check_open()
+        pid = lib.uio_pump_open(self._ptr, self._writers, src, dst)
+        if pid < 0:
+            raise OSError(-pid, os.strerror(-pid))
+        return pid
 
     def writers_inflight(self) -> int:
         self._check_open()
