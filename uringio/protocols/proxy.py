@@ -1,8 +1,9 @@
 """A TCP proxy: each client connection relayed to one upstream address.
 
-Both directions are ``loop.relay``: splice(2) through a pipe, the bytes
-never in Python (``_core/relay.py``), on io_uring as linked submissions and
-on epoll as readiness then splice calls. What passes through besides bytes:
+Both directions are ``loop.relay`` (``_core/relay.py``), the bytes never in
+Python: via the loop's buffers ("copy": on io_uring a pump in C that sends
+from the very buffer the kernel received into), or through a pipe
+("splice"). What passes through besides bytes:
 
 * backpressure: each direction reads only as fast as the other side takes;
 * half-close: one side's EOF becomes a FIN to the other, and the pair
@@ -26,11 +27,11 @@ from ..net.connection import Connection, Protocol
 
 log = logging.getLogger("uringio")
 
-# How the bytes of a pair move: "copy", through the loop's receive buffers
-# and send streams; "splice", through a pipe, never in user memory
-# (loop.relay). benchmarks/proxy_bench.py measures both; docs/proxy.md
-# says which wins where.
-RELAYS = ("copy", "splice")
+# How the bytes of a pair move: "copy", through buffers of the loop's
+# (loop.relay via "buffers"); "splice", through a pipe, never in user
+# memory. benchmarks/proxy_bench.py measures both; docs/proxy.md says
+# which wins where.
+RELAYS = {"copy": "buffers", "splice": "splice"}
 
 # Errors that end proxied connections every day: not worth a log line.
 _QUIET = (errno.ECANCELED, errno.ECONNRESET, errno.EPIPE)
@@ -49,18 +50,18 @@ def proxy_factory(host: str, port: int, relay: str = "copy") -> Callable[[], Pro
     ``host:port``, its bytes moved by ``relay`` (RELAYS)."""
     if relay not in RELAYS:
         raise ValueError(f"unknown relay {relay!r}; expected one of {', '.join(RELAYS)}")
-    return partial(ProxyProtocol, resolve(host, port), relay == "splice")
+    return partial(ProxyProtocol, resolve(host, port), RELAYS[relay])
 
 
 class ProxyProtocol(Protocol):
     """A client connection until its upstream connection is made; then the
     pair's state, whichever way its bytes are relayed."""
 
-    __slots__ = ("_target", "_splice", "_loop", "client", "upstream", "_sock", "_open")
+    __slots__ = ("_target", "_via", "_loop", "client", "upstream", "_sock", "_open")
 
-    def __init__(self, target: tuple[int, tuple], splice: bool = False) -> None:
+    def __init__(self, target: tuple[int, tuple], via: str = "buffers") -> None:
         self._target = target
-        self._splice = splice
+        self._via = via
         self.client: Connection | None = None
         self.upstream: Connection | None = None
         self._sock: socket.socket | None = None   # while the upstream connect is in flight
@@ -88,20 +89,14 @@ class ProxyProtocol(Protocol):
             client.reset(res)
             return
         loop = self._loop
-        if self._splice:
-            upstream = self.upstream = Connection(loop, sock.fileno(), Protocol(), sock=sock)
-            upstream.start(reading=False)
-            loop.relay(client.fd, upstream.fd, partial(self._relayed, upstream))
-            loop.relay(upstream.fd, client.fd, partial(self._relayed, client))
-        else:
-            upstream = self.upstream = Connection(loop, sock.fileno(), _Copy(self, client),
-                                                  sock=sock)
-            client.set_protocol(_Copy(self, upstream))
-            upstream.start()
-            client.resume_reading()
+        upstream = self.upstream = Connection(loop, sock.fileno(), Protocol(), sock=sock)
+        upstream.start(reading=False)
+        # (The client's receive stream never started: paused in connection_made.)
+        loop.relay(client.fd, upstream.fd, partial(self._relayed, upstream), via=self._via)
+        loop.relay(upstream.fd, client.fd, partial(self._relayed, client), via=self._via)
 
     def _relayed(self, receiver: Connection, res) -> None:
-        # A splice relay into ``receiver`` is over: at its sender's EOF, pass it on.
+        # A relay into ``receiver`` is over: at its sender's EOF, pass it on.
         if res.__class__ is int:
             self.half_closed(receiver)
         else:
@@ -133,37 +128,9 @@ class ProxyProtocol(Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         # The client connection is over before the upstream one was made,
-        # or while splice relays run: an upstream connect still in flight
+        # or while its relays run: an upstream connect still in flight
         # is cancelled with its socket.
         sock, self._sock = self._sock, None
         if sock is not None:
             self._loop.close_fd(sock.detach())
         self.lost(exc)
-
-
-class _Copy(Protocol):
-    """A connection of a pair whose bytes are copied: what it receives is
-    written to its peer. On uring that is two C paths and no Python frame
-    per chunk: the receive stream hands each chunk straight to the peer's
-    ``write``."""
-
-    __slots__ = ("pair", "peer", "data_received")
-
-    def __init__(self, pair: ProxyProtocol, peer: Connection) -> None:
-        self.pair = pair
-        self.peer = peer
-        self.data_received = peer.write   # type: ignore[method-assign]
-
-    def eof_received(self) -> bool:
-        self.pair.half_closed(self.peer)
-        return True   # the other direction may go on
-
-    # Our writes back up: stop reading what feeds them, the peer.
-    def pause_writing(self) -> None:
-        self.peer.pause_reading()
-
-    def resume_writing(self) -> None:
-        self.peer.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.pair.lost(exc)
