@@ -167,13 +167,13 @@ SERVERS = {
 
 
 def build_tools() -> Path:
-    """Compile loadgen and c_echo_server if missing or older than their source.
+    """Compile loadgen, c_echo_server and c_proxy if missing or older than their source.
 
     Returns the load generator's path.
     """
     BUILD_DIR.mkdir(exist_ok=True)
     liburing = None
-    for name in ("loadgen", "c_echo_server"):
+    for name in ("loadgen", "c_echo_server", "c_proxy"):
         src, exe = BENCH_DIR / f"{name}.c", BUILD_DIR / name
         if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
             continue

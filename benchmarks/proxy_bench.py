@@ -34,11 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import echo_bench as eb  # noqa: E402
 
 PROXIES = ("uringio-uring", "uringio-uring-splice", "uringio-epoll", "uringio-epoll-splice",
-           "uvloop", "asyncio")
+           "uvloop", "asyncio", "c-proxy")
 MiB = 1 << 20
 
 
 def argv_of(proxy: str, upstream: str) -> tuple[str, ...]:
+    if proxy == "c-proxy":   # the ceiling: c_proxy.c, the pumps' loop alone in C
+        host, port = upstream.rsplit(":", 1)
+        return (str(eb.BUILD_DIR / "c_proxy"), eb.HOST, "0", host, port)
     if proxy.startswith("uringio"):
         _, backend, *splice = proxy.split("-")
         return (sys.executable, "-m", "uringio", "serve", "proxy", "--to", upstream,
