@@ -361,3 +361,48 @@ def test_the_proxy_example(backend, echo_upstream):
             upstream.close()
     finally:
         assert stop_server(proc) == 0
+
+
+def test_a_pump_with_a_slow_reader_holds_its_share_and_others_go_on(uring_loop):
+    # Small messages into a dst nobody reads: the pump stops receiving once
+    # it holds UIO_PUMP_PIECES buffers (each small message holds a whole
+    # one), and a second relay beside it moves its bytes all the same.
+    loop = uring_loop
+    src, a = connected_pair()
+    dst, b = connected_pair()
+    stalled = []
+    loop.relay(src, dst, stalled.append, via="buffers")
+    a.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(100_000):   # until every buffer on the way is full
+            a.send(b"m" * 64)
+            loop.run_once(0)
+    for _ in range(50):
+        loop.run_once(0.01)
+    ring = loop._ring
+    # What a stop can let in: the receives already in the CQ (one turn's).
+    assert 0 < ring.pumps_buffers(held=True) <= 2 * uring_ring.UIO_PUMP_PIECES
+    src2, c = connected_pair()
+    dst2, d = connected_pair()
+    moved = []
+    loop.relay(src2, dst2, moved.append, via="buffers")
+    data = os.urandom(4 * RELAY_BUFFER + 1)
+    sender = threading.Thread(target=lambda: (c.sendall(data), c.shutdown(socket.SHUT_WR)))
+    sender.start()
+    got = bytearray()
+    receiver = threading.Thread(target=lambda: got.extend(recv_until_eof(d)))
+    receiver.start()
+    assert loop.run_until(lambda: moved, 10)
+    loop.close_fd(dst2)   # (its EOF, for the reader)
+    loop.run_once(0)
+    sender.join(10)
+    receiver.join(10)
+    assert moved == [len(data)] and bytes(got) == data
+    assert not stalled
+    for fd in (src, dst, src2):
+        loop.close_fd(fd)
+    assert loop.run_until(lambda: stalled, 5) and stalled[0].errno == errno.ECANCELED
+    loop.run_once(0)
+    assert ring.pumps_buffers(held=True) == 0
+    for sock in (a, b, c, d):
+        sock.close()

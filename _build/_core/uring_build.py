@@ -200,6 +200,7 @@ unsigned long long uio_writer_sent(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_held(struct uio_writers *ws, int wid);
 int uio_writer_notify(struct uio_writers *ws, int wid, long long level);
 #define UIO_PUMP_HOLD ...
+#define UIO_PUMP_PIECES ...
 int uio_pumps_setup(struct io_uring *ring, struct uio_writers *ws, int bgid, unsigned max,
                     unsigned size);
 unsigned uio_pumps_buffers(struct uio_writers *ws, int held);

@@ -29,7 +29,8 @@
  *   FREE      a free slot.
  *
  * A buffer is held by at most one pump, so a slow dst holds about
- * UIO_PUMP_HOLD buffers (and what the kernel received before the stop
+ * UIO_PUMP_HOLD buffers' worth of bytes or UIO_PUMP_PIECES buffers,
+ * whichever comes first (and what the kernel received before the stop
  * took effect: with DEFER_TASKRUN, only what was already in the CQ). A
  * recv that finds the ring empty (-ENOBUFS) grows it, up to its most, or
  * waits on the starved list and is re-armed, first come first served, as
@@ -41,6 +42,7 @@
  */
 
 #define UIO_PUMP_HOLD 2      /* buffers' worth of bytes held before it stops */
+#define UIO_PUMP_PIECES 8    /* or pieces: each holds a whole buffer */
 #define UIO_PUMP_IOV 64      /* pieces one sendmsg takes at most */
 
 enum { UIO_P_FREE, UIO_P_RUNNING, UIO_P_ENDING, UIO_P_ENDED };
@@ -235,10 +237,14 @@ static void uio_pump_give_back(struct uio_pumps *ps, unsigned short bid)
     pool->held--;
 }
 
-/* Whether the pump holds enough that it must stop receiving. */
+/* Whether the pump holds enough that it must stop receiving: bytes for
+ * bulk, pieces for small messages, each of which holds a whole buffer
+ * (without the second, a slow reader of small messages could hold them
+ * all). */
 static int uio_pump_full(struct uio_pumps *ps, struct uio_pump *p)
 {
-    return p->held >= (unsigned long long)UIO_PUMP_HOLD * ps->pool->size;
+    return p->held >= (unsigned long long)UIO_PUMP_HOLD * ps->pool->size
+        || p->npieces >= UIO_PUMP_PIECES;
 }
 
 static int uio_pump_recv(struct io_uring *ring, struct uio_writers *ws, int id)

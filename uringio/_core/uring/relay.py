@@ -31,11 +31,11 @@ from .ring import Ring
 
 # The pumps' buffers: up to PUMP_BUFFERS of RELAY_BUFFER bytes, allocated
 # as they are first needed. A pump stops receiving once it holds
-# UIO_PUMP_HOLD buffers' worth of bytes that dst has not taken: a relay
-# with a slow reader holds about that much, and it takes PUMP_BUFFERS /
-# UIO_PUMP_HOLD of them to hold every buffer (the others then wait for
-# one to come back).
-PUMP_BUFFERS = 4096
+# UIO_PUMP_HOLD buffers' worth of bytes that dst has not taken, or
+# UIO_PUMP_PIECES buffers: it takes PUMP_BUFFERS / UIO_PUMP_PIECES relays
+# with slow readers to hold every buffer (the others then wait for one to
+# come back).
+PUMP_BUFFERS = 32768   # the kernel's most for one ring
 PUMP_BGID = 1
 
 _POLLIN = select.POLLIN

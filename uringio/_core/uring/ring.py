@@ -48,6 +48,7 @@ if lib is not None:
     UIO_WRITER_ID_MASK = lib.UIO_WRITER_ID_MASK
     UIO_PUMP_REPORT = lib.UIO_PUMP_REPORT
     UIO_PUMP_HOLD = lib.UIO_PUMP_HOLD
+    UIO_PUMP_PIECES = lib.UIO_PUMP_PIECES
     UIO_CQE_WORDS = lib.UIO_CQE_WORDS
 
 # The opcodes `python -m uringio info` reports on, by their liburing names.
