@@ -88,7 +88,7 @@ class World:
         self.cqes = ffi.new("int64_t[]", 3 * NCQES)
         self.writers = ffi.gc(lib.uio_writers_new(1), lib.uio_writers_destroy)
         self.memory = R.RingMemory(address(self.cqes), NCQES, address(self.writers),
-                                   address(ffi.addressof(lib, "uio_write")))
+                                   address(lib.uio_writer_api_address()))
         self.memory.attach_buffers(address(self.bufs), BUF_SIZE, BUF_COUNT)
         self.dispatch = R.Dispatcher(self.memory, self.slots, Op, int(OpKind.RECV_STREAM))
         self.closed = False

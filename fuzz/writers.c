@@ -1,8 +1,9 @@
 /*
  * libFuzzer harness for the uring backend's C send streams ("writers",
  * _build/_core/uring_helpers.c, compiled in whole): uio_write,
- * uio_writer_notify, uio_writer_release, uio_writer_open, the per-turn
- * flush (uio_writers_flush) and the completion of their sends
+ * uio_write_ref, uio_writers_take_released, uio_writer_notify,
+ * uio_writer_release, uio_writer_open, the per-turn flush
+ * (uio_writers_flush) and the completion of their sends
  * (uio_writer_complete), fed synthetic completions by a fake kernel.
  *
  * The fake kernel is a struct io_uring whose SQ is memory of ours: after
@@ -16,9 +17,15 @@
  * real kernel does not.
  *
  * A model of each stream checks, step by step:
- *   - the bytes the kernel is asked to send are exactly the next unsent
- *     bytes written, in order, none twice, none skipped, on the writer's
- *     fd, with user_data UIO_WRITER_TAG | wid;
+ *   - the bytes the kernel is asked to send (a send, or a sendmsg's
+ *     iovecs) are exactly the next unsent bytes written, in order, none
+ *     twice, none skipped, on the writer's fd, with user_data
+ *     UIO_WRITER_TAG | wid;
+ *   - a write by reference (uio_write_ref: the harness's own allocation,
+ *     its token) is handed back by uio_writers_take_released exactly once:
+ *     after its bytes are all sent, or once the writer failed or was
+ *     released -- never while a send in flight reads it (the harness frees
+ *     it then, so ASan sees any later read);
  *   - at most one send per writer is in flight, and its buffer is not
  *     changed until its CQE (the ownership rule), whatever is written
  *     meanwhile;
@@ -72,9 +79,12 @@ static struct io_uring ring;
 static unsigned khead, ktail, kflags, kdropped, ring_mask_v, ring_entries_v, sq_array[SQ_MAX];
 static struct io_uring_sqe sqes[SQ_MAX];
 
+#define MAX_IOV 64
+
 struct send {              /* a send the kernel holds */
     int wid;
-    const char *buf;
+    struct iovec iov[MAX_IOV];   /* what it sends from (a send: one) */
+    int niov;
     size_t len;
     char *copy;            /* its bytes when it was submitted */
 };
@@ -93,6 +103,17 @@ struct stream {
     int sending;           /* a send in flight */
 };
 static struct stream streams[MAX_WRITERS];
+
+/* The writes by reference not yet handed back: each the harness's own
+ * copy of the bytes, which it frees when handed back. */
+struct ref {
+    unsigned char *mem;    /* NULL: a free slot */
+    size_t len;
+    int wid;
+    size_t end;            /* where its bytes end in the stream */
+};
+#define MAX_REFS 256
+static struct ref refs[MAX_REFS];
 
 /* The harness's own per-byte loop, left out of coverage: instrumented, its
  * comparison and shadow check per byte were most of the time spent per input
@@ -118,7 +139,7 @@ static void kernel_takes(void)
     unsigned tail = ring.sq.sqe_tail;
     for (unsigned i = khead; i != tail; i++) {
         struct io_uring_sqe *sqe = &sqes[i & ring_mask_v];
-        if (sqe->opcode != IORING_OP_SEND)
+        if (sqe->opcode != IORING_OP_SEND && sqe->opcode != IORING_OP_SENDMSG)
             FAIL("an SQE that is not a send: opcode %d", sqe->opcode);
         if (!(sqe->user_data & UIO_WRITER_TAG))
             FAIL("a send without the writer tag: %llx", (unsigned long long)sqe->user_data);
@@ -130,19 +151,39 @@ static void kernel_takes(void)
             FAIL("a second send in flight for writer %d", wid);
         if (sqe->fd != s->fd)
             FAIL("writer %d sends on fd %d, not %d", wid, sqe->fd, s->fd);
-        if (sqe->len == 0 || s->sent + sqe->len > s->nwritten)
-            FAIL("writer %d sends %u bytes, %zu unsent", wid, sqe->len, s->nwritten - s->sent);
-        const char *buf = (const char *)(uintptr_t)sqe->addr;
-        if (memcmp(buf, s->written + s->sent, sqe->len) != 0)
-            FAIL("writer %d sends other bytes than the next %u written", wid, sqe->len);
         if (ninflight == (int)(sizeof inflight / sizeof inflight[0]))
             FAIL("too many sends in flight");
         struct send *k = &inflight[ninflight++];
         k->wid = wid;
-        k->buf = buf;
-        k->len = sqe->len;
-        k->copy = malloc(sqe->len);
-        memcpy(k->copy, buf, sqe->len);
+        if (sqe->opcode == IORING_OP_SEND) {
+            k->niov = 1;
+            k->iov[0].iov_base = (void *)(uintptr_t)sqe->addr;
+            k->iov[0].iov_len = sqe->len;
+        } else {
+            /* (read now, as the kernel reads the header at submit) */
+            const struct msghdr *msg = (const struct msghdr *)(uintptr_t)sqe->addr;
+            if (msg->msg_iovlen < 2 || msg->msg_iovlen > MAX_IOV || msg->msg_name ||
+                    msg->msg_control)
+                FAIL("writer %d: a sendmsg of %zu iovecs", wid, (size_t)msg->msg_iovlen);
+            k->niov = (int)msg->msg_iovlen;
+            memcpy(k->iov, msg->msg_iov, k->niov * sizeof(struct iovec));
+        }
+        k->len = 0;
+        for (int j = 0; j < k->niov; j++) {
+            if (k->iov[j].iov_len == 0)
+                FAIL("writer %d sends an empty piece", wid);
+            k->len += k->iov[j].iov_len;
+        }
+        if (s->sent + k->len > s->nwritten)
+            FAIL("writer %d sends %zu bytes, %zu unsent", wid, k->len, s->nwritten - s->sent);
+        k->copy = malloc(k->len);
+        size_t at = 0;
+        for (int j = 0; j < k->niov; j++) {
+            memcpy(k->copy + at, k->iov[j].iov_base, k->iov[j].iov_len);
+            at += k->iov[j].iov_len;
+        }
+        if (memcmp(k->copy, s->written + s->sent, k->len) != 0)
+            FAIL("writer %d sends other bytes than the next %zu written", wid, k->len);
         s->sending = 1;
     }
     khead = tail;
@@ -183,11 +224,19 @@ static void complete(int k, int res)
             s = &streams[i];
     if (s == NULL)
         FAIL("a send of writer %d, which the model lost", send.wid);
-    if (memcmp(send.buf, send.copy, send.len) != 0)
-        FAIL("writer %d changed a buffer the kernel was sending from", send.wid);
+    size_t at = 0;
+    for (int j = 0; j < send.niov; j++) {
+        if (memcmp(send.iov[j].iov_base, send.copy + at, send.iov[j].iov_len) != 0)
+            FAIL("writer %d changed a buffer the kernel was sending from", send.wid);
+        at += send.iov[j].iov_len;
+    }
     free(send.copy);
     struct io_uring_cqe cqe = {.user_data = UIO_WRITER_TAG | (uint64_t)send.wid, .res = res};
     int64_t out[UIO_CQE_WORDS] = {0};
+    /* What the writer had in active beyond this send (more pieces than
+     * one sendmsg takes), before the completion changes it. */
+    size_t active_left = ws->w[send.wid].active.bytes > (size_t)(res > 0 ? res : 0)
+        ? ws->w[send.wid].active.bytes - (size_t)(res > 0 ? res : 0) : 0;
     int reported = uio_writer_complete(&ring, ws, &cqe, out);
     s->sending = 0;
     if (s->open == 2) {   /* released: freed now, never reported */
@@ -213,9 +262,9 @@ static void complete(int k, int res)
                 want_res = -EBUSY;
             }
         }
-        /* A level is looked at when a send's buffer is all sent, not after
-         * a short send (its continuation's CQE will look). */
-        if (!want_report && (size_t)res == send.len && s->notify_at >= 0 &&
+        /* A level is looked at once the active bytes are all sent, not
+         * after a short send (its continuation's CQE will look). */
+        if (!want_report && !active_left && s->notify_at >= 0 &&
                 (long long)(s->nwritten - s->sent) <= s->notify_at) {
             s->notify_at = -1;
             want_report = 1;
@@ -261,6 +310,82 @@ static void write_bytes(struct stream *s, size_t len)
     check_stream(s);
 }
 
+static void write_ref(struct stream *s, size_t len)
+{
+    int slot = -1;
+    for (int i = 0; i < MAX_REFS; i++)
+        if (refs[i].mem == NULL) {
+            slot = i;
+            break;
+        }
+    if (slot < 0 || len == 0)
+        return;
+    if (s->nwritten + len > s->cap) {
+        s->cap = (s->nwritten + len) * 2;
+        s->written = realloc(s->written, s->cap);
+    }
+    unsigned char *mem = malloc(len);
+    fill_pattern(mem, s->wid, s->nwritten, len);
+    long long got = uio_write_ref(ws, s->wid, (const char *)mem, len, &refs[slot]);
+    if (s->failed) {
+        if (got != -s->failed)
+            FAIL("writer %d, failed with %d, wrote by reference: %lld", s->wid, s->failed, got);
+        free(mem);   /* not taken */
+        return;
+    }
+    memcpy(s->written + s->nwritten, mem, len);
+    s->nwritten += len;
+    if (got != (long long)(s->nwritten - s->sent))
+        FAIL("uio_write_ref returned %lld, the model %zu", got, s->nwritten - s->sent);
+    refs[slot] = (struct ref){mem, len, s->wid, s->nwritten};
+    check_stream(s);
+}
+
+/* The references handed back: each once, none a send in flight reads, and
+ * only those done with (sent, or their writer failed or released). */
+static void check_released(void)
+{
+    void *out[16];
+    unsigned n;
+    while ((n = uio_writers_take_released(ws, out, 16)) > 0) {
+        for (unsigned i = 0; i < n; i++) {
+            struct ref *r = out[i];
+            if (r < refs || r >= refs + MAX_REFS || r->mem == NULL)
+                FAIL("a token handed back that is not held (twice, or never given)");
+            struct stream *s = r->wid >= 0 ? by_wid(r->wid) : NULL;
+            if (s != NULL && s->open == 1 && !s->failed && r->end > s->sent)
+                FAIL("writer %d handed back a reference %zu bytes before sending it "
+                     "(end %zu len %zu sent %zu written %zu sending %d)", r->wid,
+                     r->end - s->sent, r->end, r->len, s->sent, s->nwritten, s->sending);
+            for (int k = 0; k < ninflight; k++)
+                for (int j = 0; j < inflight[k].niov; j++) {
+                    const unsigned char *b = inflight[k].iov[j].iov_base;
+                    if (b < r->mem + r->len && b + inflight[k].iov[j].iov_len > r->mem)
+                        FAIL("writer %d handed back a reference a send in flight reads",
+                             r->wid);
+                }
+            free(r->mem);
+            r->mem = NULL;
+        }
+    }
+}
+
+/* The caller is done with s's writer. */
+static void release_stream(struct stream *s)
+{
+    uio_writer_release(ws, s->wid);
+    for (int i = 0; i < MAX_REFS; i++)   /* its references may go now (its wid soon
+                                          * serves another writer) */
+        if (refs[i].mem != NULL && refs[i].wid == s->wid)
+            refs[i].wid = -1;
+    if (s->sending) {
+        s->open = 2;
+    } else {
+        free(s->written);
+        memset(s, 0, sizeof *s);
+    }
+}
+
 static void setup_ring(unsigned entries)
 {
     memset(&ring, 0, sizeof ring);
@@ -287,6 +412,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     setup_ring(2u << take(6));   /* 2..64 entries */
     ws = uio_writers_new(REPORT_UD);
     memset(streams, 0, sizeof streams);
+    memset(refs, 0, sizeof refs);
     ninflight = 0;
     static const int errors[] = {-EPIPE, -ECANCELED, -ENOBUFS, -ECONNRESET, -EAGAIN, -EINTR};
     while (in_left) {
@@ -306,6 +432,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             s->wid = wid;
             s->fd = ws->w[wid].fd;
             s->notify_at = -1;
+        } else if (action == 2) {                /* write by reference */
+            if (s->open != 1)
+                continue;
+            size_t len = take(2) ? 1 + take(70000) : 1 + take(64);
+            if (s->nwritten + len > (256u << 10))
+                continue;
+            write_ref(s, len);
         } else if (action < 7) {                 /* write */
             if (s->open != 1)
                 continue;
@@ -326,13 +459,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (action == 8) {                /* release */
             if (s->open != 1)
                 continue;
-            uio_writer_release(ws, s->wid);
-            if (s->sending) {
-                s->open = 2;
-            } else {
-                free(s->written);
-                memset(s, 0, sizeof *s);
-            }
+            release_stream(s);
         } else if (action < 12) {                /* a turn */
             turn();
         } else if (ninflight) {                  /* a completion, any in flight */
@@ -350,13 +477,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         for (int i = 0; i < MAX_WRITERS; i++)
             check_stream(&streams[i]);
+        check_released();
         if (uio_writers_inflight(ws) != (unsigned)ninflight)
             FAIL("uio_writers_inflight %u, the kernel holds %d", uio_writers_inflight(ws),
                  ninflight);
     }
     /* The kernel finishes what it holds (as cancels would), then all goes. */
-    while (ninflight)
+    while (ninflight) {
         complete(ninflight - 1, -ECANCELED);
+        check_released();
+    }
+    /* Open writers released: every reference is handed back. */
+    for (int i = 0; i < MAX_WRITERS; i++)
+        if (streams[i].open == 1)
+            release_stream(&streams[i]);
+    check_released();
+    for (int i = 0; i < MAX_REFS; i++)
+        if (refs[i].mem != NULL)
+            FAIL("a reference of writer %d never handed back", refs[i].wid);
     for (int i = 0; i < MAX_WRITERS; i++)
         free(streams[i].written);
     uio_writers_destroy(ws);

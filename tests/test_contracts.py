@@ -119,9 +119,13 @@ def test_the_user_data_layout_is_the_headers():
     if ring.lib is None:
         pytest.skip("the io_uring binding is not built")
     assert ring.UIO_WRITER_TAG == 1 << 63 and ring.UIO_READ_TAG == 1 << 62
-    assert ring.UIO_OP_ID_LIMIT == ring.UIO_READ_TAG   # op ids stay below both tags
-    # The writer reports' flags: the level bit above the writer id.
-    assert ring.UIO_WRITER_ID_MASK == ring.UIO_WRITER_LEVEL - 1
+    assert ring.UIO_PUMP_TAG == 1 << 61
+    assert ring.UIO_OP_ID_LIMIT == ring.UIO_PUMP_TAG   # op ids stay below every tag
+    # The writer reports' flags: the level bit, then the pump bit, above the id.
+    assert ring.UIO_WRITER_LEVEL == 1 << 31 and ring.UIO_PUMP_REPORT == 1 << 30
+    assert ring.UIO_WRITER_ID_MASK == ring.UIO_PUMP_REPORT - 1
+    # The released notice is a writer-tagged value no writer id reaches.
+    assert ring.UIO_RELEASED_USER_DATA == ring.UIO_WRITER_TAG | 0xFFFFFFFF
 
 
 # -- the classes C relies on by their layout ------------------------------------------------

@@ -17,6 +17,8 @@ from uringio._core.uring.ops import Op, OpKind
 if ring_mod.Dispatcher is None:
     skip_or_fail("binding not built", allow_module_level=True)
 
+from uringio._core import _fastpath  # noqa: E402
+
 ffi = ring_mod.ffi
 F_MORE = ring_mod.IORING_CQE_F_MORE
 SHIFT = ring_mod.IORING_CQE_BUFFER_SHIFT
@@ -41,7 +43,7 @@ class Fixture:
         self.writers = ffi.gc(ring_mod.lib.uio_writers_new(5), ring_mod.lib.uio_writers_destroy)
         self.memory = ring_mod.RingMemory(
             address(self.cqes), 64, address(self.writers),
-            address(ffi.addressof(ring_mod.lib, "uio_write")))
+            address(ring_mod.lib.uio_writer_api_address()))
         self.memory.attach_buffers(address(self.bufs), BUF_SIZE, BUF_COUNT)
         self.dispatch = ring_mod.Dispatcher(self.memory, self.slots, Op, int(OpKind.RECV_STREAM))
 
@@ -267,17 +269,23 @@ def test_a_closed_ring_and_its_writers_raise_instead_of_touching_freed_memory():
 
 def test_a_send_stream_with_nothing_to_send_holds_no_buffer(uring_loop):
     # Buffers go back to the ring's pools once sent: an idle connection
-    # costs no send buffer, and the next write takes one again.
+    # costs no send buffer, and the next write takes one again. A write of
+    # WRITE_REF_MIN bytes or more is not copied at all: it is sent from the
+    # bytes object, referenced until then and not after.
     from conftest import connected_pair, recv_exactly
     loop = uring_loop
     fd, client = connected_pair()
     events = []
     stream = loop.open_send_stream(fd, events.append)
     held = loop._ring.writer_held
-    for size in (64, 5000, 200_000):   # pooled sizes, and one too big to pool
+    for size in (64, 5000, 200_000):   # pooled sizes, and one sent from the object
         data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        refs = sys.getrefcount(data)
         stream.write(data)
-        assert held(stream._wid) >= size
+        if size < _fastpath.WRITE_REF_MIN:
+            assert held(stream._wid) >= size
+        else:
+            assert held(stream._wid) == 0 and sys.getrefcount(data) == refs + 1
         got = []
         reader = threading.Thread(
             target=lambda got=got, size=size: got.append(recv_exactly(client, size)))
@@ -287,6 +295,8 @@ def test_a_send_stream_with_nothing_to_send_holds_no_buffer(uring_loop):
         reader.join(5)
         assert got == [data]
         assert held(stream._wid) == 0, size
+        loop.run_once(0)   # (the turn after the last send: the reference goes)
+        assert sys.getrefcount(data) == refs, size
     assert events == []
     stream.close()
     loop.close_fd(fd)

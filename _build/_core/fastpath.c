@@ -79,7 +79,7 @@ typedef struct {
     const int64_t *cqes;      /* UIO_CQE_WORDS per CQE; NULL: closed */
     Py_ssize_t ncqes;         /* how many CQEs the array holds */
     struct uio_writers *writers;
-    uio_write_fn write;
+    const struct uio_writer_api *api;
     const char *buf_base;     /* provided buffers; NULL: none attached */
     Py_ssize_t buf_size, buf_count;
     unsigned long owner;      /* PyThread_get_thread_ident() of the ring's thread */
@@ -93,19 +93,19 @@ static void file_reads_ring_closed(struct FileReads *r);
 
 static int RingMemory_init(RingMemory *self, PyObject *args, PyObject *kwds)
 {
-    unsigned long long cqes, writers, write;
+    unsigned long long cqes, writers, api;
     Py_ssize_t ncqes;
-    if (!PyArg_ParseTuple(args, "KnKK", &cqes, &ncqes, &writers, &write))
+    if (!PyArg_ParseTuple(args, "KnKK", &cqes, &ncqes, &writers, &api))
         return -1;
-    if (!cqes || ncqes <= 0 || !writers || !write) {
+    if (!cqes || ncqes <= 0 || !writers || !api) {
         PyErr_SetString(PyExc_ValueError, "RingMemory needs a CQE array, a writer table "
-                        "and a write function");
+                        "and the writers' functions");
         return -1;
     }
     self->cqes = (const int64_t *)(uintptr_t)cqes;
     self->ncqes = ncqes;
     self->writers = (struct uio_writers *)(uintptr_t)writers;
-    self->write = (uio_write_fn)(uintptr_t)write;
+    self->api = (const struct uio_writer_api *)(uintptr_t)api;
     self->owner = PyThread_get_thread_ident();
     return 0;
 }
@@ -126,14 +126,27 @@ static PyObject *RingMemory_attach_buffers(RingMemory *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Drop the references the writers are done with (uio_write_ref's tokens). */
+static void drop_released(RingMemory *m)
+{
+    void *tokens[64];
+    unsigned n, i;
+    if (m->writers == NULL || m->api == NULL)
+        return;
+    while ((n = m->api->take_released(m->writers, tokens, 64)) > 0)
+        for (i = 0; i < n; i++)
+            Py_DECREF((PyObject *)tokens[i]);
+}
+
 static PyObject *RingMemory_close(RingMemory *self, PyObject *unused)
 {
     if (self->reads != NULL)
         file_reads_ring_closed(self->reads);
+    drop_released(self);
     self->cqes = NULL;
     self->ncqes = 0;
     self->writers = NULL;
-    self->write = NULL;
+    self->api = NULL;
     self->buf_base = NULL;
     self->buf_size = self->buf_count = 0;
     Py_RETURN_NONE;
@@ -277,6 +290,10 @@ static PyObject *Dispatcher_call(Dispatcher *self, PyObject *const *args, Py_ssi
         int64_t user_data = cqe[0];
         int32_t res = (int32_t)cqe[1];
         int64_t flags = cqe[2];   /* the CQE's flags, and a buffer offset above them */
+        if ((uint64_t)user_data == UIO_RELEASED_USER_DATA) {
+            drop_released(self->mem);   /* (a Py_DECREF may run a finaliser: no error here) */
+            continue;
+        }
         if ((uint64_t)user_data & UIO_READ_TAG) {
             /* A file read, completed in C; only an exception that is not
              * an Exception (KeyboardInterrupt) comes back from it. */
@@ -393,6 +410,12 @@ static PyTypeObject DispatcherType = {
 
 /* -- Writer --------------------------------------------------------------- */
 
+/* Writes of at least this many bytes are sent from the caller's bytes
+ * object rather than copied: below it, a copy into the writer's buffer
+ * (which coalesces small writes into one send) costs less than holding a
+ * reference and one more piece of a sendmsg. */
+#define WRITE_REF_MIN 8192
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -425,8 +448,16 @@ static PyObject *Writer_vectorcall(PyObject *obj, PyObject *const *args, size_t 
     }
     if (self->released)   /* the wid may be another stream's now */
         return PyLong_FromLong(-EBADF);
-    return PyLong_FromLongLong(m->write(m->writers, self->wid, PyBytes_AS_STRING(data),
-                                        PyBytes_GET_SIZE(data)));
+    if (PyBytes_GET_SIZE(data) < WRITE_REF_MIN)
+        return PyLong_FromLongLong(m->api->write(m->writers, self->wid,
+                                                 PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)));
+    /* Large: sent from the bytes object itself (immutable), kept alive till then. */
+    Py_INCREF(data);
+    long long got = m->api->write_ref(m->writers, self->wid, PyBytes_AS_STRING(data),
+                                      PyBytes_GET_SIZE(data), data);
+    if (got < 0)
+        Py_DECREF(data);   /* not taken */
+    return PyLong_FromLongLong(got);
 }
 
 static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -1023,7 +1054,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     if (PyModule_AddObjectRef(m, "RingMemory", (PyObject *)&RingMemoryType) < 0 ||
         PyModule_AddObjectRef(m, "Dispatcher", (PyObject *)&DispatcherType) < 0 ||
         PyModule_AddObjectRef(m, "Writer", (PyObject *)&WriterType) < 0 ||
-        PyModule_AddObjectRef(m, "FileReads", (PyObject *)&FileReadsType) < 0) {
+        PyModule_AddObjectRef(m, "FileReads", (PyObject *)&FileReadsType) < 0 ||
+        PyModule_AddIntConstant(m, "WRITE_REF_MIN", WRITE_REF_MIN) < 0) {
         Py_DECREF(m);
         return NULL;
     }

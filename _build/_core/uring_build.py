@@ -194,6 +194,11 @@ unsigned uio_writers_inflight(struct uio_writers *ws);
 int uio_writer_open(struct uio_writers *ws, int fd);
 void uio_writer_release(struct uio_writers *ws, int wid);
 long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t len);
+long long uio_write_ref(struct uio_writers *ws, int wid, const char *data, size_t len,
+                        void *token);
+unsigned uio_writers_take_released(struct uio_writers *ws, void **out, unsigned max);
+const void *uio_writer_api_address(void);
+#define UIO_RELEASED_USER_DATA ...
 long long uio_writer_buffered(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_sends(struct uio_writers *ws, int wid);
 unsigned long long uio_writer_sent(struct uio_writers *ws, int wid);

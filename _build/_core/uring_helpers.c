@@ -351,17 +351,23 @@ int uio_submit(struct io_uring *ring) { return io_uring_submit(ring); }
 
 /* ---- writers: a send stream per socket, kept in C -----------------------
  *
- * A writer owns two buffers: `active`, which the kernel is sending from
- * (so it is never touched until the send's CQE), and `pending`, where
- * writes accumulate. A write only appends and marks the writer dirty; the
- * next uio_turn sends each dirty writer's pending bytes as one send, and
- * when a send completes the pending bytes written meanwhile go out next:
- * one send per socket per turn, one in flight, short sends continued, all
- * without returning to Python. Python hears from a writer only when it
- * asked to (buffered bytes fell to a level) or when a send failed.
+ * A writer has two queues of bytes: `active`, which the kernel is sending
+ * from (never touched until the send's CQE), and `pending`, where writes
+ * accumulate. A write only appends and marks the writer dirty; the next
+ * uio_turn sends each dirty writer's pending bytes as one send (a sendmsg
+ * when they are several pieces), and when a send completes the pending
+ * bytes written meanwhile go out next: one send per socket per turn, one in
+ * flight, short sends continued, all without returning to Python. Python
+ * hears from a writer only when it asked to (buffered bytes fell to a
+ * level) or when a send failed.
  *
- * The data is copied in during uio_write(), while cffi's pointer to the
- * caller's bytes is valid; after that the kernel only ever sees C memory.
+ * A queue is a list of pieces, each either bytes copied into the queue's
+ * own buffer (uio_write: small writes, coalesced) or the caller's memory,
+ * not copied (uio_write_ref: a large immutable object, kept alive by a
+ * reference, its token). A token goes on the released list once its bytes
+ * are sent, or once the writer will never send them (it failed, or was
+ * released); the released list's holder (fastpath.c's Dispatcher, with the
+ * GIL) drops the references, told by a UIO_RELEASED_USER_DATA triple.
  */
 enum { UIO_W_FREE, UIO_W_OPEN, UIO_W_RELEASED };
 
@@ -373,10 +379,25 @@ enum { UIO_W_FREE, UIO_W_OPEN, UIO_W_RELEASED };
 #define UIO_BUF_MIN 512
 #define UIO_BUF_CLASSES 8            /* 512 B .. 64 KiB */
 #define UIO_POOL_DEPTH 64            /* spare buffers kept per class */
+#define UIO_WRITER_IOV 64            /* pieces one sendmsg takes at most */
 
 struct uio_pool {
     unsigned n;
     char *bufs[UIO_POOL_DEPTH];
+};
+
+struct uio_piece_w {         /* a run of bytes to send */
+    const char *ext;         /* the caller's memory, or NULL: the queue's buffer */
+    size_t off, len;         /* where it starts (in ext, or the buffer), bytes left */
+    void *token;             /* what keeps ext alive */
+};
+
+struct uio_queue {
+    char *buf;               /* copied bytes */
+    size_t cap, len;
+    struct uio_piece_w *v;   /* the pieces, in order; v[cur..n-1] unsent */
+    unsigned n, cur, vcap;
+    size_t bytes;            /* unsent bytes in all pieces */
 };
 
 struct uio_writer {
@@ -386,10 +407,9 @@ struct uio_writer {
     long long notify_at;     /* report when buffered <= this; -1: off */
     unsigned long long sends;   /* send SQEs made, for diagnostics */
     unsigned long long sent;    /* bytes the kernel took */
-    char *active;
-    size_t active_cap, active_len, active_off;
-    char *pending;
-    size_t pending_cap, pending_len;
+    struct uio_queue active, pending;
+    struct msghdr *msg;      /* a sendmsg's header and iovecs, allocated on first
+                              * need: never moved while the kernel may read it */
 };
 
 struct uio_writers {
@@ -402,6 +422,8 @@ struct uio_writers {
     int *dirty;              /* writers with bytes to send this turn */
     unsigned ndirty, dirty_cap;
     struct uio_pool pools[UIO_BUF_CLASSES];
+    void **released;         /* tokens whose bytes are done with */
+    unsigned nreleased, released_cap;
     struct uio_pumps *pumps; /* uring_pumps.c; made with the first pump */
 };
 
@@ -471,14 +493,53 @@ static void uio_buf_give(struct uio_writers *ws, char *buf, size_t cap)
         free(buf);
 }
 
+/* A token's bytes are done with: on the released list. Returns -ENOMEM
+ * when the list cannot grow (the reference is then leaked, never dropped
+ * early: a leak, not a use after free). */
+static int uio_release_token(struct uio_writers *ws, void *token)
+{
+    if (ws->nreleased == ws->released_cap) {
+        unsigned cap = ws->released_cap ? ws->released_cap * 2 : 64;
+        void **nr = realloc(ws->released, cap * sizeof(void *));
+        if (nr == NULL)
+            return -ENOMEM;
+        ws->released = nr;
+        ws->released_cap = cap;
+    }
+    ws->released[ws->nreleased++] = token;
+    return 0;
+}
+
+/* Up to max released tokens into out, taken off the list: their count. */
+unsigned uio_writers_take_released(struct uio_writers *ws, void **out, unsigned max)
+{
+    unsigned n = ws->nreleased < max ? ws->nreleased : max;
+    if (n == 0)
+        return 0;
+    memcpy(out, ws->released + ws->nreleased - n, n * sizeof(void *));
+    ws->nreleased -= n;
+    return n;
+}
+
+/* Empty q: its buffer to the pools, the tokens of its unsent pieces
+ * released; the piece array is kept (for the writer's next use). */
+static void uio_queue_clear(struct uio_writers *ws, struct uio_queue *q)
+{
+    unsigned i;
+    for (i = q->cur; i < q->n; i++)
+        if (q->v[i].token != NULL)
+            uio_release_token(ws, q->v[i].token);
+    uio_buf_give(ws, q->buf, q->cap);
+    q->buf = NULL;
+    q->cap = q->len = q->bytes = 0;
+    q->n = q->cur = 0;
+}
+
 /* The writer has nothing to send: its buffers go back to the pools. */
 static void uio_writer_idle(struct uio_writers *ws, struct uio_writer *w)
 {
-    uio_buf_give(ws, w->active, w->active_cap);
-    uio_buf_give(ws, w->pending, w->pending_cap);
-    w->active = w->pending = NULL;
-    w->active_cap = w->active_len = w->active_off = 0;
-    w->pending_cap = w->pending_len = 0;
+    uio_queue_clear(ws, &w->active);
+    uio_queue_clear(ws, &w->pending);
 }
 
 void uio_writers_destroy(struct uio_writers *ws)
@@ -488,14 +549,18 @@ void uio_writers_destroy(struct uio_writers *ws)
     if (ws == NULL)
         return;
     for (i = 0; i < ws->n; i++) {
-        free(ws->w[i].active);
-        free(ws->w[i].pending);
+        free(ws->w[i].active.buf);
+        free(ws->w[i].active.v);
+        free(ws->w[i].pending.buf);
+        free(ws->w[i].pending.v);
+        free(ws->w[i].msg);
     }
     for (c = 0; c < UIO_BUF_CLASSES; c++)
         while (ws->pools[c].n)
             free(ws->pools[c].bufs[--ws->pools[c].n]);
     free(ws->w);
     free(ws->dirty);
+    free(ws->released);   /* (references still on it are leaked with the ring) */
     uio_pumps_destroy(ws->pumps);
     free(ws);
 }
@@ -534,6 +599,9 @@ static void uio_writer_free(struct uio_writers *ws, int wid)
 {
     struct uio_writer *w = &ws->w[wid];
     uio_writer_idle(ws, w);
+    free(w->active.v);
+    free(w->pending.v);
+    free(w->msg);
     memset(w, 0, sizeof(*w));
     w->state = UIO_W_FREE;
     w->fd = ws->free_head;
@@ -541,19 +609,22 @@ static void uio_writer_free(struct uio_writers *ws, int wid)
 }
 
 /* The caller is done with the writer. A send still in flight keeps its
- * buffer until its CQE (the cancel from close comes first), then it is freed. */
+ * buffer until its CQE (the cancel from close comes first), then it is
+ * freed; the pending bytes will never go, and their tokens are released. */
 void uio_writer_release(struct uio_writers *ws, int wid)
 {
     struct uio_writer *w = &ws->w[wid];
-    if (w->inflight)
+    if (w->inflight) {
         w->state = UIO_W_RELEASED;
-    else
+        uio_queue_clear(ws, &w->pending);
+    } else {
         uio_writer_free(ws, wid);
+    }
 }
 
 static long long uio_buffered(const struct uio_writer *w)
 {
-    return (long long)(w->active_len - w->active_off + w->pending_len);
+    return (long long)(w->active.bytes + w->pending.bytes);
 }
 
 long long uio_writer_buffered(struct uio_writers *ws, int wid)
@@ -574,38 +645,79 @@ unsigned long long uio_writer_sent(struct uio_writers *ws, int wid)
 /* Bytes of buffer the writer holds: 0 whenever it has nothing to send. */
 unsigned long long uio_writer_held(struct uio_writers *ws, int wid)
 {
-    return ws->w[wid].active_cap + ws->w[wid].pending_cap;
+    return ws->w[wid].active.cap + ws->w[wid].pending.cap;
 }
 
-/* Make room for need bytes in the pending buffer, keeping its contents. */
-static int uio_pending_room(struct uio_writers *ws, struct uio_writer *w, size_t need)
+/* Room for one more piece in q. */
+static int uio_queue_piece_room(struct uio_queue *q)
+{
+    if (q->n == q->vcap) {
+        unsigned cap = q->vcap ? q->vcap * 2 : 4;
+        struct uio_piece_w *nv = realloc(q->v, cap * sizeof(*nv));
+        if (nv == NULL)
+            return -ENOMEM;
+        q->v = nv;
+        q->vcap = cap;
+    }
+    return 0;
+}
+
+/* Make room for need bytes in q's buffer, keeping its contents. */
+static int uio_queue_room(struct uio_writers *ws, struct uio_queue *q, size_t need)
 {
     size_t ncap;
     char *nbuf;
-    if (need <= w->pending_cap)
+    if (need <= q->cap)
         return 0;
-    ncap = w->pending_cap ? w->pending_cap : UIO_BUF_MIN;
+    ncap = q->cap ? q->cap : UIO_BUF_MIN;
     while (ncap < need)
         ncap *= 2;
     nbuf = uio_buf_take(ws, ncap);
     if (nbuf == NULL)
         return -ENOMEM;
-    if (w->pending_len)
-        memcpy(nbuf, w->pending, w->pending_len);
-    uio_buf_give(ws, w->pending, w->pending_cap);
-    w->pending = nbuf;
-    w->pending_cap = ncap;
+    if (q->len)
+        memcpy(nbuf, q->buf, q->len);
+    uio_buf_give(ws, q->buf, q->cap);
+    q->buf = nbuf;
+    q->cap = ncap;
     return 0;
 }
 
+static const char *uio_piece_data(const struct uio_queue *q, const struct uio_piece_w *p)
+{
+    return (p->ext != NULL ? p->ext : q->buf) + p->off;
+}
+
+/* Send the active queue's unsent pieces (as many as one sendmsg takes). */
 static int uio_writer_submit(struct io_uring *ring, struct uio_writers *ws, int wid)
 {
     struct uio_writer *w = &ws->w[wid];
-    struct io_uring_sqe *sqe = uio_sqe(ring);
-    if (sqe == NULL)
+    struct uio_queue *q = &w->active;
+    unsigned n = q->n - q->cur, i;
+    struct io_uring_sqe *sqe;
+
+    if (n > UIO_WRITER_IOV)
+        n = UIO_WRITER_IOV;
+    if (n > 1 && w->msg == NULL &&
+            (w->msg = malloc(sizeof(struct msghdr) + UIO_WRITER_IOV * sizeof(struct iovec))) == NULL)
+        return -ENOMEM;
+    if ((sqe = uio_sqe(ring)) == NULL)
         return -EBUSY;
-    io_uring_prep_send(sqe, w->fd, w->active + w->active_off,
-                       w->active_len - w->active_off, MSG_NOSIGNAL);
+    if (n == 1) {
+        const struct uio_piece_w *p = &q->v[q->cur];
+        io_uring_prep_send(sqe, w->fd, uio_piece_data(q, p), p->len, MSG_NOSIGNAL);
+    } else {
+        struct iovec *iov = (struct iovec *)(w->msg + 1);
+        for (i = 0; i < n; i++) {
+            const struct uio_piece_w *p = &q->v[q->cur + i];
+            iov[i].iov_base = (void *)uio_piece_data(q, p);
+            iov[i].iov_len = p->len;
+        }
+        memset(w->msg, 0, sizeof(*w->msg));
+        w->msg->msg_iov = iov;
+        w->msg->msg_iovlen = n;
+        io_uring_prep_sendmsg(sqe, w->fd, w->msg, MSG_NOSIGNAL);
+    }
     sqe->user_data = UIO_WRITER_TAG | (uint64_t)wid;
     w->sends++;
     if (!w->inflight) {
@@ -619,16 +731,9 @@ static int uio_writer_submit(struct io_uring *ring, struct uio_writers *ws, int 
 static int uio_writer_flush(struct io_uring *ring, struct uio_writers *ws, int wid)
 {
     struct uio_writer *w = &ws->w[wid];
-    char *tmp = w->active;
-    size_t tcap = w->active_cap;
-
+    struct uio_queue tmp = w->active;   /* (empty: sent, its buffer given back) */
     w->active = w->pending;
-    w->active_cap = w->pending_cap;
-    w->active_len = w->pending_len;
-    w->active_off = 0;
     w->pending = tmp;
-    w->pending_cap = tcap;
-    w->pending_len = 0;
     int ret = uio_writer_submit(ring, ws, wid);
     if (ret < 0) {
         /* No SQE (the SQ full, the kernel taking none: -EBUSY): swap back,
@@ -636,31 +741,16 @@ static int uio_writer_flush(struct io_uring *ring, struct uio_writers *ws, int w
          * `active` with no send, the next write's flush would swap them out
          * as an empty buffer: bytes lost from the middle of the stream
          * (found by fuzz/writers.c). */
+        tmp = w->pending;
         w->pending = w->active;
-        w->pending_cap = w->active_cap;
-        w->pending_len = w->active_len;
         w->active = tmp;
-        w->active_cap = tcap;
-        w->active_len = w->active_off = 0;
     }
     return ret;
 }
 
-/* Queue len bytes, to go out with this turn's submit; returns the bytes
- * buffered (not yet sent), or -errno of the send that failed earlier.
- * An uio_write_fn (uring_shared.h): _fastpath's Writer calls it. */
-long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t len)
+static int uio_writer_mark_dirty(struct uio_writers *ws, int wid)
 {
     struct uio_writer *w = &ws->w[wid];
-
-    if (w->failed)
-        return -w->failed;
-    if (len == 0)
-        return uio_buffered(w);
-    if (uio_pending_room(ws, w, w->pending_len + len))
-        return -ENOMEM;
-    memcpy(w->pending + w->pending_len, data, len);
-    w->pending_len += len;
     if (!w->inflight && !w->dirty) {
         if (ws->ndirty == ws->dirty_cap) {
             unsigned cap = ws->dirty_cap ? ws->dirty_cap * 2 : 64;
@@ -673,6 +763,56 @@ long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t le
         ws->dirty[ws->ndirty++] = wid;
         w->dirty = 1;
     }
+    return 0;
+}
+
+/* Queue len bytes, copied, to go out with this turn's submit; returns the
+ * bytes buffered (not yet sent), or -errno of the send that failed earlier.
+ * (Through uio_writer_api: _fastpath's Writer calls it.) */
+long long uio_write(struct uio_writers *ws, int wid, const char *data, size_t len)
+{
+    struct uio_writer *w = &ws->w[wid];
+    struct uio_queue *q = &w->pending;
+    struct uio_piece_w *last = q->n ? &q->v[q->n - 1] : NULL;
+
+    if (w->failed)
+        return -w->failed;
+    if (len == 0)
+        return uio_buffered(w);
+    if (uio_queue_room(ws, q, q->len + len))
+        return -ENOMEM;
+    if (last == NULL || last->ext != NULL || last->off + last->len != q->len) {
+        if (uio_queue_piece_room(q))
+            return -ENOMEM;
+        q->v[q->n++] = (struct uio_piece_w){NULL, q->len, 0, NULL};
+        last = &q->v[q->n - 1];
+    }
+    memcpy(q->buf + q->len, data, len);
+    q->len += len;
+    last->len += len;
+    q->bytes += len;
+    if (uio_writer_mark_dirty(ws, wid))
+        return -ENOMEM;
+    return uio_buffered(w);
+}
+
+/* Queue len bytes of the caller's memory, not copied: token keeps it
+ * alive, and is released once the bytes are sent or will never be (see
+ * above). Returns as uio_write; on any return < 0 the token was not taken. */
+long long uio_write_ref(struct uio_writers *ws, int wid, const char *data, size_t len,
+                        void *token)
+{
+    struct uio_writer *w = &ws->w[wid];
+    struct uio_queue *q = &w->pending;
+
+    if (w->failed)
+        return -w->failed;
+    if (len == 0)
+        return uio_buffered(w);
+    if (uio_queue_piece_room(q) || uio_writer_mark_dirty(ws, wid))
+        return -ENOMEM;
+    q->v[q->n++] = (struct uio_piece_w){data, 0, len, token};
+    q->bytes += len;
     return uio_buffered(w);
 }
 
@@ -686,7 +826,7 @@ static void uio_writers_flush(struct io_uring *ring, struct uio_writers *ws)
         if (!w->dirty)
             continue;
         w->dirty = 0;
-        if (w->state == UIO_W_OPEN && !w->inflight && w->pending_len && !w->failed &&
+        if (w->state == UIO_W_OPEN && !w->inflight && w->pending.bytes && !w->failed &&
                 uio_writer_flush(ring, ws, wid) < 0) {
             w->dirty = 1;   /* no SQE this turn: flushed on the next */
             ws->dirty[kept++] = wid;
@@ -719,6 +859,25 @@ static int uio_writer_report(struct uio_writers *ws, int wid, long long res, uin
     return 1;
 }
 
+/* The kernel took res bytes of the active queue: its pieces advance, those
+ * all sent release their tokens. */
+static void uio_queue_sent(struct uio_writers *ws, struct uio_queue *q, size_t res)
+{
+    q->bytes -= res;
+    while (res) {
+        struct uio_piece_w *p = &q->v[q->cur];
+        size_t n = res < p->len ? res : p->len;
+        p->off += n;
+        p->len -= n;
+        res -= n;
+        if (p->len == 0) {
+            if (p->token != NULL)
+                uio_release_token(ws, p->token);
+            q->cur++;
+        }
+    }
+}
+
 /* A writer's send completed. Returns 1 when a report for Python was written
  * to out, else 0. */
 static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
@@ -734,15 +893,17 @@ static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
         uio_writer_free(ws, wid);
         return 0;
     }
+    if (res > 0 && (size_t)res > w->active.bytes)
+        res = -EIO;   /* more than was asked: never from a real kernel */
     if (res > 0) {
         w->sent += (unsigned long long)res;
-        w->active_off += (size_t)res;
-        if (w->active_off < w->active_len) {     /* short send: continue */
+        uio_queue_sent(ws, &w->active, (size_t)res);
+        if (w->active.bytes) {     /* short send, or more pieces: continue */
             if (uio_writer_submit(ring, ws, wid) == 0)
                 return 0;
             res = -EBUSY;
-        } else if (w->pending_len) {
-            w->active_len = w->active_off = 0;
+        } else if (w->pending.bytes) {
+            uio_queue_clear(ws, &w->active);
             if (uio_writer_flush(ring, ws, wid))   /* what was written meanwhile */
                 res = -EBUSY;
         } else {
@@ -762,6 +923,13 @@ static int uio_writer_complete(struct io_uring *ring, struct uio_writers *ws,
     }
     return 0;
 }
+
+/* What _fastpath reaches the writers through (uring_shared.h). */
+static const struct uio_writer_api uio_writer_api = {
+    uio_write, uio_write_ref, uio_writers_take_released,
+};
+
+const void *uio_writer_api_address(void) { return &uio_writer_api; }
 
 /* The pace at which uio_turn hands out completions of file reads.
  *
@@ -897,6 +1065,13 @@ int uio_turn(struct io_uring *ring, struct uio_bufring *br, struct uio_writers *
         n++;
     }
     io_uring_cq_advance(ring, seen);
+    if (ws != NULL && ws->nreleased && n < max) {
+        /* References to drop: the Dispatcher does, with the GIL. */
+        out[UIO_CQE_WORDS * n] = (int64_t)UIO_RELEASED_USER_DATA;
+        out[UIO_CQE_WORDS * n + 1] = (int64_t)ws->nreleased;
+        out[UIO_CQE_WORDS * n + 2] = 0;
+        n++;
+    }
     if (clump)
         pace->left = pace->left > n ? pace->left - n : 0;
     if (n == 0 && seen == 0 && ret == -EINTR)

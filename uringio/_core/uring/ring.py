@@ -46,7 +46,9 @@ if lib is not None:
     UIO_OP_ID_LIMIT = lib.UIO_OP_ID_LIMIT
     UIO_WRITER_LEVEL = lib.UIO_WRITER_LEVEL
     UIO_WRITER_ID_MASK = lib.UIO_WRITER_ID_MASK
+    UIO_PUMP_TAG = lib.UIO_PUMP_TAG
     UIO_PUMP_REPORT = lib.UIO_PUMP_REPORT
+    UIO_RELEASED_USER_DATA = lib.UIO_RELEASED_USER_DATA
     UIO_PUMP_HOLD = lib.UIO_PUMP_HOLD
     UIO_PUMP_PIECES = lib.UIO_PUMP_PIECES
     UIO_CQE_WORDS = lib.UIO_CQE_WORDS
@@ -218,7 +220,7 @@ class Ring:
         # What the C per-message paths (Dispatcher, Writer) may touch, for
         # as long as this ring is open: close() closes it first.
         self.memory = RingMemory(_address(self._out), self._out_max, _address(self._writers),
-                                 _address(ffi.addressof(lib, "uio_write")))
+                                 _address(lib.uio_writer_api_address()))
 
     @staticmethod
     def timespec(seconds: float):
