@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 
+import h11
 import httpx
 import pytest
 
@@ -386,6 +387,41 @@ def test_pathsend_files_small_and_large_in_order(backend, tmp_path):
             assert out[:length] == path.read_bytes()
             out = out[length:]
         assert out.startswith(b"HTTP/1.1 200 OK")
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_bodies_large_and_small_arrive_whole_with_a_length_or_chunked(backend):
+    # A body of BODY_APART bytes or more goes out apart from its head (the
+    # uring send stream then sends it from the object): whatever the mix,
+    # h11 reads the bytes the app sent, in order, on one connection.
+    from uringio.asgi._asgicore import BODY_APART
+    sizes = [[1], [BODY_APART - 1], [BODY_APART], [3 << 20],
+             [10, BODY_APART, 5, 1 << 20, BODY_APART - 1, 7]]
+    proc, port = _serve(backend, "asgi_raw:app")
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        client = h11.Connection(h11.CLIENT)
+        for shape in ("length", "chunked"):
+            for parts in sizes:
+                target = "/bodies?%s,%s" % (shape, ",".join(map(str, parts)))
+                sock.sendall(client.send(h11.Request(method="GET", target=target,
+                                                     headers=[("Host", "x")])))
+                sock.sendall(client.send(h11.EndOfMessage()))
+                body, event = bytearray(), None
+                while not isinstance(event, h11.EndOfMessage):
+                    event = client.next_event()
+                    if event is h11.NEED_DATA:
+                        client.receive_data(sock.recv(1 << 20))
+                    elif isinstance(event, h11.Response):
+                        chunked = (b"transfer-encoding", b"chunked") in event.headers
+                        assert chunked == (shape == "chunked" and len(parts) > 1), target
+                    elif isinstance(event, h11.Data):
+                        body += event.data
+                assert body == b"".join(bytes([65 + i % 26]) * n
+                                        for i, n in enumerate(parts)), target
+                client.start_next_cycle()
+        sock.close()
     finally:
         assert stop_server(proc) == 0
 

@@ -176,3 +176,16 @@ def test_eager_task_marks_itself_touched_in_every_method_that_leaves_state():
     finally:
         loop.close()
     assert {"_begun", "_touched"} <= set(EagerTask.__slots__)   # rule 2
+
+
+def test_a_large_body_is_written_apart_where_the_send_stream_takes_it_by_reference():
+    # asgicore writes a body of BODY_APART bytes or more apart from its head
+    # because the uring send stream sends a write that large from the object
+    # (fastpath's WRITE_REF_MIN): were they to differ, bodies in between
+    # would be copied into the head, or written apart to be copied anyway.
+    from uringio._core.uring import ring
+    if ring.lib is None:
+        pytest.skip("the io_uring binding is not built")
+    from uringio._core import _fastpath
+    from uringio.asgi import _asgicore
+    assert _asgicore.BODY_APART == _fastpath.WRITE_REF_MIN

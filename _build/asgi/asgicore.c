@@ -1010,6 +1010,12 @@ static int body_complete(AsgiCore *self)
  * object, as http.py's _write_head makes it: NULL with no exception for
  * what only that one does (a header value that is not bytes, a status we
  * have no line for). */
+/* A body of at least this many bytes is written apart from the head: the
+ * uring send stream then sends it from the object (its WRITE_REF_MIN,
+ * _build/_core/fastpath.c), where joined to the head it would be copied
+ * twice. tests/test_contracts.py holds the two equal. */
+#define BODY_APART 8192
+
 static PyObject *response_head(Cycle *cycle, AsgiCore *core, PyObject *body, int more_body)
 {
     PyObject *version = cycle->version, *lines, *line;
@@ -1078,7 +1084,8 @@ static PyObject *response_head(Cycle *cycle, AsgiCore *core, PyObject *body, int
     const char *conn = !cycle->keep_alive ? "connection: close\r\n" :
                        v11 ? "" : "connection: keep-alive\r\n";
     Py_ssize_t nlength = (Py_ssize_t)strlen(length), nconn = (Py_ssize_t)strlen(conn);
-    Py_ssize_t nbody = cycle->head_only ? 0 : PyBytes_GET_SIZE(body);
+    Py_ssize_t nbody = cycle->head_only || PyBytes_GET_SIZE(body) >= BODY_APART
+                       ? 0 : PyBytes_GET_SIZE(body);   /* (a large one: Cycle_send's) */
     PyObject *wire = PyBytes_FromStringAndSize(NULL, total + nlength + nconn + nbody);
     if (wire == NULL) {
         Py_DECREF(headers);
@@ -1199,24 +1206,27 @@ static PyObject *Cycle_send(Cycle *self, PyObject *message)
         body = b_empty;
     if (!PyBytes_Check(body) || core->write == NULL || core->closing)
         return call_method1((PyObject *)self, s_send_slow, message);
-    PyObject *wire;
+    PyObject *wire = NULL;
+    int body_apart = !self->head_only && PyBytes_GET_SIZE(body) > 0;
     if (self->headers != Py_None) {
         wire = response_head(self, core, body, more_body);
         if (wire == NULL)
             return PyErr_Occurred() ? NULL : call_method1((PyObject *)self, s_send_slow, message);
         Py_SETREF(self->headers, Py_NewRef(Py_None));
-    } else if (self->head_only || PyBytes_GET_SIZE(body) == 0) {
-        wire = NULL;
-    } else {
-        wire = Py_NewRef(body);
+        body_apart = body_apart && PyBytes_GET_SIZE(body) >= BODY_APART;
     }
-    if (wire != NULL) {
-        PyObject *got = PyObject_CallOneArg(core->write, wire);
-        Py_DECREF(wire);
-        if (got == NULL)
+    for (int i = 0; i < 2; i++) {   /* the head (and a small body), then a body apart */
+        PyObject *out = i == 0 ? wire : body_apart ? body : NULL;
+        if (out == NULL)
+            continue;
+        PyObject *got = PyObject_CallOneArg(core->write, out);
+        if (got == NULL) {
+            Py_XDECREF(wire);
             return NULL;
+        }
         Py_DECREF(got);
     }
+    Py_XDECREF(wire);
     if (!more_body && cycle_complete(self))
         return NULL;
     return after_write(core);
@@ -1397,7 +1407,8 @@ PyMODINIT_FUNC PyInit__asgicore(void)
         return NULL;
     if (PyModule_AddObjectRef(m, "AsgiCore", (PyObject *)&AsgiCoreType) < 0 ||
         PyModule_AddObjectRef(m, "Cycle", (PyObject *)&CycleType) < 0 ||
-        PyModule_AddObjectRef(m, "done", done) < 0) {
+        PyModule_AddObjectRef(m, "done", done) < 0 ||
+        PyModule_AddIntConstant(m, "BODY_APART", BODY_APART) < 0) {
         Py_DECREF(m);
         return NULL;
     }

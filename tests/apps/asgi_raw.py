@@ -51,6 +51,20 @@ async def app(scope, receive, send):
                     "headers": [(b"content-type", b"application/octet-stream")]})
         await send({"type": "http.response.pathsend",
                     "path": scope["query_string"].decode()})
+    elif path == "/bodies":
+        # Bodies of sizes around the one from which the server writes a
+        # body apart from its head (and the send stream sends it from the
+        # object): with a length, or chunked (no length, more_body), in
+        # one message or several. ?SHAPE,SIZE,SIZE...
+        shape, *sizes = scope["query_string"].decode().split(",")
+        parts = [bytes([65 + i % 26]) * int(n) for i, n in enumerate(sizes)]
+        headers = [(b"content-type", b"application/octet-stream")]
+        if shape == "length":
+            headers.append((b"content-length", b"%d" % sum(map(len, parts))))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for i, part in enumerate(parts):
+            await send({"type": "http.response.body", "body": part,
+                        "more_body": i < len(parts) - 1})
     elif path == "/events":
         await _respond(send, repr(sorted(EVENTS.items())).encode())
     elif path.endswith("/scope"):

@@ -3,6 +3,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+BODY_APART: int
+
 def setup(limit: type, asgi_version: dict, status_lines: dict, unquote: Callable[[str], str],
           task_type: type, current_tasks: dict | None, cancelled_error: type,
           future_type: type, future_finish: Callable[..., None], parser_error: type,

@@ -39,7 +39,7 @@ import httptools
 from ..net.connection import Connection
 from ..protocols.fields import NO_CONTENT_STATUSES, check_field, is_final_status
 from ..protocols.http import LINGER_TIMEOUT, RequestLimit
-from ._asgicore import AsgiCore, Cycle, setup
+from ._asgicore import BODY_APART, AsgiCore, Cycle, setup
 from .eager import EagerTask, Resumed, adopt, run_eagerly
 from .flow import WriteFlow
 from .forwarded import TrustedProxies, forwarded
@@ -695,8 +695,7 @@ class RequestCycle(Cycle):
                 self._write_head(self.headers, body, more)
             elif not self.head_only and body:
                 assert proto.transport is not None
-                proto.transport.write(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked
-                                      else body)
+                self._write_body(proto.transport, body)
             if not more:
                 if self.chunked and not self.head_only:
                     assert proto.transport is not None
@@ -744,11 +743,26 @@ class RequestCycle(Cycle):
         elif version == "1.0":
             parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
-        if body and not self.head_only:
-            parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
         assert proto.transport is not None
+        if body and not self.head_only and len(body) < BODY_APART:
+            parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
+            body = b""
         proto.transport.write(b"".join(parts))
         self.headers = None
+        if body and not self.head_only:
+            self._write_body(proto.transport, body)
+
+    def _write_body(self, transport, body: bytes) -> None:
+        # A large body goes in writes of its own, never joined to anything:
+        # the uring send stream sends it from the object, not a copy.
+        if not self.chunked:
+            transport.write(body)
+        elif len(body) < BODY_APART:
+            transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            transport.write(b"%x\r\n" % len(body))
+            transport.write(body)
+            transport.write(b"\r\n")
 
     async def _send_file(self, path: str) -> None:
         # http.response.pathsend. On uringio's loop the transport is the
