@@ -1,7 +1,7 @@
 """ASGI servers side by side: the same apps on uringio, granian, uvicorn
 and hypercorn.
 
-    python benchmarks/asgi_bench.py [--apps raw,starlette,json,stream]
+    python benchmarks/asgi_bench.py [--apps raw,starlette,json,stream,mib]
                                     [--rounds 3] [--duration 4] [--pipeline 1]
                                     [--client wrk|loadgen]
 
@@ -39,7 +39,8 @@ import echo_bench as eb  # noqa: E402
 import protocols_bench as pb  # noqa: E402
 
 SERVERS_DIR = pb.BENCH / "servers"
-APPS = {"raw": "raw", "json": "json_doc", "stream": "stream", "starlette": "starlette"}
+APPS = {"raw": "raw", "json": "json_doc", "stream": "stream", "mib": "mib",
+        "starlette": "starlette"}
 
 
 def argv(server: str, app: str, port: int) -> list[str]:

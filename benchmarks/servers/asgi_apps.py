@@ -4,6 +4,7 @@ ASGI callable, the same code whatever serves it.
 * ``raw``: "Hello, World!" with no framework (what the server costs);
 * ``json``: a small JSON document, no framework;
 * ``stream``: 1 MiB in 16 chunks of 64 KiB, ``more_body`` each;
+* ``mib``: 1 MiB in one body message;
 * ``starlette``: "Hello, World!" from a Starlette route.
 """
 
@@ -61,6 +62,19 @@ async def stream(scope, receive, send):
                             (b"content-length", b"%d" % (16 * len(CHUNK)))]})
     for i in range(16):
         await send({"type": "http.response.body", "body": CHUNK, "more_body": i < 15})
+
+
+MIB = b"y" * (1 << 20)
+MIB_LENGTH = b"%d" % len(MIB)
+
+
+async def mib(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream"),
+                            (b"content-length", MIB_LENGTH)]})
+    await send({"type": "http.response.body", "body": MIB})
 
 
 async def _hello(request):
