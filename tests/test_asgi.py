@@ -404,7 +404,7 @@ def test_bodies_large_and_small_arrive_whole_with_a_length_or_chunked(backend):
         client = h11.Connection(h11.CLIENT)
         for shape in ("length", "chunked"):
             for parts in sizes:
-                target = "/bodies?%s,%s" % (shape, ",".join(map(str, parts)))
+                target = f"/bodies?{shape},{','.join(map(str, parts))}"
                 sock.sendall(client.send(h11.Request(method="GET", target=target,
                                                      headers=[("Host", "x")])))
                 sock.sendall(client.send(h11.EndOfMessage()))
