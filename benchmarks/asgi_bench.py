@@ -40,7 +40,7 @@ import protocols_bench as pb  # noqa: E402
 
 SERVERS_DIR = pb.BENCH / "servers"
 APPS = {"raw": "raw", "json": "json_doc", "stream": "stream", "mib": "mib",
-        "starlette": "starlette"}
+        "upload": "upload", "starlette": "starlette"}
 
 
 def argv(server: str, app: str, port: int) -> list[str]:

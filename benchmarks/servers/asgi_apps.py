@@ -5,6 +5,7 @@ ASGI callable, the same code whatever serves it.
 * ``json``: a small JSON document, no framework;
 * ``stream``: 1 MiB in 16 chunks of 64 KiB, ``more_body`` each;
 * ``mib``: 1 MiB in one body message;
+* ``upload``: reads the whole request body, answers its length;
 * ``starlette``: "Hello, World!" from a Starlette route.
 """
 
@@ -75,6 +76,21 @@ async def mib(scope, receive, send):
                 "headers": [(b"content-type", b"application/octet-stream"),
                             (b"content-length", MIB_LENGTH)]})
     await send({"type": "http.response.body", "body": MIB})
+
+
+async def upload(scope, receive, send):
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = b"%d" % size
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"),
+                            (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _hello(request):
