@@ -406,3 +406,33 @@ def test_a_pump_with_a_slow_reader_holds_its_share_and_others_go_on(uring_loop):
     assert ring.pumps_buffers(held=True) == 0
     for sock in (a, b, c, d):
         sock.close()
+
+
+def test_pumps_of_small_messages_keep_their_buffer_pool_small(uring_loop):
+    # Fifty relays of 64-byte messages: a burst ends many pumps' receives
+    # at once with -ENOBUFS, and each one doubling the pool took it to its
+    # most (32,768 buffers of 1 MiB, a page or two of each touched). The
+    # pool grows only when none came back: bounded by what can be held.
+    loop = uring_loop
+    pairs = []
+    for _ in range(50):
+        src, a = connected_pair()
+        dst, b = connected_pair()
+        loop.relay(src, dst, lambda res: None, via="buffers")
+        b.setblocking(False)
+        pairs.append((src, dst, a, b))
+    for _ in range(300):
+        for _src, _dst, a, _b in pairs:
+            a.send(b"x" * 64)
+        loop.run_once(0)
+        for *_, b in pairs:
+            with contextlib.suppress(BlockingIOError):
+                b.recv(65536)
+    most = len(pairs) * uring_ring.UIO_PUMP_PIECES   # every pump holding its share
+    assert 0 < loop._ring.pumps_buffers() <= 2 * most
+    for src, dst, a, b in pairs:
+        loop.close_fd(src)
+        loop.close_fd(dst)
+        a.close()
+        b.close()
+    loop.run_once(0)

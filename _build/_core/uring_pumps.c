@@ -411,13 +411,18 @@ static void uio_pumps_unstarve(struct io_uring *ring, struct uio_writers *ws)
     ps->nstarved -= i;
 }
 
-/* A pump's recv found the ring empty: more buffers go in while the ring
- * has room (doubling, as the receive streams' ring does: few buffers keep
- * the ones in use warm in cache), else it waits for one to come back. */
+/* A pump's recv found the ring empty. If buffers came back since (other
+ * pumps' sends, in this batch of CQEs), it is armed again at once; if none
+ * did, more go in while the pool has room (doubling, as the receive
+ * streams' ring does: few buffers keep the ones in use warm in cache);
+ * else it waits for one to come back. (Growing for every -ENOBUFS, when a
+ * burst ends many pumps' receives at once, doubled the pool once per pump:
+ * 50 pumps of small messages took it to its most, 32,768 buffers.) */
 static void uio_pump_starve(struct io_uring *ring, struct uio_writers *ws, int id)
 {
     struct uio_pumps *ps = uio_pumps_of(ws);
-    if (uio_pool_grow(ps->pool, ps->pool->added)) {
+    struct uio_pump_pool *pool = ps->pool;
+    if (pool->added > pool->held || uio_pool_grow(pool, pool->added)) {
         if (uio_pump_recv(ring, ws, id) == 0)
             return;
     }
