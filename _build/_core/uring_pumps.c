@@ -42,7 +42,7 @@
  */
 
 #define UIO_PUMP_HOLD 2      /* buffers' worth of bytes held before it stops */
-#define UIO_PUMP_PIECES 8    /* or pieces: each holds a whole buffer */
+#define UIO_PUMP_PIECES 64   /* or pieces (without incremental buffers, each holds one) */
 #define UIO_PUMP_IOV 64      /* pieces one sendmsg takes at most */
 
 enum { UIO_P_FREE, UIO_P_RUNNING, UIO_P_ENDING, UIO_P_ENDED };
@@ -88,16 +88,27 @@ static struct uio_pumps *uio_pumps_of(struct uio_writers *ws);
 /* The pumps' buffers: a provided-buffer ring of up to `max` buffers of
  * `size` bytes, each allocated when the ring first grows to it (not one
  * block: the kernel takes any address per buffer). It starts with
- * UIO_POOL_FIRST and doubles whenever a recv finds it empty, up to max:
+ * UIO_POOL_FIRST and doubles when a recv finds it empty, up to max:
  * memory follows what the pumps hold, as a per-connection buffer would,
- * and few buffers in circulation stay warm in cache. */
+ * and few buffers in circulation stay warm in cache.
+ *
+ * Consumed incrementally where the kernel can (IOU_PBUF_RING_INC, 6.12):
+ * a recv takes only what it fills of the buffer at the ring's head, and
+ * the next, on any pump's socket, goes on in the same one -- a thousand
+ * 64-byte messages share one buffer instead of taking a buffer (and
+ * touching a page) each, and bulk still fills whole ones. So a buffer may
+ * hold pieces of several pumps: it goes back to the ring once the kernel
+ * is done with it (a CQE without IORING_CQE_F_BUF_MORE) and every piece
+ * in it is sent (`refs`). */
 #define UIO_POOL_FIRST 4
 
 struct uio_pump_pool {
     struct io_uring_buf_ring *br;
     char **bufs;             /* by buffer id; bufs[0 .. added-1] allocated */
-    unsigned max, added, held, size, mask;
-    int bgid;
+    unsigned *used;          /* by buffer id: bytes the kernel has filled (incremental) */
+    unsigned *refs;          /* by buffer id: pieces not yet sent, +1 while the kernel has it */
+    unsigned max, added, held, size, mask;   /* held: out of the ring */
+    int bgid, incremental;
 };
 
 static unsigned uio_pool_grow(struct uio_pump_pool *pool, unsigned n)
@@ -110,6 +121,7 @@ static unsigned uio_pool_grow(struct uio_pump_pool *pool, unsigned n)
         if (posix_memalign(&buf, 4096, pool->size))
             break;
         pool->bufs[pool->added + i] = buf;
+        pool->refs[pool->added + i] = 1;   /* the kernel's */
         io_uring_buf_ring_add(pool->br, buf, pool->size, pool->added + i, pool->mask, i);
     }
     io_uring_buf_ring_advance(pool->br, i);
@@ -134,9 +146,14 @@ int uio_pumps_setup(struct io_uring *ring, struct uio_writers *ws, int bgid, uns
         return -EINVAL;
     if ((pool = calloc(1, sizeof(*pool))) == NULL ||
             (pool->bufs = calloc(max, sizeof(char *))) == NULL ||
+            (pool->used = calloc(max, sizeof(unsigned))) == NULL ||
+            (pool->refs = calloc(max, sizeof(unsigned))) == NULL ||
             posix_memalign(&mem, 4096, max * sizeof(struct io_uring_buf))) {
-        if (pool)
+        if (pool) {
             free(pool->bufs);
+            free(pool->used);
+            free(pool->refs);
+        }
         free(pool);
         return -ENOMEM;
     }
@@ -145,9 +162,18 @@ int uio_pumps_setup(struct io_uring *ring, struct uio_writers *ws, int bgid, uns
     reg.ring_addr = (unsigned long)pool->br;
     reg.ring_entries = max;
     reg.bgid = bgid;
-    if ((ret = io_uring_register_buf_ring(ring, &reg, 0))) {
+    reg.flags = IOU_PBUF_RING_INC;
+    pool->incremental = 1;
+    if ((ret = io_uring_register_buf_ring(ring, &reg, 0)) == -EINVAL) {
+        reg.flags = 0;   /* a kernel before 6.12: a buffer per recv */
+        pool->incremental = 0;
+        ret = io_uring_register_buf_ring(ring, &reg, 0);
+    }
+    if (ret) {
         free(pool->br);
         free(pool->bufs);
+        free(pool->used);
+        free(pool->refs);
         free(pool);
         return ret;
     }
@@ -180,6 +206,8 @@ void uio_pumps_teardown(struct io_uring *ring, struct uio_writers *ws)
     for (i = 0; i < pool->added; i++)
         free(pool->bufs[i]);
     free(pool->bufs);
+    free(pool->used);
+    free(pool->refs);
     free(pool->br);
     free(pool);
     ws->pumps->pool = NULL;
@@ -229,9 +257,15 @@ int uio_pump_open(struct io_uring *ring, struct uio_writers *ws, int src, int ds
     return id;
 }
 
+/* One reference to buffer bid dropped (a piece sent, or the kernel done
+ * with it); the last puts it back in the ring. */
 static void uio_pump_give_back(struct uio_pumps *ps, unsigned short bid)
 {
     struct uio_pump_pool *pool = ps->pool;
+    if (--pool->refs[bid])
+        return;
+    pool->refs[bid] = 1;   /* the kernel's, again */
+    pool->used[bid] = 0;
     io_uring_buf_ring_add(pool->br, pool->bufs[bid], pool->size, bid, pool->mask, 0);
     io_uring_buf_ring_advance(pool->br, 1);
     pool->held--;
@@ -311,9 +345,9 @@ static int uio_pump_send(struct io_uring *ring, struct uio_writers *ws, int id)
     return 0;
 }
 
-/* Keep buffer bid's res bytes, at the queue's tail. */
+/* Keep res bytes at off in buffer bid, at the queue's tail. */
 static int uio_pump_hold(struct uio_pumps *ps, struct uio_pump *p, unsigned short bid,
-                         unsigned res)
+                         unsigned off, unsigned res)
 {
     if (p->npieces == p->qcap) {
         unsigned cap = p->qcap ? p->qcap * 2 : 8, i;
@@ -327,10 +361,10 @@ static int uio_pump_hold(struct uio_pumps *ps, struct uio_pump *p, unsigned shor
         p->qcap = cap;
         p->head = 0;
     }
-    p->q[(p->head + p->npieces) % p->qcap] = (struct uio_piece){bid, 0, res};
+    p->q[(p->head + p->npieces) % p->qcap] = (struct uio_piece){bid, off, res};
     p->npieces++;
     p->held += res;
-    ps->pool->held++;
+    ps->pool->refs[bid]++;
     return 0;
 }
 
@@ -457,14 +491,24 @@ static int uio_pump_complete(struct io_uring *ring, struct uio_writers *ws,
             ws->inflight--;
         }
         if (res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
-            unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-            if (bid >= ps->pool->added) {
+            struct uio_pump_pool *pool = ps->pool;
+            unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT, off = 0, held;
+            if (bid >= pool->added || pool->used[bid] + (unsigned)res > pool->size) {
                 uio_pump_fail(ring, ws, id, EIO);   /* a buffer the kernel never had */
-            } else if (uio_pump_hold(ps, p, (unsigned short)bid, res)) {
-                ps->pool->held++;   /* (give_back counts it out) */
-                uio_pump_give_back(ps, (unsigned short)bid);
+                return uio_pump_settle(ring, ws, id, out);
+            }
+            if (pool->incremental)
+                off = pool->used[bid];
+            held = uio_pump_hold(ps, p, (unsigned short)bid, off, res) == 0;
+            if (pool->incremental && (cqe->flags & IORING_CQE_F_BUF_MORE)) {
+                pool->used[bid] += (unsigned)res;   /* the kernel goes on in it */
+            } else {
+                pool->held++;                       /* out of the ring */
+                uio_pump_give_back(ps, (unsigned short)bid);   /* (the kernel's reference) */
+            }
+            if (!held)
                 uio_pump_fail(ring, ws, id, ENOMEM);
-            } else if (p->state == UIO_P_RUNNING) {
+            else if (p->state == UIO_P_RUNNING) {
                 if (uio_pump_send(ring, ws, id))
                     uio_pump_fail(ring, ws, id, EBUSY);
                 else if (p->recving && !p->stopping && uio_pump_full(ps, p)) {

@@ -257,14 +257,15 @@ class Loop(Protocol):
         backend cannot queue it behind other sends on ``fd``."""
         ...
 
-    def relay(self, src: int, dst: int, handler: Handler) -> None:
-        """Move every byte socket ``src`` receives to socket ``dst``, through
-        a pipe, never through Python (relay.py): ``handler(total)`` at
+    def relay(self, src: int, dst: int, handler: Handler, via: str = "splice") -> None:
+        """Move every byte socket ``src`` receives to socket ``dst``, never
+        through Python (relay.py): ``via`` "splice", through a pipe, or
+        "buffers", through the loop's own buffers. ``handler(total)`` at
         ``src``'s EOF, once all of it is out, or ``handler(OSError)``, whose
         ``sent`` is what ``dst`` took, when either side fails. ``src`` is
         read only as fast as ``dst`` takes. ``close_fd`` of either socket
-        ends it: ``handler(OSError(ECANCELED))``. Both are made
-        non-blocking."""
+        ends it: ``handler(OSError(ECANCELED))``. The sockets are set to the
+        blocking mode the backend needs (non-blocking but for a uring pump)."""
         ...
 
     def open_send_stream(self, fd: int, handler: Handler) -> SendStream:

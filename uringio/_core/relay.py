@@ -19,9 +19,9 @@ The two backends do the same steps and differ, as everywhere, in who waits:
   poll linked to its splice; the kernel waits and splices, and the loop
   hears only the splice's result.
 
-Both sockets are made non-blocking: a splice must never wait inside the
-kernel for a peer (on io_uring it would hold one of the kernel's worker
-threads while it did).
+For splice both sockets are made non-blocking: a splice must never wait
+inside the kernel for a peer (on io_uring it would hold one of the
+kernel's worker threads while it did).
 
 ``via="buffers"`` moves the bytes through the loop's own large buffers
 instead of a pipe: receive into a buffer, send from that same buffer,
@@ -81,9 +81,7 @@ class Relay:
         self.dst = dst
         if pipe:
             self.pipe_r, self.pipe_w = open_pipe(src, dst)
-        else:
-            os.set_blocking(src, False)
-            os.set_blocking(dst, False)
+        else:   # (each backend sets the sockets' mode it needs)
             self.pipe_r = self.pipe_w = -1
         self.in_pipe = 0
         self.total = 0

@@ -20,6 +20,7 @@ two SQEs, and never handed to a receive stream.
 from __future__ import annotations
 
 import errno
+import os
 import select
 from collections.abc import Callable
 from typing import cast
@@ -129,6 +130,10 @@ class UringRelay(Relays):
             self._ring.pumps_setup(PUMP_BGID, PUMP_BUFFERS, RELAY_BUFFER)
             self._pumps_ready = True
         relay = Relay(src, dst, handler, pipe=False)
+        # Blocking: io_uring then waits for data or room itself, where a
+        # non-blocking socket's -EAGAIN comes back for the pump to retry.
+        os.set_blocking(src, True)
+        os.set_blocking(dst, True)
         relay.op = self._ring.pump_open(src, dst)   # its id; relay.poll stays None
         self._pumps[relay.op] = relay
         self._add_relay(relay)
