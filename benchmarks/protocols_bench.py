@@ -159,8 +159,9 @@ def start(argv: list[str], port: int, logdir: Path, name: str) -> eb.Server:
 
 
 def run_wrk(port: int, pipeline: int, duration: float, server: eb.Server,
-            path: str = "/") -> dict:
-    argv = ["wrk", "-t1", "-c100", f"-d{max(1, round(duration))}s", "--latency"]
+            path: str = "/", conns: int = 100, timeout: int = 2) -> dict:
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
+            f"--timeout={timeout}s"]
     if pipeline > 1:
         argv += ["-s", str(BENCH / "pipeline.lua")]
     argv += [f"http://{eb.HOST}:{port}{path}"]
@@ -178,6 +179,8 @@ def run_wrk(port: int, pipeline: int, duration: float, server: eb.Server,
     client = (client1.ru_utime + client1.ru_stime - client0.ru_utime - client0.ru_stime) / wall
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
+    if total == 0:
+        raise eb.RunFailed(f"no request completed in {duration} s (a longer --duration?)")
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
     if errors:
         raise eb.RunFailed(f"wrk reported errors: {errors.group(0)}")
