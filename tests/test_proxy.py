@@ -102,7 +102,9 @@ def test_a_relay_closed_while_its_destination_is_full_ends_and_holds_nothing(loo
             loop.run_once(0)
     loop.close_fd(src)
     assert loop.run_until(lambda: results, 5)
-    assert results[0].errno == errno.ECANCELED and 0 < results[0].sent < sent
+    # (What dst took depends on how far the relay got: never all of it,
+    # since the source was stopped by full buffers on the way.)
+    assert results[0].errno == errno.ECANCELED and results[0].sent < sent
     loop.close_fd(dst)
     loop.run_once(0)   # (the closes submitted)
     a.close()

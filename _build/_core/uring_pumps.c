@@ -441,8 +441,10 @@ static void uio_pumps_unstarve(struct io_uring *ring, struct uio_writers *ws)
         if (p->state == UIO_P_RUNNING && !p->recving && uio_pump_recv(ring, ws, id) == 0)
             woken++;
     }
-    memmove(ps->starved, ps->starved + i, (ps->nstarved - i) * sizeof(int));
-    ps->nstarved -= i;
+    if (i) {   /* (none starved: the list may not even exist) */
+        memmove(ps->starved, ps->starved + i, (ps->nstarved - i) * sizeof(int));
+        ps->nstarved -= i;
+    }
 }
 
 /* A pump's recv found the ring empty. If buffers came back since (other
