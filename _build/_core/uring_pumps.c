@@ -28,9 +28,9 @@
  *             byte count (uio_pump_total) and releases the pump.
  *   FREE      a free slot.
  *
- * A buffer is held by at most one pump, so a slow dst holds about
- * UIO_PUMP_HOLD buffers' worth of bytes or UIO_PUMP_PIECES buffers,
- * whichever comes first (and what the kernel received before the stop
+ * A pump stops receiving at UIO_PUMP_HOLD buffers' worth of bytes held
+ * or UIO_PUMP_PIECES pieces, whichever comes first, so a slow dst holds
+ * about that much (and what the kernel received before the stop
  * took effect: with DEFER_TASKRUN, only what was already in the CQ). A
  * recv that finds the ring empty (-ENOBUFS) grows it, up to its most, or
  * waits on the starved list and is re-armed, first come first served, as
@@ -61,7 +61,6 @@ struct uio_pump {
     unsigned head, npieces, qcap;
     unsigned long long held; /* bytes in the held pieces */
     unsigned long long total;   /* bytes dst took */
-    unsigned nsent;          /* pieces the send in flight covers */
     struct msghdr msg;       /* the send in flight's, when it has several pieces */
     struct iovec iov[UIO_PUMP_IOV];
 };
@@ -129,13 +128,28 @@ static unsigned uio_pool_grow(struct uio_pump_pool *pool, unsigned n)
     return i;
 }
 
+/* Free pool and its buffers (NULL: nothing); the kernel must be done with them. */
+static void uio_pool_free(struct uio_pump_pool *pool)
+{
+    unsigned i;
+    if (pool == NULL)
+        return;
+    for (i = 0; i < pool->added; i++)
+        free(pool->bufs[i]);
+    free(pool->bufs);
+    free(pool->used);
+    free(pool->refs);
+    free(pool->br);
+    free(pool);
+}
+
 int uio_pumps_setup(struct io_uring *ring, struct uio_writers *ws, int bgid, unsigned max,
                     unsigned size)
 {
     struct uio_pumps *ps = uio_pumps_of(ws);
     struct uio_pump_pool *pool;
     struct io_uring_buf_reg reg;
-    void *mem;
+    void *mem = NULL;
     int ret;
 
     if (ps == NULL)
@@ -149,12 +163,7 @@ int uio_pumps_setup(struct io_uring *ring, struct uio_writers *ws, int bgid, uns
             (pool->used = calloc(max, sizeof(unsigned))) == NULL ||
             (pool->refs = calloc(max, sizeof(unsigned))) == NULL ||
             posix_memalign(&mem, 4096, max * sizeof(struct io_uring_buf))) {
-        if (pool) {
-            free(pool->bufs);
-            free(pool->used);
-            free(pool->refs);
-        }
-        free(pool);
+        uio_pool_free(pool);
         return -ENOMEM;
     }
     pool->br = mem;
@@ -170,11 +179,7 @@ int uio_pumps_setup(struct io_uring *ring, struct uio_writers *ws, int bgid, uns
         ret = io_uring_register_buf_ring(ring, &reg, 0);
     }
     if (ret) {
-        free(pool->br);
-        free(pool->bufs);
-        free(pool->used);
-        free(pool->refs);
-        free(pool);
+        uio_pool_free(pool);   /* (no buffer allocated yet) */
         return ret;
     }
     pool->max = max;
@@ -190,7 +195,7 @@ int uio_pumps_setup(struct io_uring *ring, struct uio_writers *ws, int bgid, uns
 /* Buffers allocated, and held by pumps now (diagnostics and tests). */
 unsigned uio_pumps_buffers(struct uio_writers *ws, int held)
 {
-    struct uio_pump_pool *pool = uio_pumps_of(ws) ? ws->pumps->pool : NULL;
+    struct uio_pump_pool *pool = ws->pumps ? ws->pumps->pool : NULL;
     return pool == NULL ? 0 : held ? pool->held : pool->added;
 }
 
@@ -198,18 +203,11 @@ unsigned uio_pumps_buffers(struct uio_writers *ws, int held)
 void uio_pumps_teardown(struct io_uring *ring, struct uio_writers *ws)
 {
     struct uio_pump_pool *pool = ws->pumps ? ws->pumps->pool : NULL;
-    unsigned i;
     if (pool == NULL)
         return;
     if (ring != NULL)
         io_uring_unregister_buf_ring(ring, pool->bgid);
-    for (i = 0; i < pool->added; i++)
-        free(pool->bufs[i]);
-    free(pool->bufs);
-    free(pool->used);
-    free(pool->refs);
-    free(pool->br);
-    free(pool);
+    uio_pool_free(pool);
     ws->pumps->pool = NULL;
 }
 
@@ -316,25 +314,24 @@ static int uio_pump_send(struct io_uring *ring, struct uio_writers *ws, int id)
     struct uio_pumps *ps = uio_pumps_of(ws);
     struct uio_pump *p = ps->p[id];
     struct io_uring_sqe *sqe;
-    unsigned i;
+    unsigned i, n = p->npieces < UIO_PUMP_IOV ? p->npieces : UIO_PUMP_IOV;
     if (p->state != UIO_P_RUNNING || p->sending || p->npieces == 0)
         return 0;
     if ((sqe = uio_sqe(ring)) == NULL)
         return -EBUSY;
-    p->nsent = p->npieces < UIO_PUMP_IOV ? p->npieces : UIO_PUMP_IOV;
-    if (p->nsent == 1) {
+    if (n == 1) {
         struct uio_piece *piece = &p->q[p->head];
         io_uring_prep_send(sqe, p->dst, ps->pool->bufs[piece->bid] + piece->off, piece->len,
                            MSG_NOSIGNAL);
     } else {
-        for (i = 0; i < p->nsent; i++) {
+        for (i = 0; i < n; i++) {
             struct uio_piece *piece = &p->q[(p->head + i) % p->qcap];
             p->iov[i].iov_base = ps->pool->bufs[piece->bid] + piece->off;
             p->iov[i].iov_len = piece->len;
         }
         memset(&p->msg, 0, sizeof(p->msg));
         p->msg.msg_iov = p->iov;
-        p->msg.msg_iovlen = p->nsent;
+        p->msg.msg_iovlen = n;
         io_uring_prep_sendmsg(sqe, p->dst, &p->msg, MSG_NOSIGNAL);
     }
     if (p->dst_full)
@@ -593,10 +590,7 @@ static void uio_pumps_destroy(struct uio_pumps *ps)
 {
     if (ps == NULL)
         return;
-    if (ps->pool != NULL) {   /* (the ring is gone: nothing to unregister) */
-        struct uio_writers tmp = {.pumps = ps};
-        uio_pumps_teardown(NULL, &tmp);
-    }
+    uio_pool_free(ps->pool);   /* (the ring is gone: nothing to unregister) */
     for (unsigned i = 0; i < ps->n; i++) {
         free(ps->p[i]->q);
         free(ps->p[i]);
