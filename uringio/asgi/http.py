@@ -745,20 +745,22 @@ class RequestCycle(Cycle):
         parts.append(b"\r\n")
         assert proto.transport is not None
         if body and not self.head_only and len(body) < BODY_APART:
-            parts.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
+            parts.append(self._framed(body))
             body = b""
         proto.transport.write(b"".join(parts))
         self.headers = None
         if body and not self.head_only:
             self._write_body(proto.transport, body)
 
+    def _framed(self, body: bytes) -> bytes:
+        # A small body as it goes on the wire: a chunk, or as it is.
+        return b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body
+
     def _write_body(self, transport, body: bytes) -> None:
         # A large body goes in writes of its own, never joined to anything:
         # the uring send stream sends it from the object, not a copy.
-        if not self.chunked:
-            transport.write(body)
-        elif len(body) < BODY_APART:
-            transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        if not self.chunked or len(body) < BODY_APART:
+            transport.write(self._framed(body))
         else:
             transport.write(b"%x\r\n" % len(body))
             transport.write(body)

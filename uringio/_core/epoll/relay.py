@@ -34,8 +34,9 @@ class EpollRelay(Relays):
         self._check_open()
         check_via(via)
         relay = Relay(src, dst, handler, pipe=via == "splice")
-        os.set_blocking(src, False)   # (readiness, then calls that must not wait)
-        os.set_blocking(dst, False)
+        if relay.pipe_r < 0:   # (open_pipe did it for splice)
+            os.set_blocking(src, False)   # readiness, then calls that must not wait
+            os.set_blocking(dst, False)
         try:
             self._wait(relay, src)
         except BaseException:
