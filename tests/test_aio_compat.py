@@ -340,3 +340,40 @@ def test_a_cancelled_sock_call_on_a_unix_datagram_socket_then_close(kind, op, ad
                 assert other.recv(4) == b"pong"
 
     run(kind, main)
+
+
+# -- a listening socket shared with another server -----------------------------------
+
+
+def test_closing_a_server_leaves_a_shared_listening_socket_to_the_others(kind):
+    # Two servers on one listening socket (two fds of one open file, as the
+    # workers of a pre-fork server or gunicorn have it): closing one leaves
+    # the other accepting. uringio's loop used to shut the socket down.
+    async def main():
+        loop = asyncio.get_running_loop()
+        first_sock = socket.create_server(("127.0.0.1", 0))
+        second_sock = socket.socket(fileno=os.dup(first_sock.fileno()))
+        accepted = asyncio.Queue()
+
+        def protocol(name):
+            class Greeter(asyncio.Protocol):
+                def connection_made(self, transport):
+                    transport.write(name)
+                    transport.close()
+                    accepted.put_nowait(name)
+            return Greeter
+
+        first = await loop.create_server(protocol(b"first"), sock=first_sock)
+        second = await loop.create_server(protocol(b"second"), sock=second_sock)
+        address = first_sock.getsockname()
+        first.close()
+        await first.wait_closed()
+        for _ in range(3):
+            reader, writer = await bounded(asyncio.open_connection(*address))
+            assert await bounded(reader.read()) == b"second"
+            writer.close()
+            assert await bounded(accepted.get()) == b"second"
+        second.close()
+        await second.wait_closed()
+
+    run(kind, main)

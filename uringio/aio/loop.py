@@ -405,6 +405,11 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
                 handshake_timeout, shutdown_timeout))
             return
         conn = socket.socket(lsock.family, lsock.type, lsock.proto, fileno=fd)
+        if server is not None and not server.is_serving():
+            # Accepted as the server closed (io_uring's accept raced its
+            # cancel; the listener may be shared, so the client is served
+            # rather than dropped): a connection of no server's count.
+            server = None
         protocol = None
         try:
             protocol = protocol_factory()
@@ -434,15 +439,12 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         self.call_later(ACCEPT_RETRY_DELAY, restart)
 
     def _stop_serving(self, sock: socket.socket) -> None:
+        # As asyncio's loops: the fd is closed, and the listening socket is
+        # not shut down, for it may be shared (a pre-fork server's workers,
+        # gunicorn's, a socket systemd handed in): shutdown(2) would stop
+        # every process's accepting. (On io_uring the cancelled accept holds
+        # the socket a turn longer; a connection it takes meanwhile is closed.)
         self._core.cancel_accept(sock)
-        try:
-            # Stop listening now: on io_uring the cancelled accept holds the
-            # socket open until its completion, a turn from now, and until
-            # then the kernel would still take connections. shutdown(2) of a
-            # listening socket closes it at once (and resets its backlog).
-            sock.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
         sock.close()
 
     # -- socket operations ---------------------------------------------------

@@ -258,7 +258,12 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         more = flags & IORING_CQE_F_MORE
         if op.cancelled:
             if res >= 0:
-                os.close(res)  # raced with the cancel: nobody wants it
+                # Raced with the cancel: the kernel took this client off the
+                # listener, which other processes may share (a pre-fork
+                # server's), so it is handed on, not dropped; the handler
+                # closes it if it has nobody to serve it.
+                assert op.handler is not None
+                op.handler(res)
             if not more:
                 self._ops.pop(op)
             return
