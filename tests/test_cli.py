@@ -165,12 +165,19 @@ def test_missing_static_directory_is_one_line(tmp_path):
     ("--threads", "0", "1 or more worker threads"),
     ("--idle-timeout", "0", "a number of seconds above 0"),
     ("--drain-timeout", "-1", "a number of seconds above 0"),
+    ("--timeout-graceful-shutdown", "0", "a number of seconds above 0"),
+    ("--backlog", "0", "a backlog of 1 or more connections"),
+    ("--uds-perms", "9", "an octal file mode, say 660"),
+    ("--fd", "-3", "an open fd number"),
     ("--header-timeout", "nan", "a number of seconds above 0"),
     ("--max-body", "0", "1 or more bytes"),
 ])
 def test_bad_value_is_one_line(option, value, expected):
     line = serve_expecting_error(["echo", "--port", "0", option, value])
-    assert line == (f"python -m uringio serve: error: argument {option}: "
+    # (one option, two names: argparse names both)
+    name = {"--drain-timeout": "--drain-timeout/--timeout-graceful-shutdown",
+            "--timeout-graceful-shutdown": "--drain-timeout/--timeout-graceful-shutdown"}
+    assert line == (f"python -m uringio serve: error: argument {name.get(option, option)}: "
                     f"expected {expected}, got '{value}'")
 
 

@@ -5,6 +5,7 @@ answering a real client."""
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,8 +45,9 @@ def test_mkdocs_build_strict(site):
     rc, output, site_dir = site
     assert rc == 0, output
     for page in ("tutorial-echo", "tutorial-epoll", "tutorial-models", "tutorial-protocols",
-                 "tutorial-asyncio", "tutorial-files", "tutorial-asgi", "deploy", "proxy",
-                 "design", "models", "http", "resp", "asyncio", "benchmarks", "reference"):
+                 "tutorial-asyncio", "tutorial-files", "tutorial-asgi", "deploy", "options",
+                 "proxy", "design", "models", "http", "resp", "asyncio", "benchmarks",
+                 "reference"):
         assert os.path.exists(os.path.join(site_dir, page, "index.html")), page
     assert os.path.exists(os.path.join(site_dir, "img", "echo_bench.png"))
 
@@ -316,3 +318,42 @@ def test_fastapi_tutorial(backend):
         _stop(proc)
     finally:
         stop_server(proc)
+
+
+def _click_options(command) -> set[str]:
+    """The long options of a click command, without their --no- forms."""
+    names = {o for p in command.params for o in [*p.opts, *getattr(p, "secondary_opts", [])]
+             if o.startswith("--")}
+    return {n for n in names if not (n.startswith("--no-") and "--" + n[5:] in names)}
+
+
+def _covered(option: str, text: str) -> bool:
+    """``option`` is named in the table, or covered by a row's ``--prefix-*``."""
+    if f"`{option}`" in text or f"`{option} " in text:
+        return True
+    return any(option.startswith(prefix) for prefix in re.findall(r"`(--[a-z0-9-]+)\*", text))
+
+
+def test_options_page_maps_every_uvicorn_and_granian_option():
+    """docs/options.md: every option of the uvicorn and granian installed
+    here, and every option of ``serve asgi``, has its row."""
+    import importlib
+
+    import granian.cli
+
+    from uringio.cli import _serve_parser
+
+    with open(os.path.join(REPO, "docs", "options.md"), encoding="utf-8") as f:
+        text = f.read()
+    uvicorn_cli = importlib.import_module("uvicorn.main").main
+    for server, options in (("uvicorn", _click_options(uvicorn_cli)),
+                            ("granian", _click_options(granian.cli.cli))):
+        missing = sorted(o for o in options if not _covered(o, text))
+        assert not missing, f"{server} options without a row: {missing}"
+    # serve's options that are not about the ASGI server are another page's.
+    not_asgi = {"--model", "--threads", "--work-ms", "--static", "--static-read", "--to",
+                "--relay", "--idle-timeout", "--help", "--reuse-port"}
+    ours = {o for action in _serve_parser()._actions for o in action.option_strings
+            if o.startswith("--")} - not_asgi
+    missing = sorted(o for o in ours if not _covered(o, text))
+    assert not missing, f"serve asgi options without a row: {missing}"

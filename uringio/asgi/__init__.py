@@ -2,10 +2,11 @@
 FastAPI, Starlette and any ASGI 3.0 app, on uringio's asyncio loop and so on
 either backend.
 
-    python -m uringio serve asgi main:app --port 8000 [--backend uring|epoll]
-    uringio.serve_asgi(app, "127.0.0.1", 8000)
+    python -m uringio serve asgi main:app [--port 8000] [--backend uring|epoll]
+    uringio.asgi.run(app, "127.0.0.1", 8000)            # as uvicorn.run
+    await uringio.asgi.Server(uringio.asgi.Config(app)).serve()
 """
 
-from .server import AppImportError, import_app, serve_asgi
+from .server import AppImportError, Config, Server, import_app, run, serve_asgi
 
-__all__ = ["AppImportError", "import_app", "serve_asgi"]
+__all__ = ["AppImportError", "Config", "Server", "import_app", "run", "serve_asgi"]

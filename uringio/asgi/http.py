@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -100,6 +101,11 @@ class ServerState:
         self.proxy_headers = proxy_headers
         self.trusted_proxies = TrustedProxies(forwarded_allow_ips)
         self.ws_max_message = ws_max_message
+        # --limit-max-requests: how many more requests this worker starts
+        # before ``retire()`` (the Server's) stops it; None: no limit.
+        self.requests_left: int | None = None
+        self.retire: Callable[[], None] | None = None
+        self.stopping = False   # set once the server stops accepting
         self.state = state if state is not None else {}
         self.connections: set = set()   # HttpProtocol and WebSocketProtocol
         self._sweeper: asyncio.TimerHandle | None = None
@@ -209,9 +215,11 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.pipeline = deque()   # parsed, waiting their turn
+        self.fresh = True   # no request started yet (kept only on start()'s path)
         # The app AsgiCore starts eagerly; None: start() starts each request
-        # (to count it against limit_concurrency).
-        self._app = server.app if server.limit_concurrency is None else None
+        # (to count it against limit_concurrency or limit_max_requests).
+        self._app = (server.app if server.limit_concurrency is None
+                     and server.requests_left is None else None)
         self._keep_alive = server.keep_alive
         self._access_log = server.access_log
         self._root_path = server.root_path
@@ -238,7 +246,9 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         self.trust_forwarded = (self.server.proxy_headers and self.client is not None
                                 and self.client[0] in self.server.trusted_proxies)
         sock = transport.get_extra_info("sockname")
-        self.sockname = tuple(sock[:2]) if isinstance(sock, tuple) else None
+        # A Unix socket's is its path: the scope's server is then [path, None].
+        self.sockname = (tuple(sock[:2]) if isinstance(sock, tuple)
+                         else (sock, None) if isinstance(sock, str) and sock else None)
         self._arm_idle()
 
     def connection_lost(self, exc) -> None:
@@ -321,12 +331,14 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
 
     def shutdown(self) -> None:
         """The server is stopping: close now if idle, else after the
-        response in flight."""
-        if self.cycle is None:
-            self.close()
-        else:
+        response in flight. A worker that retires (--limit-max-requests)
+        serves the first request of a connection it has just accepted,
+        rather than close it under a client that has already sent it."""
+        if self.cycle is not None:
             self.cycle.keep_alive = False
             self.pipeline.clear()
+        elif not (self.fresh and self.server.requests_left is not None):
+            self.close()
 
     def _refuse(self, status: int) -> None:
         # Answer an error and close: now, or after the response in flight.
@@ -512,12 +524,19 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
 
     def start(self, cycle: RequestCycle) -> None:
         self.cycle = cycle
+        self.fresh = False
         server = self.server
+        if server.stopping:
+            cycle.keep_alive = False   # the last on this connection: answered, then closed
         app = server.app
         limit = server.limit_concurrency
         if limit is not None and (len(server.connections) > limit
                                   or server.busy(limit, self.loop)):
             app = _service_unavailable
+        if server.requests_left is not None:
+            server.requests_left -= 1
+            if server.requests_left == 0 and server.retire is not None:
+                server.retire()   # this one is served; then the worker drains and exits
         server.spawn(self.loop, cycle.run(app))
 
     def response_done(self, cycle: RequestCycle) -> None:

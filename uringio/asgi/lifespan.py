@@ -1,10 +1,11 @@
 """The ASGI ``lifespan`` protocol: the app's startup and shutdown, once per
 worker process, around the time it serves requests.
 
-An app that does not speak lifespan (it raises on the scope, or returns
-at once) is served all the same, with one log line saying so, as uvicorn's
-"auto" mode does; an app that reports ``lifespan.startup.failed`` stops
-the worker before it listens.
+In mode "auto" (uvicorn's default), an app that does not speak lifespan
+(it raises on the scope, or returns at once) is served all the same, with
+one log line saying so; in mode "on" that stops the worker before it
+listens, as an app that reports ``lifespan.startup.failed`` does in every
+mode; in mode "off" the app never sees a lifespan scope.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class Lifespan:
     """Runs ``app`` with a lifespan scope; ``state`` is what the app stores
     there, shared (shallow-copied) into every request's scope."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, mode: str = "auto") -> None:
         self.app = app
+        self.mode = mode
         self.state: dict[str, Any] = {}
         self._events: asyncio.Queue = asyncio.Queue()
         self._startup_done: asyncio.Future | None = None
@@ -36,7 +38,11 @@ class Lifespan:
         self.supported = True
 
     async def startup(self) -> None:
-        """Raises LifespanFailed when the app says startup failed."""
+        """Raises LifespanFailed when the app says startup failed (or, in
+        mode "on", does not speak lifespan)."""
+        if self.mode == "off":
+            self.supported = False
+            return
         loop = asyncio.get_running_loop()
         self._startup_done = loop.create_future()
         self._shutdown_done = loop.create_future()
@@ -62,8 +68,12 @@ class Lifespan:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if self._startup_done is not None and not self._startup_done.done():
-                # An app without lifespan support raises on the scope: serve anyway.
+                # An app without lifespan support raises on the scope.
                 self.supported = False
+                if self.mode == "on":
+                    self._startup_done.set_result(f"the app raised {exc!r} on the lifespan "
+                                                  "scope (--lifespan on requires it)")
+                    return
                 log.info("ASGI 'lifespan' unsupported by the app (%r); serving without it", exc)
                 self._startup_done.set_result(None)
             else:
@@ -73,6 +83,10 @@ class Lifespan:
                 if done is not None and not done.done():
                     if done is self._startup_done:
                         self.supported = False
+                        if self.mode == "on":
+                            done.set_result("the app returned before lifespan startup "
+                                            "completed (--lifespan on requires it)")
+                            continue
                         log.info("ASGI 'lifespan' returned before startup; serving without it")
                     done.set_result(None)
 

@@ -1,29 +1,34 @@
-"""Serving an ASGI app: ``python -m uringio serve asgi MODULE:APP`` and
-``uringio.serve_asgi(app, ...)``.
+"""Serving an ASGI app: ``python -m uringio serve asgi MODULE:APP``, and
+from Python as uvicorn's API has it: ``uringio.asgi.run(app, ...)``, or
+``Config`` and ``await Server(config).serve()`` on a running loop.
 
 Each worker process runs uringio's asyncio loop (``uringio.aio``) on the
 backend asked for, the app's lifespan startup, then its listener, until
 SIGINT or SIGTERM; then it stops accepting, lets the requests in flight
-finish (``drain_timeout`` at most), closes idle connections and runs the
-lifespan shutdown. With ``workers`` other than 1, the ``multi`` model's
-supervisor forks the workers, each on its own SO_REUSEPORT listener.
+finish (``timeout_graceful_shutdown`` at most), closes idle connections and
+runs the lifespan shutdown. With ``workers`` other than 1, the ``multi``
+model's supervisor forks the workers, each on its own SO_REUSEPORT listener
+(or all on the one Unix or inherited socket).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import os
+import random
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from ..aio import run as aio_run
 from ..models.supervisor import Supervisor
-from ..net.server import listen
+from ..net.listeners import DEFAULT_BACKLOG, Bind, address_of
 from .http import HttpProtocol, ServerState
 from .lifespan import Lifespan, LifespanFailed
 
@@ -65,74 +70,234 @@ def import_app(target: str, app_dir: str = ".") -> Callable:
 class Listening:
     """What ``on_listening`` is told: where, and on which backend."""
 
-    def __init__(self, address: tuple, backend: str) -> None:
+    def __init__(self, address: tuple | str, backend: str) -> None:
         self.address = address
         self.backend = backend
 
 
-def serve_asgi(app, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",
-               workers: int = 1, on_listening=None, drain_timeout: float = 5.0,
-               reuse_port: bool = False, **settings: Any) -> int:
-    """Serve ``app`` until SIGINT or SIGTERM; returns the exit status.
+LIFESPAN_MODES = ("auto", "on", "off")
+DRAIN_POLL = 0.01   # how often a stopping server looks whether its connections are gone
 
-    ``workers`` 1 serves in this process; any other number forks that many
-    workers (0: one per CPU) after the port is reserved, each with its own
-    loop and lifespan (sharing the port with SO_REUSEPORT, which
-    ``reuse_port`` also sets for a single process, so that other servers
-    can share it). ``settings`` go to ``ServerState``: ``root_path``,
-    ``max_body``, ``max_head``, ``header_timeout``, ``keep_alive``,
-    ``limit_concurrency``, ``access_log``, ``proxy_headers``,
-    ``forwarded_allow_ips``, ``ws_max_message``."""
-    if workers == 1:
-        sock = listen(host, port, reuse_port=reuse_port)
-        return _serve_worker(app, sock, backend, on_listening, drain_timeout, settings)
 
-    def serve_worker(worker_port: int, worker_listening) -> None:
-        sock = listen(host, worker_port, reuse_port=True)
-        status = _serve_worker(app, sock, backend, worker_listening, drain_timeout, settings)
+class Config:
+    """How to serve an ASGI app, as uvicorn's ``Config`` says it.
+
+    ``app`` is the app, or "MODULE:APP" to import (from ``app_dir``);
+    ``factory``: APP is a function of no arguments returning the app. The
+    server listens on ``uds`` (a Unix socket path, mode ``uds_perms``) or
+    ``fd`` (a socket handed in) when given, else on the socket systemd's
+    socket activation hands, else on ``host``:``port``. ``workers`` other
+    than 1 forks that many worker processes (0: one per CPU) under the
+    ``multi`` model's supervisor. ``lifespan``: "auto" runs the app's
+    lifespan if it speaks it, "on" requires it, "off" never runs it.
+    ``timeout_graceful_shutdown``: how long requests in flight may finish
+    after SIGINT/SIGTERM. The other keywords (``settings``) go to
+    ``ServerState``: ``root_path``, ``max_body``, ``max_head``,
+    ``header_timeout``, ``keep_alive``, ``limit_concurrency``,
+    ``access_log``, ``proxy_headers``, ``forwarded_allow_ips``,
+    ``ws_max_message``. ``limit_max_requests``: after that many requests
+    (plus a random 0 to ``limit_max_requests_jitter``, so that workers do
+    not all restart at once) a worker stops as on SIGTERM, and the
+    supervisor of ``workers`` > 1 (or gunicorn) starts a fresh one.
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 8000, *,
+                 uds: str | None = None, uds_perms: int | None = None, fd: int | None = None,
+                 backlog: int = DEFAULT_BACKLOG, backend: str = "auto", workers: int = 1,
+                 lifespan: str = "auto", factory: bool = False, app_dir: str = ".",
+                 timeout_graceful_shutdown: float = 5.0, reuse_port: bool = False,
+                 limit_max_requests: int | None = None, limit_max_requests_jitter: int = 0,
+                 **settings: Any) -> None:
+        if lifespan not in LIFESPAN_MODES:
+            raise ValueError(f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, "
+                             f"not {lifespan!r}")
+        unknown = set(settings) - set(SETTINGS)
+        if unknown:
+            raise TypeError(f"unknown ASGI server settings: {', '.join(sorted(unknown))}")
+        self.app, self.factory, self.app_dir = app, factory, app_dir
+        self.bind = Bind(host, port, uds, uds_perms, fd, backlog)
+        self.backend = backend
+        self.workers = workers
+        self.lifespan = lifespan
+        self.timeout_graceful_shutdown = timeout_graceful_shutdown
+        self.reuse_port = reuse_port
+        self.limit_max_requests = limit_max_requests
+        self.limit_max_requests_jitter = limit_max_requests_jitter
+        self.settings = settings
+
+    def load(self) -> Callable:
+        """The app to serve: imported if named, made if ``factory``."""
+        app = import_app(self.app, self.app_dir) if isinstance(self.app, str) else self.app
+        if self.factory:
+            try:
+                app = app()
+            except Exception as exc:
+                raise AppImportError(f"the app factory {self.app!r} raised {exc!r}") from exc
+            if not callable(app):
+                raise AppImportError(f"the app factory {self.app!r} returned {app!r}, "
+                                     "which is not an ASGI app")
+        return app
+
+
+SETTINGS = ("root_path", "max_body", "max_head", "header_timeout", "keep_alive",
+            "limit_concurrency", "access_log", "proxy_headers", "forwarded_allow_ips",
+            "ws_max_message")
+
+
+class Server:
+    """Serves one ``Config`` in this process: ``await server.serve()`` on the
+    running loop (uringio's, for its speed: ``uringio.aio.run``), until
+    SIGINT or SIGTERM or ``server.should_exit = True``; then it stops
+    accepting, lets the requests in flight finish
+    (``timeout_graceful_shutdown`` at most), closes idle connections and
+    runs the lifespan shutdown. ``started`` is true while it accepts."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started = False
+        self.exit_status = 0
+        self._should_exit = False
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        """Set from any thread: the serving loop is woken to stop."""
+        self._should_exit = value
+        if value and self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def run(self, sockets: list[socket.socket] | None = None, on_listening=None) -> int:
+        """Serve on a loop of uringio's own (``config.backend``); returns
+        the exit status."""
+        return aio_run(self.serve(sockets, on_listening), backend=self.config.backend)
+
+    async def serve(self, sockets: list[socket.socket] | None = None, on_listening=None) -> int:
+        """Serve on ``sockets`` (listening sockets, closed when it stops, as
+        asyncio's servers close theirs), or on the one
+        the config names, opened here and closed at the end. Returns the
+        exit status: 0, or 3 when the app's lifespan startup failed (or the
+        app could not be loaded: gunicorn's "worker failed to boot")."""
+        config = self.config
+        bind = None
+        if sockets is None:
+            bind = config.bind.resolved()
+            sockets = [bind.open(reuse_port=config.reuse_port)]
+        try:
+            self.exit_status = await self._serve(config.load(), sockets, on_listening)
+        finally:
+            if bind is not None:
+                bind.release(sockets[0])
+        return self.exit_status
+
+    async def _serve(self, app, sockets: list[socket.socket], on_listening) -> int:
+        config = self.config
+        self._loop = loop = asyncio.get_running_loop()
+        self._stop = stop = asyncio.Event()
+        if self._should_exit:
+            stop.set()
+        signals = []
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+                signals.append(signum)
+        try:
+            lifespan = Lifespan(app, config.lifespan)
+            try:
+                await lifespan.startup()
+            except LifespanFailed as exc:
+                log.error("the ASGI app's lifespan startup failed: %s", exc)
+                return 3
+            state = ServerState(app, state=lifespan.state, **config.settings)
+            servers: list[asyncio.AbstractServer] = []
+            if config.limit_max_requests is not None:
+                state.requests_left = config.limit_max_requests + random.randint(
+                    0, config.limit_max_requests_jitter)
+                state.retire = functools.partial(self._retire, state, stop, servers)
+            state.start_sweeping(loop)
+            for sock in sockets:
+                servers.append(await loop.create_server(lambda: HttpProtocol(state), sock=sock,
+                                                        backlog=config.bind.backlog))
+            self.started = True
+            if on_listening is not None:
+                on_listening(Listening(address_of(sockets[0]),
+                                       getattr(loop, "backend", "asyncio")))
+            await stop.wait()
+            self.started = False
+            state.stopping = True
+            for server in servers:
+                server.close()   # no new connections
+            await self._drain(state)
+            await lifespan.shutdown()
+            return 0
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+    def _retire(self, state: ServerState, stop: asyncio.Event, servers: list) -> None:
+        log.info("this worker has started its maximum of requests (limit_max_requests): "
+                 "it stops once they are answered")
+        # No more accepting from here, before this request's answer goes
+        # out: a client's next connection goes to another worker (they
+        # share the listener), not to this one as it closes.
+        state.stopping = True
+        for server in servers:
+            server.close()
+        stop.set()
+
+    async def _drain(self, state: ServerState) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_graceful_shutdown
+        for conn in list(state.connections):
+            conn.shutdown()
+        if state.tasks:
+            await asyncio.wait(list(state.tasks), timeout=self.config.timeout_graceful_shutdown)
+        # A connection closes once its last response is sent (or, for a
+        # WebSocket, once the peer answers the close): until then it still
+        # holds bytes an abort would drop.
+        while state.connections and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        for conn in list(state.connections):
+            if conn.transport is not None:
+                conn.transport.abort()   # past the drain: cut short, and said so
+        for task in list(state.tasks):
+            task.cancel()
+        state.stop_sweeping()
+
+
+def run(app, host: str = "127.0.0.1", port: int = 8000, *, on_listening=None,
+        **options: Any) -> int:
+    """Serve ``app`` (an ASGI app, or "MODULE:APP") until SIGINT or SIGTERM,
+    as uvicorn's ``run`` does; ``options`` are ``Config``'s. Returns the
+    exit status."""
+    config = Config(app, host, port, **options)
+    if config.workers == 1:
+        return Server(config).run(on_listening=on_listening)
+    # Import (and make) the app once, in the supervisor, before the workers
+    # are forked: an app that cannot load fails once, in one line.
+    config.app, config.factory = config.load(), False
+
+    def serve_worker(open_listener, worker_listening) -> None:
+        status = Server(config).run([open_listener()], worker_listening)
         if status:
             raise SystemExit(status)
 
-    return Supervisor(serve_worker, workers, host, port, drain_timeout).run(on_listening)
+    # Workers that recycle share one listener: a worker's own SO_REUSEPORT
+    # listener would take the connections queued on it when it closes.
+    return Supervisor(serve_worker, config.workers, config.bind.resolved(),
+                      config.timeout_graceful_shutdown,
+                      share_listener=config.limit_max_requests is not None).run(on_listening)
 
 
-def _serve_worker(app, sock: socket.socket, backend: str, on_listening, drain_timeout: float,
-                  settings: dict) -> int:
-    try:
-        return aio_run(_serve(app, sock, on_listening, drain_timeout, settings),
-                       backend=backend)
-    finally:
-        sock.close()
-
-
-async def _serve(app, sock: socket.socket, on_listening, drain_timeout: float,
-                 settings: dict) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    lifespan = Lifespan(app)
-    try:
-        await lifespan.startup()
-    except LifespanFailed as exc:
-        log.error("the ASGI app's lifespan startup failed: %s", exc)
-        return 3
-    state = ServerState(app, state=lifespan.state, **settings)
-    state.start_sweeping(loop)
-    server = await loop.create_server(lambda: HttpProtocol(state), sock=sock, backlog=4096)
-    if on_listening is not None:
-        on_listening(Listening(sock.getsockname()[:2], getattr(loop, "backend", "asyncio")))
-    await stop.wait()
-    server.close()   # no new connections
-    for conn in list(state.connections):
-        conn.shutdown()
-    if state.tasks:
-        await asyncio.wait(list(state.tasks), timeout=drain_timeout)
-    for conn in list(state.connections):
-        if conn.transport is not None:
-            conn.transport.abort()   # past the drain: cut short, and said so
-    for task in list(state.tasks):
-        task.cancel()
-    state.stop_sweeping()
-    await lifespan.shutdown()
-    return 0
+def serve_asgi(app, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",
+               workers: int = 1, on_listening=None, drain_timeout: float = 5.0,
+               reuse_port: bool = False, **options: Any) -> int:
+    """Serve ``app`` until SIGINT or SIGTERM; returns the exit status.
+    ``run`` with ``drain_timeout`` as ``timeout_graceful_shutdown`` (the
+    name this function has had)."""
+    return run(app, host, port, backend=backend, workers=workers, on_listening=on_listening,
+               timeout_graceful_shutdown=drain_timeout, reuse_port=reuse_port, **options)

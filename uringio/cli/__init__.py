@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .._core.backend import BACKENDS
 from .._version import __version__
-from ..asgi.server import AppImportError
+from ..asgi.server import LIFESPAN_MODES, AppImportError
 from ..errors import ListenError, UringUnavailable
 from ..models import MODELS
+from ..net.listeners import DEFAULT_BACKLOG
 
 if TYPE_CHECKING:
     from ..net.connection import Protocol
@@ -68,6 +69,12 @@ def _is_level_name(name: str) -> bool:
 
 
 _LOG_LEVEL = _checked(str.upper, _is_level_name, "DEBUG, INFO, WARNING or ERROR")
+
+
+_BACKLOG = _checked(int, lambda n: n >= 1, "a backlog of 1 or more connections")
+_FD = _checked(int, lambda n: n >= 0, "an open fd number")
+_PERMS = _checked(lambda text: int(text, 8), lambda mode: 0 <= mode <= 0o777,
+                  "an octal file mode, say 660")
 
 
 def _directory(path: str) -> str:
@@ -120,29 +127,68 @@ def _repo_file(*parts: str) -> str:
                      "source, not the wheel; run this from a uringio checkout")
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _defaults_from_environment(parser: argparse.ArgumentParser) -> None:
+    """Every option of ``parser`` may also come from the environment:
+    ``--timeout-keep-alive 30`` is ``URINGIO_TIMEOUT_KEEP_ALIVE=30`` (a flag:
+    1/true/yes/on or 0/false/no/off). The command line wins. A value the
+    option would refuse is refused the same way, naming the variable."""
+    for action in parser._actions:
+        if action.default is argparse.SUPPRESS:
+            continue   # --help, --version, and serve's copy of --log-level
+        for option in action.option_strings:
+            if not option.startswith("--"):
+                continue
+            name = "URINGIO_" + option[2:].replace("-", "_").upper()
+            text = os.environ.get(name)
+            if text is None:
+                continue
+            if isinstance(action, argparse._StoreTrueAction):
+                if text.lower() not in _TRUE + _FALSE:
+                    parser.error(f"{name}: expected 1 or 0 (true or false), got {text!r}")
+                value: object = text.lower() in _TRUE
+            else:
+                try:
+                    convert = action.type if callable(action.type) else str
+                    value = convert(text)
+                except argparse.ArgumentTypeError as exc:
+                    parser.error(f"{name}: {exc}")
+                if action.choices is not None and value not in action.choices:
+                    parser.error(f"{name}: expected one of {', '.join(action.choices)}, "
+                                 f"got {text!r}")
+            parser.set_defaults(**{action.dest: value})
+
+
 def _on_listening(args: argparse.Namespace):
+    from ..net.listeners import describe
+
     suffix = "" if args.model == "single" else f", model={args.model}"
 
     def on_listening(server) -> None:
-        host, port = server.address[:2]
-        print(f"listening on {host}:{port} (backend={server.backend}{suffix})", flush=True)
+        print(f"listening on {describe(server.address)} (backend={server.backend}{suffix})",
+              flush=True)
     return on_listening
 
 
 def _serve_asgi(args: argparse.Namespace) -> int:
-    from ..asgi import serve_asgi
-    from ..asgi.server import import_app
+    from ..asgi import run
 
-    app = import_app(args.target, args.app_dir)
     _raise_fd_limit()
-    return serve_asgi(
-        app, args.host, args.port, backend=args.backend,
-        workers=1 if args.model == "single" else args.workers,
-        on_listening=_on_listening(args), drain_timeout=args.drain_timeout,
+    return run(
+        args.target, args.host, args.port, app_dir=args.app_dir, factory=args.factory,
+        uds=args.uds, uds_perms=args.uds_perms, fd=args.fd, backlog=args.backlog,
+        backend=args.backend, workers=1 if args.model == "single" else args.workers,
+        lifespan=args.lifespan, on_listening=_on_listening(args),
+        timeout_graceful_shutdown=args.drain_timeout,
         reuse_port=args.reuse_port, root_path=args.root_path,
         max_body=args.max_body or ASGI_MAX_BODY,
         header_timeout=args.header_timeout, keep_alive=args.timeout_keep_alive,
         limit_concurrency=args.limit_concurrency, access_log=args.access_log,
+        limit_max_requests=args.limit_max_requests,
+        limit_max_requests_jitter=args.limit_max_requests_jitter,
         proxy_headers=args.proxy_headers, ws_max_message=args.ws_max_size,
         forwarded_allow_ips=args.forwarded_allow_ips)
 
@@ -172,7 +218,8 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(factory, args.host, args.port, backend=args.backend, model=args.model,
                  workers=args.workers, threads=args.threads, on_listening=_on_listening(args),
                  drain_timeout=args.drain_timeout, idle_timeout=args.idle_timeout,
-                 reuse_port=args.reuse_port)
+                 reuse_port=args.reuse_port, uds=args.uds, uds_perms=args.uds_perms,
+                 fd=args.fd, backlog=args.backlog)
 
 
 def _raise_fd_limit() -> None:
@@ -189,32 +236,77 @@ def _run_script(relpath: str, argv: list[str]) -> int:
     return module["main"](argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m uringio",
-                     description="TCP servers on io_uring, with an epoll reactor beside it.")
-    parser.add_argument("--version", action="version", version=f"uringio {__version__}")
-    parser.add_argument("--log-level", type=_LOG_LEVEL, default="INFO",
-                        help="logging level (default INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+COMMANDS = {
+    "serve": "run a server until SIGINT/SIGTERM (serve --help: its options)",
+    "info": "what this machine offers io_uring",
+    "bench": "the side-by-side echo benchmark (benchmarks/echo_bench.py)",
+    "demo": "a short side-by-side run of uring vs epoll",
+}
+DEFAULT_PORT = 8888        # serve APP, but for asgi
+DEFAULT_ASGI_PORT = 8000   # serve asgi: where every ASGI server listens
 
-    serve = sub.add_parser("serve", help="run a server until SIGINT/SIGTERM")
+
+def _log_level_option(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--log-level", type=_LOG_LEVEL, default=default,
+                        help="logging level (default INFO)")
+
+
+def _top_parser() -> _Parser:
+    parser = _Parser(prog="python -m uringio",
+                     usage="%(prog)s [-h] [--version] [--log-level LEVEL] COMMAND [ARGS...]",
+                     description="TCP servers on io_uring, with an epoll reactor beside it.",
+                     epilog="commands:\n" + "".join(f"  {name:8}{text}\n"
+                                                    for name, text in COMMANDS.items()),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"uringio {__version__}")
+    _log_level_option(parser, "INFO")
+    parser.add_argument("command", choices=COMMANDS, metavar="COMMAND")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _serve_parser() -> _Parser:
+    """``serve``'s options, in any order around APP and MODULE:APP."""
+    serve = _Parser(prog="python -m uringio serve",
+                    description="Run a server until SIGINT/SIGTERM. Every option can also be "
+                                "set in the environment: --timeout-keep-alive 30 is "
+                                "URINGIO_TIMEOUT_KEEP_ALIVE=30.")
     serve.add_argument("app", choices=APPS)
     serve.add_argument("target", nargs="?", metavar="MODULE:APP",
                        help="the ASGI app of serve asgi (say main:app)")
-    serve.add_argument("--model", choices=MODELS, default="single",
+    serve.add_argument("--version", action="version", version=f"uringio {__version__}")
+    _log_level_option(serve, argparse.SUPPRESS)
+    serve.add_argument("--model", choices=MODELS, default=None,
                        help="single loop (default); pool: a loop plus worker threads for blocking "
-                            "work; multi: worker processes on SO_REUSEPORT; threads: a thread "
-                            "per connection")
+                            "work; multi: worker processes (what --workers N asks for); "
+                            "threads: a thread per connection")
     serve.add_argument("--threads", type=_THREADS, default=None, metavar="N",
                        help="worker threads of the pool model (default 4)")
-    serve.add_argument("--workers", type=_WORKERS, default=0, metavar="N",
-                       help="worker processes of the multi model (0: one per CPU)")
+    serve.add_argument("--workers", type=_WORKERS, default=None, metavar="N",
+                       help="N worker processes: the multi model (0: one per CPU)")
     serve.add_argument("--work-ms", type=_MILLISECONDS, default=0, metavar="MS",
                        help="echo with MS milliseconds of blocking work per chunk (a sleep)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    http = serve.add_argument_group("http")
+    where = serve.add_argument_group("where to listen")
+    where.add_argument("--host", default="127.0.0.1")
+    where.add_argument("--port", type=_PORT, default=None,
+                       help=f"0 picks a free port (default {DEFAULT_ASGI_PORT} for asgi, "
+                            f"{DEFAULT_PORT} for the others)")
+    where.add_argument("--uds", metavar="PATH",
+                       help="a Unix socket at PATH instead of --host/--port (a socket file "
+                            "left there is replaced)")
+    where.add_argument("--uds-perms", type=_PERMS, default=None, metavar="MODE",
+                       help="the Unix socket's file mode, in octal (default: the umask's)")
+    where.add_argument("--fd", type=_FD, default=None, metavar="N",
+                       help="serve the socket inherited as fd N (bound, or listening). "
+                            "Without --uds or --fd, the socket of systemd's socket "
+                            "activation (LISTEN_FDS) when it hands one, else --host/--port")
+    where.add_argument("--backlog", type=_BACKLOG, default=DEFAULT_BACKLOG, metavar="N",
+                       help=f"connections the kernel queues before accepting (default "
+                            f"{DEFAULT_BACKLOG})")
+    http = serve.add_argument_group("http and asgi")
     http.add_argument("--static", type=_directory, metavar="DIR",
-                      help="serve the files in DIR under /static/")
+                      help="serve the files in DIR under /static/ (http)")
     http.add_argument("--static-read", type=_SIZE, default=-1, metavar="BYTES",
                       help="static files up to BYTES are read and written, larger ones "
                            "spliced (default: 32 KiB on uring, 0 on epoll, where each is "
@@ -227,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     asgi = serve.add_argument_group("asgi")
     asgi.add_argument("--app-dir", default=".", metavar="DIR",
                       help="where MODULE is looked for first (default: the current directory)")
+    asgi.add_argument("--factory", action="store_true",
+                      help="MODULE:APP is a function of no arguments that returns the app")
+    asgi.add_argument("--lifespan", choices=LIFESPAN_MODES, default="auto",
+                      help="auto: run the app's lifespan if it speaks it (default); on: "
+                           "require it; off: never")
     asgi.add_argument("--root-path", default="", metavar="PATH",
                       help="the ASGI root_path: where a proxy mounts the app")
     asgi.add_argument("--proxy-headers", action="store_true",
@@ -242,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     asgi.add_argument("--ws-max-size", type=_BYTES, default=16 * 1024 * 1024, metavar="BYTES",
                       help="a WebSocket message over BYTES closes the connection with 1009 "
                            "(default 16 MiB)")
+    asgi.add_argument("--limit-max-requests", type=_THREADS, default=None, metavar="N",
+                      help="a worker stops after N requests, and (with --workers) a fresh "
+                           "one takes its place")
+    asgi.add_argument("--limit-max-requests-jitter", type=_SIZE, default=0, metavar="N",
+                      help="add a random 0 to N to each worker's --limit-max-requests, so "
+                           "that they do not all restart at once")
     asgi.add_argument("--access-log", action="store_true",
                       help="log a line per request (logger uringio.asgi.access)")
     proxy = serve.add_argument_group("proxy")
@@ -252,44 +355,65 @@ def main(argv: list[str] | None = None) -> int:
                             "pipe, never in user memory")
     serve.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="uring, epoll, or auto: io_uring where it works (default)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_PORT, default=8888, help="0 picks a free port")
     serve.add_argument("--idle-timeout", type=_SECONDS, default=None, metavar="S",
                        help="close connections whose peer sends and acknowledges nothing "
                             "for S seconds (a reset when that cuts an answer short)")
-    serve.add_argument("--drain-timeout", type=_SECONDS, default=5.0, metavar="S",
-                       help="on SIGINT/SIGTERM, let queued writes drain this long (default 5)")
+    serve.add_argument("--drain-timeout", "--timeout-graceful-shutdown", dest="drain_timeout",
+                       type=_SECONDS, default=5.0, metavar="S",
+                       help="on SIGINT/SIGTERM, let requests in flight and queued writes "
+                            "finish this long (default 5)")
+    _defaults_from_environment(serve)
+    return serve
 
-    info = sub.add_parser("info", help="what this machine offers io_uring")
-    info.add_argument("--json", action="store_true")
 
-    sub.add_parser("bench", help="the side-by-side echo benchmark (benchmarks/echo_bench.py)",
-                   add_help=False)
-    sub.add_parser("demo", help="a short side-by-side run of uring vs epoll", add_help=False)
+def _resolve_serve(serve: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The checks of options that do not go together, and the defaults
+    that depend on others (the model on --workers, the port on the app)."""
+    if args.port is None:
+        args.port = DEFAULT_ASGI_PORT if args.app == "asgi" else DEFAULT_PORT
+    if args.model is None:
+        args.model = "multi" if args.workers not in (None, 1) else "single"
+    elif args.model != "multi" and args.workers not in (None, 1):
+        serve.error(f"--workers {args.workers} runs worker processes: that is --model multi, "
+                    f"not {args.model}")
+    if args.workers is None:
+        args.workers = 0   # multi's default: one per CPU
+    if args.uds is not None and args.fd is not None:
+        serve.error("listen on --uds PATH or on --fd N, not both")
+    if args.uds_perms is not None and args.uds is None:
+        serve.error("--uds-perms goes with --uds PATH")
+    if args.work_ms and args.app != "echo":
+        serve.error("--work-ms goes with the echo app")
+    if (args.to is not None) != (args.app == "proxy"):
+        serve.error("the proxy app needs --to HOST:PORT, and only it takes one")
+    if args.app == "proxy" and args.model == "threads":
+        serve.error("the proxy relays on a loop: use --model single, pool or multi")
+    if (args.target is not None) != (args.app == "asgi"):
+        serve.error("serve asgi needs MODULE:APP (say main:app), and only it takes one")
+    if args.app == "asgi" and args.model not in ("single", "multi"):
+        serve.error("the ASGI server runs an asyncio loop per process: "
+                    "use --model single or multi")
 
+
+def main(argv: list[str] | None = None) -> int:
+    top = _top_parser()
+    _defaults_from_environment(top)
     argv = sys.argv[1:] if argv is None else argv
-    args, rest = parser.parse_known_args(argv)
+    args = top.parse_args(argv)
+    if args.command == "serve":
+        serve = _serve_parser()
+        serve_args = serve.parse_intermixed_args(args.args)
+        args.log_level = getattr(serve_args, "log_level", args.log_level)
+        _resolve_serve(serve, serve_args)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.command in ("bench", "demo"):
+        rest = args.args
         if args.command == "demo":
             rest = ["--demo", *rest]
         return _run_script("benchmarks/echo_bench.py", rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "serve":
-        if args.work_ms and args.app != "echo":
-            serve.error("--work-ms goes with the echo app")
-        if (args.to is not None) != (args.app == "proxy"):
-            serve.error("the proxy app needs --to HOST:PORT, and only it takes one")
-        if args.app == "proxy" and args.model == "threads":
-            serve.error("the proxy relays on a loop: use --model single, pool or multi")
-        if (args.target is not None) != (args.app == "asgi"):
-            serve.error("serve asgi needs MODULE:APP (say main:app), and only it takes one")
-        if args.app == "asgi" and args.model not in ("single", "multi"):
-            serve.error("the ASGI server runs an asyncio loop per process: "
-                        "use --model single or multi")
         try:
-            return _serve(args)
+            return _serve(serve_args)
         except (UringUnavailable, ListenError) as exc:
             # Where it runs, not a bug: the message names the cause and the fix.
             print(f"uringio: error: {exc.strerror}", file=sys.stderr)
@@ -297,5 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         except AppImportError as exc:
             print(f"uringio: error: {exc}", file=sys.stderr)
             return 2
+    info = _Parser(prog="python -m uringio info", description=COMMANDS["info"])
+    info.add_argument("--json", action="store_true")
     from . import info as info_mod
-    return info_mod.main(args.json)
+    return info_mod.main(info.parse_args(args.args).json)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..net.connection import Protocol
+from ..net.listeners import DEFAULT_BACKLOG, Bind
 from .single import run_server
 from .supervisor import Supervisor
 from .threaded import run_threaded_server
@@ -25,27 +26,37 @@ def serve(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1", por
           backend: str = "auto", model: str = "single", workers: int = 0,
           threads: int | None = None,
           on_listening=None, drain_timeout: float = 5.0, idle_timeout: float | None = None,
-          reuse_port: bool = False) -> int:
+          reuse_port: bool = False, uds: str | None = None, uds_perms: int | None = None,
+          fd: int | None = None, backlog: int = DEFAULT_BACKLOG) -> int:
     """Serve ``protocol_factory`` until SIGINT or SIGTERM under ``model``.
 
     ``threads`` is the pool size of ``pool`` (default 4), and makes each
     ``multi`` worker a ``pool`` server when given there; ``workers`` the process count of ``multi``
     (0: one per CPU). ``on_listening(server)`` runs once connections are
     accepted; ``server.address`` and ``server.backend`` say where and how.
+    It listens on ``uds`` (a Unix socket path, mode ``uds_perms``) or
+    ``fd`` (a socket handed in) when given, else on the socket systemd's
+    socket activation hands (``LISTEN_FDS``), else on ``host``:``port``.
     Returns the exit status. Raises ValueError for an unknown model.
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    bind = Bind(host, port, uds, uds_perms, fd, backlog).resolved()
     options: dict[str, Any] = dict(drain_timeout=drain_timeout, idle_timeout=idle_timeout)
-    if model == "threads":
-        run_threaded_server(protocol_factory, host, port, on_listening, drain_timeout, reuse_port)
-        return 0
     if model == "multi":
-        def serve_worker(worker_port: int, worker_listening) -> None:
-            run_server(protocol_factory, host, worker_port, backend, worker_listening,
-                       threads=threads or 0, reuse_port=True, **options)
-        return Supervisor(serve_worker, workers, host, port, drain_timeout).run(on_listening)
-    run_server(protocol_factory, host, port, backend, on_listening,
-               threads=(threads or DEFAULT_THREADS) if model == "pool" else 0,
-               reuse_port=reuse_port, **options)
+        def serve_worker(open_listener, worker_listening) -> None:
+            run_server(protocol_factory, backend=backend, on_listening=worker_listening,
+                       threads=threads or 0, sock=open_listener(), **options)
+        return Supervisor(serve_worker, workers, bind, drain_timeout).run(on_listening)
+    sock = bind.open(reuse_port=reuse_port)
+    try:
+        if model == "threads":
+            run_threaded_server(protocol_factory, on_listening=on_listening,
+                                drain_timeout=drain_timeout, sock=sock)
+        else:
+            run_server(protocol_factory, backend=backend, on_listening=on_listening,
+                       threads=(threads or DEFAULT_THREADS) if model == "pool" else 0,
+                       sock=sock, **options)
+    finally:
+        bind.release(sock)
     return 0

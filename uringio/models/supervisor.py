@@ -1,7 +1,10 @@
 """The ``multi`` model: N worker processes, each with its own loop and its
 own SO_REUSEPORT listener, under a supervisor.
 
-The kernel spreads new connections over the workers' listeners. Workers are
+The kernel spreads new connections over the workers' listeners. Where there
+is only one socket to listen on (a Unix socket path, a socket handed in by
+``--fd`` or systemd), the supervisor opens it before forking and every
+worker accepts on it: the kernel wakes one of them per connection. Workers are
 forked before any loop exists, and each opens its listener and its ring
 after it starts: a ring is never shared across fork. The supervisor
 restarts a worker that dies, and on SIGINT or SIGTERM passes SIGTERM on,
@@ -25,6 +28,7 @@ import time
 from collections.abc import Callable
 
 from ..errors import ListenError, UringUnavailable
+from ..net.listeners import Bind, address_of
 
 log = logging.getLogger("uringio")
 
@@ -55,25 +59,38 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 
 class Supervisor:
-    """Keeps ``workers`` processes running ``serve_worker(port, on_listening)``,
-    which must serve on ``port`` with SO_REUSEPORT until SIGTERM and call
-    ``on_listening(server)`` once it accepts connections."""
+    """Keeps ``workers`` processes running ``serve_worker(open_listener,
+    on_listening)``, which must serve on the socket ``open_listener()``
+    returns until SIGTERM and call ``on_listening(server)`` once it accepts
+    connections."""
 
-    def __init__(self, serve_worker: Callable, workers: int, host: str, port: int,
-                 drain_timeout: float = 5.0) -> None:
+    def __init__(self, serve_worker: Callable, workers: int, bind: Bind,
+                 drain_timeout: float = 5.0, share_listener: bool = False) -> None:
         self.workers = workers or os.cpu_count() or 1
         self._serve_worker = serve_worker
-        self._reserved = reserve_port(host, port)
-        self.host = host
-        self.port = self._reserved.getsockname()[1]
+        self._bind = bind
+        # TCP: a port reserved (bound, never listening) for the workers'
+        # own listeners; otherwise (or when asked: workers that come and
+        # go) the one listening socket they share.
+        self._shared = bind.shared or share_listener
+        self._socket = bind.open() if self._shared else reserve_port(bind.host, bind.port)
+        name = self._socket.getsockname()
+        self.port = name[1] if isinstance(name, tuple) else 0   # (a Unix socket has none)
         self._drain_timeout = drain_timeout
         self._pids: list[int] = []
         self._stopping = False
         self.backend = "?"
 
     @property
-    def address(self) -> tuple:
-        return self.host, self.port
+    def address(self) -> tuple | str:
+        return address_of(self._socket)
+
+    def _open_listener(self):
+        """A worker's listening socket: its own on the reserved port, or
+        the shared one it inherited."""
+        if self._shared:
+            return self._socket
+        return self._bind.open(reuse_port=True, port=self.port)
 
     @property
     def pids(self) -> list[int]:
@@ -122,7 +139,8 @@ class Supervisor:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
-        self._reserved.close()
+        if not self._shared:
+            self._socket.close()   # the reservation: the worker listens on its own
 
         # ready_w stays open until the worker exits, so its number is never
         # reused by a socket that a late write would then corrupt.
@@ -130,7 +148,7 @@ class Supervisor:
             os.write(ready_w, f"ready {server.backend}\n".encode())
 
         try:
-            self._serve_worker(self.port, on_listening)
+            self._serve_worker(self._open_listener, on_listening)
         except (UringUnavailable, ListenError) as exc:
             # Not a bug, and no traceback: the supervisor says it in one line.
             os.write(ready_w, f"failed {type(exc).__name__} {exc.errno} {exc.strerror}\n".encode())
@@ -150,12 +168,14 @@ class Supervisor:
                 for slot, pid in enumerate(self._pids):
                     done, status = os.waitpid(pid, os.WNOHANG)
                     if done and not self._stopping:
-                        log.warning("worker %d exited (%s); restarting", pid, _describe(status))
+                        # Status 0: it stopped by itself (--limit-max-requests).
+                        log.log(logging.INFO if status == 0 else logging.WARNING,
+                                "worker %d exited (%s); restarting", pid, _describe(status))
                         self._pids[slot] = self._start()
                 time.sleep(RESTART_POLL)
         finally:
             self._stop_all()
-            self._reserved.close()
+            self._bind.release(self._socket)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
         return 0

@@ -19,7 +19,7 @@ from typing import cast
 
 from ..net.blocking import is_blocking
 from ..net.connection import Connection, Protocol
-from ..net.server import listen
+from ..net.listeners import address_of, listen
 
 log = logging.getLogger("uringio")
 
@@ -162,13 +162,15 @@ _THREAD_TIMERS = _ThreadTimers()
 
 def run_threaded_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1",
                         port: int = 0, on_listening=None, drain_timeout: float = 5.0,
-                        reuse_port: bool = False) -> None:
+                        reuse_port: bool = False, sock: socket.socket | None = None) -> None:
     """Accept in this thread and serve each connection in a thread of its
-    own, until SIGINT or SIGTERM; then close them and join their threads."""
+    own, until SIGINT or SIGTERM; then close them and join their threads.
+    ``sock``: a listening socket to serve instead of ``host``:``port``."""
     stop = threading.Event()
     old = {sig: signal.signal(sig, lambda *_: stop.set())
            for sig in (signal.SIGINT, signal.SIGTERM)}
-    sock = listen(host, port, reuse_port=reuse_port)
+    if sock is None:
+        sock = listen(host, port, reuse_port=reuse_port)
     sock.settimeout(ACCEPT_POLL)
     conns: dict[threading.Thread, ThreadedConnection] = {}
     try:
@@ -210,5 +212,5 @@ class ThreadedServerInfo:
         self.sock = sock
 
     @property
-    def address(self) -> tuple:
-        return self.sock.getsockname()[:2]
+    def address(self) -> tuple | str:
+        return address_of(self.sock)

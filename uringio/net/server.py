@@ -4,43 +4,17 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 from collections.abc import Callable
 
-from ..errors import ListenError
 from .connection import Connection, Protocol
+from .listeners import address_of
 
 log = logging.getLogger("uringio")
 
 # How long accepting pauses when the process or system is out of fds.
 ACCEPT_RETRY_DELAY = 0.1
-
-
-def listen(host: str, port: int, backlog: int = 4096, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket. TCP_NODELAY set here is inherited by every
-    accepted socket on Linux, which saves a setsockopt per connection.
-
-    Raises ListenError (an OSError keeping the errno) when the address
-    cannot be bound: the port in use, a privileged port, not our address.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((host, port))
-            sock.listen(backlog)
-        except OSError as exc:
-            # What the environment refuses, said with its fix; the setsockopt
-            # calls above fail only on a bug, and keep their own error.
-            raise ListenError.from_bind(exc, host, port) from exc
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class Server:
@@ -59,8 +33,8 @@ class Server:
         self._closed = False
 
     @property
-    def address(self) -> tuple:
-        return self.sock.getsockname()[:2]
+    def address(self) -> tuple | str:
+        return address_of(self.sock)
 
     @property
     def backend(self) -> str:
@@ -74,6 +48,9 @@ class Server:
     def _on_accept(self, fd) -> None:
         if fd.__class__ is not int:
             self._accept_failed(fd)
+            return
+        if self._closed:   # accepted as the server closed (uring's accept raced its cancel)
+            os.close(fd)
             return
         conn = Connection(self.loop, fd, self._factory(), self._forget,
                           self.idle_timeout, self.pool)

@@ -1,0 +1,49 @@
+"""A raw ASGI app for the tests of how the server is run (sockets from
+outside, options, recycling, the Python API, gunicorn):
+
+* ``GET /scope``: JSON of what the app saw: the scope's server and client,
+  the worker's pid, and the lifespan state (``{}`` when no lifespan ran);
+* ``POST /hold``: "held;" at once, then "released" once the request's body
+  has come, so that a request stays in flight as long as a test wants;
+* ``create_app()``: a factory returning ``app`` (``--factory``);
+* ``no_lifespan``: ``app`` without lifespan support (it raises on the scope).
+"""
+
+import json
+import os
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["started_by"] = os.getpid()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["path"] == "/hold":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"held;", "more_body": True})
+        message = await receive()
+        while message.get("more_body"):
+            message = await receive()
+        await send({"type": "http.response.body", "body": b"released"})
+        return
+    body = json.dumps({"server": scope["server"], "client": scope["client"],
+                       "pid": os.getpid(), "state": dict(scope.get("state", {}))}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app():
+    return app
+
+
+async def no_lifespan(scope, receive, send):
+    if scope["type"] != "http":
+        raise RuntimeError(f"no {scope['type']} here")
+    await app(scope, receive, send)

@@ -1,0 +1,300 @@
+"""``serve asgi`` run with uvicorn's habits: options in any order around
+MODULE:APP (``--log-level`` after ``serve`` too), ``--workers N`` without
+``--model``, port 8000 by default, ``--factory``, ``--lifespan``,
+``--backlog``, ``--timeout-graceful-shutdown``, ``--limit-max-requests``,
+and every option from a ``URINGIO_`` environment variable. Each server on
+both backends, stopped by its pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, recv_until_eof, status_of, stop_server
+from uringio.cli import DEFAULT_ASGI_PORT, DEFAULT_PORT, _resolve_serve, _serve_parser
+
+APPS = os.path.join(REPO, "tests", "apps")
+TIMEOUT = 10.0
+
+
+def start(argv: list[str], backend: str, env: dict | None = None):
+    """``python -m uringio ARGV``, its backend from ``URINGIO_BACKEND`` (the
+    environment is one of the things tested here); returns (process, port,
+    listening line)."""
+    proc = subprocess.Popen([sys.executable, "-m", "uringio", *argv], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "URINGIO_BACKEND": backend, **(env or {})})
+    line = proc.stdout.readline()
+    match = re.match(rf"listening on 127\.0\.0\.1:(\d+) \(backend={backend}", line)
+    if not match:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"no listening line: {line!r} {proc.stderr.read()}")
+    return proc, int(match.group(1)), line
+
+
+def get(port: int, path: str = "/scope") -> tuple[int, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        answer = recv_until_eof(sock)
+    return status_of(answer), answer.partition(b"\r\n\r\n")[2]
+
+
+def scope_of(port: int) -> dict:
+    status, body = get(port)
+    assert status == 200, body
+    return json.loads(body)
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of ``pid``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [
+    ["serve", "asgi", "--port", "0", "operate_app:app", "--app-dir", APPS],
+    ["serve", "--port", "0", "asgi", "--app-dir", APPS, "operate_app:app"],
+    ["serve", "asgi", "operate_app:app", "--log-level", "warning", "--port", "0",
+     "--app-dir", APPS],
+], ids=["app-after-port", "app-last", "log-level-after-serve"])
+def test_options_in_any_order(backend, argv):
+    proc, port, _ = start(argv, backend)
+    try:
+        assert scope_of(port)["state"]["started_by"] > 0
+    finally:
+        assert stop_server(proc) == 0
+    if "--log-level" in argv:   # WARNING: the INFO lines are gone
+        assert "INFO" not in proc.stderr.read()
+
+
+def parse(argv: list[str]):
+    parser = _serve_parser()
+    args = parser.parse_intermixed_args(argv)
+    _resolve_serve(parser, args)
+    return args
+
+
+def test_serve_asgi_listens_on_8000_by_default_and_the_others_on_8888():
+    assert parse(["asgi", "main:app"]).port == DEFAULT_ASGI_PORT == 8000
+    assert parse(["echo"]).port == DEFAULT_PORT == 8888
+    assert parse(["asgi", "main:app", "--port", "0"]).port == 0
+
+
+def test_workers_without_model_is_the_multi_model(backend):
+    proc, port, line = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                              "--port", "0", "--workers", "2"], backend)
+    try:
+        assert line.rstrip().endswith("model=multi)"), line
+        assert len(children(proc.pid)) == 2
+        assert scope_of(port)["pid"] in children(proc.pid)
+    finally:
+        assert stop_server(proc) == 0
+    assert parse(["asgi", "m:a", "--workers", "1"]).model == "single"
+    assert parse(["asgi", "m:a"]).model == "single"
+
+
+def test_uringio_environment_sets_options(backend):
+    # URINGIO_WORKERS, URINGIO_PORT, URINGIO_APP_DIR, URINGIO_ACCESS_LOG and
+    # URINGIO_LOG_LEVEL (a top-level option), as a container sets them.
+    env = {"URINGIO_WORKERS": "2", "URINGIO_PORT": "0", "URINGIO_APP_DIR": APPS,
+           "URINGIO_ACCESS_LOG": "true", "URINGIO_LOG_LEVEL": "info"}
+    proc, port, line = start(["serve", "asgi", "operate_app:app"], backend, env)
+    try:
+        assert line.rstrip().endswith("model=multi)"), line
+        assert len(children(proc.pid)) == 2
+        assert get(port, "/scope?x")[0] == 200
+    finally:
+        assert stop_server(proc) == 0
+    assert '"GET /scope HTTP/1.1" 200' in proc.stderr.read()   # the access log
+
+
+def test_the_command_line_beats_the_environment(backend, monkeypatch):
+    monkeypatch.setenv("URINGIO_WORKERS", "3")
+    monkeypatch.setenv("URINGIO_TIMEOUT_KEEP_ALIVE", "30")
+    args = parse(["asgi", "m:a", "--workers", "1"])
+    assert (args.workers, args.model, args.timeout_keep_alive) == (1, "single", 30.0)
+    monkeypatch.setenv("URINGIO_PROXY_HEADERS", "0")
+    assert parse(["asgi", "m:a"]).proxy_headers is False
+    assert parse(["asgi", "m:a", "--proxy-headers"]).proxy_headers is True
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("URINGIO_WORKERS", "many", "URINGIO_WORKERS: expected 0 (one worker process per CPU) "
+                                "or more, got 'many'"),
+    ("URINGIO_ACCESS_LOG", "maybe", "URINGIO_ACCESS_LOG: expected 1 or 0 (true or false), "
+                                    "got 'maybe'"),
+    ("URINGIO_LIFESPAN", "sometimes", "URINGIO_LIFESPAN: expected one of auto, on, off, "
+                                      "got 'sometimes'"),
+])
+def test_a_bad_environment_value_is_one_line(name, value, message):
+    proc = subprocess.run([sys.executable, "-m", "uringio", "serve", "asgi", "m:a"], cwd=REPO,
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, name: value})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"python -m uringio serve: error: {message}"
+
+
+# -- the app: --factory, --lifespan ----------------------------------------------------------
+
+
+def test_factory_is_called_for_the_app(backend):
+    proc, port, _ = start(["serve", "asgi", "operate_app:create_app", "--factory",
+                           "--app-dir", APPS, "--port", "0"], backend)
+    try:
+        assert scope_of(port)["pid"] == proc.pid
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_a_factory_that_raises_is_one_line(tmp_path):
+    (tmp_path / "broken.py").write_text("def make():\n    raise ValueError('no config')\n")
+    proc = subprocess.run([sys.executable, "-m", "uringio", "serve", "asgi", "broken:make",
+                           "--factory", "--app-dir", str(tmp_path), "--port", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("uringio: error: the app factory 'broken:make' raised "
+                                   "ValueError('no config')")
+
+
+@pytest.mark.parametrize("mode, state", [("auto", True), ("on", True), ("off", False)])
+def test_lifespan_modes_with_an_app_that_speaks_it(backend, mode, state):
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--lifespan", mode], backend)
+    try:
+        assert bool(scope_of(port)["state"]) is state
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_lifespan_on_refuses_an_app_without_it(backend):
+    proc = subprocess.run([sys.executable, "-m", "uringio", "serve", "asgi",
+                           "operate_app:no_lifespan", "--app-dir", APPS, "--port", "0",
+                           "--lifespan", "on", "--backend", backend],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 3, proc.stderr
+    assert ("the ASGI app's lifespan startup failed: the app raised RuntimeError('no lifespan "
+            "here') on the lifespan scope (--lifespan on requires it)") in proc.stderr
+    # auto: served all the same.
+    proc, port, _ = start(["serve", "asgi", "operate_app:no_lifespan", "--app-dir", APPS,
+                           "--port", "0"], backend)
+    try:
+        assert scope_of(port)["state"] == {}
+    finally:
+        assert stop_server(proc) == 0
+
+
+# -- the socket: --backlog -------------------------------------------------------------------
+
+
+def test_backlog_is_the_listening_sockets(backend):
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--backlog", "37"], backend)
+    try:
+        # ss shows a listening socket's backlog as its Send-Q.
+        out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout.split()
+        assert out[0] == "LISTEN" and out[2] == "37", out
+    finally:
+        assert stop_server(proc) == 0
+
+
+# -- stopping: --timeout-graceful-shutdown, --limit-max-requests ---------------------------
+
+
+def test_timeout_graceful_shutdown_cuts_a_request_held_past_it(backend):
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--timeout-graceful-shutdown", "0.2"], backend)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as held:
+            held.sendall(b"POST /hold HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+            got = b""
+            while b"held;" not in got:
+                chunk = held.recv(4096)
+                assert chunk, got
+                got += chunk
+            began = time.monotonic()
+            proc.terminate()
+            assert proc.wait(TIMEOUT) == 0
+            # Cut well before the default drain (5 s) would have: the option took.
+            assert time.monotonic() - began < 4.0
+            assert b"released" not in recv_until_eof(held)
+    finally:
+        stop_server(proc)
+
+
+def test_limit_max_requests_recycles_workers_with_no_lost_request(backend):
+    # Two workers, each stopping after 5 (+0..2) requests: 40 requests in a
+    # row see several workers come and go, and every one is answered.
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--workers", "2", "--limit-max-requests", "5",
+                           "--limit-max-requests-jitter", "2"], backend)
+    try:
+        pids = [scope_of(port)["pid"] for _ in range(40)]
+        assert len(set(pids)) >= 40 // 7   # at most 7 requests per worker
+        for pid in set(pids):
+            assert pids.count(pid) <= 7
+    finally:
+        assert stop_server(proc) == 0
+    assert "has started its maximum of requests" in proc.stderr.read()
+
+
+def test_limit_max_requests_loses_nothing_under_concurrent_clients(backend):
+    # Four clients at once, a fresh connection per request: connections a
+    # retiring worker has just accepted (io_uring's multishot accept takes
+    # them off the shared listener before the cancel lands) are served, not
+    # closed under a request already sent.
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--workers", "2", "--limit-max-requests", "10"],
+                          backend)
+    failures: list = []
+    pids: list[int] = []
+
+    def client() -> None:
+        for _ in range(50):
+            try:
+                pids.append(scope_of(port)["pid"])
+            except (OSError, AssertionError, ValueError) as exc:
+                failures.append(exc)
+    try:
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        assert stop_server(proc) == 0
+    assert failures == [] and len(pids) == 200
+    assert len(set(pids)) >= 200 // 40   # recycled many times over
+
+
+def test_limit_max_requests_stops_a_single_process(backend):
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--limit-max-requests", "3"], backend)
+    try:
+        for _ in range(3):
+            assert get(port)[0] == 200   # the third too: answered, then the exit
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        stop_server(proc)
