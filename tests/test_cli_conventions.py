@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import REPO, recv_until_eof, status_of, stop_server
+from conftest import REPO, recv_until_eof, status_of, stop_server, wait_for
 from uringio.cli import DEFAULT_ASGI_PORT, DEFAULT_PORT, _resolve_serve, _serve_parser
 
 APPS = os.path.join(REPO, "tests", "apps")
@@ -298,3 +299,111 @@ def test_limit_max_requests_stops_a_single_process(backend):
         assert proc.wait(TIMEOUT) == 0
     finally:
         stop_server(proc)
+
+
+# -- replacing workers: SIGHUP, --workers-max-rss ------------------------------------------
+
+
+class Clients:
+    """Clients that keep requesting until stopped, as a load balancer's
+    traffic would: each on a fresh connection, and one on a keep-alive
+    connection. Every failure (refused, reset, no answer) is kept."""
+
+    def __init__(self, port: int, count: int = 3) -> None:
+        self.port = port
+        self.failures: list = []
+        self.pids: set[int] = set()
+        self.served = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._fresh) for _ in range(count)]
+        self._threads.append(threading.Thread(target=self._keep_alive))
+        for thread in self._threads:
+            thread.start()
+
+    def _fresh(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.pids.add(scope_of(self.port)["pid"])
+                self.served += 1
+            except (OSError, AssertionError, ValueError) as exc:
+                self.failures.append(exc)
+
+    def _keep_alive(self) -> None:
+        # A client that reuses its connection, and opens another when the
+        # server closed the last (after a response that said close, or
+        # idle): a request it sent is never left unanswered.
+        sock = None
+        while not self._stop.is_set():
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+                sock.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise ConnectionError(f"closed with a request unanswered: {head!r}")
+                    head += chunk
+                head, _, body = head.partition(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))
+                while len(body) < length:
+                    chunk = sock.recv(4096)
+                    assert chunk, "closed in a body"
+                    body += chunk
+                self.served += 1
+                if b"connection: close" in head.lower():
+                    sock.close()
+                    sock = None
+            except (OSError, AssertionError, ValueError) as exc:
+                self.failures.append(exc)
+                if sock is not None:
+                    sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(2 * TIMEOUT)
+        assert not any(thread.is_alive() for thread in self._threads)
+
+
+def test_sighup_replaces_every_worker_with_no_refused_or_reset_connection(backend):
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--workers", "2"], backend)
+    try:
+        first = children(proc.pid)
+        clients = Clients(port)
+        try:
+            for _ in range(2):
+                before = children(proc.pid)
+                served = clients.served
+                proc.send_signal(signal.SIGHUP)
+                # Both replaced (the old ones gone), and the clients served on.
+                assert wait_for(lambda old=before: not children(proc.pid) & old
+                                and len(children(proc.pid)) == 2, 3 * TIMEOUT)
+                assert wait_for(lambda at=served: clients.served > at + 20, TIMEOUT)
+        finally:
+            clients.stop()
+        assert clients.failures == []
+        assert not children(proc.pid) & first
+        assert clients.pids - first   # the new workers served
+    finally:
+        assert stop_server(proc) == 0
+    assert proc.stderr.read().count("this worker retires (SIGHUP") == 4
+
+
+def test_workers_max_rss_replaces_a_worker_past_it(backend):
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--workers", "2", "--workers-max-rss", "150"], backend)
+    try:
+        status, body = get(port, "/grow?200")   # that worker now holds 200 MiB more
+        assert status == 200
+        grown = json.loads(body)["pid"]
+        assert wait_for(lambda: grown not in children(proc.pid), 3 * TIMEOUT)
+        assert len(children(proc.pid)) == 2
+        assert scope_of(port)["pid"] != grown
+    finally:
+        assert stop_server(proc) == 0
+    assert f"worker {grown} uses" in proc.stderr.read()

@@ -5,12 +5,15 @@ outside, options, recycling, the Python API, gunicorn):
   the worker's pid, and the lifespan state (``{}`` when no lifespan ran);
 * ``POST /hold``: "held;" at once, then "released" once the request's body
   has come, so that a request stays in flight as long as a test wants;
+* ``GET /grow?MIB``: the worker keeps MIB more MiB (resident: written);
 * ``create_app()``: a factory returning ``app`` (``--factory``);
 * ``no_lifespan``: ``app`` without lifespan support (it raises on the scope).
 """
 
 import json
 import os
+
+KEPT: list[bytes] = []   # what /grow keeps
 
 
 async def app(scope, receive, send):
@@ -31,6 +34,8 @@ async def app(scope, receive, send):
             message = await receive()
         await send({"type": "http.response.body", "body": b"released"})
         return
+    if scope["path"] == "/grow":
+        KEPT.append(b"x" * (int(scope["query_string"]) << 20))
     body = json.dumps({"server": scope["server"], "client": scope["client"],
                        "pid": os.getpid(), "state": dict(scope.get("state", {}))}).encode()
     await send({"type": "http.response.start", "status": 200,

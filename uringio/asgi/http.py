@@ -106,6 +106,7 @@ class ServerState:
         self.requests_left: int | None = None
         self.retire: Callable[[], None] | None = None
         self.stopping = False   # set once the server stops accepting
+        self.retiring = False   # ... while other workers serve on (a rolling restart)
         self.state = state if state is not None else {}
         self.connections: set = set()   # HttpProtocol and WebSocketProtocol
         self._sweeper: asyncio.TimerHandle | None = None
@@ -215,7 +216,6 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.pipeline = deque()   # parsed, waiting their turn
-        self.fresh = True   # no request started yet (kept only on start()'s path)
         # The app AsgiCore starts eagerly; None: start() starts each request
         # (to count it against limit_concurrency or limit_max_requests).
         self._app = (server.app if server.limit_concurrency is None
@@ -329,15 +329,18 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
 
-    def shutdown(self) -> None:
-        """The server is stopping: close now if idle, else after the
-        response in flight. A worker that retires (--limit-max-requests)
-        serves the first request of a connection it has just accepted,
-        rather than close it under a client that has already sent it."""
+    def shutdown(self, retiring: bool = False) -> None:
+        """The server is stopping: close after the response in flight, or
+        now if idle. A worker that retires while others serve on (SIGHUP,
+        limit_max_requests) keeps an idle connection for one more request
+        instead, answered as the last: the client may have sent it already,
+        and closing under it would lose it."""
+        if retiring:
+            self._app = None   # every request through start(), which makes it the last
         if self.cycle is not None:
             self.cycle.keep_alive = False
             self.pipeline.clear()
-        elif not (self.fresh and self.server.requests_left is not None):
+        elif not retiring:
             self.close()
 
     def _refuse(self, status: int) -> None:
@@ -524,7 +527,6 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
 
     def start(self, cycle: RequestCycle) -> None:
         self.cycle = cycle
-        self.fresh = False
         server = self.server
         if server.stopping:
             cycle.keep_alive = False   # the last on this connection: answered, then closed

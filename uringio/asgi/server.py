@@ -97,8 +97,11 @@ class Config:
     ``access_log``, ``proxy_headers``, ``forwarded_allow_ips``,
     ``ws_max_message``. ``limit_max_requests``: after that many requests
     (plus a random 0 to ``limit_max_requests_jitter``, so that workers do
-    not all restart at once) a worker stops as on SIGTERM, and the
-    supervisor of ``workers`` > 1 (or gunicorn) starts a fresh one.
+    not all restart at once) a worker retires (stops accepting, answers
+    what it has, exits), and the supervisor of ``workers`` > 1 (or
+    gunicorn) starts a fresh one; ``max_worker_rss`` (bytes, with
+    ``workers`` > 1): a worker whose resident memory passes it is replaced.
+    SIGHUP to a server of ``workers`` > 1 replaces every worker in turn.
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8000, *,
@@ -107,7 +110,7 @@ class Config:
                  lifespan: str = "auto", factory: bool = False, app_dir: str = ".",
                  timeout_graceful_shutdown: float = 5.0, reuse_port: bool = False,
                  limit_max_requests: int | None = None, limit_max_requests_jitter: int = 0,
-                 **settings: Any) -> None:
+                 max_worker_rss: int | None = None, **settings: Any) -> None:
         if lifespan not in LIFESPAN_MODES:
             raise ValueError(f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, "
                              f"not {lifespan!r}")
@@ -123,6 +126,7 @@ class Config:
         self.reuse_port = reuse_port
         self.limit_max_requests = limit_max_requests
         self.limit_max_requests_jitter = limit_max_requests_jitter
+        self.max_worker_rss = max_worker_rss
         self.settings = settings
 
     def load(self) -> Callable:
@@ -214,14 +218,19 @@ class Server:
                 return 3
             state = ServerState(app, state=lifespan.state, **config.settings)
             servers: list[asyncio.AbstractServer] = []
+            retire = functools.partial(self._retire, state, stop, servers)
             if config.limit_max_requests is not None:
                 state.requests_left = config.limit_max_requests + random.randint(
                     0, config.limit_max_requests_jitter)
-                state.retire = functools.partial(self._retire, state, stop, servers)
+                state.retire = functools.partial(
+                    retire, "it has started its maximum of requests (limit_max_requests)")
             state.start_sweeping(loop)
             for sock in sockets:
                 servers.append(await loop.create_server(lambda: HttpProtocol(state), sock=sock,
                                                         backlog=config.bind.backlog))
+            if signals:
+                loop.add_signal_handler(signal.SIGHUP, retire, "SIGHUP: its replacement serves")
+                signals.append(signal.SIGHUP)
             self.started = True
             if on_listening is not None:
                 on_listening(Listening(address_of(sockets[0]),
@@ -238,13 +247,17 @@ class Server:
             for signum in signals:
                 loop.remove_signal_handler(signum)
 
-    def _retire(self, state: ServerState, stop: asyncio.Event, servers: list) -> None:
-        log.info("this worker has started its maximum of requests (limit_max_requests): "
-                 "it stops once they are answered")
-        # No more accepting from here, before this request's answer goes
-        # out: a client's next connection goes to another worker (they
-        # share the listener), not to this one as it closes.
-        state.stopping = True
+    @staticmethod
+    def _retire(state: ServerState, stop: asyncio.Event, servers: list, why: str) -> None:
+        """Stop accepting now, answer what this worker has, then exit:
+        another worker (a supervisor's, gunicorn's) serves meanwhile."""
+        if state.stopping:
+            return
+        log.info("this worker retires (%s): it answers what it has, then exits", why)
+        # No more accepting from here, before the answer of the request that
+        # got here goes out: a client's next connection waits in the
+        # listener's backlog for the other workers, not for this one.
+        state.stopping = state.retiring = True
         for server in servers:
             server.close()
         stop.set()
@@ -253,7 +266,7 @@ class Server:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.timeout_graceful_shutdown
         for conn in list(state.connections):
-            conn.shutdown()
+            conn.shutdown(state.retiring)
         if state.tasks:
             await asyncio.wait(list(state.tasks), timeout=self.config.timeout_graceful_shutdown)
         # A connection closes once its last response is sent (or, for a
@@ -262,7 +275,9 @@ class Server:
         while state.connections and loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL)
         for conn in list(state.connections):
-            if conn.transport is not None:
+            if isinstance(conn, HttpProtocol) and conn.cycle is None:
+                conn.close()   # idle (a retiring worker's keep-alive): closed, not reset
+            elif conn.transport is not None:
                 conn.transport.abort()   # past the drain: cut short, and said so
         for task in list(state.tasks):
             task.cancel()
@@ -281,16 +296,14 @@ def run(app, host: str = "127.0.0.1", port: int = 8000, *, on_listening=None,
     # are forked: an app that cannot load fails once, in one line.
     config.app, config.factory = config.load(), False
 
-    def serve_worker(open_listener, worker_listening) -> None:
-        status = Server(config).run([open_listener()], worker_listening)
+    def serve_worker(listener, worker_listening) -> None:
+        status = Server(config).run([listener], worker_listening)
         if status:
             raise SystemExit(status)
 
-    # Workers that recycle share one listener: a worker's own SO_REUSEPORT
-    # listener would take the connections queued on it when it closes.
     return Supervisor(serve_worker, config.workers, config.bind.resolved(),
                       config.timeout_graceful_shutdown,
-                      share_listener=config.limit_max_requests is not None).run(on_listening)
+                      max_worker_rss=config.max_worker_rss).run(on_listening)
 
 
 def serve_asgi(app, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",

@@ -172,8 +172,9 @@ class WebSocketProtocol(WriteFlow, asyncio.Protocol):
         self._handle_events()
         return None
 
-    def shutdown(self) -> None:
-        """The server is stopping: close with 1012 (service restart)."""
+    def shutdown(self, retiring: bool = False) -> None:
+        """The server is stopping (or this worker retiring): close with 1012
+        (service restart)."""
         if self.accepted and not self.closed:
             self._close(1012, "server shutting down")
         elif self.transport is not None and not self.accepted:

@@ -189,6 +189,7 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         limit_concurrency=args.limit_concurrency, access_log=args.access_log,
         limit_max_requests=args.limit_max_requests,
         limit_max_requests_jitter=args.limit_max_requests_jitter,
+        max_worker_rss=args.workers_max_rss << 20 if args.workers_max_rss else None,
         proxy_headers=args.proxy_headers, ws_max_message=args.ws_max_size,
         forwarded_allow_ips=args.forwarded_allow_ips)
 
@@ -345,6 +346,9 @@ def _serve_parser() -> _Parser:
     asgi.add_argument("--limit-max-requests-jitter", type=_SIZE, default=0, metavar="N",
                       help="add a random 0 to N to each worker's --limit-max-requests, so "
                            "that they do not all restart at once")
+    asgi.add_argument("--workers-max-rss", type=_THREADS, default=None, metavar="MIB",
+                      help="with --workers: a worker whose resident memory passes MIB MiB "
+                           "is replaced (a new one first, then it retires)")
     asgi.add_argument("--access-log", action="store_true",
                       help="log a line per request (logger uringio.asgi.access)")
     proxy = serve.add_argument_group("proxy")
@@ -380,6 +384,8 @@ def _resolve_serve(serve: argparse.ArgumentParser, args: argparse.Namespace) -> 
         args.workers = 0   # multi's default: one per CPU
     if args.uds is not None and args.fd is not None:
         serve.error("listen on --uds PATH or on --fd N, not both")
+    if args.workers_max_rss is not None and args.model != "multi":
+        serve.error("--workers-max-rss replaces worker processes: it goes with --workers N")
     if args.uds_perms is not None and args.uds is None:
         serve.error("--uds-perms goes with --uds PATH")
     if args.work_ms and args.app != "echo":

@@ -3,7 +3,8 @@
 * ``single``: one loop does accept, IO and the application callbacks.
 * ``pool``: one loop does IO; ``@blocking`` work runs in worker threads.
 * ``multi``: N worker processes, each a ``single`` (or ``pool``) server on
-  its own SO_REUSEPORT listener, under a supervisor.
+  its own SO_REUSEPORT listener (or all on one Unix or inherited socket),
+  under a supervisor.
 * ``threads``: a thread per connection with blocking IO: the baseline.
 """
 
@@ -44,9 +45,9 @@ def serve(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1", por
     bind = Bind(host, port, uds, uds_perms, fd, backlog).resolved()
     options: dict[str, Any] = dict(drain_timeout=drain_timeout, idle_timeout=idle_timeout)
     if model == "multi":
-        def serve_worker(open_listener, worker_listening) -> None:
+        def serve_worker(listener, worker_listening) -> None:
             run_server(protocol_factory, backend=backend, on_listening=worker_listening,
-                       threads=threads or 0, sock=open_listener(), **options)
+                       threads=threads or 0, sock=listener, **options)
         return Supervisor(serve_worker, workers, bind, drain_timeout).run(on_listening)
     sock = bind.open(reuse_port=reuse_port)
     try:

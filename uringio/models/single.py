@@ -31,7 +31,8 @@ def run_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1"
         if sock is None:
             sock = listen(host, port, reuse_port=reuse_port)
         server = Server(loop, protocol_factory, sock, idle_timeout, pool).start()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: a multi worker's supervisor has started its replacement.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, loop.stop)
         if on_listening is not None:
             on_listening(server)

@@ -1,19 +1,27 @@
-"""The ``multi`` model: N worker processes, each with its own loop and its
-own SO_REUSEPORT listener, under a supervisor.
+"""The ``multi`` model: N worker processes, each with its own loop, under a
+supervisor.
 
-The kernel spreads new connections over the workers' listeners. Where there
-is only one socket to listen on (a Unix socket path, a socket handed in by
-``--fd`` or systemd), the supervisor opens it before forking and every
-worker accepts on it: the kernel wakes one of them per connection. Workers are
-forked before any loop exists, and each opens its listener and its ring
-after it starts: a ring is never shared across fork. The supervisor
-restarts a worker that dies, and on SIGINT or SIGTERM passes SIGTERM on,
-waits for the workers to drain, and returns with no process left behind.
+The supervisor opens the listening sockets and holds them; each worker
+serves the one of its slot. On a TCP port each slot has its own listener,
+all on the port with SO_REUSEPORT, and the kernel spreads new connections
+over them; on a Unix socket path or a socket handed in (``--fd``,
+systemd), which exist once, every slot has that one. Workers are forked
+before any loop exists, and each sets up its ring after it starts: a ring
+is never shared across fork.
+
+A worker that goes is replaced on its slot's socket, whose backlog holds
+the connections that arrive meanwhile, so none is refused or reset: one
+that died, one that retired by itself (``limit_max_requests``), and on
+SIGHUP every worker in turn, the new one started before the old one is
+told to retire (SIGHUP to the worker: stop accepting, answer what it has,
+exit), as also when a worker's memory passes ``max_worker_rss``. On
+SIGINT or SIGTERM the supervisor passes SIGTERM on, waits for the workers
+to drain, and returns with no process left behind.
 
 A worker that fails before listening because of where it runs (io_uring
-refused, the address refused) would fail the same way however often it is
-restarted: it reports the error through its ready pipe, and the supervisor
-raises that same error rather than restart it.
+refused) would fail the same way however often it is restarted: it
+reports the error through its ready pipe, and the supervisor raises that
+same error rather than restart it.
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import logging
 import os
 import select
 import signal
-import socket
 import time
 from collections.abc import Callable
 
@@ -33,6 +40,7 @@ from ..net.listeners import Bind, address_of
 log = logging.getLogger("uringio")
 
 RESTART_POLL = 0.1        # how often the supervisor looks at its workers
+RSS_POLL = 1.0            # how often it reads their memory, given max_worker_rss
 START_TIMEOUT = 10.0      # a worker must be listening within this
 PR_SET_PDEATHSIG = 1
 
@@ -40,64 +48,56 @@ PR_SET_PDEATHSIG = 1
 SETUP_ERRORS = {cls.__name__: cls for cls in (UringUnavailable, ListenError)}
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A bound, never listening, SO_REUSEPORT socket: it fixes the port
-    (``port`` 0 picks one) without taking any connections.
-
-    Raises ListenError when the address cannot be bound, as ``listen`` does.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ListenError.from_bind(exc, host, port) from exc
-    return sock
-
-
 class Supervisor:
-    """Keeps ``workers`` processes running ``serve_worker(open_listener,
-    on_listening)``, which must serve on the socket ``open_listener()``
-    returns until SIGTERM and call ``on_listening(server)`` once it accepts
-    connections."""
+    """Keeps ``workers`` processes running ``serve_worker(listener,
+    on_listening)``, which must serve on the listening socket ``listener``
+    until SIGTERM (or retire on SIGHUP: stop accepting, answer, exit) and
+    call ``on_listening(server)`` once it accepts connections.
+    ``max_worker_rss``: a worker whose resident memory passes that many
+    bytes is replaced."""
 
     def __init__(self, serve_worker: Callable, workers: int, bind: Bind,
-                 drain_timeout: float = 5.0, share_listener: bool = False) -> None:
+                 drain_timeout: float = 5.0, max_worker_rss: int | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self._serve_worker = serve_worker
         self._bind = bind
-        # TCP: a port reserved (bound, never listening) for the workers'
-        # own listeners; otherwise (or when asked: workers that come and
-        # go) the one listening socket they share.
-        self._shared = bind.shared or share_listener
-        self._socket = bind.open() if self._shared else reserve_port(bind.host, bind.port)
-        name = self._socket.getsockname()
-        self.port = name[1] if isinstance(name, tuple) else 0   # (a Unix socket has none)
         self._drain_timeout = drain_timeout
-        self._pids: list[int] = []
+        self._max_rss = max_worker_rss
+        # One listener per slot, held here for the life of the supervisor.
+        first = bind.open(reuse_port=True)
+        self._listeners = [first]
+        try:
+            if not bind.shared:
+                port = first.getsockname()[1]
+                self._listeners += [bind.open(reuse_port=True, port=port)
+                                    for _ in range(self.workers - 1)]
+        except BaseException:
+            self._close_listeners()
+            raise
+        self._listeners += [first] * (self.workers - len(self._listeners))
+        name = first.getsockname()
+        self.port = name[1] if isinstance(name, tuple) else 0   # (a Unix socket has none)
+        self._slots: list[int] = []          # each slot's worker
+        self._retiring: set[int] = set()     # replaced workers, answering what they have
         self._stopping = False
+        self._roll = False
         self.backend = "?"
 
     @property
     def address(self) -> tuple | str:
-        return address_of(self._socket)
-
-    def _open_listener(self):
-        """A worker's listening socket: its own on the reserved port, or
-        the shared one it inherited."""
-        if self._shared:
-            return self._socket
-        return self._bind.open(reuse_port=True, port=self.port)
+        return address_of(self._listeners[0])
 
     @property
     def pids(self) -> list[int]:
-        return list(self._pids)
+        return list(self._slots)
 
-    def _start(self) -> int:
-        """Fork a worker and wait until it listens; returns its pid.
+    def _close_listeners(self) -> None:
+        for sock in {id(sock): sock for sock in self._listeners}.values():
+            self._bind.release(sock)
+
+    def _start(self, slot: int) -> int:
+        """Fork a worker on ``slot``'s listener and wait until it listens;
+        returns its pid.
 
         Raises the worker's UringUnavailable or ListenError when it fails
         to set up, and RuntimeError when it fails otherwise (a bug: the
@@ -109,7 +109,7 @@ class Supervisor:
             os.close(ready_r)
             code = 1
             try:
-                code = self._become_worker(ready_w)
+                code = self._become_worker(slot, ready_w)
             except BaseException:
                 log.exception("worker failed")
             finally:
@@ -131,16 +131,18 @@ class Supervisor:
         self.backend = line.split()[1]
         return pid
 
-    def _become_worker(self, ready_w: int) -> int:
+    def _become_worker(self, slot: int, ready_w: int) -> int:
         """Serve until SIGTERM, writing one line to ``ready_w``: "ready
         BACKEND" once listening, or "failed NAME ERRNO MESSAGE" if set-up
         fails. Returns the exit status."""
         # If the supervisor is killed outright, the kernel sends us SIGTERM.
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        if not self._shared:
-            self._socket.close()   # the reservation: the worker listens on its own
+        mine = self._listeners[slot]
+        for sock in self._listeners:
+            if sock is not mine:
+                sock.close()   # the other slots' (this fd only: the supervisor keeps them)
 
         # ready_w stays open until the worker exits, so its number is never
         # reused by a socket that a late write would then corrupt.
@@ -148,7 +150,7 @@ class Supervisor:
             os.write(ready_w, f"ready {server.backend}\n".encode())
 
         try:
-            self._serve_worker(self._open_listener, on_listening)
+            self._serve_worker(mine, on_listening)
         except (UringUnavailable, ListenError) as exc:
             # Not a bug, and no traceback: the supervisor says it in one line.
             os.write(ready_w, f"failed {type(exc).__name__} {exc.errno} {exc.strerror}\n".encode())
@@ -157,35 +159,72 @@ class Supervisor:
 
     def run(self, on_listening=None) -> int:
         """Start the workers, keep them running until SIGINT/SIGTERM, stop them."""
-        old = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        old = {sig: signal.signal(sig, self._on_signal)
+               for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
-            for _ in range(self.workers):
-                # One by one, so a failing start still leaves the started in _pids to stop.
-                self._pids.append(self._start())
+            for slot in range(self.workers):
+                # One by one, so a failing start still leaves the started in _slots to stop.
+                self._slots.append(self._start(slot))
             if on_listening is not None:
                 on_listening(self)
+            next_rss_check = time.monotonic()
             while not self._stopping:
-                for slot, pid in enumerate(self._pids):
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done and not self._stopping:
-                        # Status 0: it stopped by itself (--limit-max-requests).
-                        log.log(logging.INFO if status == 0 else logging.WARNING,
-                                "worker %d exited (%s); restarting", pid, _describe(status))
-                        self._pids[slot] = self._start()
+                self._reap()
+                if self._roll:
+                    self._roll = False
+                    log.info("SIGHUP: replacing the %d workers, one at a time", self.workers)
+                    for slot in range(self.workers):
+                        if not self._stopping:
+                            self._replace(slot)
+                if self._max_rss is not None and time.monotonic() >= next_rss_check:
+                    next_rss_check = time.monotonic() + RSS_POLL
+                    for slot, pid in enumerate(self._slots):
+                        rss = _rss(pid)
+                        if rss > self._max_rss and not self._stopping:
+                            log.info("worker %d uses %d MiB, more than its limit of %d MiB: "
+                                     "replacing it", pid, rss >> 20, self._max_rss >> 20)
+                            self._replace(slot)
                 time.sleep(RESTART_POLL)
         finally:
             self._stop_all()
-            self._bind.release(self._socket)
+            self._close_listeners()
             for sig, handler in old.items():
                 signal.signal(sig, handler)
         return 0
 
+    def _reap(self) -> None:
+        """Restart the workers that went; forget the retired ones that did."""
+        for pid in list(self._retiring):
+            if _exited(pid) is not None:
+                self._retiring.discard(pid)
+        for slot, pid in enumerate(self._slots):
+            status = _exited(pid)
+            if status is not None and not self._stopping:
+                # Status 0: it stopped by itself (limit_max_requests).
+                log.log(logging.INFO if status == 0 else logging.WARNING,
+                        "worker %d exited (%s); restarting", pid, _describe(status))
+                self._slots[slot] = self._start(slot)
+
+    def _replace(self, slot: int) -> None:
+        """A new worker on ``slot``, listening before the old one is told to
+        retire (SIGHUP): the slot's socket is never without a worker."""
+        old = self._slots[slot]
+        self._slots[slot] = self._start(slot)
+        try:
+            os.kill(old, signal.SIGHUP)
+            self._retiring.add(old)
+        except ProcessLookupError:
+            os.waitpid(old, os.WNOHANG)
+
     def _on_signal(self, signum, frame) -> None:
-        self._stopping = True
+        if signum == signal.SIGHUP:
+            self._roll = True
+        else:
+            self._stopping = True
 
     def _stop_all(self) -> None:
         live = []
-        for pid in self._pids:
+        for pid in [*self._slots, *self._retiring]:
             try:
                 os.kill(pid, signal.SIGTERM)
                 live.append(pid)
@@ -206,7 +245,29 @@ class Supervisor:
                     os.waitpid(pid, 0)
                     break
                 time.sleep(0.02)
-        self._pids = []
+        self._slots = []
+        self._retiring = set()
+
+
+def _exited(pid: int) -> int | None:
+    """``pid``'s wait status if it has exited (reaped now), else None."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return 0
+    return status if done else None
+
+
+def _rss(pid: int) -> int:
+    """``pid``'s resident memory in bytes (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _describe(status: int) -> str:
