@@ -407,3 +407,52 @@ def test_workers_max_rss_replaces_a_worker_past_it(backend):
     finally:
         assert stop_server(proc) == 0
     assert f"worker {grown} uses" in proc.stderr.read()
+
+
+# -- --reload --------------------------------------------------------------------------------
+
+
+VERSIONED_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b"{version}"
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))]}})
+    await send({{"type": "http.response.body", "body": body}})
+'''
+
+
+def test_reload_picks_up_an_edited_app_file(backend, tmp_path):
+    app_file = tmp_path / "edited.py"
+    app_file.write_text(VERSIONED_APP.format(version="v1"))
+    proc, port, _ = start(["serve", "asgi", "edited:app", "--app-dir", str(tmp_path),
+                           "--port", "0", "--reload"], backend)
+    errors: list[str] = []
+    threading.Thread(target=lambda: errors.extend(proc.stderr), daemon=True).start()
+    try:
+        assert get(port, "/") == (200, b"v1")
+        app_file.write_text(VERSIONED_APP.format(version="v2"))
+        assert wait_for(lambda: get(port, "/") == (200, b"v2"), 3 * TIMEOUT)
+        # An edit that does not import: the worker serving v2 goes on, and
+        # the next good edit is picked up.
+        app_file.write_text("async def app(scope, receive, send:\n")   # a SyntaxError
+        assert wait_for(lambda: "its replacement failed" in "".join(errors),
+                        3 * TIMEOUT), "".join(errors)
+        assert get(port, "/") == (200, b"v2")
+        app_file.write_text(VERSIONED_APP.format(version="v3"))
+        assert wait_for(lambda: get(port, "/") == (200, b"v3"), 3 * TIMEOUT)
+    finally:
+        assert stop_server(proc) == 0
+
+
+def test_reload_without_watchfiles_is_one_line(tmp_path):
+    # watchfiles made unimportable for this process only.
+    (tmp_path / "watchfiles.py").write_text("raise ImportError('not installed here')\n")
+    proc = subprocess.run([sys.executable, "-m", "uringio", "serve", "asgi", "operate_app:app",
+                           "--app-dir", APPS, "--port", "0", "--reload"], cwd=REPO,
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("uringio: error: --reload needs watchfiles: pip install "
+                                   "'uringio[reload]' (or watchfiles)")

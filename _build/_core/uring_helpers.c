@@ -260,6 +260,28 @@ int uio_prep_cancel64(struct io_uring *ring, uint64_t target, int flags,
     return 0;
 }
 
+/* Cancel the request ``user_data`` names, returning once it has completed
+ * (its CQE is still posted, for the next turn to reap): what it held, a
+ * listening socket's file, is let go before this returns. -ENOENT: none
+ * such in the kernel (its SQE not submitted yet, or done); -EINVAL where
+ * the kernel has no synchronous cancel (before 6.0). */
+int uio_sync_cancel(struct io_uring *ring, uint64_t user_data)
+{
+    struct io_uring_sync_cancel_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.addr = user_data;
+    reg.timeout.tv_sec = -1;    /* no timeout: a cancelled accept completes at once */
+    reg.timeout.tv_nsec = -1;
+    int res = io_uring_register_sync_cancel(ring, &reg);
+    if (res < 0)
+        return res;
+    /* With DEFER_TASKRUN the completion's last step (which puts the file)
+     * is task work, run when this task next enters the kernel for events:
+     * run it now. The CQEs it posts wait in the CQ for the next turn. */
+    io_uring_get_events(ring);
+    return 0;
+}
+
 int uio_prep_cancel_fd(struct io_uring *ring, int fd, int flags,
                        uint64_t user_data, unsigned sqe_flags)
 {

@@ -101,7 +101,10 @@ class Config:
     what it has, exits), and the supervisor of ``workers`` > 1 (or
     gunicorn) starts a fresh one; ``max_worker_rss`` (bytes, with
     ``workers`` > 1): a worker whose resident memory passes it is replaced.
-    SIGHUP to a server of ``workers`` > 1 replaces every worker in turn.
+    SIGHUP to a server of ``workers`` > 1 replaces every worker in turn,
+    as does a change to a Python file under ``reload_dirs`` (the app,
+    given by name, is then imported by each new worker, never by the
+    supervisor).
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 8000, *,
@@ -110,7 +113,8 @@ class Config:
                  lifespan: str = "auto", factory: bool = False, app_dir: str = ".",
                  timeout_graceful_shutdown: float = 5.0, reuse_port: bool = False,
                  limit_max_requests: int | None = None, limit_max_requests_jitter: int = 0,
-                 max_worker_rss: int | None = None, **settings: Any) -> None:
+                 max_worker_rss: int | None = None, reload_dirs: list[str] | None = None,
+                 **settings: Any) -> None:
         if lifespan not in LIFESPAN_MODES:
             raise ValueError(f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, "
                              f"not {lifespan!r}")
@@ -127,6 +131,7 @@ class Config:
         self.limit_max_requests = limit_max_requests
         self.limit_max_requests_jitter = limit_max_requests_jitter
         self.max_worker_rss = max_worker_rss
+        self.reload_dirs = reload_dirs
         self.settings = settings
 
     def load(self) -> Callable:
@@ -290,11 +295,13 @@ def run(app, host: str = "127.0.0.1", port: int = 8000, *, on_listening=None,
     as uvicorn's ``run`` does; ``options`` are ``Config``'s. Returns the
     exit status."""
     config = Config(app, host, port, **options)
-    if config.workers == 1:
+    if config.workers == 1 and not config.reload_dirs:
         return Server(config).run(on_listening=on_listening)
-    # Import (and make) the app once, in the supervisor, before the workers
-    # are forked: an app that cannot load fails once, in one line.
-    config.app, config.factory = config.load(), False
+    if not config.reload_dirs:
+        # Import (and make) the app once, in the supervisor, before the
+        # workers are forked: an app that cannot load fails once, in one
+        # line. (With reload, each worker imports the app as it is then.)
+        config.app, config.factory = config.load(), False
 
     def serve_worker(listener, worker_listening) -> None:
         status = Server(config).run([listener], worker_listening)
@@ -303,7 +310,8 @@ def run(app, host: str = "127.0.0.1", port: int = 8000, *, on_listening=None,
 
     return Supervisor(serve_worker, config.workers, config.bind.resolved(),
                       config.timeout_graceful_shutdown,
-                      max_worker_rss=config.max_worker_rss).run(on_listening)
+                      max_worker_rss=config.max_worker_rss,
+                      reload_dirs=config.reload_dirs).run(on_listening)
 
 
 def serve_asgi(app, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",

@@ -21,6 +21,7 @@ from .._version import __version__
 from ..asgi.server import LIFESPAN_MODES, AppImportError
 from ..errors import ListenError, UringUnavailable
 from ..models import MODELS
+from ..models.reload import ReloadUnavailable
 from ..net.listeners import DEFAULT_BACKLOG
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         limit_max_requests=args.limit_max_requests,
         limit_max_requests_jitter=args.limit_max_requests_jitter,
         max_worker_rss=args.workers_max_rss << 20 if args.workers_max_rss else None,
+        reload_dirs=[args.app_dir, *(args.reload_dir or ())] if args.reload else None,
         proxy_headers=args.proxy_headers, ws_max_message=args.ws_max_size,
         forwarded_allow_ips=args.forwarded_allow_ips)
 
@@ -346,6 +348,11 @@ def _serve_parser() -> _Parser:
     asgi.add_argument("--limit-max-requests-jitter", type=_SIZE, default=0, metavar="N",
                       help="add a random 0 to N to each worker's --limit-max-requests, so "
                            "that they do not all restart at once")
+    asgi.add_argument("--reload", action="store_true",
+                      help="replace the workers when a Python file under --app-dir (and "
+                           "--reload-dir) changes (needs watchfiles)")
+    asgi.add_argument("--reload-dir", action="append", default=None, metavar="DIR",
+                      help="also watch DIR (repeatable)")
     asgi.add_argument("--workers-max-rss", type=_THREADS, default=None, metavar="MIB",
                       help="with --workers: a worker whose resident memory passes MIB MiB "
                            "is replaced (a new one first, then it retires)")
@@ -375,8 +382,10 @@ def _resolve_serve(serve: argparse.ArgumentParser, args: argparse.Namespace) -> 
     that depend on others (the model on --workers, the port on the app)."""
     if args.port is None:
         args.port = DEFAULT_ASGI_PORT if args.app == "asgi" else DEFAULT_PORT
+    if args.reload and args.workers is None:
+        args.workers = 1   # a supervisor (it replaces the worker) over one worker
     if args.model is None:
-        args.model = "multi" if args.workers not in (None, 1) else "single"
+        args.model = "multi" if args.workers not in (None, 1) or args.reload else "single"
     elif args.model != "multi" and args.workers not in (None, 1):
         serve.error(f"--workers {args.workers} runs worker processes: that is --model multi, "
                     f"not {args.model}")
@@ -384,6 +393,10 @@ def _resolve_serve(serve: argparse.ArgumentParser, args: argparse.Namespace) -> 
         args.workers = 0   # multi's default: one per CPU
     if args.uds is not None and args.fd is not None:
         serve.error("listen on --uds PATH or on --fd N, not both")
+    if args.reload_dir and not args.reload:
+        serve.error("--reload-dir goes with --reload")
+    if args.reload and args.app != "asgi":
+        serve.error("--reload goes with serve asgi")
     if args.workers_max_rss is not None and args.model != "multi":
         serve.error("--workers-max-rss replaces worker processes: it goes with --workers N")
     if args.uds_perms is not None and args.uds is None:
@@ -424,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             # Where it runs, not a bug: the message names the cause and the fix.
             print(f"uringio: error: {exc.strerror}", file=sys.stderr)
             return 2
-        except AppImportError as exc:
+        except (AppImportError, ReloadUnavailable) as exc:
             print(f"uringio: error: {exc}", file=sys.stderr)
             return 2
     info = _Parser(prog="python -m uringio info", description=COMMANDS["info"])

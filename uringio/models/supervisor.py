@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 from ..errors import ListenError, UringUnavailable
 from ..net.listeners import Bind, address_of
+from .reload import Watcher
 
 log = logging.getLogger("uringio")
 
@@ -54,15 +55,18 @@ class Supervisor:
     until SIGTERM (or retire on SIGHUP: stop accepting, answer, exit) and
     call ``on_listening(server)`` once it accepts connections.
     ``max_worker_rss``: a worker whose resident memory passes that many
-    bytes is replaced."""
+    bytes is replaced. ``reload_dirs``: every worker is replaced when a
+    Python file under them changes (``--reload``)."""
 
     def __init__(self, serve_worker: Callable, workers: int, bind: Bind,
-                 drain_timeout: float = 5.0, max_worker_rss: int | None = None) -> None:
+                 drain_timeout: float = 5.0, max_worker_rss: int | None = None,
+                 reload_dirs: list[str] | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self._serve_worker = serve_worker
         self._bind = bind
         self._drain_timeout = drain_timeout
         self._max_rss = max_worker_rss
+        self._reload_dirs = reload_dirs
         # One listener per slot, held here for the life of the supervisor.
         first = bind.open(reuse_port=True)
         self._listeners = [first]
@@ -161,7 +165,10 @@ class Supervisor:
         """Start the workers, keep them running until SIGINT/SIGTERM, stop them."""
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        watcher = None
         try:
+            if self._reload_dirs:
+                watcher = Watcher(self._reload_dirs, self._on_change)
             for slot in range(self.workers):
                 # One by one, so a failing start still leaves the started in _slots to stop.
                 self._slots.append(self._start(slot))
@@ -172,7 +179,7 @@ class Supervisor:
                 self._reap()
                 if self._roll:
                     self._roll = False
-                    log.info("SIGHUP: replacing the %d workers, one at a time", self.workers)
+                    log.info("replacing the %d workers, one at a time", self.workers)
                     for slot in range(self.workers):
                         if not self._stopping:
                             self._replace(slot)
@@ -186,6 +193,8 @@ class Supervisor:
                             self._replace(slot)
                 time.sleep(RESTART_POLL)
         finally:
+            if watcher is not None:
+                watcher.stop()
             self._stop_all()
             self._close_listeners()
             for sig, handler in old.items():
@@ -207,14 +216,25 @@ class Supervisor:
 
     def _replace(self, slot: int) -> None:
         """A new worker on ``slot``, listening before the old one is told to
-        retire (SIGHUP): the slot's socket is never without a worker."""
+        retire (SIGHUP): the slot's socket is never without a worker. One
+        that does not start (the app, edited, fails to import: its
+        traceback is logged) leaves the old one serving."""
         old = self._slots[slot]
-        self._slots[slot] = self._start(slot)
+        try:
+            new = self._start(slot)
+        except RuntimeError as exc:
+            log.error("worker %d serves on: its replacement failed (%s)", old, exc)
+            return
+        self._slots[slot] = new
         try:
             os.kill(old, signal.SIGHUP)
             self._retiring.add(old)
         except ProcessLookupError:
             os.waitpid(old, os.WNOHANG)
+
+    def _on_change(self, paths: list[str]) -> None:   # (the watcher's thread)
+        log.info("changed: %s", ", ".join(paths))
+        self._roll = True
 
     def _on_signal(self, signum, frame) -> None:
         if signum == signal.SIGHUP:

@@ -249,8 +249,16 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
 
     def cancel_accept(self, sock: socket.socket) -> None:
         op = self._acceptors.pop(sock.fileno(), None)
-        if op is not None:
-            self._cancel(op)
+        if op is None:
+            return
+        # Synchronously where the kernel can: the accept lets go of the
+        # listening socket before this returns, so that closing it at once
+        # stops the kernel taking connections, as close(2) does on a
+        # readiness loop (its CQEs still come, in the next turn). Otherwise
+        # (its SQE not submitted yet, an older kernel) in the ring's order.
+        op.cancelled = True
+        if self._ring.sync_cancel(op.id) < 0:
+            self._submit(self._ring.prep_cancel64(op.id, 0, IGNORED_USER_DATA, 0))
 
     def _on_accept(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_multishot_accept(3): res is the new fd or -errno;

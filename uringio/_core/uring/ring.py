@@ -188,6 +188,7 @@ class Ring:
         self.prep_timeout = partial(lib.uio_prep_timeout, ptr)
         self.prep_cancel64 = partial(lib.uio_prep_cancel64, ptr)
         self.prep_cancel_fd = partial(lib.uio_prep_cancel_fd, ptr)
+        self.sync_cancel = partial(lib.uio_sync_cancel, ptr)
         self.prep_openat = partial(lib.uio_prep_openat, ptr)
         self.prep_write = partial(lib.uio_prep_write, ptr)
         self.prep_fsync = partial(lib.uio_prep_fsync, ptr)
