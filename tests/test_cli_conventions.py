@@ -456,3 +456,69 @@ def test_reload_without_watchfiles_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("uringio: error: --reload needs watchfiles: pip install "
                                    "'uringio[reload]' (or watchfiles)")
+
+
+# -- logs: --access-log-format, --log-json, --log-config ------------------------------------
+
+
+def serve_and_get(backend: str, options: list[str], path: str = "/scope?a=1"):
+    """A server with ``options``, one request, stopped: its stderr lines."""
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", *options], backend)
+    try:
+        assert get(port, path)[0] == 200
+    finally:
+        assert stop_server(proc) == 0
+    return [line for line in proc.stderr.read().splitlines() if line.strip()]
+
+
+def test_access_log_format_names_the_fields(backend):
+    lines = serve_and_get(backend, ["--access-log-format",
+                                    "{method} {path}?{query} -> {status} in {duration_ms} ms"])
+    access = [line for line in lines if "uringio.asgi.access" in line]
+    assert len(access) == 1, lines
+    assert re.fullmatch(r"INFO uringio\.asgi\.access: GET /scope\?a=1 -> 200 in \d+\.?\d* ms",
+                        access[0]), access
+
+
+def test_log_json_is_a_json_object_per_line_with_the_access_fields(backend):
+    lines = serve_and_get(backend, ["--log-json", "--access-log"])
+    records = [json.loads(line) for line in lines]   # every line parses
+    access = [r for r in records if r["logger"] == "uringio.asgi.access"]
+    assert len(access) == 1, records
+    line = access[0]
+    assert (line["method"], line["path"], line["query"], line["status"]) == (
+        "GET", "/scope", "a=1", 200)
+    assert line["duration_ms"] >= 0 and line["level"] == "INFO"
+    assert line["message"].endswith('"GET /scope HTTP/1.1" 200')
+
+
+def test_log_config_file_decides_where_the_lines_go(backend, tmp_path):
+    out = tmp_path / "server.log"
+    config = {"version": 1, "disable_existing_loggers": False,
+              "formatters": {"f": {"format": "[%(name)s] %(message)s"}},
+              "handlers": {"file": {"class": "logging.FileHandler", "filename": str(out),
+                                    "formatter": "f"}},
+              "loggers": {"uringio": {"handlers": ["file"], "level": "INFO"}}}
+    (tmp_path / "logging.json").write_text(json.dumps(config))
+    lines = serve_and_get(backend, ["--access-log", "--log-config",
+                                    str(tmp_path / "logging.json")])
+    assert not any("uringio" in line for line in lines), lines   # not on stderr
+    written = out.read_text()
+    assert '[uringio.asgi.access] 127.0.0.1:' in written and '"GET /scope HTTP/1.1" 200' in written
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--access-log-format", "{nope}"], "argument --access-log-format: an access log format "
+                                        "names only {client}, {method}, {path}, {query}, "
+                                        "{http_version}, {status}, {duration_ms}, {pid} "
+                                        "(KeyError('nope') in '{nope}')"),
+    (["--log-config", "/no/such/file.json"], "--log-config /no/such/file.json: [Errno 2] No "
+                                             "such file or directory: '/no/such/file.json'"),
+])
+def test_a_bad_log_option_is_one_line(options, message):
+    proc = subprocess.run([sys.executable, "-m", "uringio", "serve", "asgi", "m:a", *options],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert line in (f"python -m uringio serve: error: {message}", f"uringio: error: {message}")

@@ -87,7 +87,7 @@ class ServerState:
     def __init__(self, app, *, root_path: str = "", max_body: int = 1 << 30,
                  max_head: int = 64 * 1024, header_timeout: float = 10.0,
                  keep_alive: float = 5.0, limit_concurrency: int | None = None,
-                 access_log: bool = False, proxy_headers: bool = False,
+                 access_log: bool | str = False, proxy_headers: bool = False,
                  forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",),
                  ws_max_message: int = 16 * 1024 * 1024, state: dict | None = None) -> None:
         self.app = app
@@ -97,7 +97,10 @@ class ServerState:
         self.header_timeout = header_timeout
         self.keep_alive = keep_alive
         self.limit_concurrency = limit_concurrency
-        self.access_log = access_log
+        # True, or a format (ACCESS_FIELDS): a line per request, logged by
+        # response_done; the C path then leaves each request's start and
+        # end to Python (start() notes the time).
+        self.access_log = (ACCESS_LOG_FORMAT if access_log is True else access_log) or None
         self.proxy_headers = proxy_headers
         self.trusted_proxies = TrustedProxies(forwarded_allow_ips)
         self.ws_max_message = ws_max_message
@@ -219,9 +222,10 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         # The app AsgiCore starts eagerly; None: start() starts each request
         # (to count it against limit_concurrency or limit_max_requests).
         self._app = (server.app if server.limit_concurrency is None
-                     and server.requests_left is None else None)
+                     and server.requests_left is None and not server.access_log else None)
+        self.started_at = 0.0   # (with an access log) when the request in turn started
         self._keep_alive = server.keep_alive
-        self._access_log = server.access_log
+        self._access_log = server.access_log is not None
         self._root_path = server.root_path
         self._state = server.state
         self._max_head = server.max_head
@@ -528,6 +532,8 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
     def start(self, cycle: RequestCycle) -> None:
         self.cycle = cycle
         server = self.server
+        if server.access_log:
+            self.started_at = self.loop.time()
         if server.stopping:
             cycle.keep_alive = False   # the last on this connection: answered, then closed
         app = server.app
@@ -541,13 +547,23 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
                 server.retire()   # this one is served; then the worker drains and exits
         server.spawn(self.loop, cycle.run(app))
 
+    def _log_access(self, cycle: RequestCycle) -> None:
+        scope = cycle.scope
+        fields = {"client": _client_label(scope["client"]), "method": scope["method"],
+                  "path": scope["path"], "query": scope["query_string"].decode("latin-1"),
+                  "http_version": scope["http_version"], "status": cycle.status,
+                  "duration_ms": round((self.loop.time() - self.started_at) * 1000, 3),
+                  "pid": os.getpid()}
+        # The fields go with the record too: a JSON log (--log-json) has them.
+        line_format = self.server.access_log
+        assert line_format is not None   # (called only with an access log)
+        access_log.info(line_format.format(**fields), extra={"access": fields})
+
     def response_done(self, cycle: RequestCycle) -> None:
         """The response to ``cycle`` is all written: the next request's turn,
         or the end of the connection."""
         if self.server.access_log:
-            scope = cycle.scope
-            access_log.info('%s - "%s %s HTTP/%s" %d', _client_label(scope["client"]),
-                            scope["method"], scope["path"], scope["http_version"], cycle.status)
+            self._log_access(cycle)
         if self.cycle is not cycle:
             return
         self.cycle = None
@@ -852,3 +868,20 @@ class _Lingering(asyncio.Protocol):
 
 def _client_label(client) -> str:
     return f"{client[0]}:{client[1]}" if client else "-"
+
+
+# The fields an access log line may name ({name}, str.format's syntax), and
+# the default, uvicorn's line.
+ACCESS_FIELDS = ("client", "method", "path", "query", "http_version", "status",
+                 "duration_ms", "pid")
+ACCESS_LOG_FORMAT = '{client} - "{method} {path} HTTP/{http_version}" {status}'
+
+
+def check_access_log_format(text: str) -> str:
+    """``text`` if it formats with ACCESS_FIELDS alone, else ValueError."""
+    try:
+        text.format(**{name: "" for name in ACCESS_FIELDS})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"an access log format names only {{{'}, {'.join(ACCESS_FIELDS)}}}"
+                         f" ({exc!r} in {text!r})") from None
+    return text

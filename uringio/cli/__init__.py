@@ -23,6 +23,7 @@ from ..errors import ListenError, UringUnavailable
 from ..models import MODELS
 from ..models.reload import ReloadUnavailable
 from ..net.listeners import DEFAULT_BACKLOG
+from . import logs
 
 if TYPE_CHECKING:
     from ..net.connection import Protocol
@@ -76,6 +77,16 @@ _BACKLOG = _checked(int, lambda n: n >= 1, "a backlog of 1 or more connections")
 _FD = _checked(int, lambda n: n >= 0, "an open fd number")
 _PERMS = _checked(lambda text: int(text, 8), lambda mode: 0 <= mode <= 0o777,
                   "an octal file mode, say 660")
+
+
+def _access_log_format(text: str) -> str:
+    """An argparse ``type``: a format of the access log's fields."""
+    from ..asgi.http import check_access_log_format
+
+    try:
+        return check_access_log_format(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _directory(path: str) -> str:
@@ -187,7 +198,8 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         reuse_port=args.reuse_port, root_path=args.root_path,
         max_body=args.max_body or ASGI_MAX_BODY,
         header_timeout=args.header_timeout, keep_alive=args.timeout_keep_alive,
-        limit_concurrency=args.limit_concurrency, access_log=args.access_log,
+        limit_concurrency=args.limit_concurrency,
+        access_log=args.access_log_format or args.access_log,
         limit_max_requests=args.limit_max_requests,
         limit_max_requests_jitter=args.limit_max_requests_jitter,
         max_worker_rss=args.workers_max_rss << 20 if args.workers_max_rss else None,
@@ -249,9 +261,21 @@ DEFAULT_PORT = 8888        # serve APP, but for asgi
 DEFAULT_ASGI_PORT = 8000   # serve asgi: where every ASGI server listens
 
 
-def _log_level_option(parser: argparse.ArgumentParser, default) -> None:
-    parser.add_argument("--log-level", type=_LOG_LEVEL, default=default,
+def _log_options(parser: argparse.ArgumentParser, top_level: bool) -> None:
+    """--log-level, --log-json and --log-config: on the top-level parser,
+    and on serve's, where they default to nothing (argparse.SUPPRESS) so
+    that the top level's stand unless given after ``serve`` too."""
+    def default(value):
+        return value if top_level else argparse.SUPPRESS
+
+    parser.add_argument("--log-level", type=_LOG_LEVEL, default=default("INFO"),
                         help="logging level (default INFO)")
+    parser.add_argument("--log-json", action="store_true", default=default(False),
+                        help="log one JSON object per line (an access log line's fields "
+                             "included)")
+    parser.add_argument("--log-config", metavar="FILE", default=default(None),
+                        help="configure logging from FILE instead: dictConfig from .json or "
+                             ".yaml, fileConfig from .ini and others")
 
 
 def _top_parser() -> _Parser:
@@ -262,7 +286,7 @@ def _top_parser() -> _Parser:
                                                     for name, text in COMMANDS.items()),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"uringio {__version__}")
-    _log_level_option(parser, "INFO")
+    _log_options(parser, True)
     parser.add_argument("command", choices=COMMANDS, metavar="COMMAND")
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
@@ -278,7 +302,7 @@ def _serve_parser() -> _Parser:
     serve.add_argument("target", nargs="?", metavar="MODULE:APP",
                        help="the ASGI app of serve asgi (say main:app)")
     serve.add_argument("--version", action="version", version=f"uringio {__version__}")
-    _log_level_option(serve, argparse.SUPPRESS)
+    _log_options(serve, False)
     serve.add_argument("--model", choices=MODELS, default=None,
                        help="single loop (default); pool: a loop plus worker threads for blocking "
                             "work; multi: worker processes (what --workers N asks for); "
@@ -358,6 +382,10 @@ def _serve_parser() -> _Parser:
                            "is replaced (a new one first, then it retires)")
     asgi.add_argument("--access-log", action="store_true",
                       help="log a line per request (logger uringio.asgi.access)")
+    asgi.add_argument("--access-log-format", type=_access_log_format, default=None,
+                      metavar="FORMAT", help="the access log's line, with {client} {method} "
+                      "{path} {query} {http_version} {status} {duration_ms} {pid} (implies "
+                      "--access-log)")
     proxy = serve.add_argument_group("proxy")
     proxy.add_argument("--to", type=_host_port, metavar="HOST:PORT",
                        help="the address each connection is relayed to (required)")
@@ -422,9 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         serve = _serve_parser()
         serve_args = serve.parse_intermixed_args(args.args)
-        args.log_level = getattr(serve_args, "log_level", args.log_level)
+        for name in ("log_level", "log_json", "log_config"):
+            setattr(args, name, getattr(serve_args, name, getattr(args, name)))
         _resolve_serve(serve, serve_args)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        logs.configure(args.log_level, args.log_config, args.log_json)
+    except logs.LogConfigError as exc:
+        top.exit(2, f"uringio: error: {exc}\n")
     if args.command in ("bench", "demo"):
         rest = args.args
         if args.command == "demo":
