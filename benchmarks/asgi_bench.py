@@ -21,13 +21,21 @@ before the measured window): it costs less CPU per request, so a server
 faster than one wrk thread can drive is measured by its own limit. The
 default stays wrk, so figures are comparable with earlier runs; the
 headline names the client.
+
+``--tls``: every server serves HTTPS with the same self-signed RSA-2048
+certificate (made with openssl for the run), and wrk speaks TLS to it
+(its handshakes happen as its 100 connections open, before most of the
+window); the ratios are then TLS against TLS. Each server's own plain
+figure is the same command without ``--tls``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,28 +51,44 @@ APPS = {"raw": "raw", "json": "json_doc", "stream": "stream", "mib": "mib",
         "upload": "upload", "starlette": "starlette"}
 
 
-def argv(server: str, app: str, port: int) -> list[str]:
+def argv(server: str, app: str, port: int, tls: tuple[str, str] | None = None) -> list[str]:
+    """``server``'s command line; ``tls``: (certificate, key) to serve HTTPS with."""
     target = f"asgi_apps:{APPS[app]}"
+    cert, key = tls or ("", "")
     if server.startswith("uringio"):
         return [sys.executable, "-m", "uringio", "--log-level", "WARNING", "serve", "asgi",
                 target, "--app-dir", str(SERVERS_DIR), "--backend", server.split()[1],
-                "--host", eb.HOST, "--port", str(port), "#{port}"]
+                "--host", eb.HOST, "--port", str(port),
+                *(["--ssl-certfile", cert, "--ssl-keyfile", key] if tls else []), "#{port}"]
     if server == "granian":
         return [sys.executable, "-m", "granian", "--interface", "asgi", "--workers", "1",
                 "--runtime-threads", "1", "--no-ws", "--log-level", "warning",
                 "--host", eb.HOST, "--port", str(port), "--working-dir", str(SERVERS_DIR),
+                *(["--ssl-certificate", cert, "--ssl-keyfile", key] if tls else []),
                 target, "#{port}"]
     if server == "uvicorn":
         return [sys.executable, "-m", "uvicorn", target, "--app-dir", str(SERVERS_DIR),
                 "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-                "--log-level", "warning", "--host", eb.HOST, "--port", str(port), "#{port}"]
+                "--log-level", "warning", "--host", eb.HOST, "--port", str(port),
+                *(["--ssl-certfile", cert, "--ssl-keyfile", key] if tls else []), "#{port}"]
     if server == "hypercorn":
         # (hypercorn has no --app-dir; it takes a file path for the module)
         file_target = f"{SERVERS_DIR / 'asgi_apps.py'}:{APPS[app]}"
         return [sys.executable, "-m", "hypercorn", file_target, "--worker-class", "uvloop",
                 "--workers", "1", "--log-level", "warning", "--bind", f"{eb.HOST}:{port}",
-                "#{port}"]
+                *(["--certfile", cert, "--keyfile", key] if tls else []), "#{port}"]
     raise ValueError(server)
+
+
+def self_signed(where: Path) -> tuple[str, str]:
+    """A self-signed RSA-2048 certificate for 127.0.0.1 and its key, made
+    with openssl in ``where``."""
+    cert, key = str(where / "cert.pem"), str(where / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 SERVERS = ("uringio uring", "uringio epoll", "granian", "uvicorn", "hypercorn")
@@ -149,7 +173,12 @@ def main(argv_: list[str] | None = None) -> int:
     pb.add_client_option(parser)
     parser.add_argument("--no-frame", action="store_true",
                         help="skip the minimal uvloop + httptools protocol")
+    parser.add_argument("--tls", action="store_true",
+                        help="HTTPS on every server, one self-signed RSA-2048 certificate "
+                             "(wrk only; the frame is skipped)")
     args = parser.parse_args(argv_)
+    if args.tls and args.client != "wrk":
+        parser.error("--tls goes with --client wrk")
     pb.ensure_tools()
     try:
         measure, client = pb.http_client(args.client)
@@ -159,11 +188,14 @@ def main(argv_: list[str] | None = None) -> int:
     apps = args.apps.split(",")
     servers = args.servers.split(",")
     runs = [(s, a) for a in apps for s in servers]
-    if not args.no_frame:
+    if not args.no_frame and not args.tls:
         runs.append(("uvloop+httptools", "raw"))
+    if args.tls:
+        measure = functools.partial(pb.run_wrk, scheme="https")
     results: dict[tuple[str, str], list[float]] = {}
     cpu: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
+        tls = self_signed(Path(tmpdir)) if args.tls else None
         for round_no in range(args.rounds):
             shift = round_no % len(runs)
             for server_name, app in runs[shift:] + runs[:shift]:
@@ -171,7 +203,7 @@ def main(argv_: list[str] | None = None) -> int:
                 if server_name == "uvloop+httptools":
                     command = pb.python_server(str(SERVERS_DIR / "uvloop_http.py"))(port)
                 else:
-                    command = argv(server_name, app, port)
+                    command = argv(server_name, app, port, tls)
                 server = None
                 try:
                     server = pb.start(command, port, Path(tmpdir),
@@ -191,7 +223,8 @@ def main(argv_: list[str] | None = None) -> int:
                       flush=True)
     frame = results.get(("uvloop+httptools", "raw"))
     pipelining = f"{args.pipeline} pipelined" if args.pipeline > 1 else "no pipelining"
-    print(f"\nASGI servers, {client}, {pipelining}, medians of {args.rounds} rounds")
+    over = ", over TLS (RSA-2048, self-signed)" if args.tls else ""
+    print(f"\nASGI servers, {client}{over}, {pipelining}, medians of {args.rounds} rounds")
     for app in apps:
         print(f"\n{app}:")
         ours = results.get(("uringio uring", app), [])

@@ -159,12 +159,12 @@ def start(argv: list[str], port: int, logdir: Path, name: str) -> eb.Server:
 
 
 def run_wrk(port: int, pipeline: int, duration: float, server: eb.Server,
-            path: str = "/", conns: int = 100, timeout: int = 2) -> dict:
+            path: str = "/", conns: int = 100, timeout: int = 2, scheme: str = "http") -> dict:
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
             f"--timeout={timeout}s"]
     if pipeline > 1:
         argv += ["-s", str(BENCH / "pipeline.lua")]
-    argv += [f"http://{eb.HOST}:{port}{path}"]
+    argv += [f"{scheme}://{eb.HOST}:{port}{path}"]
     if pipeline > 1:
         argv += ["--", str(pipeline)]
     cpu0 = server.cpu_seconds()

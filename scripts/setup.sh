@@ -2,7 +2,7 @@
 # Set up a uringio checkout on Debian/Ubuntu: system packages (a C compiler,
 # the Python headers, venv), then .venv/ with uringio installed in editable
 # mode (its build compiles the vendored liburing, _build/vendor/liburing). With --test, also the real clients and servers the tests
-# drive (curl, redis-cli, redis-benchmark, redis-server, ss, systemd-socket-activate). Safe to run again:
+# drive (curl, redis-cli, redis-benchmark, redis-server, ss, systemd-socket-activate, openssl). Safe to run again:
 # it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ if [ "${1:-}" = "--test" ]; then
     command -v redis-server >/dev/null || need+=(redis-server)
     command -v ss >/dev/null || need+=(iproute2)                      # --backlog, seen by ss
     command -v systemd-socket-activate >/dev/null || need+=(systemd)  # socket activation
+    command -v openssl >/dev/null || need+=(openssl)                  # the TLS tests' certificates
 fi
 if command -v "$PY" >/dev/null; then
     "$PY" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)

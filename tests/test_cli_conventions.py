@@ -82,7 +82,8 @@ def children(pid: int) -> set[int]:
 def test_options_in_any_order(backend, argv):
     proc, port, _ = start(argv, backend)
     try:
-        assert scope_of(port)["state"]["started_by"] > 0
+        scope = scope_of(port)
+        assert scope["state"]["started_by"] > 0 and scope["scheme"] == "http"
     finally:
         assert stop_server(proc) == 0
     if "--log-level" in argv:   # WARNING: the INFO lines are gone

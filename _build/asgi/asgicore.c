@@ -323,6 +323,7 @@ typedef struct {
     PyObject *cycle;           /* the request being answered, or None */
     PyObject *parsing;         /* the request whose body arrives now, or None */
     PyObject *sockname, *client;   /* the scope's "server" and "client" */
+    PyObject *scheme;          /* the scope's "scheme": "http", or "https" over TLS */
     PyObject *root_path;       /* str */
     PyObject *state;           /* the lifespan state: each scope gets a copy */
     PyObject *transport;
@@ -350,7 +351,8 @@ typedef struct {
 } AsgiCore;
 
 #define CORE_OBJECTS(X) X(url) HEAD_PARTS_FIELDS(X) \
-    X(headers) X(cycle) X(parsing) X(sockname) X(client) X(root_path) X(state) X(transport) \
+    X(headers) X(cycle) X(parsing) X(sockname) X(client) X(scheme) X(root_path) X(state) \
+    X(transport) \
     X(write) X(cycle_type) X(date_line) \
     X(pipeline) X(loop) X(app) X(spare_task) X(spare_receive) X(spare_send)
 
@@ -369,6 +371,7 @@ static PyObject *AsgiCore_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     self->parsing = Py_NewRef(Py_None);
     self->sockname = Py_NewRef(Py_None);
     self->client = Py_NewRef(Py_None);
+    self->scheme = Py_NewRef(s_http);
     self->transport = Py_NewRef(Py_None);
     self->root_path = PyUnicode_New(0, 0);
     self->state = PyDict_New();
@@ -716,7 +719,7 @@ static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version,
         goto fail;
     PyObject *values[N_SCOPE_KEYS] = {
         [K_TYPE] = s_http, [K_HTTP_VERSION] = version,
-        [K_SERVER] = self->sockname, [K_CLIENT] = self->client, [K_SCHEME] = s_http,
+        [K_SERVER] = self->sockname, [K_CLIENT] = self->client, [K_SCHEME] = self->scheme,
         [K_METHOD] = method, [K_ROOT_PATH] = self->root_path, [K_PATH] = path,
         [K_RAW_PATH] = raw_path, [K_QUERY_STRING] = query, [K_HEADERS] = self->headers};
     long long differ = -1;
@@ -727,7 +730,7 @@ static PyObject *make_scope(AsgiCore *self, PyObject *method, PyObject *version,
          * dict is a copy of its table, no insertions, no resizing. */
         if ((scope = PyDict_Copy(scope_template)) == NULL)
             goto fail;
-        differ = ~((1u << K_TYPE) | (1u << K_SCHEME));
+        differ = ~((1u << K_TYPE) | (self->scheme == s_http ? 1u << K_SCHEME : 0u));
     }
     if (fill_scope(self, scope, values, (unsigned)differ))
         goto fail;
@@ -1307,6 +1310,7 @@ static PyMemberDef AsgiCore_members[] = {
     {"parsing", T_OBJECT, offsetof(AsgiCore, parsing), 0, NULL},
     {"sockname", T_OBJECT, offsetof(AsgiCore, sockname), 0, NULL},
     {"client", T_OBJECT, offsetof(AsgiCore, client), 0, NULL},
+    {"scheme", T_OBJECT, offsetof(AsgiCore, scheme), 0, NULL},
     {"_root_path", T_OBJECT_EX, offsetof(AsgiCore, root_path), 0, NULL},
     {"_state", T_OBJECT_EX, offsetof(AsgiCore, state), 0, NULL},
     {"_cycle_type", T_OBJECT, offsetof(AsgiCore, cycle_type), 0, NULL},

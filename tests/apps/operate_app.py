@@ -6,6 +6,7 @@ outside, options, recycling, the Python API, gunicorn):
 * ``POST /hold``: "held;" at once, then "released" once the request's body
   has come, so that a request stays in flight as long as a test wants;
 * ``GET /grow?MIB``: the worker keeps MIB more MiB (resident: written);
+* a WebSocket: accepted, the scope's scheme sent, then an echo;
 * ``create_app()``: a factory returning ``app`` (``--factory``);
 * ``no_lifespan``: ``app`` without lifespan support (it raises on the scope).
 """
@@ -26,6 +27,14 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "websocket":
+        # Accept, say the scope's scheme (ws or wss), echo, until the client closes.
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": scope["scheme"]})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+        return
     if scope["path"] == "/hold":
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"held;", "more_body": True})
@@ -37,6 +46,7 @@ async def app(scope, receive, send):
     if scope["path"] == "/grow":
         KEPT.append(b"x" * (int(scope["query_string"]) << 20))
     body = json.dumps({"server": scope["server"], "client": scope["client"],
+                       "scheme": scope["scheme"],
                        "pid": os.getpid(), "state": dict(scope.get("state", {}))}).encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"),

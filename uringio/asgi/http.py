@@ -211,7 +211,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
 
     # AsgiCore's, in C: parser, transport, url, headers (the head so far),
     # head_bytes, cycle (the request being answered), parsing (the request
-    # whose body arrives now), client, sockname, closing, write_paused, and
+    # whose body arrives now), client, sockname, scheme, closing, write_paused, and
     # the deadline: when the connection's timeout falls due (the server's
     # clock, 0: none), the head's (408) if deadline_head, else the idle one.
 
@@ -249,6 +249,8 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         # A trusted proxy's X-Forwarded-* headers send its heads to _head_slow.
         self.trust_forwarded = (self.server.proxy_headers and self.client is not None
                                 and self.client[0] in self.server.trusted_proxies)
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"   # (the C path's scope reads it; "wss" for WebSockets)
         sock = transport.get_extra_info("sockname")
         # A Unix socket's is its path: the scope's server is then [path, None].
         self.sockname = (tuple(sock[:2]) if isinstance(sock, tuple)
@@ -441,7 +443,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = unquote(path)
-        client, scheme = self.client, "http"
+        client, scheme = self.client, self.scheme
         expect_100 = False
         for name, value in headers:
             if name == b"content-length":

@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import socket
+import ssl as ssl_module
 import sys
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 from ..aio import run as aio_run
 from ..models.supervisor import Supervisor
 from ..net.listeners import DEFAULT_BACKLOG, Bind, address_of
+from ..net.tls import DEFAULT_CIPHERS, server_context
 from .http import HttpProtocol, ServerState
 from .lifespan import Lifespan, LifespanFailed
 
@@ -101,6 +103,8 @@ class Config:
     what it has, exits), and the supervisor of ``workers`` > 1 (or
     gunicorn) starts a fresh one; ``max_worker_rss`` (bytes, with
     ``workers`` > 1): a worker whose resident memory passes it is replaced.
+    ``ssl`` (an SSLContext), or ``ssl_certfile`` and the other ``ssl_``
+    options as uvicorn's (uringio.net.tls), serve HTTPS and WSS.
     SIGHUP to a server of ``workers`` > 1 replaces every worker in turn,
     as does a change to a Python file under ``reload_dirs`` (the app,
     given by name, is then imported by each new worker, never by the
@@ -114,7 +118,10 @@ class Config:
                  timeout_graceful_shutdown: float = 5.0, reuse_port: bool = False,
                  limit_max_requests: int | None = None, limit_max_requests_jitter: int = 0,
                  max_worker_rss: int | None = None, reload_dirs: list[str] | None = None,
-                 **settings: Any) -> None:
+                 ssl: ssl_module.SSLContext | None = None, ssl_certfile: str | None = None,
+                 ssl_keyfile: str | None = None, ssl_keyfile_password: str | None = None,
+                 ssl_ca_certs: str | None = None, ssl_cert_reqs: int = ssl_module.CERT_NONE,
+                 ssl_ciphers: str = DEFAULT_CIPHERS, **settings: Any) -> None:
         if lifespan not in LIFESPAN_MODES:
             raise ValueError(f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, "
                              f"not {lifespan!r}")
@@ -132,6 +139,10 @@ class Config:
         self.limit_max_requests_jitter = limit_max_requests_jitter
         self.max_worker_rss = max_worker_rss
         self.reload_dirs = reload_dirs
+        if ssl is None and ssl_certfile is not None:
+            ssl = server_context(ssl_certfile, ssl_keyfile, ssl_keyfile_password, ssl_ca_certs,
+                                 ssl_cert_reqs, ssl_ciphers)
+        self.ssl = ssl
         self.settings = settings
 
     def load(self) -> Callable:
@@ -232,7 +243,8 @@ class Server:
             state.start_sweeping(loop)
             for sock in sockets:
                 servers.append(await loop.create_server(lambda: HttpProtocol(state), sock=sock,
-                                                        backlog=config.bind.backlog))
+                                                        backlog=config.bind.backlog,
+                                                        ssl=config.ssl))
             if signals:
                 loop.add_signal_handler(signal.SIGHUP, retire, "SIGHUP: its replacement serves")
                 signals.append(signal.SIGHUP)

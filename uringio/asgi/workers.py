@@ -7,7 +7,8 @@ Each worker serves gunicorn's listening sockets on uringio's asyncio loop,
 on the backend ``URINGIO_BACKEND`` names (``auto`` by default). gunicorn's
 settings that have a counterpart are passed on: ``--keep-alive``,
 ``--graceful-timeout``, ``--max-requests`` (with its jitter),
-``--forwarded-allow-ips`` and ``--backlog``. The worker tells the arbiter it
+``--forwarded-allow-ips``, ``--backlog``, and TLS (``--certfile``,
+``--keyfile``, ``--ca-certs``, ``--cert-reqs``, ``--ciphers``). The worker tells the arbiter it
 is alive once a second (and at least every ``--timeout``/2), stops
 gracefully on SIGTERM, SIGINT and SIGQUIT, and exits with gunicorn's "worker
 failed to boot" status when the app's lifespan startup fails, so that the
@@ -26,6 +27,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
 from ..aio import run as aio_run
+from ..net.tls import DEFAULT_CIPHERS
 from .server import Config, Server
 
 HEARTBEAT_MAX = 1.0   # seconds between two notes to the arbiter, at most
@@ -49,12 +51,18 @@ class UringioWorker(Worker):
             logger.setLevel(self.log.error_log.level)
             logger.propagate = False
         cfg = self.cfg
+        tls = {}
+        if cfg.is_ssl:   # gunicorn's --certfile, --keyfile, --ca-certs, --cert-reqs, --ciphers
+            options = cfg.ssl_options
+            tls = dict(ssl_certfile=options["certfile"], ssl_keyfile=options["keyfile"],
+                       ssl_ca_certs=options["ca_certs"], ssl_cert_reqs=options["cert_reqs"],
+                       ssl_ciphers=options["ciphers"] or DEFAULT_CIPHERS)
         config = Config(
             self.wsgi, backend=os.environ.get("URINGIO_BACKEND", "auto"),
             backlog=cfg.backlog, timeout_graceful_shutdown=max(cfg.graceful_timeout, 0.001),
             keep_alive=max(cfg.keepalive, 0.001),
             limit_max_requests=self.max_requests if cfg.max_requests > 0 else None,
-            forwarded_allow_ips=tuple(cfg.forwarded_allow_ips))
+            forwarded_allow_ips=tuple(cfg.forwarded_allow_ips), **tls)
         server = Server(config)
         status = aio_run(self._serve(server), backend=config.backend)
         if status:

@@ -23,6 +23,7 @@ from ..errors import ListenError, UringUnavailable
 from ..models import MODELS
 from ..models.reload import ReloadUnavailable
 from ..net.listeners import DEFAULT_BACKLOG
+from ..net.tls import DEFAULT_CIPHERS, TLSConfigError
 from . import logs
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ _LOG_LEVEL = _checked(str.upper, _is_level_name, "DEBUG, INFO, WARNING or ERROR"
 
 
 _BACKLOG = _checked(int, lambda n: n >= 1, "a backlog of 1 or more connections")
+_CERT_REQS = _checked(int, lambda n: n in (0, 1, 2), "0, 1 or 2")
 _FD = _checked(int, lambda n: n >= 0, "an open fd number")
 _PERMS = _checked(lambda text: int(text, 8), lambda mode: 0 <= mode <= 0o777,
                   "an octal file mode, say 660")
@@ -205,7 +207,10 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         max_worker_rss=args.workers_max_rss << 20 if args.workers_max_rss else None,
         reload_dirs=[args.app_dir, *(args.reload_dir or ())] if args.reload else None,
         proxy_headers=args.proxy_headers, ws_max_message=args.ws_max_size,
-        forwarded_allow_ips=args.forwarded_allow_ips)
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        ssl_keyfile_password=args.ssl_keyfile_password, ssl_ca_certs=args.ssl_ca_certs,
+        ssl_cert_reqs=args.ssl_cert_reqs, ssl_ciphers=args.ssl_ciphers)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -386,6 +391,18 @@ def _serve_parser() -> _Parser:
                       metavar="FORMAT", help="the access log's line, with {client} {method} "
                       "{path} {query} {http_version} {status} {duration_ms} {pid} (implies "
                       "--access-log)")
+    tls = serve.add_argument_group("TLS (serve asgi)")
+    tls.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate "
+                     "(chain), PEM")
+    tls.add_argument("--ssl-keyfile", metavar="FILE", help="its private key, PEM (default: in "
+                     "the certfile)")
+    tls.add_argument("--ssl-keyfile-password", metavar="PASSWORD", help="the key's password")
+    tls.add_argument("--ssl-ca-certs", metavar="FILE", help="the CA certificates that sign "
+                     "client certificates")
+    tls.add_argument("--ssl-cert-reqs", type=_CERT_REQS, default=0, metavar="N",
+                     help="client certificates: 0 not asked (default), 1 optional, 2 required")
+    tls.add_argument("--ssl-ciphers", default=DEFAULT_CIPHERS, metavar="CIPHERS",
+                     help=f"OpenSSL cipher string (default {DEFAULT_CIPHERS}, uvicorn's)")
     proxy = serve.add_argument_group("proxy")
     proxy.add_argument("--to", type=_host_port, metavar="HOST:PORT",
                        help="the address each connection is relayed to (required)")
@@ -421,6 +438,11 @@ def _resolve_serve(serve: argparse.ArgumentParser, args: argparse.Namespace) -> 
         args.workers = 0   # multi's default: one per CPU
     if args.uds is not None and args.fd is not None:
         serve.error("listen on --uds PATH or on --fd N, not both")
+    tls_options = (args.ssl_keyfile, args.ssl_keyfile_password, args.ssl_ca_certs)
+    if args.ssl_certfile is None and (any(tls_options) or args.ssl_cert_reqs):
+        serve.error("the --ssl-* options go with --ssl-certfile")
+    if args.ssl_certfile is not None and args.app != "asgi":
+        serve.error("TLS is served by serve asgi (--ssl-certfile)")
     if args.reload_dir and not args.reload:
         serve.error("--reload-dir goes with --reload")
     if args.reload and args.app != "asgi":
@@ -469,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             # Where it runs, not a bug: the message names the cause and the fix.
             print(f"uringio: error: {exc.strerror}", file=sys.stderr)
             return 2
-        except (AppImportError, ReloadUnavailable) as exc:
+        except (AppImportError, ReloadUnavailable, TLSConfigError) as exc:
             print(f"uringio: error: {exc}", file=sys.stderr)
             return 2
     info = _Parser(prog="python -m uringio info", description=COMMANDS["info"])
