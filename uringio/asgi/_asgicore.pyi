@@ -40,6 +40,7 @@ class AsgiCore:
     parsing: Any
     sockname: tuple | None
     client: tuple | None
+    scheme: str   # "http", or "https" over TLS: the scope's
     pipeline: deque[Any]
     loop: Any
     deadline: float
