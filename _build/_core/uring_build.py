@@ -151,6 +151,7 @@ int uio_prep_cancel64(struct io_uring *ring, uint64_t target, int flags,
 int uio_prep_cancel_fd(struct io_uring *ring, int fd, int flags,
                        uint64_t user_data, unsigned sqe_flags);
 int uio_sync_cancel(struct io_uring *ring, uint64_t user_data);
+void uio_ring_counters(struct io_uring *ring, uint32_t out[3]);
 
 int uio_prep_openat(struct io_uring *ring, int dfd, const char *path, int flags,
                     unsigned mode, uint64_t user_data);

@@ -260,6 +260,16 @@ int uio_prep_cancel64(struct io_uring *ring, uint64_t target, int flags,
     return 0;
 }
 
+/* What the ring itself counts, for the engine's counters (free to read):
+ * SQEs ever prepared (the SQ's tail), CQEs ever consumed (the CQ's head),
+ * CQEs the kernel could not post at once (overflows). Each wraps at 2^32. */
+void uio_ring_counters(struct io_uring *ring, uint32_t out[3])
+{
+    out[0] = ring->sq.sqe_tail;
+    out[1] = IO_URING_READ_ONCE(*ring->cq.khead);
+    out[2] = IO_URING_READ_ONCE(*ring->cq.koverflow);
+}
+
 /* Cancel the request ``user_data`` names, returning once it has completed
  * (its CQE is still posted, for the next turn to reap): what it held, a
  * listening socket's file, is let go before this returns. -ENOENT: none

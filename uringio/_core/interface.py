@@ -87,6 +87,17 @@ class Loop(Protocol):
     backend: str
     """``"uring"`` or ``"epoll"``."""
 
+    def engine_counters(self) -> dict[str, int]:
+        """What the engine has done since the loop opened, each a count that
+        only grows, read from what it counts anyway (nothing is counted
+        for this): ``waits``, the times it entered the kernel to wait
+        (``io_uring_enter``; ``epoll_wait``), and ``completions``, what
+        those returned (CQEs; readiness events). On io_uring also
+        ``submissions`` (SQEs), ``buffer_ring_empty`` (receives the
+        provided buffers ran out for) and ``cq_overflows`` (CQEs the
+        kernel had to hold back: the CQ was full)."""
+        ...
+
     read_files_up_to: int
     """The size up to which sending a small file is faster by reading it
     (``file_read``) and writing its bytes than by ``sendfile``: 32 KiB on

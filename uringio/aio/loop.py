@@ -144,6 +144,11 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
         """``"uring"`` or ``"epoll"``: the core loop under this one."""
         return self._core.backend
 
+    def engine_counters(self) -> dict[str, int]:
+        """The engine's own counts (``Loop.engine_counters``): the kernel
+        waits and completions of this loop, for metrics."""
+        return self._core.engine_counters()
+
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} backend={self.backend} running={self.is_running()} "
                 f"closed={self.is_closed()} debug={self.get_debug()}>")

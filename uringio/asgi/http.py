@@ -45,6 +45,7 @@ from .eager import EagerTask, Resumed, adopt, run_eagerly
 from .flow import WriteFlow
 from .forwarded import TrustedProxies, forwarded
 from .lifespan import ASGI_VERSION
+from .metrics import WorkerMetrics
 
 log = logging.getLogger("uringio.asgi")
 access_log = logging.getLogger("uringio.asgi.access")
@@ -108,6 +109,7 @@ class ServerState:
         # before ``retire()`` (the Server's) stops it; None: no limit.
         self.requests_left: int | None = None
         self.retire: Callable[[], None] | None = None
+        self.metrics: WorkerMetrics | None = None   # --metrics-port: what is counted
         self.stopping = False   # set once the server stops accepting
         self.retiring = False   # ... while other workers serve on (a rolling restart)
         self.state = state if state is not None else {}
@@ -222,10 +224,12 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         # The app AsgiCore starts eagerly; None: start() starts each request
         # (to count it against limit_concurrency or limit_max_requests).
         self._app = (server.app if server.limit_concurrency is None
-                     and server.requests_left is None and not server.access_log else None)
-        self.started_at = 0.0   # (with an access log) when the request in turn started
+                     and server.requests_left is None and not server.access_log
+                     and server.metrics is None else None)
+        self.started_at = 0.0   # (access log, metrics) when the request in turn started
         self._keep_alive = server.keep_alive
-        self._access_log = server.access_log is not None
+        # (C's flag: True, each response's end goes through response_done)
+        self._access_log = server.access_log is not None or server.metrics is not None
         self._root_path = server.root_path
         self._state = server.state
         self._max_head = server.max_head
@@ -534,7 +538,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
     def start(self, cycle: RequestCycle) -> None:
         self.cycle = cycle
         server = self.server
-        if server.access_log:
+        if server.access_log or server.metrics is not None:
             self.started_at = self.loop.time()
         if server.stopping:
             cycle.keep_alive = False   # the last on this connection: answered, then closed
@@ -566,6 +570,8 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         or the end of the connection."""
         if self.server.access_log:
             self._log_access(cycle)
+        if self.server.metrics is not None:
+            self.server.metrics.record(cycle.status, self.loop.time() - self.started_at)
         if self.cycle is not cycle:
             return
         self.cycle = None

@@ -29,10 +29,11 @@ from typing import Any
 
 from ..aio import run as aio_run
 from ..models.supervisor import Supervisor
-from ..net.listeners import DEFAULT_BACKLOG, Bind, address_of
+from ..net.listeners import DEFAULT_BACKLOG, Bind, address_of, listen
 from ..net.tls import DEFAULT_CIPHERS, server_context
 from .http import HttpProtocol, ServerState
 from .lifespan import Lifespan, LifespanFailed
+from .metrics import Board, Endpoint, MetricsProtocol, WorkerMetrics
 
 log = logging.getLogger("uringio.asgi")
 
@@ -103,6 +104,8 @@ class Config:
     what it has, exits), and the supervisor of ``workers`` > 1 (or
     gunicorn) starts a fresh one; ``max_worker_rss`` (bytes, with
     ``workers`` > 1): a worker whose resident memory passes it is replaced.
+    ``metrics_port``: Prometheus text at ``http://metrics_host:port/metrics``
+    (uringio.asgi.metrics), from the supervisor for every worker.
     ``ssl`` (an SSLContext), or ``ssl_certfile`` and the other ``ssl_``
     options as uvicorn's (uringio.net.tls), serve HTTPS and WSS.
     SIGHUP to a server of ``workers`` > 1 replaces every worker in turn,
@@ -121,7 +124,8 @@ class Config:
                  ssl: ssl_module.SSLContext | None = None, ssl_certfile: str | None = None,
                  ssl_keyfile: str | None = None, ssl_keyfile_password: str | None = None,
                  ssl_ca_certs: str | None = None, ssl_cert_reqs: int = ssl_module.CERT_NONE,
-                 ssl_ciphers: str = DEFAULT_CIPHERS, **settings: Any) -> None:
+                 ssl_ciphers: str = DEFAULT_CIPHERS, metrics_port: int | None = None,
+                 metrics_host: str = "127.0.0.1", **settings: Any) -> None:
         if lifespan not in LIFESPAN_MODES:
             raise ValueError(f"lifespan must be one of {', '.join(LIFESPAN_MODES)}, "
                              f"not {lifespan!r}")
@@ -143,6 +147,10 @@ class Config:
             ssl = server_context(ssl_certfile, ssl_keyfile, ssl_keyfile_password, ssl_ca_certs,
                                  ssl_cert_reqs, ssl_ciphers)
         self.ssl = ssl
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host
+        # The figures' shared memory, made here: before any worker is forked.
+        self.metrics_board = (Board(max(workers, 1) * 2 + 2)
+                              if metrics_port is not None else None)
         self.settings = settings
 
     def load(self) -> Callable:
@@ -172,8 +180,10 @@ class Server:
     (``timeout_graceful_shutdown`` at most), closes idle connections and
     runs the lifespan shutdown. ``started`` is true while it accepts."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, serves_metrics: bool = True) -> None:
         self.config = config
+        # (a supervisor's worker leaves the metrics endpoint to the supervisor)
+        self.serves_metrics = serves_metrics
         self.started = False
         self.exit_status = 0
         self._should_exit = False
@@ -233,6 +243,9 @@ class Server:
                 log.error("the ASGI app's lifespan startup failed: %s", exc)
                 return 3
             state = ServerState(app, state=lifespan.state, **config.settings)
+            if config.metrics_board is not None:
+                state.metrics = WorkerMetrics(config.metrics_board, loop,
+                                              lambda: len(state.connections))
             servers: list[asyncio.AbstractServer] = []
             retire = functools.partial(self._retire, state, stop, servers)
             if config.limit_max_requests is not None:
@@ -245,6 +258,10 @@ class Server:
                 servers.append(await loop.create_server(lambda: HttpProtocol(state), sock=sock,
                                                         backlog=config.bind.backlog,
                                                         ssl=config.ssl))
+            if config.metrics_board is not None and self.serves_metrics:
+                board = config.metrics_board
+                servers.append(await loop.create_server(
+                    lambda: MetricsProtocol(board), config.metrics_host, config.metrics_port))
             if signals:
                 loop.add_signal_handler(signal.SIGHUP, retire, "SIGHUP: its replacement serves")
                 signals.append(signal.SIGHUP)
@@ -258,6 +275,8 @@ class Server:
             for server in servers:
                 server.close()   # no new connections
             await self._drain(state)
+            if state.metrics is not None:
+                state.metrics.stop()
             await lifespan.shutdown()
             return 0
         finally:
@@ -316,14 +335,23 @@ def run(app, host: str = "127.0.0.1", port: int = 8000, *, on_listening=None,
         config.app, config.factory = config.load(), False
 
     def serve_worker(listener, worker_listening) -> None:
-        status = Server(config).run([listener], worker_listening)
+        status = Server(config, serves_metrics=False).run([listener], worker_listening)
         if status:
             raise SystemExit(status)
 
-    return Supervisor(serve_worker, config.workers, config.bind.resolved(),
-                      config.timeout_graceful_shutdown,
-                      max_worker_rss=config.max_worker_rss,
-                      reload_dirs=config.reload_dirs).run(on_listening)
+    endpoint = None
+    if config.metrics_board is not None and config.metrics_port is not None:
+        endpoint = Endpoint(listen(config.metrics_host, config.metrics_port),
+                            config.metrics_board)
+    try:
+        return Supervisor(serve_worker, config.workers, config.bind.resolved(),
+                          config.timeout_graceful_shutdown,
+                          max_worker_rss=config.max_worker_rss,
+                          reload_dirs=config.reload_dirs,
+                          wait=endpoint.serve_for if endpoint else None).run(on_listening)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
 
 
 def serve_asgi(app, host: str = "127.0.0.1", port: int = 8000, *, backend: str = "auto",

@@ -210,7 +210,8 @@ def _serve_asgi(args: argparse.Namespace) -> int:
         forwarded_allow_ips=args.forwarded_allow_ips,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
         ssl_keyfile_password=args.ssl_keyfile_password, ssl_ca_certs=args.ssl_ca_certs,
-        ssl_cert_reqs=args.ssl_cert_reqs, ssl_ciphers=args.ssl_ciphers)
+        ssl_cert_reqs=args.ssl_cert_reqs, ssl_ciphers=args.ssl_ciphers,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -391,6 +392,11 @@ def _serve_parser() -> _Parser:
                       metavar="FORMAT", help="the access log's line, with {client} {method} "
                       "{path} {query} {http_version} {status} {duration_ms} {pid} (implies "
                       "--access-log)")
+    asgi.add_argument("--metrics-port", type=_PORT, default=None, metavar="PORT",
+                      help="Prometheus text at http://METRICS-HOST:PORT/metrics: requests by "
+                           "status, latency, connections, the engine's counters")
+    asgi.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                      help="where the metrics endpoint listens (default 127.0.0.1)")
     tls = serve.add_argument_group("TLS (serve asgi)")
     tls.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate "
                      "(chain), PEM")

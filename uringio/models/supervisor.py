@@ -56,17 +56,21 @@ class Supervisor:
     call ``on_listening(server)`` once it accepts connections.
     ``max_worker_rss``: a worker whose resident memory passes that many
     bytes is replaced. ``reload_dirs``: every worker is replaced when a
-    Python file under them changes (``--reload``)."""
+    Python file under them changes (``--reload``). ``wait(seconds)``: how
+    the supervisor passes the time between two looks at its workers
+    (time.sleep; a metrics endpoint's ``serve_for``)."""
 
     def __init__(self, serve_worker: Callable, workers: int, bind: Bind,
                  drain_timeout: float = 5.0, max_worker_rss: int | None = None,
-                 reload_dirs: list[str] | None = None) -> None:
+                 reload_dirs: list[str] | None = None,
+                 wait: Callable[[float], None] | None = None) -> None:
         self.workers = workers or os.cpu_count() or 1
         self._serve_worker = serve_worker
         self._bind = bind
         self._drain_timeout = drain_timeout
         self._max_rss = max_worker_rss
         self._reload_dirs = reload_dirs
+        self._wait = wait or time.sleep
         # One listener per slot, held here for the life of the supervisor.
         first = bind.open(reuse_port=True)
         self._listeners = [first]
@@ -191,7 +195,7 @@ class Supervisor:
                             log.info("worker %d uses %d MiB, more than its limit of %d MiB: "
                                      "replacing it", pid, rss >> 20, self._max_rss >> 20)
                             self._replace(slot)
-                time.sleep(RESTART_POLL)
+                self._wait(RESTART_POLL)
         finally:
             if watcher is not None:
                 watcher.stop()

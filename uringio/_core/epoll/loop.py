@@ -95,6 +95,7 @@ class ReactorLoop(EpollRelay, EpollFiles, BaseLoop):
         super().__init__()
         self._init_files()
         self._epoll = select.epoll()
+        self.waits = self.events = 0   # epoll_wait calls, and the events they returned
         self._fds: dict[int, _FdState] = {}
         self._relays = {}
         self._recv_size = recv_size
@@ -107,6 +108,9 @@ class ReactorLoop(EpollRelay, EpollFiles, BaseLoop):
 
     # -- the turn ------------------------------------------------------------
 
+    def engine_counters(self) -> dict[str, int]:
+        return {"waits": self.waits, "completions": self.events}
+
     def _poll(self, timeout: float | None) -> None:
         if self._dirty:
             self._reported = False
@@ -114,6 +118,8 @@ class ReactorLoop(EpollRelay, EpollFiles, BaseLoop):
             if self._reported or self._ready:
                 timeout = 0
         events = self._epoll.poll(-1 if timeout is None else timeout, self._max_events)
+        self.waits += 1
+        self.events += len(events)
         fds = self._fds
         i, n = 0, len(events)
         while i < n:

@@ -161,6 +161,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         self._streams_by_wid: list[UringSendStream | None] = []   # the C writer ids are dense
         self._wakeup_buf = bytearray(8)
         self.enobufs_rearms = 0   # how often the buffer ring ran dry (diagnostics)
+        self.waits = 0            # turns: each one io_uring_enter (engine_counters)
         self._arm_wakeup()
 
     def _bind_thread(self, thread_id: int) -> None:
@@ -189,6 +190,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         reads = self._reads
         n = self._turn(0 if timeout == 0 else 1, timeout, self._bufs,
                        0 if reads is None else reads.inflight)
+        self.waits += 1
         dispatch = self._dispatch
         i = 0
         while i < n:
@@ -209,6 +211,11 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
                     self.stop()
                     raise InvariantError(f"CQE for unknown user_data {user_data}") from None
                 self._handler_failed(self._slots[user_data])
+
+    def engine_counters(self) -> dict[str, int]:
+        sqes, cqes, overflows = self._ring.counters()
+        return {"waits": self.waits, "submissions": sqes, "completions": cqes,
+                "buffer_ring_empty": self.enobufs_rearms, "cq_overflows": overflows}
 
     def _on_ignored(self, op: Op, res: int, flags: int) -> None:
         # Cancel requests and handler-less closes: their outcome is reported

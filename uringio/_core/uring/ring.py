@@ -148,6 +148,9 @@ class Ring:
                                    f"({_IMPORT_ERROR}); reinstall uringio or use --backend epoll")
         self._ptr = ffi.new("struct io_uring *")
         self._closed = True
+        self._counters_raw = ffi.new("uint32_t[3]")
+        self._counters_last = [0, 0, 0]   # a new ring's SQ tail and CQ head are 0
+        self._counters = [0, 0, 0]
         features = ffi.new("unsigned *")
         cq = cq_entries if cq_entries is not None else entries * 4
         choices = (setup,) if setup is not None else _SETUP_CHOICES
@@ -391,6 +394,19 @@ class Ring:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the ring is closed")
+
+    def counters(self) -> tuple[int, int, int]:
+        """SQEs prepared, CQEs consumed and CQEs that overflowed since the
+        ring was set up: the ring's own 32-bit counters, read for free and
+        widened here (which needs a call at least once per 2^32 of each)."""
+        self._check_open()
+        raw = self._counters_raw
+        lib.uio_ring_counters(self._ptr, raw)
+        totals = self._counters
+        for i in range(3):
+            totals[i] += (raw[i] - self._counters_last[i]) & 0xFFFFFFFF
+            self._counters_last[i] = raw[i]
+        return totals[0], totals[1], totals[2]
 
     def close(self) -> None:
         """Unmap the ring and close its fd. Only call once no operation is in
