@@ -187,3 +187,22 @@ def test_gunicorn_serves_https_with_uringios_worker(backend, pki):
         assert json.loads(out.stdout)["scheme"] == "https"
     finally:
         assert stop_server(proc, timeout=30) == 0
+
+
+def test_a_file_sent_with_pathsend_is_encrypted(backend, pki, tmp_path):
+    # http.response.pathsend: on a plain connection the engine splices or
+    # sendfiles the file; over TLS it must go through the record layer.
+    content = bytes(range(256)) * 4096 + b"the end"   # 1 MiB and a bit
+    path = tmp_path / "file.bin"
+    path.write_bytes(content)
+    proc, port = start_server(["-m", "uringio", "serve", "asgi", "asgi_raw:app", "--app-dir",
+                               APPS, "--port", "0", "--ssl-certfile", pki["server"],
+                               "--ssl-keyfile", pki["server_key"]], backend)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw, \
+                client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(f"GET /pathsend?{path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            head, body = read_response(tls)
+        assert head.startswith(b"HTTP/1.1 200") and body == content
+    finally:
+        assert stop_server(proc) == 0

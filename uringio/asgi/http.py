@@ -53,6 +53,7 @@ access_log = logging.getLogger("uringio.asgi.access")
 # Request body bytes buffered, not yet received by the app, above which
 # reading pauses; and pipelined requests waiting, likewise.
 BODY_HIGH_WATER = 256 * 1024
+PATHSEND_PIECE = 256 * 1024   # a pathsend file's piece, through a transport that encrypts
 PIPELINE_HIGH_WATER = 32
 
 # The final statuses (an app's response cannot be informational: a client
@@ -817,7 +818,8 @@ class RequestCycle(Cycle):
         # with what follows, and goes without passing through Python --
         # spliced (uring) or sendfile'd (epoll), or, up to the loop's
         # read_files_up_to, read by a file operation and sent in one piece
-        # (docs/benchmarks.md, static files). Elsewhere: loop.sendfile.
+        # (docs/benchmarks.md, static files). Over TLS: read and written
+        # through the record layer.
         proto = self.proto
         transport = proto.transport
         assert transport is not None
@@ -835,7 +837,15 @@ class RequestCycle(Cycle):
                                    read_up_to=getattr(core, "read_files_up_to", 0))
                 file = None   # the connection's now: closed once sent
             else:
-                await proto.loop.sendfile(transport, file, 0, size)
+                # A transport of another kind (TLS: the file must go through
+                # its record layer, never the kernel's sendfile): read and
+                # written a piece at a time, as the client takes them.
+                while chunk := file.read(PATHSEND_PIECE):
+                    if proto.transport is None:
+                        break   # the client left
+                    transport.write(chunk)
+                    if proto.write_paused:
+                        await proto.drain()
         finally:
             if file is not None:
                 file.close()

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..aio import run as aio_run
+from ..aio.tls import TLSLayer
 from ..models.supervisor import Supervisor
 from ..net.listeners import DEFAULT_BACKLOG, Bind, address_of, listen
 from ..net.tls import DEFAULT_CIPHERS, server_context
@@ -254,10 +255,17 @@ class Server:
                 state.retire = functools.partial(
                     retire, "it has started its maximum of requests (limit_max_requests)")
             state.start_sweeping(loop)
+            if config.ssl is not None:
+                context = config.ssl
+
+                def factory() -> asyncio.BaseProtocol:
+                    return TLSLayer(context, HttpProtocol(state))
+            else:
+                def factory() -> asyncio.BaseProtocol:
+                    return HttpProtocol(state)
             for sock in sockets:
-                servers.append(await loop.create_server(lambda: HttpProtocol(state), sock=sock,
-                                                        backlog=config.bind.backlog,
-                                                        ssl=config.ssl))
+                servers.append(await loop.create_server(factory, sock=sock,
+                                                        backlog=config.bind.backlog))
             if config.metrics_board is not None and self.serves_metrics:
                 board = config.metrics_board
                 servers.append(await loop.create_server(

@@ -2,10 +2,9 @@
 uvicorn's ``--ssl-*`` options describe it (and gunicorn's), with ALPN
 offering ``http/1.1``.
 
-The record layer is asyncio's (``sslproto``, OpenSSL through Python's
-``ssl`` memory BIOs) on uringio's loop, either backend: each TLS record
-costs a Python step on top of a plain request (docs/benchmarks.md has the
-figure against granian's TLS).
+The ASGI server's record layer is ``uringio.aio.tls.TLSLayer``: OpenSSL
+through Python's ``ssl`` memory BIOs, a few calls per request, on either
+backend (docs/benchmarks.md has the figures against granian's TLS).
 """
 
 from __future__ import annotations
