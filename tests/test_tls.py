@@ -17,7 +17,7 @@ import sys
 import pytest
 import websockets
 
-from conftest import REPO, start_server, stop_server
+from conftest import REPO, recv_until_eof, start_server, stop_server
 
 APPS = os.path.join(REPO, "tests", "apps")
 TIMEOUT = 10.0
@@ -206,3 +206,34 @@ def test_a_file_sent_with_pathsend_is_encrypted(backend, pki, tmp_path):
         assert head.startswith(b"HTTP/1.1 200") and body == content
     finally:
         assert stop_server(proc) == 0
+
+
+def test_bytes_that_are_not_tls_reset_the_connection_and_the_server_serves_on(backend, pki):
+    proc, port = serve_tls(backend, pki)
+    try:
+        # Garbage instead of a ClientHello; then garbage after a handshake.
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 10)
+            try:
+                assert b"HTTP/1.1" not in recv_until_eof(raw)   # an alert at most
+            except ConnectionResetError:
+                pass
+        raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        tls = client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(tls)[0].startswith(b"HTTP/1.1 200")
+        # Under the TLS session, on the socket itself: an application-data
+        # record that does not decrypt. The server drops the connection.
+        os.write(tls.fileno(), b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+        try:
+            assert tls.recv(4096) == b""
+        except (ssl.SSLError, OSError):
+            pass   # (the alert, or the reset)
+        tls.close()
+        # The server is unharmed.
+        out = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", pki["ca"],
+                              f"https://127.0.0.1:{port}/scope"], capture_output=True, timeout=30)
+        assert out.returncode == 0 and json.loads(out.stdout)["scheme"] == "https"
+    finally:
+        assert stop_server(proc) == 0
+    assert "Traceback" not in proc.stderr.read()
