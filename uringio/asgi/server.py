@@ -259,7 +259,8 @@ class Server:
                 context = config.ssl
 
                 def factory() -> asyncio.BaseProtocol:
-                    return TLSLayer(context, HttpProtocol(state))
+                    # (a handshake not done within the head's timeout: closed)
+                    return TLSLayer(context, HttpProtocol(state), state.header_timeout)
             else:
                 def factory() -> asyncio.BaseProtocol:
                     return HttpProtocol(state)
