@@ -237,3 +237,17 @@ def test_bytes_that_are_not_tls_reset_the_connection_and_the_server_serves_on(ba
     finally:
         assert stop_server(proc) == 0
     assert "Traceback" not in proc.stderr.read()
+
+
+def test_a_handshake_not_done_within_the_header_timeout_is_closed(backend, pki):
+    proc, port = serve_tls(backend, pki, "--header-timeout", "0.3")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as idle:
+            # No ClientHello: closed after 0.3 s (it would be 60 s otherwise,
+            # past this socket's timeout, which fails the test).
+            try:
+                assert idle.recv(100) == b""
+            except ConnectionResetError:
+                pass
+    finally:
+        assert stop_server(proc) == 0
