@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -127,4 +128,35 @@ def test_metrics_answer_404_elsewhere(backend):
             urllib.request.urlopen(f"http://127.0.0.1:{metrics}/", timeout=TIMEOUT)
         assert raised.value.code == 404
     finally:
+        assert stop_server(proc) == 0
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["single", "multi"])
+def test_a_client_dribbling_its_request_does_not_hold_the_endpoint(backend, workers):
+    # One byte every half second, for longer than a scrape may take: the
+    # endpoint (the supervisor's, one scrape at a time) cuts it off and
+    # answers the next scraper within its bound.
+    proc, port, metrics = start(backend, *workers)
+    stop = threading.Event()
+
+    def dribble() -> None:
+        with socket.create_connection(("127.0.0.1", metrics), timeout=TIMEOUT) as slow:
+            for byte in b"GET /metrics HTTP/1.1\r\n":
+                if stop.wait(0.5):
+                    return
+                try:
+                    slow.sendall(bytes([byte]))
+                except OSError:
+                    return   # cut off: as it should be
+
+    slow = threading.Thread(target=dribble)
+    try:
+        slow.start()
+        time.sleep(0.2)   # the slow one first
+        began = time.monotonic()
+        assert ("uringio_connections", ()) in scrape(metrics)
+        assert time.monotonic() - began < TIMEOUT
+    finally:
+        stop.set()
+        slow.join(TIMEOUT)
         assert stop_server(proc) == 0

@@ -21,6 +21,7 @@ import asyncio
 import mmap
 import os
 import struct
+import time
 from collections.abc import Callable
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -203,9 +204,14 @@ def answer(request: bytes, board: Board) -> bytes:
             b"connection: close\r\n\r\n%s" % (status, kind, len(body), body))
 
 
+SCRAPE_TIMEOUT = 2.0    # seconds a scrape may take to send its request
+MAX_REQUEST = 8192      # bytes of a request read before it is answered anyway
+
+
 class MetricsProtocol(asyncio.Protocol):
     """The endpoint on an asyncio loop (a server of one process): one
-    request per connection, answered and closed."""
+    request per connection, answered and closed; a client that has not
+    sent its request within SCRAPE_TIMEOUT is cut off."""
 
     def __init__(self, board: Board) -> None:
         self.board = board
@@ -213,19 +219,25 @@ class MetricsProtocol(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self._timer = asyncio.get_running_loop().call_later(SCRAPE_TIMEOUT, transport.abort)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if b"\r\n\r\n" in self.buffer or len(self.buffer) > 8192:
+        if b"\r\n\r\n" in self.buffer or len(self.buffer) > MAX_REQUEST:
+            self._timer.cancel()
             self.transport.write(answer(self.buffer, self.board))
             self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self._timer.cancel()
 
 
 class Endpoint:
     """The endpoint served from a process with no event loop (the
     supervisor's): ``serve_for(seconds)`` waits that long at most for a
-    scrape, and answers it. One scrape at a time, each read within a
-    second: a scraper is one client, not a crowd."""
+    scrape, and answers it. One scrape at a time, its request read within
+    SCRAPE_TIMEOUT all told: a client that dribbles bytes cannot hold the
+    supervisor from its workers for longer."""
 
     def __init__(self, sock, board: Board) -> None:
         self.sock = sock
@@ -243,14 +255,19 @@ class Endpoint:
         except OSError:
             return
         with conn:
-            conn.settimeout(1.0)
+            deadline = time.monotonic() + SCRAPE_TIMEOUT
             request = b""
             try:
-                while b"\r\n\r\n" not in request and len(request) <= 8192:
+                while b"\r\n\r\n" not in request and len(request) <= MAX_REQUEST:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    conn.settimeout(left)
                     chunk = conn.recv(4096)
                     if not chunk:
                         return
                     request += chunk
+                conn.settimeout(SCRAPE_TIMEOUT)
                 conn.sendall(answer(request, self.board))
                 conn.shutdown(socket.SHUT_WR)
             except OSError:
