@@ -61,7 +61,7 @@ UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1:report_error_type=1:log_path
 C_PATH_TESTS = ["tests/test_fastpath.py", "tests/test_http.py", "tests/test_asgi.py",
                 "tests/test_resp.py", "tests/test_eager.py", "tests/test_io.py",
                 "tests/test_files.py", "tests/test_hostile.py", "tests/test_aio.py",
-                "tests/test_proxy.py"]
+                "tests/test_proxy.py", "tests/test_tls.py", "tests/test_metrics.py"]
 
 # Before the caller's arguments (a later --timeout wins). Under ASan every
 # test runs two to four times slower: pytest-timeout's 120 s becomes 600 s
