@@ -523,3 +523,31 @@ def test_a_bad_log_option_is_one_line(options, message):
     assert proc.returncode == 2
     line = proc.stderr.strip()
     assert line in (f"python -m uringio serve: error: {message}", f"uringio: error: {message}")
+
+
+def test_a_worker_past_its_request_limit_is_replaced_at_once(backend):
+    # Idle keep-alive connections keep a retiring worker alive until its
+    # drain's end (--timeout-graceful-shutdown 6). Its replacement must not
+    # wait for that: the supervisor starts it when the worker says it
+    # retires, so no request waits on a slot with nobody accepting.
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS,
+                           "--port", "0", "--workers", "2", "--limit-max-requests", "6",
+                           "--timeout-graceful-shutdown", "6"], backend)
+    idle = []
+    try:
+        slowest = 0.0
+        for i in range(30):
+            if i % 3 == 0:   # an idle keep-alive connection now and then
+                sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+                sock.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+                idle.append(sock)
+            began = time.monotonic()
+            assert get(port)[0] == 200
+            slowest = max(slowest, time.monotonic() - began)
+        # Far below the 6 s a request would wait for a lingering worker's exit.
+        assert slowest < 3.0, slowest
+    finally:
+        for sock in idle:
+            sock.close()
+        assert stop_server(proc) == 0

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..aio import run as aio_run
 from ..aio.tls import TLSLayer
-from ..models.supervisor import Supervisor
+from ..models.supervisor import Supervisor, worker_retiring
 from ..net.listeners import DEFAULT_BACKLOG, Bind, address_of, listen
 from ..net.tls import DEFAULT_CIPHERS, server_context
 from .http import HttpProtocol, ServerState
@@ -305,6 +305,7 @@ class Server:
         state.stopping = state.retiring = True
         for server in servers:
             server.close()
+        worker_retiring()   # (under a supervisor: the replacement starts now)
         stop.set()
 
     async def _drain(self, state: ServerState) -> None:

@@ -87,6 +87,7 @@ class Supervisor:
         self.port = name[1] if isinstance(name, tuple) else 0   # (a Unix socket has none)
         self._slots: list[int] = []          # each slot's worker
         self._retiring: set[int] = set()     # replaced workers, answering what they have
+        self._notes: dict[int, int] = {}     # each worker's pipe: "retiring" comes on it
         self._stopping = False
         self._roll = False
         self.backend = "?"
@@ -123,13 +124,11 @@ class Supervisor:
             finally:
                 os._exit(code)
         os.close(ready_w)
-        try:
-            ready, _, _ = select.select([ready_r], [], [], START_TIMEOUT)
-            # One line, written at once and shorter than PIPE_BUF: one read has it all.
-            line = os.read(ready_r, 4096).decode() if ready else ""
-        finally:
-            os.close(ready_r)
+        ready, _, _ = select.select([ready_r], [], [], START_TIMEOUT)
+        # One line, written at once and shorter than PIPE_BUF: one read has it all.
+        line = os.read(ready_r, 4096).decode() if ready else ""
         if not line.startswith("ready"):
+            os.close(ready_r)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             if line.startswith("failed"):
@@ -137,6 +136,9 @@ class Supervisor:
                 raise SETUP_ERRORS[name](int(err), message)
             raise RuntimeError("a worker did not start listening")
         self.backend = line.split()[1]
+        # The pipe stays: the worker says on it when it retires by itself.
+        os.set_blocking(ready_r, False)
+        self._notes[pid] = ready_r
         return pid
 
     def _become_worker(self, slot: int, ready_w: int) -> int:
@@ -153,7 +155,11 @@ class Supervisor:
                 sock.close()   # the other slots' (this fd only: the supervisor keeps them)
 
         # ready_w stays open until the worker exits, so its number is never
-        # reused by a socket that a late write would then corrupt.
+        # reused by a socket that a late write would then corrupt; after
+        # "ready" it carries "retiring" (worker_retiring).
+        global _note_fd
+        _note_fd = ready_w
+
         def on_listening(server) -> None:
             os.write(ready_w, f"ready {server.backend}\n".encode())
 
@@ -206,17 +212,35 @@ class Supervisor:
         return 0
 
     def _reap(self) -> None:
-        """Restart the workers that went; forget the retired ones that did."""
+        """Restart the workers that went, start the replacement of one that
+        says it retires, and forget the retired ones that went."""
         for pid in list(self._retiring):
             if _exited(pid) is not None:
                 self._retiring.discard(pid)
+                self._forget(pid)
         for slot, pid in enumerate(self._slots):
             status = _exited(pid)
             if status is not None and not self._stopping:
-                # Status 0: it stopped by itself (limit_max_requests).
+                self._forget(pid)
                 log.log(logging.INFO if status == 0 else logging.WARNING,
                         "worker %d exited (%s); restarting", pid, _describe(status))
                 self._slots[slot] = self._start(slot)
+            elif status is None and self._said_retiring(pid) and not self._stopping:
+                # (limit_max_requests) Its replacement now, while it answers
+                # what it has: its slot is never without a worker accepting.
+                self._slots[slot] = self._start(slot)
+                self._retiring.add(pid)
+
+    def _said_retiring(self, pid: int) -> bool:
+        try:
+            return b"retiring" in os.read(self._notes[pid], 4096)
+        except (BlockingIOError, KeyError):
+            return False
+
+    def _forget(self, pid: int) -> None:
+        fd = self._notes.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
 
     def _replace(self, slot: int) -> None:
         """A new worker on ``slot``, listening before the old one is told to
@@ -271,6 +295,23 @@ class Supervisor:
                 time.sleep(0.02)
         self._slots = []
         self._retiring = set()
+        for fd in self._notes.values():
+            os.close(fd)
+        self._notes = {}
+
+
+_note_fd: int | None = None   # in a worker: the pipe to its supervisor
+
+
+def worker_retiring() -> None:
+    """Tell this worker's supervisor, if it has one, that the worker is
+    retiring by itself (limit_max_requests): the supervisor starts its
+    replacement at once, rather than when it has gone."""
+    if _note_fd is not None:
+        try:
+            os.write(_note_fd, b"retiring\n")
+        except OSError:
+            pass
 
 
 def _exited(pid: int) -> int | None:
