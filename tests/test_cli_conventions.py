@@ -7,6 +7,7 @@ both backends, stopped by its pid."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -482,6 +483,30 @@ def test_access_log_format_names_the_fields(backend):
                         access[0]), access
 
 
+def test_access_log_bytes_are_the_body_bytes_written(backend):
+    # {bytes}: the response body as the app gave it, without the head or the
+    # chunk framing; none for HEAD (the body is not written). One whole body
+    # (the C path), a streamed one (chunked, the Python path), a HEAD.
+    proc, port, _ = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS, "--port", "0",
+                           "--access-log-format", "{method} {path} {status} {bytes}"], backend)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        conn.request("GET", "/scope")
+        whole = conn.getresponse().read()
+        conn.request("POST", "/hold", body=b"ab")
+        streamed = conn.getresponse().read()
+        conn.request("HEAD", "/scope")
+        head = conn.getresponse()
+        assert head.read() == b"" and int(head.headers["content-length"]) > 0
+        conn.close()
+    finally:
+        assert stop_server(proc) == 0
+    assert streamed == b"held;released"
+    access = [line.partition("access: ")[2] for line in proc.stderr.read().splitlines()
+              if "uringio.asgi.access" in line]
+    assert access == [f"GET /scope 200 {len(whole)}", "POST /hold 200 13", "HEAD /scope 200 0"]
+
+
 def test_log_json_is_a_json_object_per_line_with_the_access_fields(backend):
     lines = serve_and_get(backend, ["--log-json", "--access-log"])
     records = [json.loads(line) for line in lines]   # every line parses
@@ -512,7 +537,8 @@ def test_log_config_file_decides_where_the_lines_go(backend, tmp_path):
 @pytest.mark.parametrize("options, message", [
     (["--access-log-format", "{nope}"], "argument --access-log-format: an access log format "
                                         "names only {client}, {method}, {path}, {query}, "
-                                        "{http_version}, {status}, {duration_ms}, {pid} "
+                                        "{http_version}, {status}, {bytes}, {duration_ms}, "
+                                        "{pid} "
                                         "(KeyError('nope') in '{nope}')"),
     (["--log-config", "/no/such/file.json"], "--log-config /no/such/file.json: [Errno 2] No "
                                              "such file or directory: '/no/such/file.json'"),

@@ -154,6 +154,7 @@ typedef struct {
     PyObject *version;     /* the request's HTTP version (str): the response's, whatever
                             * the app does to its scope */
     Py_ssize_t received;   /* body bytes so far */
+    Py_ssize_t sent;       /* response body bytes written (the access log's {bytes}) */
     char keep_alive, expect_100, more_body, body_done, disconnected, response_started,
         response_complete, chunked, head_only;
 } Cycle;
@@ -204,7 +205,7 @@ static int cycle_init(Cycle *self, PyObject *proto, PyObject *scope, PyObject *v
     Py_XSETREF(self->headers, PyTuple_New(0));
     if (self->status == NULL || self->headers == NULL)
         return -1;
-    self->received = 0;
+    self->received = self->sent = 0;
     self->keep_alive = (char)keep_alive;
     self->expect_100 = (char)expect_100;
     self->more_body = 1;
@@ -1230,6 +1231,8 @@ static PyObject *Cycle_send(Cycle *self, PyObject *message)
         Py_DECREF(got);
     }
     Py_XDECREF(wire);
+    if (!self->head_only)
+        self->sent += PyBytes_GET_SIZE(body);
     if (!more_body && cycle_complete(self))
         return NULL;
     return after_write(core);
@@ -1246,6 +1249,7 @@ static PyMemberDef Cycle_members[] = {
     {"headers", T_OBJECT, offsetof(Cycle, headers), 0, NULL},
     {"version", T_OBJECT, offsetof(Cycle, version), READONLY, NULL},
     {"received", T_PYSSIZET, offsetof(Cycle, received), 0, NULL},
+    {"sent", T_PYSSIZET, offsetof(Cycle, sent), 0, NULL},
     {"keep_alive", T_BOOL, offsetof(Cycle, keep_alive), 0, NULL},
     {"expect_100", T_BOOL, offsetof(Cycle, expect_100), 0, NULL},
     {"more_body", T_BOOL, offsetof(Cycle, more_body), 0, NULL},

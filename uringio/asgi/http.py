@@ -559,6 +559,7 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
         fields = {"client": _client_label(scope["client"]), "method": scope["method"],
                   "path": scope["path"], "query": scope["query_string"].decode("latin-1"),
                   "http_version": scope["http_version"], "status": cycle.status,
+                  "bytes": cycle.sent,
                   "duration_ms": round((self.loop.time() - self.started_at) * 1000, 3),
                   "pid": os.getpid()}
         # The fields go with the record too: a JSON log (--log-json) has them.
@@ -602,7 +603,7 @@ class RequestCycle(Cycle):
     (body bytes so far), body_done (the app has had all of the body: next
     is a disconnect), waiter, disconnected, response_started,
     response_complete, status, headers (None once the head is written),
-    chunked, head_only, and version (the request's HTTP version, which the
+    chunked, head_only, sent (response body bytes written), and version (the request's HTTP version, which the
     response is written in, whatever the app does to its scope). ``send``
     writes the common response in C and leaves the rest to ``_send_slow``.
 
@@ -742,6 +743,7 @@ class RequestCycle(Cycle):
             elif not self.head_only and body:
                 assert proto.transport is not None
                 self._write_body(proto.transport, body)
+                self.sent += len(body)
             if not more:
                 if self.chunked and not self.head_only:
                     assert proto.transport is not None
@@ -790,13 +792,16 @@ class RequestCycle(Cycle):
             parts.append(b"connection: keep-alive\r\n")
         parts.append(b"\r\n")
         assert proto.transport is not None
-        if body and not self.head_only and len(body) < BODY_APART:
+        length = len(body)
+        if body and not self.head_only and length < BODY_APART:
             parts.append(self._framed(body))
             body = b""
         proto.transport.write(b"".join(parts))
         self.headers = None
         if body and not self.head_only:
             self._write_body(proto.transport, body)
+        if not self.head_only:
+            self.sent += length
 
     def _framed(self, body: bytes) -> bytes:
         # A small body as it goes on the wire: a chunk, or as it is.
@@ -836,6 +841,7 @@ class RequestCycle(Cycle):
                 transport.sendfile(file, 0, size, close=True,
                                    read_up_to=getattr(core, "read_files_up_to", 0))
                 file = None   # the connection's now: closed once sent
+                self.sent += size
             else:
                 # A transport of another kind (TLS: the file must go through
                 # its record layer, never the kernel's sendfile): read and
@@ -844,6 +850,7 @@ class RequestCycle(Cycle):
                     if proto.transport is None:
                         break   # the client left
                     transport.write(chunk)
+                    self.sent += len(chunk)
                     if proto.write_paused:
                         await proto.drain()
         finally:
@@ -890,7 +897,7 @@ def _client_label(client) -> str:
 
 # The fields an access log line may name ({name}, str.format's syntax), and
 # the default, uvicorn's line.
-ACCESS_FIELDS = ("client", "method", "path", "query", "http_version", "status",
+ACCESS_FIELDS = ("client", "method", "path", "query", "http_version", "status", "bytes",
                  "duration_ms", "pid")
 ACCESS_LOG_FORMAT = '{client} - "{method} {path} HTTP/{http_version}" {status}'
 

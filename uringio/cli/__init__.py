@@ -390,7 +390,7 @@ def _serve_parser() -> _Parser:
                       help="log a line per request (logger uringio.asgi.access)")
     asgi.add_argument("--access-log-format", type=_access_log_format, default=None,
                       metavar="FORMAT", help="the access log's line, with {client} {method} "
-                      "{path} {query} {http_version} {status} {duration_ms} {pid} (implies "
+                      "{path} {query} {http_version} {status} {bytes} {duration_ms} {pid} (implies "
                       "--access-log)")
     asgi.add_argument("--metrics-port", type=_PORT, default=None, metavar="PORT",
                       help="Prometheus text at http://METRICS-HOST:PORT/metrics: requests by "
