@@ -603,8 +603,9 @@ class RequestCycle(Cycle):
     (body bytes so far), body_done (the app has had all of the body: next
     is a disconnect), waiter, disconnected, response_started,
     response_complete, status, headers (None once the head is written),
-    chunked, head_only, sent (response body bytes written), and version (the request's HTTP version, which the
-    response is written in, whatever the app does to its scope). ``send``
+    chunked, head_only, sent (response body bytes written), and version
+    (the request's HTTP version, which the response is written in,
+    whatever the app does to its scope). ``send``
     writes the common response in C and leaves the rest to ``_send_slow``.
 
     What _build/asgi/asgicore.c relies on (tests/test_contracts.py holds

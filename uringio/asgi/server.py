@@ -28,10 +28,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..aio import run as aio_run
-from ..aio.tls import TLSLayer
 from ..models.supervisor import Supervisor, worker_retiring
 from ..net.listeners import DEFAULT_BACKLOG, Bind, address_of, listen
-from ..net.tls import DEFAULT_CIPHERS, server_context
+from ..net.tls import DEFAULT_CIPHERS, TLSLayer, server_context
 from .http import HttpProtocol, ServerState
 from .lifespan import Lifespan, LifespanFailed
 from .metrics import Board, Endpoint, MetricsProtocol, WorkerMetrics
