@@ -19,6 +19,7 @@ class Cycle:
     headers: Any
     version: str
     received: int
+    sent: int
     keep_alive: bool
     expect_100: bool
     more_body: bool
