@@ -1,8 +1,9 @@
-"""``serve asgi`` over TLS, with real clients: curl and Python's ``ssl``
-(HTTPS, ALPN http/1.1, keep-alive), a client certificate required and
-refused, and a WebSocket over TLS (the ``websockets`` client). The
-certificates are made for each run with the openssl command. Both
-backends, each server stopped by its pid."""
+"""``serve asgi`` and ``serve http`` over TLS, with real clients: curl and
+Python's ``ssl`` (HTTPS, ALPN http/1.1, keep-alive, pipelining), a client
+certificate required and refused, a WebSocket over TLS (the
+``websockets`` client), ``serve http`` in every server model with static
+files through the record layer. The certificates are made for each run
+with the openssl command. Both backends, each server stopped by its pid."""
 
 from __future__ import annotations
 
@@ -106,6 +107,11 @@ def test_python_ssl_client_keeps_the_connection_alive(backend, pki):
                 tls.sendall(f"GET /scope?{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 head, body = read_response(tls)
                 assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["scheme"] == "https"
+            # A request that does not parse: its 400, then a clean end
+            # (close_notify and FIN, the lingering close), not a reset.
+            tls.sendall(b"NOT A REQUEST\r\n\r\n")
+            assert read_response(tls)[0].startswith(b"HTTP/1.1 400")
+            assert tls.recv(100) == b""
     finally:
         assert stop_server(proc) == 0
 
@@ -251,3 +257,160 @@ def test_a_handshake_not_done_within_the_header_timeout_is_closed(backend, pki):
                 pass
     finally:
         assert stop_server(proc) == 0
+
+
+# -- serve http over TLS: every model --------------------------------------------------------
+
+
+def read_responses(tls: ssl.SSLSocket, count: int) -> list[tuple[bytes, bytes]]:
+    """``count`` responses framed by Content-Length, read in order from
+    one connection (pipelined answers may share a record)."""
+    data, answers = b"", []
+    while len(answers) < count:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if sep:
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            if len(rest) >= length:
+                answers.append((head, rest[:length]))
+                data = rest[length:]
+                continue
+        chunk = tls.recv(1 << 20)
+        assert chunk, (answers, data[:200])
+        data += chunk
+    assert data == b""
+    return answers
+
+
+@pytest.mark.parametrize("model", ["single", "pool", "threads", "multi"])
+def test_serve_http_over_tls_in_every_model(backend, pki, model, tmp_path):
+    # A static file larger than the record layer's pieces (FILE_PIECE), then
+    # two more requests pipelined behind it on one connection: each answer
+    # whole and in order, the file's bytes encrypted (never spliced past
+    # the record layer). Then a request that does not parse: its 400, and
+    # the TLS stream ends cleanly (close_notify: the lingering close).
+    content = os.urandom(600 * 1024) + b"the end"
+    (tmp_path / "f.bin").write_bytes(content)
+    workers = ["--workers", "2"] if model == "multi" else []
+    if model == "threads":   # blocking sockets, no backend: once
+        if backend != "uring":
+            pytest.skip("the threads model has no backend: it runs once, beside uring")
+        backend = "auto"
+    proc, port = start_server(["-m", "uringio", "serve", "http", "--port", "0", "--model", model,
+                               *workers, "--static", str(tmp_path), "--ssl-certfile",
+                               pki["server"], "--ssl-keyfile", pki["server_key"]], backend)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw, \
+                client_context(pki).wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"
+            tls.sendall(b"GET /static/f.bin HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /json HTTP/1.1\r\nHost: x\r\n\r\n")
+            (h1, file_body), (h2, hello), (h3, json_body) = read_responses(tls, 3)
+            assert h1.startswith(b"HTTP/1.1 200") and file_body == content
+            assert hello == b"Hello, World!" and json.loads(json_body) == {
+                "message": "Hello, World!"}
+            tls.sendall(b"NOT A REQUEST\r\n\r\n")
+            (h4, _), = read_responses(tls, 1)
+            assert h4.startswith(b"HTTP/1.1 400")
+            assert tls.recv(100) == b""
+        out = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", pki["ca"],
+                              f"https://127.0.0.1:{port}/"], capture_output=True, timeout=30)
+        assert out.returncode == 0 and out.stdout == b"Hello, World!", out.stderr
+    finally:
+        assert stop_server(proc) == 0
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_tls_is_refused_for_an_app_that_does_not_serve_it():
+    proc = subprocess.run([sys.executable, "-m", "uringio", "serve", "echo", "--port", "0",
+                           "--ssl-certfile", "/x.pem"], cwd=REPO, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "python -m uringio serve: error: TLS is served by serve asgi and serve http "
+        "(--ssl-certfile)"), proc.stderr
+
+
+# -- the record layer's sendfile, in process -------------------------------------------------
+
+
+class _Transport:
+    """What TLSLayer writes to: keeps the ciphertext, and says pause_writing
+    once anything is buffered (a client that reads nothing yet)."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.layer = None
+        self.paused = False
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+        if self.layer is not None and not self.paused:
+            self.paused = True
+            self.layer.pause_writing()
+
+    def take(self) -> bytes:
+        data, self.out = b"".join(self.out), []
+        return data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    abort = close
+
+
+def test_the_record_layer_reads_a_file_only_as_the_connection_drains(pki, tmp_path):
+    from uringio.net.tls import FILE_PIECE, TLSLayer, server_context
+
+    content = os.urandom(3 * FILE_PIECE + 5)
+    (tmp_path / "f.bin").write_bytes(content)
+
+    async def run() -> None:
+        transport = _Transport()
+        inner = asyncio.Protocol()
+        layer = TLSLayer(server_context(pki["server"], pki["server_key"]), inner, 10)
+        layer.connection_made(transport)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = client_context(pki).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        for _ in range(10):   # the handshake, through memory
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                layer.data_received(outgoing.read())
+                incoming.write(transport.take())
+        layer.data_received(outgoing.read())   # the client's Finished
+        incoming.write(transport.take())        # (TLS 1.3's session tickets)
+        transport.layer = layer   # from here on, every write fills the "socket"
+
+        def plaintext() -> bytes:
+            incoming.write(transport.take())
+            got = b""
+            while True:
+                try:
+                    got += client.read(1 << 20)
+                except ssl.SSLWantReadError:
+                    return got
+
+        done: list = []
+        layer.sendfile(open(tmp_path / "f.bin", "rb"), close=True, done=done.append)
+        layer.write(b"after the file")
+        received = plaintext()
+        assert received == content[:FILE_PIECE]   # one piece; then it waits
+        for _ in range(5):
+            transport.paused = False
+            layer.resume_writing()
+            received += plaintext()
+        assert received == content + b"after the file" and done == [len(content)]
+
+        # A connection lost mid-file: the file is closed, done() told why.
+        file = open(tmp_path / "f.bin", "rb")
+        transport.paused = False
+        layer.sendfile(file, close=True, done=done.append)
+        assert not file.closed
+        layer.connection_lost(None)
+        assert file.closed and isinstance(done[-1], ConnectionError)
+
+    asyncio.run(run())

@@ -23,7 +23,7 @@ from ..errors import ListenError, UringUnavailable
 from ..models import MODELS
 from ..models.reload import ReloadUnavailable
 from ..net.listeners import DEFAULT_BACKLOG
-from ..net.tls import DEFAULT_CIPHERS, TLSConfigError
+from ..net.tls import DEFAULT_CIPHERS, TLSConfigError, server_context
 from . import logs
 
 if TYPE_CHECKING:
@@ -235,12 +235,17 @@ def _serve(args: argparse.Namespace) -> int:
         factory = proxy_factory(to_host, to_port, relay=args.relay)
     else:
         factory = blocking_echo(args.work_ms) if args.work_ms else APPS[args.app]
+    context = None
+    if args.ssl_certfile is not None:
+        context = server_context(args.ssl_certfile, args.ssl_keyfile, args.ssl_keyfile_password,
+                                 args.ssl_ca_certs, args.ssl_cert_reqs, args.ssl_ciphers)
     _raise_fd_limit()
     return serve(factory, args.host, args.port, backend=args.backend, model=args.model,
                  workers=args.workers, threads=args.threads, on_listening=_on_listening(args),
                  drain_timeout=args.drain_timeout, idle_timeout=args.idle_timeout,
                  reuse_port=args.reuse_port, uds=args.uds, uds_perms=args.uds_perms,
-                 fd=args.fd, backlog=args.backlog)
+                 fd=args.fd, backlog=args.backlog, ssl=context,
+                 handshake_timeout=args.header_timeout)
 
 
 def _raise_fd_limit() -> None:
@@ -397,7 +402,7 @@ def _serve_parser() -> _Parser:
                            "status, latency, connections, the engine's counters")
     asgi.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
                       help="where the metrics endpoint listens (default 127.0.0.1)")
-    tls = serve.add_argument_group("TLS (serve asgi)")
+    tls = serve.add_argument_group("TLS (serve asgi, serve http)")
     tls.add_argument("--ssl-certfile", metavar="FILE", help="serve HTTPS with this certificate "
                      "(chain), PEM")
     tls.add_argument("--ssl-keyfile", metavar="FILE", help="its private key, PEM (default: in "
@@ -447,8 +452,8 @@ def _resolve_serve(serve: argparse.ArgumentParser, args: argparse.Namespace) -> 
     tls_options = (args.ssl_keyfile, args.ssl_keyfile_password, args.ssl_ca_certs)
     if args.ssl_certfile is None and (any(tls_options) or args.ssl_cert_reqs):
         serve.error("the --ssl-* options go with --ssl-certfile")
-    if args.ssl_certfile is not None and args.app != "asgi":
-        serve.error("TLS is served by serve asgi (--ssl-certfile)")
+    if args.ssl_certfile is not None and args.app not in ("asgi", "http"):
+        serve.error("TLS is served by serve asgi and serve http (--ssl-certfile)")
     if args.reload_dir and not args.reload:
         serve.error("--reload-dir goes with --reload")
     if args.reload and args.app != "asgi":

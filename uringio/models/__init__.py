@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
+import ssl as _ssl
 from collections.abc import Callable
 from typing import Any
 
 from ..net.connection import Protocol
 from ..net.listeners import DEFAULT_BACKLOG, Bind
+from ..net.tls import TLSLayer
 from .single import run_server
 from .supervisor import Supervisor
 from .threaded import run_threaded_server
@@ -28,7 +30,8 @@ def serve(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1", por
           threads: int | None = None,
           on_listening=None, drain_timeout: float = 5.0, idle_timeout: float | None = None,
           reuse_port: bool = False, uds: str | None = None, uds_perms: int | None = None,
-          fd: int | None = None, backlog: int = DEFAULT_BACKLOG) -> int:
+          fd: int | None = None, backlog: int = DEFAULT_BACKLOG,
+          ssl: _ssl.SSLContext | None = None, handshake_timeout: float = 10.0) -> int:
     """Serve ``protocol_factory`` until SIGINT or SIGTERM under ``model``.
 
     ``threads`` is the pool size of ``pool`` (default 4), and makes each
@@ -38,10 +41,19 @@ def serve(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1", por
     It listens on ``uds`` (a Unix socket path, mode ``uds_perms``) or
     ``fd`` (a socket handed in) when given, else on the socket systemd's
     socket activation hands (``LISTEN_FDS``), else on ``host``:``port``.
+    With ``ssl``, every connection speaks TLS (a handshake not done in
+    ``handshake_timeout`` seconds is closed): through ``TLSLayer`` on the
+    loop models, an ``ssl.SSLSocket`` under ``threads``.
     Returns the exit status. Raises ValueError for an unknown model.
     """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    plain_factory = protocol_factory
+    if ssl is not None and model != "threads":
+        context = ssl
+
+        def protocol_factory() -> Any:
+            return TLSLayer(context, plain_factory(), handshake_timeout)
     bind = Bind(host, port, uds, uds_perms, fd, backlog).resolved()
     options: dict[str, Any] = dict(drain_timeout=drain_timeout, idle_timeout=idle_timeout)
     if model == "multi":
@@ -53,7 +65,8 @@ def serve(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1", por
     try:
         if model == "threads":
             run_threaded_server(protocol_factory, on_listening=on_listening,
-                                drain_timeout=drain_timeout, sock=sock)
+                                drain_timeout=drain_timeout, sock=sock, ssl=ssl,
+                                handshake_timeout=handshake_timeout)
         else:
             run_server(protocol_factory, backend=backend, on_listening=on_listening,
                        threads=(threads or DEFAULT_THREADS) if model == "pool" else 0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import ssl as _ssl
 import threading
 import time
 from collections.abc import Callable
@@ -30,8 +31,10 @@ ACCEPT_POLL = 0.2   # how often the accept loop looks at the stop flag
 class ThreadedConnection:
     """Connection's interface over a blocking socket, used by one thread."""
 
-    def __init__(self, sock: socket.socket, protocol: Protocol) -> None:
+    def __init__(self, sock: socket.socket, protocol: Protocol,
+                 handshake_timeout: float | None = None) -> None:
         self.sock = sock
+        self._handshake_timeout = handshake_timeout   # an SSLSocket's, in the thread
         self.fd = sock.fileno()
         self._protocol = protocol
         self._closing = False
@@ -116,6 +119,8 @@ class ThreadedConnection:
         protocol = self._protocol
         blocking_work = is_blocking(protocol.data_received)
         exc = None
+        if isinstance(self.sock, _ssl.SSLSocket) and not self._handshake():
+            return
         try:
             # Connection's interface, duck-typed over a blocking socket.
             protocol.connection_made(cast(Connection, self))
@@ -143,6 +148,20 @@ class ThreadedConnection:
             protocol.connection_lost(exc)
 
 
+    def _handshake(self) -> bool:
+        # TLS: the handshake, in this connection's thread, within its time.
+        try:
+            self.sock.settimeout(self._handshake_timeout)
+            cast(_ssl.SSLSocket, self.sock).do_handshake()
+            self.sock.settimeout(None)
+            return True
+        except (OSError, ValueError) as exc:   # (ssl.SSLError and timeouts are OSErrors)
+            log.debug("TLS handshake failed: %s", exc)
+            self._closing = True
+            self.sock.close()
+            return False
+
+
 class _ThreadTimers:
     """``time`` and ``call_later`` for protocols under the threads model."""
 
@@ -162,10 +181,14 @@ _THREAD_TIMERS = _ThreadTimers()
 
 def run_threaded_server(protocol_factory: Callable[[], Protocol], host: str = "127.0.0.1",
                         port: int = 0, on_listening=None, drain_timeout: float = 5.0,
-                        reuse_port: bool = False, sock: socket.socket | None = None) -> None:
+                        reuse_port: bool = False, sock: socket.socket | None = None,
+                        ssl: _ssl.SSLContext | None = None,
+                        handshake_timeout: float = 10.0) -> None:
     """Accept in this thread and serve each connection in a thread of its
     own, until SIGINT or SIGTERM; then close them and join their threads.
-    ``sock``: a listening socket to serve instead of ``host``:``port``."""
+    ``sock``: a listening socket to serve instead of ``host``:``port``;
+    ``ssl``: TLS on every connection, its handshake in the connection's
+    thread."""
     stop = threading.Event()
     old = {sig: signal.signal(sig, lambda *_: stop.set())
            for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -186,7 +209,9 @@ def run_threaded_server(protocol_factory: Callable[[], Protocol], host: str = "1
                 time.sleep(0.1)
                 continue
             client.settimeout(None)
-            conn = ThreadedConnection(client, protocol_factory())
+            if ssl is not None:
+                client = ssl.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+            conn = ThreadedConnection(client, protocol_factory(), handshake_timeout)
             thread = threading.Thread(target=conn.serve, daemon=True)
             conns[thread] = conn
             thread.start()

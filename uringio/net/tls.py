@@ -25,9 +25,14 @@ handshake.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import ssl
+from collections import deque
 from typing import Any
+
+from .connection import Connection, Protocol, _QueuedFile
 
 log = logging.getLogger("uringio")
 
@@ -81,13 +86,16 @@ log = logging.getLogger("uringio")
 # most, and read() allocates this much before it shrinks it to what it
 # read (a size past malloc's mmap threshold would be an mmap per call).
 READ_SIZE = 64 * 1024
+# A file given to sendfile() is read and encrypted this much at a time, the
+# next piece once the connection's send buffer is below its high water.
+FILE_PIECE = 256 * 1024
 
 
 class TLSLayer(asyncio.Protocol):
     """TLS between the connection's transport and ``protocol``, which gets
     this object as its transport once the handshake is done."""
 
-    def __init__(self, context: ssl.SSLContext, protocol: asyncio.BaseProtocol,
+    def __init__(self, context: ssl.SSLContext, protocol: asyncio.BaseProtocol | Protocol,
                  handshake_timeout: float = 60.0) -> None:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -96,17 +104,27 @@ class TLSLayer(asyncio.Protocol):
         self._transport: Any = None
         self._ready = False      # the handshake is done; the protocol has its transport
         self._closing = False
+        self._eof_sent = False   # our close_notify and FIN are out: the rest is dropped
         self._handshake_timeout = handshake_timeout
         self._timer: asyncio.TimerHandle | None = None
+        # While a file is being sent (sendfile): it and what came after it,
+        # in order -- bytes, [file, bytes sent so far], or what close() or
+        # write_eof() has left to do. None otherwise.
+        self._queue: deque | None = None
+        self._writing_paused = False   # the transport said pause_writing
 
     # -- the connection (the loop calls these) ----------------------------------
 
     def connection_made(self, transport) -> None:
         self._transport = transport
-        loop = asyncio.get_running_loop()
+        # (a uringio Connection, which the asyncio loop's transports are too,
+        # has the engine's timers; another transport, its asyncio loop's)
+        loop = transport.loop if isinstance(transport, Connection) else asyncio.get_running_loop()
         self._timer = loop.call_later(self._handshake_timeout, self._handshake_too_slow)
 
     def data_received(self, data: bytes) -> None:
+        if self._eof_sent:
+            return   # a lingering close: read and dropped
         self._incoming.write(data)
         if not self._ready and not self._handshake():
             return
@@ -142,14 +160,23 @@ class TLSLayer(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._transport = None
+        queue, self._queue = self._queue, None
+        for entry in queue or ():
+            if isinstance(entry, list):   # a file never sent whole: closed, its done() told
+                entry[0].over(exc or ConnectionError("the connection closed before the file "
+                                                     "was sent"))
         if self._ready:
             self._protocol.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self._writing_paused = True
         if self._ready:
             self._protocol.pause_writing()
 
     def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._queue:
+            self._send_queue()
         if self._ready:
             self._protocol.resume_writing()
 
@@ -198,6 +225,12 @@ class TLSLayer(asyncio.Protocol):
     def write(self, data) -> None:
         if self._closing or self._transport is None:
             return
+        if self._queue is not None:
+            self._queue.append(bytes(data))   # behind a file being sent
+            return
+        self._encrypt(data)
+
+    def _encrypt(self, data) -> None:
         try:
             self._ssl.write(data)
         except ssl.SSLError as exc:
@@ -209,29 +242,108 @@ class TLSLayer(asyncio.Protocol):
         for data in lines:
             self.write(data)
 
+    def sendfile(self, file, offset: int = 0, count: int | None = None, close: bool = False,
+                 done=None, read_up_to: int = 0) -> None:
+        """``Connection.sendfile``'s, for ``serve http``'s static files: the
+        file's bytes must pass through the record layer, so they are read
+        (FILE_PIECE at a time, the next once the send buffer is below its
+        high water) and encrypted, in order with the writes around them.
+        (``read_up_to`` is Connection's choice between reading and
+        splicing: here every file is read.)"""
+        if self._closing or self._transport is None:
+            raise RuntimeError("sendfile() after close()")
+        if count is None:
+            count = os.fstat(file.fileno()).st_size - offset
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append([_QueuedFile(file, offset, count, close, done, False, True), 0])
+        if len(self._queue) == 1:
+            self._send_queue()
+
+    def _send_queue(self) -> None:
+        # What the queue holds, in order, as far as the send buffer allows.
+        queue = self._queue
+        while queue and self._transport is not None and not self._writing_paused:
+            entry = queue[0]
+            if entry.__class__ is bytes:
+                queue.popleft()
+                self._encrypt(entry)
+            elif isinstance(entry, list):
+                item, sent = entry
+                if sent == item.count:
+                    queue.popleft()
+                    item.over(sent)
+                    continue
+                piece = os.pread(item.file.fileno(), min(FILE_PIECE, item.count - sent),
+                                 item.offset + sent)
+                if not piece:   # shorter than promised: a response cut short must not look whole
+                    queue.popleft()
+                    error = OSError(errno.EIO, f"{item.file.name!r} held {sent} of the "
+                                               f"{item.count} bytes to send")
+                    item.over(error)
+                    self._fail(error)
+                    return
+                entry[1] = sent + len(piece)
+                self._encrypt(piece)
+            else:
+                queue.popleft()
+                entry()   # a close() or write_eof() that waited for the file
+        if self._queue is not None and not self._queue:
+            self._queue = None
+
     def close(self) -> None:
         if self._closing or self._transport is None:
             return
         self._closing = True
+        if self._queue is not None:
+            self._queue.append(self._close_now)   # once the file before it is sent
+        else:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        if not self._eof_sent:
+            self._close_notify()
+        self._transport.close()
+
+    def _close_notify(self) -> None:
         try:
             self._ssl.unwrap()   # our close_notify (the client's is not waited for)
         except ssl.SSLError:
             pass
         self._flush()
-        self._transport.close()
 
     def abort(self) -> None:
         self._closing = True
         self._abort_quietly()
 
+    @property
+    def loop(self):
+        """The engine loop of the Connection underneath (``serve http``'s
+        protocols take their timers and clock from it)."""
+        return self._transport.loop
+
     def is_closing(self) -> bool:
         return self._closing or self._transport is None or self._transport.is_closing()
 
     def can_write_eof(self) -> bool:
-        return False   # TLS has no half-close: close_notify ends both ways
+        return True
 
     def write_eof(self) -> None:
-        raise NotImplementedError("TLS cannot close one direction")
+        """Our close_notify, then the FIN; what the client still sends is
+        read and dropped, its EOF reported (a lingering close, as a plain
+        connection has: closing at once with the client's bytes unread
+        would reset the connection, and the reset can lose our answer)."""
+        if self._closing or self._eof_sent or self._transport is None:
+            return
+        if self._queue is not None:
+            self._queue.append(self._write_eof_now)   # once the file before it is sent
+        else:
+            self._write_eof_now()
+
+    def _write_eof_now(self) -> None:
+        self._close_notify()
+        self._eof_sent = True
+        self._transport.write_eof()
 
     def get_extra_info(self, name: str, default=None):
         if name == "sslcontext":
