@@ -220,6 +220,25 @@ def test_systemd_socket_activation_with_two_sockets_is_refused_in_one_line():
         "serves exactly one (one ListenStream= per .socket unit)")
 
 
+def test_a_systemd_socket_that_cannot_serve_is_named_in_one_line():
+    # A datagram socket (ListenDatagram=): refused, naming systemd's socket
+    # (not --fd, which nobody gave).
+    port = free_port()
+    proc = subprocess.Popen([*socket_activate(f"127.0.0.1:{port}"), "--datagram",
+                             sys.executable, "-m", "uringio", "serve", "echo"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr.readline().startswith(f"Listening on 127.0.0.1:{port}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(b"start", ("127.0.0.1", port))   # the first datagram starts it
+            assert proc.wait(30) == 2
+    finally:
+        stop_server(proc)
+    assert proc.stderr.read().splitlines()[-1] == (
+        "uringio: error: cannot listen on the socket systemd handed, fd 3: not a stream socket "
+        "(TCP or Unix)")
+
+
 def test_listen_fds_for_another_process_is_not_taken(backend):
     # LISTEN_PID names another process (a parent's variables, inherited):
     # not ours, so --port serves.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 from typing import TypeVar
 
@@ -42,21 +41,6 @@ def with_sent(exc: E, sent: int) -> E:
 class ListenError(OSError):
     """A listening socket cannot be bound: the port is taken, the port needs
     privileges, or the address is not this machine's. ``errno`` is the
-    kernel's; the message names the address, the cause and the fix."""
+    kernel's; the message names the address, the cause and the fix
+    (``uringio.net.listeners`` makes them)."""
 
-    @classmethod
-    def from_bind(cls, exc: OSError, host: str, port: int) -> ListenError:
-        """The ListenError for ``exc``, raised by bind(2) or listen(2) on ``host:port``."""
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if exc.errno == errno.EADDRINUSE:
-            why = "address already in use; pick another --port, or 0 for a free one"
-        elif exc.errno == errno.EACCES and 0 < port < 1024:
-            why = "permission denied: binding ports below 1024 needs root or CAP_NET_BIND_SERVICE"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            why = (f"{host} is not an address of this machine; give --host one of its "
-                   "addresses, 127.0.0.1, or 0.0.0.0 for all")
-        else:
-            # socket.gaierror (an unknown host name) carries an EAI_* code in
-            # errno, which os.strerror would misread: its own text is right.
-            why = exc.strerror or str(exc)
-        return cls(exc.errno, f"cannot listen on {where}: {why}")

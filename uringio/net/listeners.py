@@ -43,7 +43,7 @@ def listen(host: str, port: int, backlog: int = DEFAULT_BACKLOG,
         except OSError as exc:
             # What the environment refuses, said with its fix; the setsockopt
             # calls above fail only on a bug, and keep their own error.
-            raise ListenError.from_bind(exc, host, port) from exc
+            raise _bind_error(exc, host, port) from exc
     except BaseException:
         sock.close()
         raise
@@ -85,6 +85,22 @@ def _unix_error(exc: OSError, path: str) -> ListenError:
     else:
         why = exc.strerror or str(exc)
     return ListenError(exc.errno, f"cannot listen on unix:{path}: {why}")
+
+
+def _bind_error(exc: OSError, host: str, port: int) -> ListenError:
+    """The ListenError for ``exc``, raised by bind(2) or listen(2) on ``host:port``."""
+    if exc.errno == errno.EADDRINUSE:
+        why = "address already in use; pick another --port, or 0 for a free one"
+    elif exc.errno == errno.EACCES and 0 < port < 1024:
+        why = "permission denied: binding ports below 1024 needs root or CAP_NET_BIND_SERVICE"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = (f"{host} is not an address of this machine; give --host one of its "
+               "addresses, 127.0.0.1, or 0.0.0.0 for all")
+    else:
+        # socket.gaierror (an unknown host name) carries an EAI_* code in
+        # errno, which os.strerror would misread: its own text is right.
+        why = exc.strerror or str(exc)
+    return ListenError(exc.errno, f"cannot listen on {describe((host, port))}: {why}")
 
 
 def adopt(fd: int, backlog: int = DEFAULT_BACKLOG, what: str = "--fd") -> socket.socket:
@@ -151,6 +167,7 @@ class Bind:
     uds_perms: int | None = None
     fd: int | None = None
     backlog: int = DEFAULT_BACKLOG
+    fd_from: str = "--fd"   # where ``fd`` came from, as error messages name it
 
     def __post_init__(self) -> None:
         if self.uds is not None and self.fd is not None:
@@ -170,7 +187,8 @@ class Bind:
         fd = systemd_fd()
         if fd is None:
             return self
-        return Bind(self.host, self.port, fd=fd, backlog=self.backlog)
+        return Bind(self.host, self.port, fd=fd, backlog=self.backlog,
+                    fd_from="the socket systemd handed, fd")
 
     def open(self, reuse_port: bool = False, port: int | None = None) -> socket.socket:
         """The listening socket (``port`` overrides ``self.port``: a
@@ -179,7 +197,7 @@ class Bind:
         if self.uds is not None:
             return listen_unix(self.uds, self.backlog, self.uds_perms)
         if self.fd is not None:
-            return adopt(self.fd, self.backlog)
+            return adopt(self.fd, self.backlog, self.fd_from)
         return listen(self.host, self.port if port is None else port, self.backlog, reuse_port)
 
     def release(self, sock: socket.socket) -> None:
