@@ -2,6 +2,7 @@
 
 import logging
 import signal
+import socket
 import threading
 import time
 
@@ -9,7 +10,7 @@ import pytest
 
 import uringio
 from conftest import raised_in_thread, readable, signal_off_the_main_thread
-from uringio import LoopClosedError, UringUnavailable, open_loop
+from uringio import BusyResourceError, LoopClosedError, UringUnavailable, open_loop
 
 
 def test_call_soon_runs_in_order_and_stop_ends_run(loop):
@@ -260,3 +261,33 @@ def test_a_signal_ends_the_wait_however_it_lands(loop):
     loop.remove_signal_handlers()
     assert stopped_by == ["signal"]
     assert signal.set_wakeup_fd(-1) == -1   # put back as it was
+
+
+def test_a_watch_for_one_report_ends_after_it(loop):
+    # watch(once=True): one report, then nothing more however long the fd
+    # stays readable; the same fd can be watched again at once (a second
+    # watch on a live one is refused).
+    a, b = socket.socketpair()
+    with a, b:
+        reports: list = []
+        loop.watch(a.fileno(), False, reports.append, once=True)
+        with pytest.raises(BusyResourceError):
+            loop.watch(a.fileno(), False, reports.append)
+        b.send(b"x")
+        assert loop.run_until(lambda: reports, 5)
+        for _ in range(5):
+            loop.run_once(0.01)   # still readable: a level watch would report again
+        assert reports == [0] and not loop.unwatch(a.fileno(), False)
+        loop.watch(a.fileno(), False, reports.append, once=True)   # again
+        assert loop.run_until(lambda: len(reports) == 2, 5)
+        # A writable wait, and one cancelled before it reports.
+        loop.watch(a.fileno(), True, reports.append, once=True)
+        assert loop.run_until(lambda: len(reports) == 3, 5)
+        c, d = socket.socketpair()
+        with c, d:
+            loop.watch(c.fileno(), False, reports.append, once=True)
+            assert loop.unwatch(c.fileno(), False)
+            d.send(b"x")
+            for _ in range(5):
+                loop.run_once(0.01)
+        assert reports == [0, 0, 0]

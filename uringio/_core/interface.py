@@ -238,13 +238,14 @@ class Loop(Protocol):
 
     # -- readiness -----------------------------------------------------------
 
-    def watch(self, fd: int, writable: bool, handler: Handler) -> None:
+    def watch(self, fd: int, writable: bool, handler: Handler, once: bool = False) -> None:
         """Call ``handler(0)`` whenever ``fd`` is readable (or, with
         ``writable``, writable), until ``unwatch``: level-triggered, as
         ``select`` is -- ready again while the condition holds.
         ``handler(OSError)`` ends the watch. For libraries that do their
-        own IO (asyncio's ``add_reader``). Raises BusyResourceError when
-        ``fd`` is watched that way already."""
+        own IO (asyncio's ``add_reader``). With ``once``, the first report
+        ends it: one wait for readiness (trio's ``wait_readable``).
+        Raises BusyResourceError when ``fd`` is watched that way already."""
         ...
 
     def unwatch(self, fd: int, writable: bool) -> bool:

@@ -22,6 +22,7 @@ as callbacks, so a handler never runs inside the call that started it.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import select
 import socket
@@ -316,17 +317,23 @@ class ReactorLoop(EpollRelay, EpollFiles, BaseLoop):
 
     # -- readiness -----------------------------------------------------------
 
-    def watch(self, fd: int, writable: bool, handler) -> None:
+    def watch(self, fd: int, writable: bool, handler, once: bool = False) -> None:
         # What epoll does natively: interest for as long as it is wanted.
         self._check_open()
         st = self._state(fd)
         if (st.watch_write if writable else st.watch_read) is not None:
             raise BusyResourceError(f"fd {fd} is watched already")
+        if once:
+            handler = functools.partial(self._watched_once, fd, writable, handler)
         if writable:
             st.watch_write = handler
         else:
             st.watch_read = handler
         self._update(st)
+
+    def _watched_once(self, fd: int, writable: bool, handler, res) -> None:
+        self.unwatch(fd, writable)
+        handler(res)
 
     def unwatch(self, fd: int, writable: bool) -> bool:
         st = self._fds.get(fd)

@@ -489,7 +489,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
 
     # -- readiness -----------------------------------------------------------
 
-    def watch(self, fd: int, writable: bool, handler) -> None:
+    def watch(self, fd: int, writable: bool, handler, once: bool = False) -> None:
         # io_uring_prep_poll_add(3), one-shot and re-armed after each report:
         # a multishot poll reports edges, and select()'s users expect levels.
         self._check_open()
@@ -498,6 +498,7 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
             raise BusyResourceError(f"fd {fd} is watched already")
         op = self._ops.add(OpKind.WATCH, fd, handler, self._on_watch)
         op.state = _POLLOUT if writable else _POLLIN
+        op.done = once   # (a WATCH's done: whether its first report ends it)
         self._watches[key] = op
         self._submit(self._ring.prep_poll_add(fd, op.state, op.id))
 
@@ -515,10 +516,10 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
             return
         handler = op.handler
         assert handler is not None
-        if res < 0:
+        if res < 0 or op.done:   # an error, or a watch for one report: over
             del self._watches[(op.fd, op.state == _POLLOUT)]
             self._ops.pop(op)
-            handler(os_error(-res))
+            handler(os_error(-res) if res < 0 else 0)
             return
         handler(0)
         if not op.cancelled:   # still wanted: ask again, answered at once if still ready
