@@ -1,5 +1,6 @@
 """Callbacks, timers, thread-safe wakeup, run/stop and backend selection."""
 
+import contextlib
 import logging
 import signal
 import socket
@@ -291,3 +292,33 @@ def test_a_watch_for_one_report_ends_after_it(loop):
             for _ in range(5):
                 loop.run_once(0.01)
         assert reports == [0, 0, 0]
+
+
+def test_a_write_watch_on_a_half_closed_socket_waits_for_room(loop):
+    # The peer shut its side (POLLRDHUP lasts) and reads nothing: the
+    # buffer is full, so nothing is reported, turn after turn -- io_uring
+    # adds POLLRDHUP to every poll, which would report at once each time.
+    # Once the peer reads, the watch reports. Level and one-shot watches.
+    for once in (False, True):
+        a, b = socket.socketpair()
+        with a, b:
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 10000)
+            a.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                while True:
+                    a.send(bytes(4096))
+            b.shutdown(socket.SHUT_WR)
+            reports: list = []
+            loop.watch(a.fileno(), True, reports.append, once=once)
+            for _ in range(5):
+                loop.run_once(0.02)
+            assert reports == []
+            b.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while b.recv(1 << 16):
+                    pass
+            assert loop.run_until(lambda: reports, 5)
+            assert reports[0] == 0 and a.send(b"room") == 4
+            if not once:
+                assert loop.unwatch(a.fileno(), True)
+            assert not loop.unwatch(a.fileno(), True)

@@ -182,6 +182,12 @@ class Loop(Protocol):
     def is_closed(self) -> bool:
         ...
 
+    def wakeup_fileno(self) -> int:
+        """The descriptor ``call_soon_threadsafe`` (and a signal, while
+        ``wake_on_signals``) makes readable, until the loop's next turn:
+        for a thread that waits on the loop's behalf (trio's guest mode)."""
+        ...
+
     def close(self) -> None:
         """Release the loop's resources. Operations still in flight are
         cancelled first, and their handlers are not called; send streams

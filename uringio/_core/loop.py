@@ -255,6 +255,9 @@ class BaseLoop:
     def is_closed(self) -> bool:
         return self._closed
 
+    def wakeup_fileno(self) -> int:
+        return self._wakeup_fd
+
     def _run_once(self, max_wait: float | None = None) -> None:
         ready = self._ready
         timers = self._timers

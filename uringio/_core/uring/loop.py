@@ -26,6 +26,7 @@ stream's handler, and every other CQE to its op's ``_on_<kind>`` method.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import os
@@ -68,6 +69,7 @@ from .send_stream import UringSendStream
 _ECANCELED = errno.ECANCELED
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
+_POLL_ENDS = select.POLLERR | select.POLLHUP | select.POLLNVAL
 _ENOBUFS = errno.ENOBUFS
 _MSG_NOSIGNAL = socket.MSG_NOSIGNAL
 _ACCEPT_FLAGS = socket.SOCK_CLOEXEC
@@ -156,6 +158,10 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         self._acceptors: dict[int, Op] = {}  # listening fd -> ACCEPT op
         self._send_streams: dict[int, UringSendStream] = {}   # by fd
         self._watches: dict[tuple[int, bool], Op] = {}   # (fd, writable) -> WATCH op
+        # Write watches on half-closed sockets, by fd (_park says why), and
+        # the epoll instance they wait in: made at the first.
+        self._parked: dict[int, Op] = {}
+        self._parked_epoll: select.epoll | None = None
         self._relays = {}
         self._pumps = {}
         self._streams_by_wid: list[UringSendStream | None] = []   # the C writer ids are dense
@@ -506,7 +512,11 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         op = self._watches.pop((fd, writable), None)
         if op is None:
             return False
-        self._cancel(op)
+        if self._parked.get(fd) is op:   # not in the ring: nothing to cancel there
+            self._unpark_one(fd)
+            self._ops.pop(op)
+        else:
+            self._cancel(op)
         return True
 
     def _on_watch(self, op: Op, res: int, flags: int) -> None:
@@ -516,6 +526,9 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
             return
         handler = op.handler
         assert handler is not None
+        if res > 0 and op.state == _POLLOUT and not res & (_POLLOUT | _POLL_ENDS):
+            self._park(op)
+            return
         if res < 0 or op.done:   # an error, or a watch for one report: over
             del self._watches[(op.fd, op.state == _POLLOUT)]
             self._ops.pop(op)
@@ -524,6 +537,41 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         handler(0)
         if not op.cancelled:   # still wanted: ask again, answered at once if still ready
             self._submit(self._ring.prep_poll_add(op.fd, op.state, op.id))
+
+    def _park(self, op: Op) -> None:
+        # A write watch whose poll reported POLLRDHUP alone: io_uring adds
+        # it to every poll's mask (IO_POLL_UNMASK in io_uring/poll.c), and
+        # a peer's half-close lasts, so on a half-closed socket the poll
+        # would complete at once each time it is armed, writable or not --
+        # the loop spinning, and the watcher told to write into a full
+        # buffer. Such a watch waits in an epoll instance of the loop's,
+        # which reports only what it is asked; its fd is polled by the ring.
+        if self._parked_epoll is None:
+            self._parked_epoll = select.epoll()
+            self.watch(self._parked_epoll.fileno(), False, self._on_parked)
+        self._parked[op.fd] = op
+        try:
+            self._parked_epoll.register(op.fd, select.EPOLLOUT)
+        except OSError as exc:   # (the fd closed meanwhile: the watch ends with why)
+            del self._parked[op.fd]
+            self._on_watch(op, -(exc.errno or errno.EBADF), 0)
+
+    def _on_parked(self, res) -> None:
+        # The epoll instance has reports: each goes to its watch as the
+        # ring's poll would have (a write watch re-arms in the ring, and
+        # parks again while the socket is half-closed and not writable).
+        assert self._parked_epoll is not None
+        for fd, events in self._parked_epoll.poll(0):
+            op = self._parked.get(fd)
+            self._unpark_one(fd)
+            if op is not None:
+                self._on_watch(op, events, 0)   # (EPOLL* and POLL* bits are the same)
+
+    def _unpark_one(self, fd: int) -> None:
+        self._parked.pop(fd, None)
+        assert self._parked_epoll is not None
+        with contextlib.suppress(OSError):
+            self._parked_epoll.unregister(fd)
 
     # -- connect -------------------------------------------------------------
 
@@ -775,6 +823,9 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         self._readers.clear()
         self._acceptors.clear()
         self._watches.clear()
+        for op in self._parked.values():   # (not in the ring: none will complete)
+            self._ops.pop(op)
+        self._parked.clear()
         self._close_file_reads()   # (reads in C: they keep their buffers, nobody hears)
         for relay in self._pumps.values():
             relay.handler = None   # (each is cancelled with everything else)
@@ -792,6 +843,8 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
             self._bufs.close()
         self._close_pumps()
         self._ring.close()
+        if self._parked_epoll is not None:
+            self._parked_epoll.close()
         super().close()
 
 
