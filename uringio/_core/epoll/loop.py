@@ -332,7 +332,10 @@ class ReactorLoop(EpollRelay, EpollFiles, BaseLoop):
         self._update(st)
 
     def _watched_once(self, fd: int, writable: bool, handler, res) -> None:
-        self.unwatch(fd, writable)
+        try:
+            self.unwatch(fd, writable)
+        except OSError as exc:   # closed behind our back (a dup keeps its file)
+            res = exc
         handler(res)
 
     def unwatch(self, fd: int, writable: bool) -> bool:

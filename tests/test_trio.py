@@ -1,0 +1,179 @@
+"""``uringio.trio``: unmodified trio and anyio programs on uringio's IO
+manager, on both backends -- the run's manager is uringio's (and only that
+run's), its readiness waits, cancellation and notify_closing, signals,
+threads, subprocesses, TLS streams, guest mode, and the refusal of a trio
+release it was not tested with. (trio's own suite, with the manager in
+place: tests/test_trio_suite.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import ssl
+import sys
+
+import anyio
+import pytest
+import trio
+import trio.testing
+import trustme
+from trio._core._io_epoll import EpollIOManager
+
+import uringio.trio as utrio
+
+TIMEOUT = 10
+
+
+def manager():
+    return trio.lowlevel.current_statistics().io_statistics
+
+
+def test_the_run_gets_uringios_manager_and_only_that_run(backend):
+    async def main():
+        return manager().backend, type(trio._core._run.GLOBAL_RUN_CONTEXT.runner.io_manager)
+
+    assert utrio.run(main, backend=backend) == (backend, utrio.IOManager)
+
+    async def plain():
+        return type(trio._core._run.GLOBAL_RUN_CONTEXT.runner.io_manager)
+
+    assert trio.run(plain) is EpollIOManager   # the next plain trio.run: trio's own
+
+
+def test_a_trio_release_not_tested_is_refused_in_one_line(monkeypatch):
+    with pytest.raises(utrio.UnsupportedTrio) as refused:
+        utrio.check_trio_version("0.30.0")
+    assert str(refused.value) == (f"uringio.trio runs on trio {', '.join(utrio.TRIO_VERSIONS)}, "
+                                  "not trio 0.30.0 (the IO manager hook is private to trio)")
+    monkeypatch.setattr(trio, "__version__", "0.99.1")
+    with pytest.raises(utrio.UnsupportedTrio):
+        utrio.run(trio.sleep, 0)
+    utrio.check_trio_version("0.35.2")   # a patch release of a tested one
+
+
+def test_tcp_echo_with_waits_cancelled_and_closed(backend):
+    # trio's own serve_tcp and streams; a wait cancelled by a deadline; a
+    # wait woken by notify_closing with ClosedResourceError.
+    async def main():
+        async def echo(stream):
+            async for chunk in stream:
+                await stream.send_all(chunk)
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, echo, 0)
+            port = listeners[0].socket.getsockname()[1]
+            async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+                for size in (1, 1000, 60_000):   # (each echoed before the next)
+                    await stream.send_all(b"x" * size)
+                    got = 0
+                    while got < size:
+                        got += len(await stream.receive_some())
+            a, b = socket.socketpair()
+            with a, b:
+                with trio.move_on_after(0.05) as scope:
+                    await trio.lowlevel.wait_readable(a)
+                assert scope.cancelled_caught
+                # the listener's accept, and trio's own wakeup socket (run_sync_soon):
+                assert manager().tasks_waiting_read == len(listeners) + 1
+
+                async def closer():
+                    await trio.testing.wait_all_tasks_blocked()
+                    trio.lowlevel.notify_closing(a)
+
+                nursery.start_soon(closer)
+                with pytest.raises(trio.ClosedResourceError):
+                    await trio.lowlevel.wait_readable(a)
+            nursery.cancel_scope.cancel()
+        return "ok"
+
+    assert utrio.run(main, backend=backend) == "ok"
+
+
+def test_signals_threads_subprocesses_and_files(backend, tmp_path):
+    path = tmp_path / "f.txt"
+
+    async def main():
+        with trio.open_signal_receiver(signal.SIGUSR1) as signals:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            with trio.fail_after(TIMEOUT):
+                assert await signals.__anext__() == signal.SIGUSR1
+        token = trio.lowlevel.current_trio_token()
+        assert await trio.to_thread.run_sync(
+            lambda: trio.from_thread.run_sync(lambda: "back", trio_token=token)) == "back"
+        done = await trio.run_process([sys.executable, "-c", "print('child')"],
+                                      capture_stdout=True)
+        assert done.stdout == b"child\n"
+        async with await trio.open_file(path, "w") as f:
+            await f.write("written")
+        return (await trio.Path(path).read_text())
+
+    assert utrio.run(main, backend=backend) == "written"
+
+
+def test_tls_stream(backend):
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    async def main():
+        async def handler(stream):
+            await stream.send_all((await stream.receive_some()).upper())
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_ssl_over_tcp, handler, 0, server_context)
+            port = listeners[0].transport_listener.socket.getsockname()[1]
+            stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", port,
+                                                         ssl_context=client_context)
+            await stream.send_all(b"secret")
+            answer = await stream.receive_some()
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+        return answer
+
+    assert utrio.run(main, backend=backend) == b"SECRET"
+
+
+def test_anyio_on_trio_on_uringio(backend):
+    # anyio's own API (its trio backend, picked by sniffio inside the run).
+    async def main():
+        async def echo(client):
+            async with client:
+                await client.send(await client.receive())
+
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, echo)
+            async with await anyio.connect_tcp("127.0.0.1", port) as client:
+                await client.send(b"anyio")
+                answer = await client.receive()
+            tg.cancel_scope.cancel()
+        return answer, manager().backend
+
+    assert utrio.run(main, backend=backend) == (b"anyio", backend)
+
+
+def test_guest_mode_on_an_asyncio_host(backend):
+    # trio as asyncio's guest: its waits in trio's thread, its completions
+    # reaped on the host's thread.
+    async def trio_main():
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            b.send(b"ping")
+            await trio.lowlevel.wait_readable(a)
+            return a.recv(10), manager().backend
+
+    async def host():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        utrio.start_guest_run(trio_main, backend=backend,
+                              run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+                              done_callback=done.set_result)
+        return (await asyncio.wait_for(done, TIMEOUT)).unwrap()
+
+    assert asyncio.run(host()) == (b"ping", backend)
