@@ -139,6 +139,28 @@ def _uringio_server(backend: str) -> ServerSpec:
     )
 
 
+def _trio_on_uringio(backend: str) -> ServerSpec:
+    # The same unmodified trio_echo.py, its trio.run on uringio's IO manager.
+    return ServerSpec(
+        f"trio-uringio-{backend}",
+        (sys.executable, "-m", "uringio.trio", "--backend", backend,
+         str(SERVERS_DIR / "trio_echo.py"), "--host", HOST, "--port", "0"),
+        uses_uringio=True,
+        count_syscalls=True,
+    )
+
+
+def _trio_streams(backend: str) -> ServerSpec:
+    # trio_echo.py's server on uringio.trio's streams (trio_streams_echo.py).
+    return ServerSpec(
+        f"trio-streams-{backend}",
+        ("env", f"URINGIO_BACKEND={backend}", sys.executable,
+         str(SERVERS_DIR / "trio_streams_echo.py"), "--host", HOST, "--port", "0"),
+        uses_uringio=True,
+        count_syscalls=True,
+    )
+
+
 def _python_server(name: str, script: str, count_syscalls: bool = False) -> ServerSpec:
     return ServerSpec(
         name,
@@ -155,7 +177,11 @@ SERVERS = {
         _python_server("asyncio", "asyncio_protocol.py"),
         _python_server("asyncio-streams", "asyncio_streams.py"),
         _python_server("uvloop", "uvloop_protocol.py", count_syscalls=True),
-        _python_server("trio", "trio_echo.py"),
+        _python_server("trio", "trio_echo.py", count_syscalls=True),
+        _trio_on_uringio("uring"),
+        _trio_on_uringio("epoll"),
+        _trio_streams("uring"),
+        _trio_streams("epoll"),
         ServerSpec("c-liburing", (str(BUILD_DIR / "c_echo_server"), HOST, "0"),
                    count_syscalls=True),
     )

@@ -18,9 +18,18 @@ from typing import Any
 import trio
 
 from .manager import IOManager, IOStatistics, installed
+from .streams import (
+    SocketListener,
+    SocketStream,
+    open_tcp_listeners,
+    open_tcp_stream,
+    open_unix_socket,
+    serve_tcp,
+)
 
-__all__ = ["TRIO_VERSIONS", "IOManager", "IOStatistics", "UnsupportedTrio", "check_trio_version",
-           "run", "start_guest_run"]
+__all__ = ["TRIO_VERSIONS", "IOManager", "IOStatistics", "SocketListener", "SocketStream",
+           "UnsupportedTrio", "check_trio_version", "open_tcp_listeners", "open_tcp_stream",
+           "open_unix_socket", "run", "serve_tcp", "start_guest_run"]
 
 # trio's releases whose runner takes uringio's manager: each passed trio's
 # own test suite with it (tests/test_trio_suite.py).

@@ -72,7 +72,8 @@ class IOManager:
         when the time ran out with nothing)."""
         if threading.get_ident() != self._thread:
             return self._wait_from_guest_thread(timeout)
-        self.loop.run_once(timeout)
+        # (events made outside a turn -- a stream's, say -- are handled now)
+        self.loop.run_once(0 if self._events else timeout)
         events, self._events = self._events, []
         return events
 
@@ -154,7 +155,7 @@ class IOManager:
 
 
 _install_lock = threading.Lock()
-_wanted = threading.local()   # .backend: the manager the next run of this thread gets
+_wanted = threading.local()   # .backend: the manager the next run of this thread gets; .every
 _trios_own: Any = None         # trio's own manager class, once _make is in its place
 
 
@@ -164,14 +165,16 @@ def _make() -> Any:
     backend = getattr(_wanted, "backend", None)
     if backend is None:
         return _trios_own()
-    _wanted.backend = None
+    if not _wanted.every:
+        _wanted.backend = None
     return IOManager(backend)
 
 
 @contextlib.contextmanager
-def installed(backend: str = "auto") -> Iterator[None]:
+def installed(backend: str = "auto", every_run: bool = False) -> Iterator[None]:
     """Within the block, the next trio run this thread starts (``trio.run``
-    or a guest run) gets an ``IOManager`` on ``backend``. The first use
+    or a guest run) gets an ``IOManager`` on ``backend`` (with
+    ``every_run``, each run it starts in the block). The first use
     puts a chooser in trio's place for good; it gives every other run,
     in any thread, trio's own manager as before."""
     global _trios_own
@@ -181,7 +184,7 @@ def installed(backend: str = "auto") -> Iterator[None]:
         if _run.TheIOManager is not _make:
             _trios_own = _run.TheIOManager
             _run.TheIOManager = _make   # type: ignore[misc,assignment]  # (trio's own place)
-    _wanted.backend = backend
+    _wanted.backend, _wanted.every = backend, every_run
     try:
         yield
     finally:
