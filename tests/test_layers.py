@@ -17,7 +17,7 @@ LAYERS = {
     "uringio._version": 0, "uringio.errors": 0,
     "uringio._core": 1,
     "uringio.net": 2,
-    "uringio.aio": 3, "uringio.models": 3, "uringio.protocols": 3,
+    "uringio.aio": 3, "uringio.models": 3, "uringio.protocols": 3, "uringio.trio": 3,
     "uringio.asgi": 4,   # the asyncio loop (aio) in the multi model's workers (models)
     "uringio.cli": 5,
     "uringio": 6,   # the package itself, __main__, and the old paths it keeps

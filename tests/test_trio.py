@@ -177,3 +177,37 @@ def test_guest_mode_on_an_asyncio_host(backend):
         return (await asyncio.wait_for(done, TIMEOUT)).unwrap()
 
     assert asyncio.run(host()) == (b"ping", backend)
+
+
+def test_python_m_uringio_trio_runs_a_script_unmodified(backend, tmp_path):
+    # Every trio.run the script makes gets uringio's manager (two here).
+    script = tmp_path / "prog.py"
+    script.write_text("import sys, trio\n"
+                      "async def main():\n"
+                      "    return trio.lowlevel.current_statistics().io_statistics.backend\n"
+                      "print(trio.run(main), trio.run(main), sys.argv[1:])\n")
+    import subprocess
+
+    from conftest import REPO
+    done = subprocess.run([sys.executable, "-m", "uringio.trio", "--backend", backend,
+                           str(script), "a", "--b"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{backend} {backend} ['a', '--b']\n"
+
+
+@pytest.mark.parametrize("streams", [[], ["--streams"]], ids=["trio-streams", "uringio-streams"])
+def test_the_tutorials_example_echoes_and_stops_on_sigterm(backend, streams):
+    from conftest import start_server, stop_server
+
+    proc, port = start_server(["examples/trio_echo.py", "--port", "0", *streams], backend)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            for size in (1, 5000, 100_000):
+                sock.sendall(b"e" * size)
+                got = b""
+                while len(got) < size:
+                    got += sock.recv(1 << 20)
+                assert got == b"e" * size
+    finally:
+        assert stop_server(proc) == 0
