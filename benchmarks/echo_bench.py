@@ -139,12 +139,12 @@ def _uringio_server(backend: str) -> ServerSpec:
     )
 
 
-def _trio_on_uringio(backend: str) -> ServerSpec:
-    # The same unmodified trio_echo.py, its trio.run on uringio's IO manager.
+def _trio_on_uringio(backend: str, name: str = "trio", script: str = "trio_echo.py") -> ServerSpec:
+    # The same unmodified script, its trio.run on uringio's IO manager.
     return ServerSpec(
-        f"trio-uringio-{backend}",
+        f"{name}-uringio-{backend}",
         (sys.executable, "-m", "uringio.trio", "--backend", backend,
-         str(SERVERS_DIR / "trio_echo.py"), "--host", HOST, "--port", "0"),
+         str(SERVERS_DIR / script), "--host", HOST, "--port", "0"),
         uses_uringio=True,
         count_syscalls=True,
     )
@@ -182,6 +182,8 @@ SERVERS = {
         _trio_on_uringio("epoll"),
         _trio_streams("uring"),
         _trio_streams("epoll"),
+        _python_server("anyio-trio", "anyio_echo.py", count_syscalls=True),
+        _trio_on_uringio("uring", "anyio-trio", "anyio_echo.py"),
         ServerSpec("c-liburing", (str(BUILD_DIR / "c_echo_server"), HOST, "0"),
                    count_syscalls=True),
     )
