@@ -1,5 +1,5 @@
-"""Echo server: trio_echo.py on uringio.trio's streams -- the same handler
-and serve_tcp, the stream's receive_some and send_all on completions."""
+"""Echo server: trio_echo.py's handler on uringio.trio's streams -- its
+serve_tcp, the stream's receive_some and send_all on completions."""
 
 import functools
 import os
@@ -9,14 +9,7 @@ import trio
 
 import uringio.trio
 from _common import BACKLOG, announce, parse_args
-
-
-async def echo(stream: uringio.trio.SocketStream) -> None:
-    try:
-        while data := await stream.receive_some(65536):
-            await stream.send_all(data)
-    except trio.BrokenResourceError:
-        pass  # the client went away; nothing left to echo
+from trio_echo import echo
 
 
 async def main(host: str, port: int) -> None:

@@ -234,12 +234,7 @@ class TLSLayer(asyncio.Protocol):
         if self._queue is not None:
             self._queue.append(bytes(data))   # behind a file being sent
             return
-        try:   # (_encrypt's, inline: a response's one write)
-            self._records.write(data)
-        except ssl.SSLError as exc:
-            self._fail(exc)
-            return
-        self._transport.write(self._outgoing.read())
+        self._encrypt(data)
 
     def _encrypt(self, data) -> None:
         try:
