@@ -135,3 +135,58 @@ def test_the_streams_need_uringios_run():
             SocketStream(a)
 
     trio.run(main)
+
+
+def test_a_cancelled_receive_loses_nothing(backend):
+    # A receive_some cancelled while it waits (the socket's receive stays
+    # armed), and one cancelled before it starts, with bytes already there:
+    # neither takes anything; the next calls get every byte, in order.
+    async def main() -> bytes:
+        a, b = await stream_pair()
+        with trio.move_on_after(0.02) as scope:
+            await b.receive_some()
+        assert scope.cancelled_caught
+        await a.send_all(b"one ")
+        for _ in range(5):
+            await trio.sleep(0.005)   # (turns: "one " is received meanwhile)
+        with trio.CancelScope() as cancelled:
+            cancelled.cancel()
+            await b.receive_some()
+        assert cancelled.cancelled_caught
+        await a.send_all(b"two")
+        await a.send_eof()
+        got = b""
+        while data := await b.receive_some():
+            got += data
+        await a.aclose()
+        await b.aclose()
+        return got
+
+    assert utrio.run(main, backend=backend) == b"one two"
+
+
+def test_connect_and_close_many_times_leaks_no_fd(backend):
+    import os
+
+    async def main() -> tuple[int, int]:
+        async def handler(stream: SocketStream) -> None:
+            await stream.aclose()
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(utrio.serve_tcp, handler, 0)
+            port = listeners[0].socket.getsockname()[1]
+            for _ in range(20):   # warm-up: whatever is made once is made
+                await (await utrio.open_tcp_stream("127.0.0.1", port)).aclose()
+            before = len(os.listdir("/proc/self/fd"))
+            for _ in range(20_000):
+                stream = await utrio.open_tcp_stream("127.0.0.1", port)
+                await stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(10):   # the last closes reach their ends
+                await trio.sleep(0.01)
+            after = len(os.listdir("/proc/self/fd"))
+            nursery.cancel_scope.cancel()
+        return before, after
+
+    before, after = utrio.run(main, backend=backend)
+    assert after <= before, (before, after)
