@@ -2,7 +2,8 @@
 # Set up a uringio checkout on Debian/Ubuntu: system packages (a C compiler,
 # the Python headers, venv), then .venv/ with uringio installed in editable
 # mode (its build compiles the vendored liburing, _build/vendor/liburing). With --test, also the real clients and servers the tests
-# drive (curl, redis-cli, redis-benchmark, redis-server, ss, systemd-socket-activate, openssl). Safe to run again:
+# drive (curl, redis-cli, redis-benchmark, redis-server, ss, systemd-socket-activate, openssl) and
+# anyio's test suite. Safe to run again:
 # it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +49,17 @@ if [ ! -e "$stamp" ] || [ -n "$stale" ] \
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test,bench]'
     touch "$stamp"
+fi
+if [ "${1:-}" = "--test" ]; then
+    # anyio's own test suite is in its sdist, not its wheel: the installed
+    # release's, for tests/test_anyio_suite.py.
+    ver=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("anyio"))')
+    if [ ! -d ".venv/foreign/anyio-$ver/tests" ]; then
+        echo "setup: fetching anyio $ver's test suite (its sdist)"
+        tmp=$(mktemp -d)
+        .venv/bin/python -m pip download -q --no-deps --no-binary :all: -d "$tmp" "anyio==$ver"
+        mkdir -p .venv/foreign
+        tar -xzf "$tmp"/anyio-"$ver".tar.gz -C .venv/foreign
+        rm -rf "$tmp"
+    fi
 fi
