@@ -137,8 +137,10 @@ class SocketStream(trio.abc.HalfCloseableStream, Protocol):
                 raise ValueError("max_bytes must be >= 1")
         self._enter(self._receiver)
         await lowlevel.checkpoint_if_cancelled()
+        waited = False
         while not self._received and not self._eof and self._error is None:
             await self._wait(self._receiver)
+            waited = True
             if self._closed:
                 raise trio.ClosedResourceError("the stream was closed while receiving")
         if self._received:
@@ -148,7 +150,8 @@ class SocketStream(trio.abc.HalfCloseableStream, Protocol):
         else:
             raise trio.BrokenResourceError(f"the connection ended: {self._error!r}") \
                 from self._error
-        await lowlevel.cancel_shielded_checkpoint()
+        if not waited:   # (a wait is a checkpoint already: one scheduler pass, not two)
+            await lowlevel.cancel_shielded_checkpoint()
         return data
 
     def _take(self, max_bytes: int | None) -> bytes:
@@ -181,10 +184,13 @@ class SocketStream(trio.abc.HalfCloseableStream, Protocol):
         self._check_sendable()
         if data:
             self._conn.write(bytes(data) if not isinstance(data, bytes) else data)
+        waited = False
         while self._writing_paused and self._error is None and not self._closed:
             await self._wait(self._sender)
+            waited = True
         self._check_sendable()
-        await lowlevel.cancel_shielded_checkpoint()
+        if not waited:
+            await lowlevel.cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         self._enter(self._sender)
