@@ -65,11 +65,13 @@ def warm(path: str) -> None:
             pass
 
 
-async def _readers(depth: int, duration: float, size: int, read_one) -> float:
+async def _readers(depth: int, duration: float, size: int, read_one,
+                   gather=None) -> float:
     """Run ``depth`` coroutines calling ``read_one(i, offset)`` until time
     is up: reads per second. The offsets are drawn before the clock starts
     (the same sequence for every reader), so that what is timed is the
-    reading, as in fio, not Python's random module."""
+    reading, as in fio, not Python's random module. ``gather``: how the
+    library runs coroutines side by side (asyncio's by default)."""
     count = 0
     rand = random.Random(1).randrange
     offsets = itertools.cycle([rand(size // BLOCK) * BLOCK for _ in range(1 << 16)])
@@ -83,8 +85,53 @@ async def _readers(depth: int, duration: float, size: int, read_one) -> float:
             count += 1
 
     start = time.monotonic()
-    await asyncio.gather(*(reader(i) for i in range(depth)))
+    await (gather or asyncio.gather)(*(reader(i) for i in range(depth)))
     return count / (time.monotonic() - start)
+
+
+async def _trio_gather(*coros) -> None:
+    import trio
+
+    async with trio.open_nursery() as nursery:
+        for coro in coros:
+            nursery.start_soon(lambda c=coro: c)
+
+
+def run_trio(path: str, size: int, depth: int, duration: float) -> float:
+    import trio
+
+    async def main() -> float:
+        # trio's open_file runs each call in a thread, and has no pread: a
+        # file per reader, seek then readinto (as aiofiles).
+        files = [await trio.open_file(path, "rb", buffering=0) for _ in range(depth)]
+        bufs = [bytearray(BLOCK) for _ in range(depth)]
+
+        async def read_one(i: int, offset: int) -> None:
+            await files[i].seek(offset)
+            await files[i].readinto(bufs[i])
+
+        try:
+            return await _readers(depth, duration, size, read_one, _trio_gather)
+        finally:
+            for f in files:
+                await f.aclose()
+
+    return trio.run(main)
+
+
+def run_uringio_trio(backend: str, path: str, size: int, depth: int, duration: float) -> float:
+    import uringio.trio
+
+    async def main() -> float:
+        async with uringio.trio.open_file(path, "rb") as f:
+            bufs = [bytearray(BLOCK) for _ in range(depth)]
+
+            async def read_one(i: int, offset: int) -> None:
+                await f.preadinto(bufs[i], offset)
+
+            return await _readers(depth, duration, size, read_one, _trio_gather)
+
+    return uringio.trio.run(main, backend=backend)
 
 
 def run_uringio(backend: str, path: str, size: int, depth: int, duration: float,
@@ -203,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                                                     args.duration)
                     runners["run_in_executor(os.preadv)"] = ("run_executor", path, size, depth,
                                                             args.duration)
+                    runners["trio.open_file"] = ("run_trio", path, size, depth, args.duration)
+                    for backend in ("uring", "epoll"):
+                        runners[f"uringio.trio {backend}"] = ("run_uringio_trio", backend, path,
+                                                              size, depth, args.duration)
                 if args.only:
                     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
                     runners = {name: r for name, r in runners.items()

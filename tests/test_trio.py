@@ -211,3 +211,50 @@ def test_the_tutorials_example_echoes_and_stops_on_sigterm(backend, streams):
                 assert got == b"e" * size
     finally:
         assert stop_server(proc) == 0
+
+
+def test_files_on_the_engine(backend, tmp_path):
+    # uringio.trio.open_file: the engine's file operations awaited by trio
+    # tasks (many in flight at once), the same objects asyncio code gets;
+    # a task cancelled while its read is in flight gets Cancelled after it.
+    path = tmp_path / "data.bin"
+    content = bytes(range(256)) * 64   # 16 KiB
+
+    async def main() -> list:
+        async with utrio.open_file(path, "wb") as f:
+            assert await f.write(content) == len(content)
+        got: dict[int, bytes] = {}
+        async with await utrio.open_file(path, "rb") as f:
+            async def read_block(i: int) -> None:
+                got[i] = await f.pread(4096, i * 4096)
+
+            async with trio.open_nursery() as nursery:
+                for i in range(4):
+                    nursery.start_soon(read_block, i)
+            assert b"".join(got[i] for i in range(4)) == content
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await f.pread(10, 0)
+            assert scope.cancelled_caught
+        async with utrio.open_file(path, "a") as text:
+            await text.write("\nline two\n")
+        async with utrio.open_file(path, "rb") as f:
+            await f.seek(len(content))
+            lines = [line async for line in f]
+        await utrio.files.copy(path, tmp_path / "copy.bin")
+        size = (await utrio.files.stat(tmp_path / "copy.bin")).st_size
+        await utrio.files.remove(tmp_path / "copy.bin")
+        with pytest.raises(FileNotFoundError):
+            await utrio.open_file(tmp_path / "missing", "rb")
+        return [lines, size, manager().backend]
+
+    assert utrio.run(main, backend=backend) == [
+        [b"\n", b"line two\n"], len(content) + 10, backend]
+
+
+def test_the_file_api_says_which_runs_it_needs():
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="uringio.trio.run"):
+            await utrio.open_file("/etc/hostname", "rb")
+
+    trio.run(main)

@@ -17,6 +17,8 @@ from typing import Any
 
 import trio
 
+from . import files
+from .files import open_file
 from .manager import IOManager, IOStatistics, installed
 from .streams import (
     SocketListener,
@@ -28,8 +30,8 @@ from .streams import (
 )
 
 __all__ = ["TRIO_VERSIONS", "IOManager", "IOStatistics", "SocketListener", "SocketStream",
-           "UnsupportedTrio", "check_trio_version", "open_tcp_listeners", "open_tcp_stream",
-           "open_unix_socket", "run", "serve_tcp", "start_guest_run"]
+           "UnsupportedTrio", "check_trio_version", "files", "open_file", "open_tcp_listeners",
+           "open_tcp_stream", "open_unix_socket", "run", "serve_tcp", "start_guest_run"]
 
 # trio's releases whose runner takes uringio's manager: each passed trio's
 # own test suite with it (tests/test_trio_suite.py).
