@@ -52,14 +52,17 @@ if [ ! -e "$stamp" ] || [ -n "$stale" ] \
 fi
 if [ "${1:-}" = "--test" ]; then
     # anyio's own test suite is in its sdist, not its wheel: the installed
-    # release's, for tests/test_anyio_suite.py.
+    # release's, for tests/test_trio_suite.py, in the user's cache (the
+    # suite run against the installed wheel, from a copy of the checkout,
+    # finds it there too).
     ver=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("anyio"))')
-    if [ ! -d ".venv/foreign/anyio-$ver/tests" ]; then
-        echo "setup: fetching anyio $ver's test suite (its sdist)"
+    foreign="${XDG_CACHE_HOME:-$HOME/.cache}/uringio"
+    if [ ! -d "$foreign/anyio-$ver/tests" ]; then
+        echo "setup: fetching anyio $ver's test suite (its sdist) into $foreign"
         tmp=$(mktemp -d)
         .venv/bin/python -m pip download -q --no-deps --no-binary :all: -d "$tmp" "anyio==$ver"
-        mkdir -p .venv/foreign
-        tar -xzf "$tmp"/anyio-"$ver".tar.gz -C .venv/foreign
+        mkdir -p "$foreign"
+        tar -xzf "$tmp"/anyio-"$ver".tar.gz -C "$foreign"
         rm -rf "$tmp"
     fi
 fi

@@ -22,8 +22,9 @@ import pytest
 from conftest import REPO
 
 PLUGIN_DIR = os.path.join(REPO, "tests", "trio_suite")
-ANYIO_TESTS = os.path.join(REPO, ".venv", "foreign",
-                           f"anyio-{importlib.metadata.version('anyio')}")
+# (where scripts/setup.sh --test puts it)
+ANYIO_TESTS = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                           "uringio", f"anyio-{importlib.metadata.version('anyio')}")
 
 # trio's suite: from the installed package, with its plugin; anyio's: in
 # its sdist's folder (its pyproject's pytest options), its trio tests.
