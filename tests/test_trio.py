@@ -179,6 +179,25 @@ def test_guest_mode_on_an_asyncio_host(backend):
     assert asyncio.run(host()) == (b"ping", backend)
 
 
+def test_a_guest_run_refuses_uringios_streams(backend):
+    # Their completions are not what the guest's waiting thread watches.
+    async def trio_main():
+        a, b = socket.socketpair()
+        with a, b, pytest.raises(RuntimeError, match="not trio.run or a guest run"):
+            utrio.SocketStream(a)
+        return "refused"
+
+    async def host():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        utrio.start_guest_run(trio_main, backend=backend,
+                              run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+                              done_callback=done.set_result)
+        return (await asyncio.wait_for(done, TIMEOUT)).unwrap()
+
+    assert asyncio.run(host()) == "refused"
+
+
 def test_python_m_uringio_trio_runs_a_script_unmodified(backend, tmp_path):
     # Every trio.run the script makes gets uringio's manager (two here).
     script = tmp_path / "prog.py"

@@ -37,12 +37,15 @@ RECEIVE_LOW_WATER = 64 * 1024
 
 def _manager() -> IOManager:
     try:
-        manager = trio._core._run.GLOBAL_RUN_CONTEXT.runner.io_manager
+        runner = trio._core._run.GLOBAL_RUN_CONTEXT.runner
     except AttributeError:
         raise RuntimeError("must be called from inside a trio run") from None
-    if not isinstance(manager, IOManager):
-        raise RuntimeError("uringio.trio's streams run under uringio.trio.run (its IO manager "
-                           "receives and sends for them)")
+    manager = runner.io_manager
+    if not isinstance(manager, IOManager) or runner.is_guest:
+        # (a guest run's waiting thread does not see their completions)
+        raise RuntimeError("uringio.trio's streams and files run under uringio.trio.run (its "
+                           "IO manager receives and sends for them), not trio.run or a guest "
+                           "run")
     return manager
 
 
