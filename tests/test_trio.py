@@ -157,6 +157,20 @@ def test_anyio_on_trio_on_uringio(backend):
     assert utrio.run(main, backend=backend) == (b"anyio", backend)
 
 
+def as_asyncio_guest(trio_main, backend: str):
+    """``trio_main()`` as a guest of asyncio's loop, on uringio's manager:
+    its result."""
+    async def host():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        utrio.start_guest_run(trio_main, backend=backend,
+                              run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+                              done_callback=done.set_result)
+        return (await asyncio.wait_for(done, TIMEOUT)).unwrap()
+
+    return asyncio.run(host())
+
+
 def test_guest_mode_on_an_asyncio_host(backend):
     # trio as asyncio's guest: its waits in trio's thread, its completions
     # reaped on the host's thread.
@@ -168,15 +182,7 @@ def test_guest_mode_on_an_asyncio_host(backend):
             await trio.lowlevel.wait_readable(a)
             return a.recv(10), manager().backend
 
-    async def host():
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        utrio.start_guest_run(trio_main, backend=backend,
-                              run_sync_soon_threadsafe=loop.call_soon_threadsafe,
-                              done_callback=done.set_result)
-        return (await asyncio.wait_for(done, TIMEOUT)).unwrap()
-
-    assert asyncio.run(host()) == (b"ping", backend)
+    assert as_asyncio_guest(trio_main, backend) == (b"ping", backend)
 
 
 def test_a_guest_run_refuses_uringios_streams(backend):
@@ -187,15 +193,7 @@ def test_a_guest_run_refuses_uringios_streams(backend):
             utrio.SocketStream(a)
         return "refused"
 
-    async def host():
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        utrio.start_guest_run(trio_main, backend=backend,
-                              run_sync_soon_threadsafe=loop.call_soon_threadsafe,
-                              done_callback=done.set_result)
-        return (await asyncio.wait_for(done, TIMEOUT)).unwrap()
-
-    assert asyncio.run(host()) == "refused"
+    assert as_asyncio_guest(trio_main, backend) == "refused"
 
 
 def test_python_m_uringio_trio_runs_a_script_unmodified(backend, tmp_path):
