@@ -17,10 +17,10 @@ operation that had its effect: the next checkpoint raises ``Cancelled``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
-import outcome
 import trio
 from trio import lowlevel
 
@@ -53,11 +53,7 @@ class _TrioHost:
         await lowlevel.checkpoint_if_cancelled()   # (cancelled before it starts: not started)
         task = lowlevel.current_task()
 
-        def done(result: Any) -> None:
-            manager._events.append((task, outcome.Error(result) if isinstance(
-                result, BaseException) else outcome.Value(result)))
-
-        getattr(manager.loop, method)(*args, done, **options)
+        getattr(manager.loop, method)(*args, functools.partial(manager.wake, task), **options)
         # (not abandoned when cancelled: it holds the caller's buffer)
         return await lowlevel.wait_task_rescheduled(lambda _: lowlevel.Abort.FAILED)
 

@@ -85,6 +85,13 @@ class IOManager:
             if event is not None:
                 lowlevel.reschedule(*event)
 
+    def wake(self, task: lowlevel.Task, result: Any = None) -> None:
+        """From a completion handler (the loop's turn): ``task`` goes on with
+        ``result`` -- raised in it if it is an exception -- once trio
+        processes this turn's events."""
+        self._events.append((task, outcome.Error(result) if isinstance(result, BaseException)
+                             else outcome.Value(result)))
+
     def force_wakeup(self) -> None:
         self.loop.call_soon_threadsafe(self._events.append, None)
 
@@ -139,8 +146,7 @@ class IOManager:
         if self._waiting.get(key) is not task:
             return   # aborted meanwhile
         del self._waiting[key]
-        self._events.append((task, outcome.Error(res) if isinstance(res, OSError)
-                             else outcome.Value(None)))
+        self.wake(task, res if isinstance(res, OSError) else None)
 
     def notify_closing(self, fd: int | Any) -> None:
         if not isinstance(fd, int):

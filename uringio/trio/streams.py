@@ -114,7 +114,7 @@ class SocketStream(trio.abc.HalfCloseableStream, Protocol):
         # Called from the loop's turn, inside the manager's get_events.
         task, side.task = side.task, None
         if task is not None:
-            self._manager._events.append((task, outcome.Value(None)))
+            self._manager.wake(task)
 
     async def _wait(self, side: _Side) -> None:
         side.task = lowlevel.current_task()
