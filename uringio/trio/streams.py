@@ -187,10 +187,7 @@ class SocketStream(trio.abc.HalfCloseableStream, Protocol):
         self._check_sendable()
         if data:
             self._conn.write(bytes(data) if not isinstance(data, bytes) else data)
-        waited = False
-        while self._writing_paused and self._error is None and not self._closed:
-            await self._wait(self._sender)
-            waited = True
+        waited = await self._room()
         self._check_sendable()
         if not waited:
             await lowlevel.cancel_shielded_checkpoint()
@@ -198,9 +195,17 @@ class SocketStream(trio.abc.HalfCloseableStream, Protocol):
     async def wait_send_all_might_not_block(self) -> None:
         self._enter(self._sender)
         await lowlevel.checkpoint_if_cancelled()
+        await self._room()
+        await lowlevel.cancel_shielded_checkpoint()
+
+    async def _room(self) -> bool:
+        # Until the send buffer is below its high water (or the stream is
+        # over): whether that took a wait.
+        waited = False
         while self._writing_paused and self._error is None and not self._closed:
             await self._wait(self._sender)
-        await lowlevel.cancel_shielded_checkpoint()
+            waited = True
+        return waited
 
     def _check_sendable(self) -> None:
         if self._closed:
