@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import re
 import signal
@@ -446,6 +447,30 @@ def test_reload_picks_up_an_edited_app_file(backend, tmp_path):
         assert wait_for(lambda: get(port, "/") == (200, b"v3"), 3 * TIMEOUT)
     finally:
         assert stop_server(proc) == 0
+
+
+def test_the_reload_watcher_only_collects(tmp_path):
+    """The watcher's thread records what changed and does nothing else: a
+    log line it wrote while the supervisor forked would leave the new worker
+    holding stderr's lock (the supervisor takes the paths and logs)."""
+    from uringio.models.reload import Watcher
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("uringio")
+    logger.addHandler(handler)
+    watcher = Watcher([str(tmp_path)])
+    try:
+        (tmp_path / "a.py").write_text("x = 1\n")
+        (tmp_path / "b.txt").write_text("not Python\n")
+        taken: list[str] = []
+        assert wait_for(lambda: bool(taken.extend(watcher.take()) or taken), TIMEOUT)
+        assert taken == [str(tmp_path / "a.py")]
+        assert watcher.take() == []
+    finally:
+        watcher.stop()
+        logger.removeHandler(handler)
+    assert [r.threadName for r in records if r.threadName != "MainThread"] == []
 
 
 def test_reload_without_watchfiles_is_one_line(tmp_path):

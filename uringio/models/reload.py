@@ -8,12 +8,8 @@ dependency: ``pip install 'uringio[reload]'``.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
-from collections.abc import Callable
-
-log = logging.getLogger("uringio")
 
 DEBOUNCE_MS = 300   # changes this close together are one (an editor's save is several writes)
 
@@ -23,10 +19,18 @@ class ReloadUnavailable(RuntimeError):
 
 
 class Watcher:
-    """Calls ``on_change(paths)`` from a thread of its own each time Python
-    files under ``dirs`` change, until ``stop()``."""
+    """Watches the Python files under ``dirs`` from a thread of its own
+    until ``stop()``; ``take()`` returns the paths changed since it was
+    last called.
 
-    def __init__(self, dirs: list[str], on_change: Callable[[list[str]], None]) -> None:
+    The thread only collects. Whatever reacts (logs, forks a worker) runs in
+    the caller's thread: a fork copies a lock another thread holds as held,
+    and the buffer lock of ``sys.stderr`` is one CPython does not renew in
+    the child, so a log line written here while the supervisor forked would
+    leave the new worker stuck at its first line of log -- a worker that, on
+    io_uring, still accepts connections it never answers."""
+
+    def __init__(self, dirs: list[str]) -> None:
         try:
             import watchfiles
         except ImportError:
@@ -34,7 +38,8 @@ class Watcher:
                                     "'uringio[reload]' (or watchfiles)") from None
         self._watchfiles = watchfiles
         self.dirs = [os.path.abspath(d) for d in dirs]
-        self._on_change = on_change
+        self._changed: set[str] = set()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="uringio-reload", daemon=True)
@@ -50,7 +55,14 @@ class Watcher:
         for changed in changes:
             self._ready.set()   # (the first timeout: the watch is in place)
             if changed:
-                self._on_change(sorted({path for _change, path in changed}))
+                with self._lock:
+                    self._changed.update(path for _change, path in changed)
+
+    def take(self) -> list[str]:
+        """The paths changed since the last call, sorted (none: [])."""
+        with self._lock:
+            changed, self._changed = self._changed, set()
+        return sorted(changed)
 
     def stop(self) -> None:
         self._stop.set()

@@ -178,7 +178,7 @@ class Supervisor:
         watcher = None
         try:
             if self._reload_dirs:
-                watcher = Watcher(self._reload_dirs, self._on_change)
+                watcher = Watcher(self._reload_dirs)
             for slot in range(self.workers):
                 # One by one, so a failing start still leaves the started in _slots to stop.
                 self._slots.append(self._start(slot))
@@ -187,6 +187,10 @@ class Supervisor:
             next_rss_check = time.monotonic()
             while not self._stopping:
                 self._reap()
+                changed = watcher.take() if watcher is not None else []
+                if changed:
+                    log.info("changed: %s", ", ".join(changed))
+                    self._roll = True
                 if self._roll:
                     self._roll = False
                     log.info("replacing the %d workers, one at a time", self.workers)
@@ -259,10 +263,6 @@ class Supervisor:
             self._retiring.add(old)
         except ProcessLookupError:
             os.waitpid(old, os.WNOHANG)
-
-    def _on_change(self, paths: list[str]) -> None:   # (the watcher's thread)
-        log.info("changed: %s", ", ".join(paths))
-        self._roll = True
 
     def _on_signal(self, signum, frame) -> None:
         if signum == signal.SIGHUP:
