@@ -126,6 +126,16 @@ def test_errors_are_the_types_open_and_os_raise(backend, tmp_path):
             os.stat(tmp_path / "renamed").st_mode
         await uringio.files.rmdir(tmp_path / "renamed")
         assert not (tmp_path / "renamed").exists()
+        # A NUL in a path is os's ValueError, not the path cut short at it
+        # ("file\0.jpg" would be "file").
+        (tmp_path / "file").write_bytes(b"not this one")
+        for call in (lambda: uringio.open_file(tmp_path / "file\0.jpg", "rb"),
+                     lambda: uringio.files.stat(f"{tmp_path}/file\0"),
+                     lambda: uringio.files.remove(b"%s/file\0x" % bytes(tmp_path)),
+                     lambda: uringio.files.rename(tmp_path / "file\0", tmp_path / "moved")):
+            with pytest.raises(ValueError, match="embedded null byte"):
+                await call()
+        assert (tmp_path / "file").read_bytes() == b"not this one"
 
     run(backend, main)
 
@@ -133,6 +143,27 @@ def test_errors_are_the_types_open_and_os_raise(backend, tmp_path):
 def io_unsupported():
     import io
     return io.UnsupportedOperation
+
+
+def test_an_argument_os_refuses_is_its_error_and_the_operations_go_on(backend, tmp_path):
+    # An offset past what os takes (OverflowError), on epoll raised in a
+    # worker thread: the caller gets it, the worker lives -- more than
+    # the pool's workers of them, and a read still completes after.
+    (tmp_path / "f").write_bytes(b"data")
+    loop = open_loop(backend)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        for _ in range(20):
+            try:
+                result = core_call(loop, "file_read", fd, bytearray(4), 2 ** 64)
+            except OverflowError:   # (refused at once, before any operation)
+                continue
+            assert isinstance(result, OverflowError), result
+        buf = bytearray(4)
+        assert core_call(loop, "file_read", fd, buf, 0) == 4 and buf == b"data"
+    finally:
+        os.close(fd)
+        loop.close()
 
 
 def test_a_bad_fd_is_ebadf_as_from_os(backend):

@@ -9,8 +9,8 @@ to a thread (``epoll/files.py``). io_uring reads and writes files
 asynchronously, many in flight from one thread: there, each operation is
 one SQE (``uring/files.py``).
 
-What both halves share is here: the ``sync`` flags of ``file_write``, and
-results made as the os module makes them.
+What both halves share is here: the ``sync`` flags of ``file_write``, paths
+checked and results made as the os module makes them.
 """
 
 from __future__ import annotations
@@ -20,6 +20,16 @@ from typing import Any
 
 # Where the flags of file_write's ``sync`` say what follows the write.
 SYNC_NONE, SYNC_DATA, SYNC_ALL = 0, 1, 2
+
+
+def checked_path(path: Any) -> bytes:
+    """``path`` as bytes for a system call; ValueError, as os's functions
+    raise, for a NUL in it: the kernel reads a path only up to its first
+    NUL, and "report.txt\\0.jpg" would be "report.txt"."""
+    encoded = os.fsencode(path)
+    if b"\0" in encoded:
+        raise ValueError("embedded null byte")
+    return encoded
 
 
 def file_error(exc: OSError, path: Any = None) -> OSError:

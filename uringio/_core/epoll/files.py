@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...errors import LoopClosedError
-from ..files import SYNC_ALL, SYNC_DATA, SYNC_NONE, file_error
+from ..files import SYNC_ALL, SYNC_DATA, SYNC_NONE, checked_path, file_error
 
 # Workers of the pool: enough to keep a disk's queue busy, few enough that
 # an idle loop costs little (they start on first use).
@@ -63,6 +63,8 @@ class EpollFiles:
                 result = call(*args)
             except OSError as exc:
                 result = file_error(exc)
+            except Exception as exc:   # (a bad argument: the caller's error, not the pool's)
+                result = exc
             try:
                 self.call_soon_threadsafe(handler, result)
             except LoopClosedError:
@@ -81,7 +83,7 @@ class EpollFiles:
     # -- the operations ------------------------------------------------------
 
     def file_open(self, path: bytes, flags: int, mode: int, handler) -> None:
-        self._run_in_pool(_open, (path, flags | os.O_CLOEXEC, mode), handler)
+        self._run_in_pool(_open, (checked_path(path), flags | os.O_CLOEXEC, mode), handler)
 
     def file_read(self, fd: int, buf, offset: int, handler) -> None:
         self._run_in_pool(_read_into, (fd, memoryview(buf).cast("B"), offset), handler)
@@ -96,7 +98,7 @@ class EpollFiles:
         if path is None:
             self._run_in_pool(os.fstat, (fd,), handler)
         else:
-            self._run_in_pool(_stat, (path, follow), handler)
+            self._run_in_pool(_stat, (checked_path(path), follow), handler)
 
     def file_allocate(self, fd: int, offset: int, length: int, handler) -> None:
         self._run_in_pool(os.posix_fallocate, (fd, offset, length), _zero(handler))
@@ -105,13 +107,14 @@ class EpollFiles:
         self._run_in_pool(_copy, (src_fd, dst_fd, offset, count), handler)
 
     def path_unlink(self, path: bytes, directory: bool, handler) -> None:
-        self._run_in_pool(os.rmdir if directory else os.unlink, (path,), _zero(handler))
+        self._run_in_pool(os.rmdir if directory else os.unlink, (checked_path(path),),
+                          _zero(handler))
 
     def path_rename(self, old: bytes, new: bytes, handler) -> None:
-        self._run_in_pool(os.rename, (old, new), _zero(handler))
+        self._run_in_pool(os.rename, (checked_path(old), checked_path(new)), _zero(handler))
 
     def path_mkdir(self, path: bytes, mode: int, handler) -> None:
-        self._run_in_pool(os.mkdir, (path, mode), _zero(handler))
+        self._run_in_pool(os.mkdir, (checked_path(path), mode), _zero(handler))
 
 
 def _zero(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ...errors import os_error
-from ..files import SYNC_DATA, SYNC_NONE, file_error, stat_result
+from ..files import SYNC_DATA, SYNC_NONE, checked_path, file_error, stat_result
 from .buffers import pin
 from .ops import Op, OpKind, OpTable
 from .ring import IOSQE_IO_LINK, Ring, ffi, lib
@@ -70,8 +70,9 @@ class UringFiles:
         # An op whose CQE's res is the whole answer; it holds the path (""
         # for None: an operation on an fd, AT_EMPTY_PATH).
         self._check_open()
+        buf = _EMPTY_PATH if path is None else checked_path(path) + b"\0"
         op = self._ops.add(OpKind.FILE, -1, handler, on_complete or self._on_file_result)
-        op.buf = _EMPTY_PATH if path is None else os.fsencode(path) + b"\0"
+        op.buf = buf
         op.pin = pin(op.buf)
         op.state = path
         return op
@@ -227,8 +228,8 @@ class UringFiles:
                                               _AT_REMOVEDIR if directory else 0, op.id))
 
     def path_rename(self, old: bytes, new: bytes, handler) -> None:
+        target = checked_path(new) + b"\0"
         op = self._path_op(old, handler)
-        target = os.fsencode(new) + b"\0"
         target_pin = pin(target)
         op.state = (old, target, target_pin)   # held, as the first path is
         self._submit(self._ring.prep_renameat(_AT_FDCWD, op.pin, _AT_FDCWD, target_pin, 0,
