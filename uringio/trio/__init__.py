@@ -20,6 +20,7 @@ import trio
 from . import files
 from .files import open_file
 from .manager import IOManager, IOStatistics, installed
+from .path import Path
 from .streams import (
     SocketListener,
     SocketStream,
@@ -29,7 +30,7 @@ from .streams import (
     serve_tcp,
 )
 
-__all__ = ["TRIO_VERSIONS", "IOManager", "IOStatistics", "SocketListener", "SocketStream",
+__all__ = ["TRIO_VERSIONS", "IOManager", "IOStatistics", "Path", "SocketListener", "SocketStream",
            "UnsupportedTrio", "check_trio_version", "files", "open_file", "open_tcp_listeners",
            "open_tcp_stream", "open_unix_socket", "run", "serve_tcp", "start_guest_run"]
 
