@@ -484,7 +484,8 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         # -ECANCELED that we did not ask for is the linked timeout firing.
         result: bytes | OSError
         if res >= 0:
-            result = bytes(op.buf[:res])
+            with memoryview(op.buf) as view:
+                result = bytes(view[:res])   # (one copy: a bytearray slice is one more)
         elif res == -_ECANCELED and not op.cancelled and op.state is not None:
             result = os_error(errno.ETIMEDOUT)
         else:
