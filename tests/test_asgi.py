@@ -426,6 +426,64 @@ def test_bodies_large_and_small_arrive_whole_with_a_length_or_chunked(backend):
         assert stop_server(proc) == 0
 
 
+@pytest.mark.parametrize("pace", ["", "slow"])
+def test_request_bodies_reach_the_app_whole_and_in_order(backend, pace):
+    # Bodies with a length and chunked, sent at once or in pieces with
+    # pauses, two pipelined back to back: the app (reading at once, or
+    # slowly so the body piles up) gets every byte once, in order, nothing
+    # of the next request's, and no message after the one saying the body
+    # is over.
+    import hashlib
+    import random
+    rng = random.Random(7)
+    bodies = [rng.randbytes(n) for n in (1, 1000, 70_000, 3 << 20)]
+    proc, port = _serve(backend, "asgi_raw:app")
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        pending = b""
+
+        def request(body: bytes, chunked: bool) -> bytes:
+            head = f"POST /digest?{pace} HTTP/1.1\r\nHost: x\r\n".encode()
+            if not chunked:
+                return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            pieces = [body[at:at + 100_000] for at in range(0, len(body), 100_000)]
+            return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(
+                b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+        def answer() -> bytes:
+            nonlocal pending
+            while b"\r\n\r\n" not in pending:
+                pending += sock.recv(1 << 16) or pytest.fail("closed")
+            head, _, pending = pending.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+            while len(pending) < length:
+                pending += sock.recv(1 << 16) or pytest.fail("closed")
+            text, pending = pending[:length], pending[length:]
+            return text
+
+        for chunked in (False, True):
+            for body in bodies:
+                wire = request(body, chunked)
+                if len(body) > 1000:   # in pieces, with pauses between
+                    for at in range(0, len(wire), 300_000):
+                        sock.sendall(wire[at:at + 300_000])
+                        time.sleep(0.005)
+                else:
+                    sock.sendall(wire)
+                digest, messages, after_last = answer().split()
+                assert digest.decode() == hashlib.sha256(body).hexdigest(), (chunked, len(body))
+                assert after_last == b"0" and int(messages) >= 1
+            # Two requests in one write: each body is its own.
+            first, second = bodies[2], bodies[1]
+            sock.sendall(request(first, chunked) + request(second, chunked))
+            for body in (first, second):
+                assert answer().split()[0].decode() == hashlib.sha256(body).hexdigest()
+        sock.close()
+    finally:
+        assert stop_server(proc) == 0
+
+
 def test_an_idle_keep_alive_connection_is_closed_after_its_timeout(backend, served_file):
     proc, port = _serve(backend, "fastapi_app:app", "--timeout-keep-alive", "0.5",
                         env={"ASGI_TEST_FILE": str(served_file)})

@@ -349,6 +349,7 @@ typedef struct {
     char closing;
     char write_paused;
     char trust_forwarded;      /* the peer is a trusted proxy: its X-Forwarded-* count */
+    PyObject *chunk;           /* borrowed: the bytes data_received parses, or NULL */
 } AsgiCore;
 
 #define CORE_OBJECTS(X) X(url) HEAD_PARTS_FIELDS(X) \
@@ -550,7 +551,14 @@ static int headers_complete(llhttp_t *parser)
 static int body_piece(llhttp_t *parser, const char *at, size_t len)
 {
     AsgiCore *self = CORE(parser);
-    PyObject *body = PyBytes_FromStringAndSize(at, (Py_ssize_t)len), *got = NULL;
+    /* A piece that is the whole of what was received (a large body's
+     * every chunk but the first) goes on as that same bytes object, not a
+     * copy of it: bytes are immutable, and nothing reuses them. */
+    PyObject *chunk = self->chunk;
+    PyObject *body = chunk != NULL && PyBytes_CheckExact(chunk) && at == PyBytes_AS_STRING(chunk)
+                     && (Py_ssize_t)len == PyBytes_GET_SIZE(chunk)
+                     ? Py_NewRef(chunk) : PyBytes_FromStringAndSize(at, (Py_ssize_t)len);
+    PyObject *got = NULL;
     if (body != NULL)
         got = call_method1((PyObject *)self, s_on_body, body);
     Py_XDECREF(body);
@@ -575,8 +583,11 @@ static llhttp_settings_t settings = PATH_CALLBACKS;
  * data). */
 static PyObject *AsgiCore_data_received(AsgiCore *self, PyObject *data)
 {
-    PyObject *stopped;
-    switch (parse_chunk(&self->parser, &self->parts, data, &stopped)) {
+    PyObject *stopped, *outer = self->chunk;
+    self->chunk = data;
+    int parsed = parse_chunk(&self->parser, &self->parts, data, &stopped);
+    self->chunk = outer;
+    switch (parsed) {
     case 0:
         Py_RETURN_NONE;
     case -1:

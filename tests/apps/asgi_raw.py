@@ -65,6 +65,28 @@ async def app(scope, receive, send):
         for i, part in enumerate(parts):
             await send({"type": "http.response.body", "body": part,
                         "more_body": i < len(parts) - 1})
+    elif path == "/digest":
+        # The request body as the app gets it: its sha256, the message
+        # count, and whether a message followed one that said no more_body
+        # (?slow: the app sleeps between receives, so the body piles up).
+        import hashlib
+        digest, messages, after_last, more = hashlib.sha256(), 0, False, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            if not isinstance(message["body"], bytes):
+                raise TypeError("the body is not bytes")
+            digest.update(message["body"])
+            messages += 1
+            more = message.get("more_body", False)
+            if more and scope["query_string"] == b"slow":
+                await asyncio.sleep(0.002)
+        later = asyncio.ensure_future(receive())
+        await asyncio.sleep(0)
+        after_last = later.done() and later.result()["type"] == "http.request"
+        later.cancel()
+        await _respond(send, b"%s %d %d" % (digest.hexdigest().encode(), messages, after_last))
     elif path == "/events":
         await _respond(send, repr(sorted(EVENTS.items())).encode())
     elif path.endswith("/scope"):

@@ -516,6 +516,13 @@ class HttpProtocol(WriteFlow, AsgiCore, asyncio.Protocol):
             raise RequestLimit(413)
         if cycle.disconnected or cycle.response_complete:
             return   # nobody will read it
+        waiter = cycle.waiter
+        if waiter is not None and not waiter.done() and not cycle.body:
+            # The app waits in receive() with nothing before this: it gets
+            # these very bytes (a large body's chunk is then copied by
+            # nobody here, rather than into the bytearray and out again).
+            waiter.set_result(body)
+            return
         cycle.body += body
         cycle.wake()
         if len(cycle.body) >= BODY_HIGH_WATER:
@@ -710,11 +717,18 @@ class RequestCycle(Cycle):
             self.proto.update_reading()
             self.waiter = self.proto.loop.create_future()
             try:
-                await self.waiter
+                handed = await self.waiter   # (bytes from on_body, or None from wake)
             finally:
                 self.waiter = None
+        else:
+            handed = None
         if self.disconnected or self.response_complete:
             return {"type": "http.disconnect"}
+        if handed is not None:
+            # What came after it waits in self.body, for the next receive.
+            more_body = self.more_body or bool(self.body)
+            self.body_done = not more_body
+            return {"type": "http.request", "body": handed, "more_body": more_body}
         body = bytes(self.body)
         self.body.clear()
         self.body_done = not self.more_body
