@@ -192,3 +192,62 @@ def test_threads_model_serves_the_same_protocols():
         assert stop_server(proc) == 0
     finally:
         stop_server(proc)
+
+
+def test_a_worker_is_forked_between_log_lines():
+    # Another thread is in the middle of a log line -- its stream blocked,
+    # a pipe nobody reads yet holding less than the line -- when the
+    # supervisor forks a worker. The fork waits for the line; the worker
+    # can then write its own (forked in the middle, it would wait forever
+    # for the stream's lock the other thread held).
+    import fcntl
+    import logging
+    import termios
+
+    from uringio.models.supervisor import fork_between_log_lines
+
+    r, w = os.pipe()
+    stream = os.fdopen(w, "w")
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("uringio.test-fork")
+    logger.addHandler(handler)
+    logger.propagate = False
+    writer = threading.Thread(target=logger.error, args=("x" * (1 << 20),))
+    writer.start()
+
+    def pending() -> int:
+        return int.from_bytes(fcntl.ioctl(r, termios.FIONREAD, b"\0\0\0\0"), "little")
+
+    got = bytearray()
+
+    def drain() -> None:   # from a moment after the fork began: the line can end
+        time.sleep(0.3)
+        while chunk := os.read(r, 1 << 16):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    try:
+        assert wait_for(lambda: pending() >= 4096 and writer.is_alive(), 10.0)
+        reader.start()
+        pid = fork_between_log_lines()
+        if pid == 0:
+            code = 1
+            try:
+                logger.error("the worker's line")
+                code = 0
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 10.0
+        while not (done := os.waitpid(pid, os.WNOHANG))[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not done[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        assert done[0] and os.waitstatus_to_exitcode(done[1]) == 0, "the worker hung at its log"
+        writer.join(10.0)
+    finally:
+        logger.removeHandler(handler)
+        stream.close()
+        reader.join(10.0)
+        os.close(r)
+    assert got.endswith(b"the worker's line\n") and got.count(b"x") == 1 << 20

@@ -23,12 +23,10 @@ class Watcher:
     until ``stop()``; ``take()`` returns the paths changed since it was
     last called.
 
-    The thread only collects. Whatever reacts (logs, forks a worker) runs in
-    the caller's thread: a fork copies a lock another thread holds as held,
-    and the buffer lock of ``sys.stderr`` is one CPython does not renew in
-    the child, so a log line written here while the supervisor forked would
-    leave the new worker stuck at its first line of log -- a worker that, on
-    io_uring, still accepts connections it never answers."""
+    The thread only collects; whatever reacts (logs, forks a worker) runs
+    in the caller's thread. (watchfiles itself logs each change from this
+    thread: the supervisor forks between log lines, ``supervisor.py``'s
+    ``fork_between_log_lines`` says why.)"""
 
     def __init__(self, dirs: list[str]) -> None:
         try:

@@ -113,7 +113,7 @@ class Supervisor:
         worker logs the traceback) or does not listen within START_TIMEOUT.
         """
         ready_r, ready_w = os.pipe()
-        pid = os.fork()
+        pid = fork_between_log_lines()
         if pid == 0:   # the worker
             os.close(ready_r)
             code = 1
@@ -301,6 +301,37 @@ class Supervisor:
 
 
 _note_fd: int | None = None   # in a worker: the pipe to its supervisor
+
+
+def fork_between_log_lines() -> int:
+    """``os.fork()``, made while no other thread is writing a log line.
+
+    A fork copies the locks other threads hold as held. CPython renews
+    logging's own locks in the child, but not the lock of the stream a
+    handler was writing to (``sys.stderr``'s buffer): a child forked while
+    another thread wrote a line -- ``--reload``'s watcher, whose watchfiles
+    logs each change -- would stop for good at its own first line of log.
+    (On io_uring such a worker still accepts connections and never answers
+    them.) Holding every handler's lock across the fork waits out a line
+    being written; the child gets the locks renewed by logging."""
+    handlers = {id(h): h for h in _handlers()}.values()
+    for handler in handlers:
+        handler.acquire()
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:   # (in the child, logging made the locks anew)
+            for handler in handlers:
+                handler.release()
+    return pid
+
+
+def _handlers() -> list[logging.Handler]:
+    loggers = [logging.getLogger(), *(logger for logger in
+                                      logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    return [handler for logger in loggers for handler in logger.handlers]
 
 
 def worker_retiring() -> None:
