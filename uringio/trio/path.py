@@ -44,16 +44,16 @@ class Path(trio.Path, pathlib.PurePosixPath):
     def __repr__(self) -> str:
         return f"uringio.trio.Path({str(self)!r})"
 
-    async def open(self, mode: str = "r", buffering: int = -1,  # type: ignore[override]
+    async def open(self, mode: str = "r", buffering: int = -1,
                    encoding: str | None = None, errors: str | None = None,
                    newline: str | None = None) -> Any:
         """Open the file as ``uringio.trio.open_file`` does."""
         return await file_api.open_file(self, mode, buffering, encoding, errors, newline)
 
-    async def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:  # type: ignore[override]
+    async def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
         return await file_api.stat(self, follow_symlinks=follow_symlinks)
 
-    async def lstat(self) -> os.stat_result:  # type: ignore[override]
+    async def lstat(self) -> os.stat_result:
         return await file_api.stat(self, follow_symlinks=False)
 
     async def _mode(self) -> int | None:
@@ -67,30 +67,30 @@ class Path(trio.Path, pathlib.PurePosixPath):
             pass
         return None
 
-    async def exists(self) -> bool:  # type: ignore[override]
+    async def exists(self) -> bool:
         return await self._mode() is not None
 
-    async def is_file(self) -> bool:  # type: ignore[override]
+    async def is_file(self) -> bool:
         mode = await self._mode()
         return mode is not None and stat_module.S_ISREG(mode)
 
-    async def is_dir(self) -> bool:  # type: ignore[override]
+    async def is_dir(self) -> bool:
         mode = await self._mode()
         return mode is not None and stat_module.S_ISDIR(mode)
 
-    async def read_bytes(self) -> bytes:  # type: ignore[override]
+    async def read_bytes(self) -> bytes:
         return await file_api.read_bytes(self)
 
-    async def write_bytes(self, data) -> int:  # type: ignore[override]
+    async def write_bytes(self, data) -> int:
         view = memoryview(data)   # (pathlib's TypeError for what is not bytes-like)
         return await file_api.write_bytes(self, view)
 
-    async def read_text(self, encoding: str | None = None,  # type: ignore[override]
+    async def read_text(self, encoding: str | None = None,
                         errors: str | None = None) -> str:
         async with file_api.open_file(self, "r", encoding=encoding, errors=errors) as f:
             return await f.read()
 
-    async def write_text(self, data: str, encoding: str | None = None,  # type: ignore[override]
+    async def write_text(self, data: str, encoding: str | None = None,
                          errors: str | None = None, newline: str | None = None) -> int:
         if not isinstance(data, str):
             raise TypeError(f"data must be str, not {type(data).__name__}")
@@ -98,17 +98,17 @@ class Path(trio.Path, pathlib.PurePosixPath):
                                       newline=newline) as f:
             return await f.write(data)
 
-    async def unlink(self, missing_ok: bool = False) -> None:  # type: ignore[override]
+    async def unlink(self, missing_ok: bool = False) -> None:
         try:
             await file_api.remove(self)
         except FileNotFoundError:
             if not missing_ok:
                 raise
 
-    async def rmdir(self) -> None:  # type: ignore[override]
+    async def rmdir(self) -> None:
         await file_api.rmdir(self)
 
-    async def rename(self, target) -> Path:  # type: ignore[override]
+    async def rename(self, target) -> Path:
         """Rename to ``target`` (replacing a file there, as rename(2)); the
         new path, as pathlib (relative to the working directory, not to
         this path's)."""
@@ -117,7 +117,7 @@ class Path(trio.Path, pathlib.PurePosixPath):
 
     replace = rename   # (on POSIX both are rename(2))
 
-    async def mkdir(self, mode: int = 0o777, parents: bool = False,  # type: ignore[override]
+    async def mkdir(self, mode: int = 0o777, parents: bool = False,
                     exist_ok: bool = False) -> None:
         # pathlib's own steps, each on the engine.
         try:
