@@ -225,6 +225,51 @@ def test_accept_of_a_thousand_quick_connections(loop, listener):
     assert all(isinstance(fd, int) for fd in accepted)
 
 
+def test_a_client_is_accepted_while_one_of_two_loops_sharing_its_listener_stops(backend):
+    # A rolling restart: the old worker and its replacement accept on one
+    # listener, and the old one stops as a client comes. On io_uring the
+    # kernel wakes one accept per connection -- the oldest -- and runs it in
+    # that ring's next turn: cancelled before, it took the wake-up along,
+    # and the client waited in the backlog for the next one to come.
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+    lst.setblocking(False)
+    old_sock = lst.dup()   # each loop its own fd, as each process has
+    old_sock.setblocking(False)
+    old, new = open_loop(backend), open_loop(backend)
+    old_got, new_got = [], []
+    client = None
+    try:
+        old.accept(old_sock, old_got.append)
+        old.run_until(lambda: False, 0.05)   # armed in the kernel, the first to be woken
+        new.accept(lst, new_got.append)
+        new.run_until(lambda: False, 0.05)
+        client = socket.create_connection(lst.getsockname(), timeout=5)
+        # (connect(2) on loopback returns once the connection is in the backlog)
+        old.cancel_accept(old_sock)
+        old_sock.close()
+        def got() -> bool:
+            return bool(old_got or new_got)
+
+        for _ in range(100):
+            if old.run_until(got, 0.02) or new.run_until(got, 0.02):
+                break
+        assert len(old_got) + len(new_got) == 1
+        fd = (old_got or new_got)[0]
+        assert isinstance(fd, int)
+        os.write(fd, b"served")
+        assert recv_exactly(client, 6) == b"served"
+        os.close(fd)
+    finally:
+        if client is not None:
+            client.close()
+        old.close()
+        new.close()
+        old_sock.close()
+        lst.close()
+
+
 def test_stream_across_buffer_exhaustion_keeps_every_byte_in_order(backend):
     # Tiny buffers: the uring buffer ring runs dry (-ENOBUFS) again and again
     # while the client floods; epoll reads in small pieces.

@@ -206,8 +206,10 @@ class Loop(Protocol):
         ...
 
     def cancel_accept(self, sock: socket.socket) -> None:
-        """Stop accepting on ``sock``; connections the kernel accepted
-        meanwhile are closed."""
+        """Stop accepting on ``sock``. Connections taken off the listener
+        meanwhile still go to the handler, in a later turn (it closes
+        those it has nobody to serve): the listener may be shared, and a
+        connection taken from it is no other process's to answer."""
         ...
 
     # -- receiving -----------------------------------------------------------

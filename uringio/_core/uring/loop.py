@@ -270,8 +270,40 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         # readiness loop (its CQEs still come, in the next turn). Otherwise
         # (its SQE not submitted yet, an older kernel) in the ring's order.
         op.cancelled = True
-        if self._ring.sync_cancel(op.id) < 0:
+        cancelled = self._ring.sync_cancel(op.id)
+        if cancelled == -errno.ENOENT:
+            self._ring.submit()   # (its SQE still queued here: in the kernel now, then cancelled)
+            cancelled = self._ring.sync_cancel(op.id)
+        if cancelled < 0:
             self._submit(self._ring.prep_cancel64(op.id, 0, IGNORED_USER_DATA, 0))
+        elif op.kind is OpKind.ACCEPT:
+            self._take_backlog(sock, op)
+
+    def _take_backlog(self, sock: socket.socket, op: Op) -> None:
+        """Accept what waits in ``sock``'s backlog now, for ``op``'s handler
+        in the next turn, as connections its cancelled accept raced.
+
+        The kernel wakes one io_uring accept per new connection (accept
+        polls are exclusive waits, against a thundering herd), the oldest
+        on the listener first, and the accept runs later, in the waking
+        ring's own turn (DEFER_TASKRUN). Cancelled in between, it takes the
+        wake-up with it: the connection stays in the backlog, and another
+        process accepting on a shared listener -- a rolling restart's new
+        worker -- is not woken for it until the next client comes.
+        (epoll's waits are not exclusive: every loop is woken.) So what the
+        backlog holds once this accept has let go is taken here; a newer
+        connection wakes the accepts that remain. A blocking listener is
+        left as it is (accepting there could block)."""
+        if sock.gettimeout() != 0.0:
+            return
+        handler = op.handler
+        assert handler is not None
+        while True:
+            try:
+                conn, _address = sock.accept()
+            except OSError:   # empty (BlockingIOError), or out of fds: the rest wait
+                return
+            self.call_soon(handler, conn.detach())
 
     def _on_accept(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_multishot_accept(3): res is the new fd or -errno;
