@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, recv_until_eof, status_of, stop_server
+from conftest import REPO, recv_until_eof, status_of, stop_server, wait_for
 
 APPS = os.path.join(REPO, "tests", "apps")
 TIMEOUT = 10.0
@@ -99,6 +99,32 @@ def test_serve_asgi_on_a_unix_socket_with_curl(backend, tmp_path, workers):
     finally:
         assert stop_server(proc) == 0
     assert not os.path.exists(path)   # removed at exit
+
+
+def test_workers_sharing_one_socket_take_turns_at_its_connections(backend, tmp_path):
+    # Two workers on one Unix socket; the one that took the first connection
+    # is then busy (its loop held). The next connection is the other's to
+    # take: on io_uring the kernel wakes one accept per connection, always
+    # the oldest in line, and a multishot accept never leaves the line --
+    # the busy worker would be woken for every connection while the other
+    # idled. (epoll wakes both.)
+    path = str(tmp_path / "app.sock")
+    let_go = tmp_path / "let-go"
+    proc = start(["serve", "asgi", "operate_app:app", "--app-dir", APPS, "--uds", path,
+                  "--workers", "2"], backend, f"unix:{path}")
+    busy = unix_client(path)()
+    try:
+        busy.sendall(f"GET /busy?{let_go} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     "\r\n".encode())
+        # (asked before its worker is busy, /scope may go to it on epoll)
+        assert wait_for(lambda: os.path.exists(f"{let_go}.busy"), TIMEOUT)
+        other = asgi_over(unix_client(path))["pid"]
+        let_go.write_bytes(b"")
+        held = json.loads(recv_until_eof(busy).partition(b"\r\n\r\n")[2])["pid"]
+        assert other != held
+    finally:
+        busy.close()
+        assert stop_server(proc) == 0
 
 
 def test_serve_http_on_a_unix_socket(backend, tmp_path):

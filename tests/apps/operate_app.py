@@ -6,6 +6,9 @@ outside, options, recycling, the Python API, gunicorn):
 * ``POST /hold``: "held;" at once, then "released" once the request's body
   has come, so that a request stays in flight as long as a test wants;
 * ``GET /grow?MIB``: the worker keeps MIB more MiB (resident: written);
+* ``GET /busy?PATH``: the file PATH.busy made, the worker's loop is held
+  (a blocking wait, as a CPU-bound request holds it) until the file PATH
+  exists, 10 s at most; then it answers as ``/scope``;
 * a WebSocket: accepted, the scope's scheme sent, then an echo;
 * ``create_app()``: a factory returning ``app`` (``--factory``);
 * ``no_lifespan``: ``app`` without lifespan support (it raises on the scope).
@@ -13,6 +16,7 @@ outside, options, recycling, the Python API, gunicorn):
 
 import json
 import os
+import time
 
 KEPT: list[bytes] = []   # what /grow keeps
 
@@ -43,6 +47,12 @@ async def app(scope, receive, send):
             message = await receive()
         await send({"type": "http.response.body", "body": b"released"})
         return
+    if scope["path"] == "/busy":
+        with open(scope["query_string"] + b".busy", "wb"):
+            pass
+        deadline = time.monotonic() + 10.0
+        while not os.path.exists(scope["query_string"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
     if scope["path"] == "/grow":
         KEPT.append(b"x" * (int(scope["query_string"]) << 20))
     body = json.dumps({"server": scope["server"], "client": scope["client"],

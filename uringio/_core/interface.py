@@ -196,13 +196,16 @@ class Loop(Protocol):
 
     # -- accepting -----------------------------------------------------------
 
-    def accept(self, sock: socket.socket, handler: Handler, once: bool = False) -> None:
+    def accept(self, sock: socket.socket, handler: Handler, once: bool = False,
+               shared: bool = False) -> None:
         """Accept connections on listening ``sock``: ``handler(fd)`` for each
         new connection, until ``cancel_accept(sock)``; ``handler(OSError)``
         means accepting has stopped (the caller decides when to start
         again). With ``once``, one connection only: ``handler(fd)`` or
-        ``handler(OSError)``, and accepting ends. Raises BusyResourceError
-        when an accept is already in flight on ``sock``."""
+        ``handler(OSError)``, and accepting ends. ``shared``: other
+        processes accept on ``sock`` too (``net.listeners.share``), and
+        the kernel is to spread the connections over them. Raises
+        BusyResourceError when an accept is already in flight on ``sock``."""
         ...
 
     def cancel_accept(self, sock: socket.socket) -> None:

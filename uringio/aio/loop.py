@@ -73,6 +73,7 @@ from typing import Any
 
 from .._core import open_loop
 from ..net.connection import Connection
+from ..net.listeners import is_shared
 from . import sendfile
 from ._ready import Ready
 from .futures import resolve
@@ -400,7 +401,7 @@ class EventLoop(ReadinessMixin, base_events.BaseEventLoop):  # type: ignore[misc
                        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT) -> None:
         accepted = functools.partial(self._accepted, protocol_factory, sock, sslcontext, server,
                                      ssl_handshake_timeout, ssl_shutdown_timeout)
-        self._core.accept(sock, accepted)
+        self._core.accept(sock, accepted, shared=is_shared(sock))
 
     def _accepted(self, protocol_factory, lsock, sslcontext, server, handshake_timeout,
                   shutdown_timeout, fd) -> None:

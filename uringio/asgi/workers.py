@@ -27,6 +27,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 
 from ..aio import run as aio_run
+from ..net.listeners import share
 from ..net.tls import DEFAULT_CIPHERS
 from .server import Config, Server
 
@@ -72,7 +73,8 @@ class UringioWorker(Worker):
         loop = asyncio.get_running_loop()
         # gunicorn's quick shutdown; served as the graceful one, as uvicorn's worker does.
         loop.add_signal_handler(signal.SIGQUIT, setattr, server, "should_exit", True)
-        serving = asyncio.ensure_future(server.serve([s.sock for s in self.sockets]))
+        # gunicorn's workers all accept on its sockets.
+        serving = asyncio.ensure_future(server.serve([share(s.sock) for s in self.sockets]))
         interval = min(HEARTBEAT_MAX, self.timeout / 2) if self.timeout else HEARTBEAT_MAX
         while not serving.done():
             self.notify()

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 
 from ..errors import ListenError, UringUnavailable
-from ..net.listeners import Bind, address_of
+from ..net.listeners import Bind, address_of, share
 from .reload import Watcher
 
 log = logging.getLogger("uringio")
@@ -82,7 +82,9 @@ class Supervisor:
         except BaseException:
             self._close_listeners()
             raise
-        self._listeners += [first] * (self.workers - len(self._listeners))
+        if self.workers > len(self._listeners):
+            # (every worker accepts on the one socket: see share)
+            self._listeners += [share(first)] * (self.workers - len(self._listeners))
         name = first.getsockname()
         self.port = name[1] if isinstance(name, tuple) else 0   # (a Unix socket has none)
         self._slots: list[int] = []          # each slot's worker

@@ -14,12 +14,34 @@ import errno
 import os
 import socket
 import stat
+import weakref
 from dataclasses import dataclass
 
 from ..errors import ListenError
 
 DEFAULT_BACKLOG = 4096
 SD_LISTEN_FDS_START = 3   # systemd hands its sockets on from fd 3 (sd_listen_fds(3))
+
+# The listening sockets other processes accept on too (``share``).
+_shared: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def share(sock: socket.socket) -> socket.socket:
+    """Say that other processes accept on the listening socket ``sock`` too
+    (a pre-fork server's workers on one Unix socket or inherited fd,
+    gunicorn's workers), and return it. uringio's servers then accept there
+    one connection at a time, so that the kernel spreads the connections
+    over the processes: on io_uring it wakes one accept per connection,
+    always the oldest, and a multishot accept stays the oldest for good --
+    one process would take them all. (Forked with the socket, the mark
+    holds in the children.)"""
+    _shared.add(sock)
+    return sock
+
+
+def is_shared(sock: socket.socket) -> bool:
+    """Whether ``share(sock)`` was said."""
+    return sock in _shared
 
 
 def listen(host: str, port: int, backlog: int = DEFAULT_BACKLOG,

@@ -9,7 +9,7 @@ import socket
 from collections.abc import Callable
 
 from .connection import Connection, Protocol
-from .listeners import address_of
+from .listeners import address_of, is_shared
 
 log = logging.getLogger("uringio")
 
@@ -42,8 +42,11 @@ class Server:
 
     def start(self) -> Server:
         self._accepting = True
-        self.loop.accept(self.sock, self._on_accept)
+        self._accept()
         return self
+
+    def _accept(self) -> None:
+        self.loop.accept(self.sock, self._on_accept, shared=is_shared(self.sock))
 
     def _on_accept(self, fd) -> None:
         if fd.__class__ is not int:
@@ -71,7 +74,7 @@ class Server:
 
     def _resume_accepting(self) -> None:
         if not self._closed:
-            self.loop.accept(self.sock, self._on_accept)
+            self._accept()
 
     def close(self) -> None:
         """Stop accepting and close every connection (queued writes are sent

@@ -208,7 +208,10 @@ class ReactorLoop(EpollRelay, EpollFiles, BaseLoop):
 
     # -- accept --------------------------------------------------------------
 
-    def accept(self, sock: socket.socket, handler, once: bool = False) -> None:
+    def accept(self, sock: socket.socket, handler, once: bool = False,
+               shared: bool = False) -> None:
+        # (``shared`` changes nothing here: epoll wakes every process that
+        # waits on the listener, and the first to call accept(2) has it.)
         sock.setblocking(False)
         reader = self._read_accept_once if once else self._read_accept
         st = self._set_reader(sock.fileno(), reader, handler, "an accept")

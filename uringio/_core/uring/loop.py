@@ -234,7 +234,8 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
 
     # -- accept --------------------------------------------------------------
 
-    def accept(self, sock: socket.socket, handler, once: bool = False) -> None:
+    def accept(self, sock: socket.socket, handler, once: bool = False,
+               shared: bool = False) -> None:
         self._check_open()
         fd = sock.fileno()
         if fd in self._acceptors:
@@ -243,8 +244,16 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
             op = self._ops.add(OpKind.ACCEPT_ONCE, fd, handler, self._on_accept_once)
         else:
             op = self._ops.add(OpKind.ACCEPT, fd, handler, self._on_accept)
+            # The kernel wakes one accept per connection, the oldest waiting
+            # on the listener; a multishot accept stays in line as the
+            # oldest, so on a shared listener it would take every
+            # connection. A single accept re-armed after each one goes to
+            # the back of the line instead (and a busy process is not
+            # woken: it is out of the line until its turn re-arms it).
+            op.state = shared
         self._acceptors[fd] = op
-        self._submit(self._ring.prep_accept(fd, 0 if once else 1, _ACCEPT_FLAGS, op.id))
+        self._submit(self._ring.prep_accept(fd, 0 if once or shared else 1, _ACCEPT_FLAGS,
+                                            op.id))
 
     def _on_accept_once(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_accept(3): res is the new fd or -errno. A cancelled
@@ -307,7 +316,8 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
 
     def _on_accept(self, op: Op, res: int, flags: int) -> None:
         # io_uring_prep_multishot_accept(3): res is the new fd or -errno;
-        # IORING_CQE_F_MORE clear means this SQE will post no more.
+        # IORING_CQE_F_MORE clear means this SQE will post no more (always,
+        # for a shared listener's single accepts).
         more = flags & IORING_CQE_F_MORE
         if op.cancelled:
             if res >= 0:
@@ -321,8 +331,9 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
                 self._ops.pop(op)
             return
         if res >= 0:
-            if not more:
-                self._submit(self._ring.prep_accept(op.fd, 1, _ACCEPT_FLAGS, op.id))
+            if not more:   # (a shared listener's single accept: after each connection)
+                self._submit(self._ring.prep_accept(op.fd, 0 if op.state else 1, _ACCEPT_FLAGS,
+                                                    op.id))
             assert op.handler is not None   # an accept always has one
             op.handler(res)
             return

@@ -96,7 +96,8 @@ class Op:
     SEND, WAKEUP, FILE_WRITE, the sockaddr of a CONNECT, a FILE
     operation's path); ``done`` counts what a SEND or FILE_WRITE
     has moved of it (a WATCH's says whether it reports once). ``state`` is
-    the kind's own record, or None: a ``Splice`` for SENDFILE
+    the kind's own record, or None: whether an ACCEPT's listener is shared
+    (one accept per connection), a ``Splice`` for SENDFILE
     and SPLICE_IN, the timespec a RECV's linked timeout reads, the poll mask
     a WATCH asks for each time it is re-armed, a FILE_WRITE's record
     (files._Write), the FILE_WRITE a FILE_SYNC follows, a FILE
