@@ -449,6 +449,29 @@ def test_reload_picks_up_an_edited_app_file(backend, tmp_path):
         assert stop_server(proc) == 0
 
 
+def test_reload_serves_an_edit_of_the_same_size_made_in_the_same_second(backend, tmp_path):
+    # Python takes cached bytecode for its source when the source's size and
+    # mtime, in whole seconds, are those it was compiled from: an edit that
+    # changes one character within the second of the last save would be
+    # served as the old code, had a worker cached the old one.
+    app_file = tmp_path / "edited.py"
+    second = int(time.time()) - 60
+    app_file.write_text(VERSIONED_APP.format(version="v1"))
+    os.utime(app_file, (second, second))
+    proc, port, _ = start(["serve", "asgi", "edited:app", "--app-dir", str(tmp_path),
+                           "--port", "0", "--reload"], backend,
+                          env={"PYTHONDONTWRITEBYTECODE": ""})   # (as Python runs by default)
+    try:
+        assert get(port, "/") == (200, b"v1")
+        edit = tmp_path / "edit.tmp"   # (not a .py: the watcher sees one change, the rename)
+        edit.write_text(VERSIONED_APP.format(version="v2"))
+        os.utime(edit, (second, second))
+        os.replace(edit, app_file)
+        assert wait_for(lambda: get(port, "/") == (200, b"v2"), 3 * TIMEOUT)
+    finally:
+        assert stop_server(proc) == 0
+
+
 def test_the_reload_watcher_only_collects(tmp_path):
     """The watcher's thread records what changed and does nothing else: a
     log line it wrote while the supervisor forked would leave the new worker

@@ -31,6 +31,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -151,6 +152,13 @@ class Supervisor:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        if self._reload_dirs:
+            # Each worker imports the app afresh, and Python takes cached
+            # bytecode for a source of the size and mtime (in whole seconds)
+            # it was compiled from: a one-character edit within the second
+            # of the save before would be served as the old code, had a
+            # worker written the old code's bytecode.
+            sys.dont_write_bytecode = True
         mine = self._listeners[slot]
         for sock in self._listeners:
             if sock is not mine:
