@@ -240,6 +240,9 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         fd = sock.fileno()
         if fd in self._acceptors:
             raise BusyResourceError(f"an accept is already in flight on fd {fd}")
+        # (io_uring's accept does not block either way; the epoll loop does
+        # the same, and a cancel's _take_backlog needs it)
+        sock.setblocking(False)
         if once:
             op = self._ops.add(OpKind.ACCEPT_ONCE, fd, handler, self._on_accept_once)
         else:
@@ -301,8 +304,9 @@ class ProactorLoop(UringRelay, UringFiles, BaseLoop):
         worker -- is not woken for it until the next client comes.
         (epoll's waits are not exclusive: every loop is woken.) So what the
         backlog holds once this accept has let go is taken here; a newer
-        connection wakes the accepts that remain. A blocking listener is
-        left as it is (accepting there could block)."""
+        connection wakes the accepts that remain. (The listener is
+        non-blocking since accept(); one made blocking since is left as
+        it is: accepting there could block.)"""
         if sock.gettimeout() != 0.0:
             return
         handler = op.handler
